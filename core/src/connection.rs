@@ -1,0 +1,399 @@
+//! One WebSocket connection's state machine: open, closing, closed.
+//!
+//! A [`Connection`] owns the frame decoder, the message assembler, the
+//! partial-frame remainder and the outbound queue of one client. It answers
+//! pings, runs the close handshake (RFC 6455 section 7), sends heartbeat
+//! pings and expires silent peers. It knows nothing of sockets or clocks:
+//!
+//! - `handle_read(now, bytes)`, `handle_eof(now)` and `handle_timeout(now)`
+//!   feed it; `send(frame)` and `close(code, reason)` are the application's
+//!   requests;
+//! - `poll_event()` yields application messages and, once, `Closed`;
+//! - `queue()` holds the bytes to write; `poll_timeout()` gives the next
+//!   deadline; `is_finished()` says the transport may be dropped.
+//!
+//! Heartbeats: a ping goes out every `heartbeat_interval`; a connection from
+//! which nothing at all has arrived for `heartbeat_interval +
+//! heartbeat_timeout` is closed. Any bytes count as a sign of life, not only
+//! pongs, so a busy client is never expired. `handle_timeout` is safe to
+//! call early or twice: it recomputes from the stored instants.
+
+use std::collections::VecDeque;
+use std::time::Duration;
+
+use bytes::{Bytes, BytesMut};
+
+use crate::frame::{self, FrameDecoder, FrameError, OpCode};
+use crate::message::{self, Assembler, CloseCode, CloseFrame, Message, MessageError};
+use crate::queue::{OutQueue, OverBudget};
+use crate::time::Timestamp;
+
+/// Limits and timers of a connection.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ConnectionConfig {
+    /// Interval between server pings.
+    pub heartbeat_interval: Duration,
+    /// Extra silence tolerated after an interval before the peer is dropped.
+    pub heartbeat_timeout: Duration,
+    /// Largest message (and frame) accepted from the client.
+    pub max_message_size: usize,
+    /// Bytes that may wait in the outbound queue before the connection is
+    /// closed as a slow consumer.
+    pub max_queued_bytes: usize,
+    /// How long to wait for the peer's close frame after sending ours.
+    pub close_timeout: Duration,
+    /// Code sent when the heartbeat expires.
+    pub heartbeat_close_code: CloseCode,
+    /// Code sent when the outbound queue goes over budget.
+    pub slow_consumer_close_code: CloseCode,
+}
+
+impl Default for ConnectionConfig {
+    fn default() -> Self {
+        ConnectionConfig {
+            heartbeat_interval: Duration::from_secs(25),
+            heartbeat_timeout: Duration::from_secs(10),
+            max_message_size: 64 * 1024,
+            max_queued_bytes: 1024 * 1024,
+            close_timeout: Duration::from_secs(5),
+            heartbeat_close_code: CloseCode::GOING_AWAY,
+            slow_consumer_close_code: CloseCode::POLICY_VIOLATION,
+        }
+    }
+}
+
+/// Where a connection is in its life.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum State {
+    /// Messages flow both ways.
+    Open,
+    /// We sent a close frame and wait for the peer's (or the close timeout).
+    Closing,
+    /// Done: once the queue is written (or dropped), the transport goes.
+    Closed,
+}
+
+/// Why a connection ended: who is at fault and what was said.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum CloseCause {
+    /// The peer started the close handshake (its code, if it sent one).
+    Peer(Option<CloseFrame>),
+    /// The application closed it.
+    Local(CloseCode),
+    /// The peer broke a framing rule.
+    Frame(FrameError),
+    /// The peer broke a message rule (fragmentation, UTF-8, close payload).
+    Message(MessageError),
+    /// Nothing arrived for heartbeat interval + timeout.
+    HeartbeatTimeout,
+    /// The outbound queue went over its budget.
+    SlowConsumer(OverBudget),
+    /// The transport ended without a close handshake (or the peer never
+    /// answered ours).
+    Abnormal,
+}
+
+impl CloseCause {
+    /// The close code that describes this end (1006 when none was exchanged).
+    pub fn code(&self, config: &ConnectionConfig) -> CloseCode {
+        match self {
+            CloseCause::Peer(Some(f)) => f.code,
+            CloseCause::Peer(None) => CloseCode::NO_STATUS,
+            CloseCause::Local(code) => *code,
+            CloseCause::Frame(e) => e.close_code(),
+            CloseCause::Message(e) => e.close_code(),
+            CloseCause::HeartbeatTimeout => config.heartbeat_close_code,
+            CloseCause::SlowConsumer(_) => config.slow_consumer_close_code,
+            CloseCause::Abnormal => CloseCode::ABNORMAL,
+        }
+    }
+}
+
+/// What a connection tells its application.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Event {
+    /// A complete text message (valid UTF-8).
+    Text(Bytes),
+    /// A complete binary message.
+    Binary(Bytes),
+    /// The connection has ended; emitted exactly once, last.
+    Closed(CloseCause),
+}
+
+/// One client connection (server side).
+#[derive(Debug)]
+pub struct Connection {
+    state: State,
+    decoder: FrameDecoder,
+    assembler: Assembler,
+    /// Partial-frame remainder; empty (and unallocated) while idle.
+    inbuf: BytesMut,
+    queue: OutQueue,
+    events: VecDeque<Event>,
+    last_seen: Timestamp,
+    next_ping: Timestamp,
+    close_deadline: Option<Timestamp>,
+    /// Set once the close cause is known; reported with `Event::Closed`.
+    cause: Option<CloseCause>,
+    config: ConnectionConfig,
+}
+
+impl Connection {
+    /// A connection that has just completed its handshake at `now`.
+    pub fn new(now: Timestamp, config: ConnectionConfig) -> Self {
+        Connection {
+            state: State::Open,
+            decoder: FrameDecoder::new(config.max_message_size),
+            assembler: Assembler::new(config.max_message_size),
+            inbuf: BytesMut::new(),
+            queue: OutQueue::new(),
+            events: VecDeque::new(),
+            last_seen: now,
+            next_ping: now + config.heartbeat_interval,
+            close_deadline: None,
+            cause: None,
+            config,
+        }
+    }
+
+    /// The connection's configuration.
+    pub fn config(&self) -> &ConnectionConfig {
+        &self.config
+    }
+
+    /// Current state.
+    pub fn state(&self) -> State {
+        self.state
+    }
+
+    /// Bytes received from the peer.
+    pub fn handle_read(&mut self, now: Timestamp, data: &[u8]) {
+        if self.state == State::Closed || data.is_empty() {
+            return;
+        }
+        self.last_seen = now;
+        self.inbuf.extend_from_slice(data);
+        loop {
+            if self.state == State::Closed {
+                break;
+            }
+            match self.decoder.decode(&mut self.inbuf) {
+                Ok(Some(f)) => match self.assembler.push(f) {
+                    Ok(Some(msg)) => self.on_message(now, msg),
+                    Ok(None) => {}
+                    Err(e) => {
+                        let code = e.close_code();
+                        self.fail(now, code, CloseCause::Message(e));
+                    }
+                },
+                Ok(None) => break,
+                Err(e) => {
+                    let code = e.close_code();
+                    self.fail(now, code, CloseCause::Frame(e));
+                }
+            }
+        }
+        if self.inbuf.is_empty() || self.state == State::Closed {
+            // Hold no read memory while idle.
+            self.inbuf = BytesMut::new();
+        }
+    }
+
+    /// The peer closed its side of the transport (or it broke).
+    pub fn handle_eof(&mut self, now: Timestamp) {
+        if self.state == State::Closed {
+            return;
+        }
+        let cause = match self.cause.take() {
+            // We had already decided why it ends (e.g. we sent a close).
+            Some(c) if self.state == State::Closing => c,
+            _ => CloseCause::Abnormal,
+        };
+        self.queue.clear();
+        self.finish(now, cause);
+    }
+
+    /// Fires the timers that are due at `now`; safe to call early or twice.
+    pub fn handle_timeout(&mut self, now: Timestamp) {
+        match self.state {
+            State::Closed => {
+                if self.close_deadline.is_some_and(|d| now >= d) {
+                    // The peer stopped reading: drop what it never took.
+                    self.queue.clear();
+                    self.close_deadline = None;
+                }
+            }
+            State::Closing => {
+                if self.close_deadline.is_some_and(|d| now >= d) {
+                    // The peer never answered our close frame.
+                    self.queue.clear();
+                    let cause = self.cause.take().unwrap_or(CloseCause::Abnormal);
+                    self.finish(now, cause);
+                }
+            }
+            State::Open => {
+                if now >= self.expiry() {
+                    let code = self.config.heartbeat_close_code;
+                    self.start_close(now, code, "heartbeat timeout", CloseCause::HeartbeatTimeout);
+                    return;
+                }
+                if now >= self.next_ping {
+                    self.queue.push_unchecked(frame::encode(OpCode::Ping, b""));
+                    self.next_ping = now + self.config.heartbeat_interval;
+                }
+            }
+        }
+    }
+
+    /// The earliest instant at which `handle_timeout` has something to do.
+    pub fn poll_timeout(&self) -> Option<Timestamp> {
+        match self.state {
+            State::Closed | State::Closing => self.close_deadline,
+            State::Open => Some(self.next_ping.min(self.expiry())),
+        }
+    }
+
+    fn expiry(&self) -> Timestamp {
+        self.last_seen + self.config.heartbeat_interval + self.config.heartbeat_timeout
+    }
+
+    /// The next event for the application.
+    pub fn poll_event(&mut self) -> Option<Event> {
+        self.events.pop_front()
+    }
+
+    /// Queues one complete, already-encoded server frame (shared bytes).
+    ///
+    /// Over the byte budget the connection is closed as a slow consumer:
+    /// what is queued is dropped (but for a partly written frame), the close
+    /// frame goes out, and nothing waits for this client.
+    pub fn send(&mut self, now: Timestamp, frame: Bytes) -> Result<(), SendError> {
+        if self.state != State::Open {
+            return Err(SendError::NotOpen);
+        }
+        match self.queue.push(frame, self.config.max_queued_bytes) {
+            Ok(()) => Ok(()),
+            Err(over) => {
+                self.queue.discard_unstarted();
+                let code = self.config.slow_consumer_close_code;
+                self.start_close(now, code, "slow consumer", CloseCause::SlowConsumer(over));
+                Err(SendError::SlowConsumer(over))
+            }
+        }
+    }
+
+    /// Starts the close handshake with `code` (the application's decision).
+    pub fn close(&mut self, now: Timestamp, code: CloseCode, reason: &str) {
+        if self.state == State::Open {
+            self.start_close(now, code, reason, CloseCause::Local(code));
+        }
+    }
+
+    /// The outbound queue: the driver writes from it and advances it.
+    pub fn queue(&mut self) -> &mut OutQueue {
+        &mut self.queue
+    }
+
+    /// Bytes waiting to be written.
+    pub fn queued_bytes(&self) -> usize {
+        self.queue.len()
+    }
+
+    /// Bytes held for input: the partial-frame remainder and a partial
+    /// fragmented message.
+    pub fn buffered_input(&self) -> usize {
+        self.inbuf.len() + self.assembler.buffered()
+    }
+
+    /// True once the connection is closed and its last bytes are written:
+    /// the driver may drop the transport.
+    pub fn is_finished(&self) -> bool {
+        self.state == State::Closed && self.queue.is_empty()
+    }
+
+    fn on_message(&mut self, now: Timestamp, msg: Message) {
+        match msg {
+            Message::Text(b) => {
+                if self.state == State::Open {
+                    self.events.push_back(Event::Text(b));
+                }
+            }
+            Message::Binary(b) => {
+                if self.state == State::Open {
+                    self.events.push_back(Event::Binary(b));
+                }
+            }
+            Message::Ping(payload) => {
+                // RFC 6455 5.5.3: answer with a pong of the same payload,
+                // unless we already sent our close frame.
+                if self.state == State::Open {
+                    self.queue.push_unchecked(frame::encode(OpCode::Pong, &payload));
+                }
+            }
+            Message::Pong(_) => {}
+            Message::Close(peer) => match self.state {
+                State::Open => {
+                    // Echo the peer's code (RFC 6455 5.5.1) and end.
+                    let payload = match &peer {
+                        Some(f) => message::encode_close_payload(f.code, ""),
+                        None => Vec::new(),
+                    };
+                    self.queue.push_unchecked(frame::encode(OpCode::Close, &payload));
+                    self.finish(now, CloseCause::Peer(peer));
+                }
+                State::Closing => {
+                    let cause = self.cause.take().unwrap_or(CloseCause::Peer(peer));
+                    self.finish(now, cause);
+                }
+                State::Closed => {}
+            },
+        }
+    }
+
+    /// Fails the connection (RFC 6455 7.1.7): send a close frame and stop
+    /// reading; the transport goes once the frame is written.
+    fn fail(&mut self, now: Timestamp, code: CloseCode, cause: CloseCause) {
+        if self.state == State::Open {
+            let payload = message::encode_close_payload(code, "");
+            self.queue.push_unchecked(frame::encode(OpCode::Close, &payload));
+        }
+        let cause = match (self.state, self.cause.take()) {
+            (State::Closing, Some(c)) => c,
+            _ => cause,
+        };
+        self.finish(now, cause);
+    }
+
+    fn start_close(&mut self, now: Timestamp, code: CloseCode, reason: &str, cause: CloseCause) {
+        let payload = message::encode_close_payload(code, reason);
+        self.queue.push_unchecked(frame::encode(OpCode::Close, &payload));
+        self.state = State::Closing;
+        self.close_deadline = Some(now + self.config.close_timeout);
+        self.cause = Some(cause);
+    }
+
+    fn finish(&mut self, now: Timestamp, cause: CloseCause) {
+        self.state = State::Closed;
+        // The last frames (our close) get `close_timeout` to be written; a
+        // peer that reads nothing must not pin the connection forever.
+        self.close_deadline = if self.queue.is_empty() {
+            None
+        } else {
+            Some(now + self.config.close_timeout)
+        };
+        self.inbuf = BytesMut::new();
+        self.assembler = Assembler::new(self.config.max_message_size);
+        self.events.push_back(Event::Closed(cause));
+    }
+}
+
+/// A frame could not be queued.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum SendError {
+    /// The connection is closing or closed.
+    #[error("connection is not open")]
+    NotOpen,
+    /// The queue was over budget; the connection is now closing.
+    #[error("slow consumer: {0}")]
+    SlowConsumer(OverBudget),
+}

@@ -1,0 +1,40 @@
+//! wavecast-core: the sans-I/O protocol core of wavecast.
+//!
+//! Nothing in this crate performs I/O, reads a clock, spawns a thread or takes
+//! a lock (clippy's `disallowed-methods`/`disallowed-types` enforce it, see
+//! `core/clippy.toml`). Time is an input ([`time::Timestamp`]), bytes are
+//! inputs, and everything the core wants done is drained from `poll_*`
+//! methods. The same code therefore runs in the tokio server, the stateright
+//! model, the property tests and the fuzzers.
+//!
+//! How the parts fit, bottom up:
+//! - [`handshake`] parses and validates an HTTP/1.1 upgrade request head
+//!   (RFC 6455 section 4) and produces the `101` response or a rejection.
+//! - [`frame`] is the RFC 6455 section 5 codec: incremental decode of masked
+//!   client frames, encode of unmasked server frames.
+//! - [`message`] assembles frames into messages: fragmentation, incremental
+//!   UTF-8 validation, close-frame payloads and codes (section 7.4).
+//! - [`queue`] is a connection's outbound queue of shared frames
+//!   ([`bytes::Bytes`]) with a byte budget.
+//! - [`connection`] is one WebSocket connection's state machine (open,
+//!   closing, closed) with heartbeats; it owns a decoder, an assembler and a
+//!   queue.
+//!
+//! The driver (the runtime, a test, the model) feeds a connection with
+//! `handle_read(now, bytes)` / `handle_timeout(now)` and drains it in this
+//! order: `poll_event()` until `None` (messages for the application), then
+//! the outbound queue (bytes to write), then `poll_timeout()` (when to call
+//! `handle_timeout` next). docs/ARCHITECTURE.md says the same at length.
+
+#![forbid(unsafe_code)]
+#![warn(missing_docs)]
+
+pub mod connection;
+pub mod frame;
+pub mod handshake;
+pub mod message;
+pub mod node;
+pub mod queue;
+pub mod time;
+
+pub use time::Timestamp;

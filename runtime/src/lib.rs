@@ -1,0 +1,22 @@
+//! wavecast: the tokio server around the `wavecast-core` state machine.
+//!
+//! How the parts fit:
+//! - [`config`] resolves defaults, the TOML file, `WAVECAST_*` variables
+//!   and flags into one [`config::Config`].
+//! - [`server`] binds the port and starts one worker thread per shard, each
+//!   with its own listener on the same port (`SO_REUSEPORT`, so the kernel
+//!   spreads accepts), then waits for SIGINT/SIGTERM and shuts down.
+//! - [`shard`] is one worker: a single-threaded tokio runtime that owns a
+//!   core `Node` and the sockets of its connections. It reads each socket
+//!   into one scratch buffer per shard (an idle connection holds no read
+//!   buffer), feeds the node, and writes what the node queued with
+//!   vectored writes. Nothing on this path takes a lock.
+//! - [`http`] answers every request that is not a WebSocket upgrade on the
+//!   same port (health, readiness), with hyper.
+//! - [`io`] holds the small I/O adapters the others share.
+
+pub mod config;
+pub mod http;
+pub mod io;
+pub mod server;
+pub mod shard;

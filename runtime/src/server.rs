@@ -1,0 +1,126 @@
+//! Binding, worker threads, signals and shutdown.
+
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use socket2::{Domain, Protocol, Socket, Type};
+use tokio::sync::watch;
+
+use crate::config::Config;
+use crate::shard;
+
+/// State shared by every shard (read-mostly; the counters are atomics).
+#[derive(Debug)]
+pub struct Shared {
+    /// The resolved configuration.
+    pub config: Config,
+    /// The instant that core timestamps count from.
+    pub origin: Instant,
+    /// WebSocket connections currently held, across shards.
+    pub connections: AtomicUsize,
+    /// Flips to true when shutdown starts.
+    pub shutdown: watch::Receiver<bool>,
+}
+
+impl Shared {
+    /// Reserves a connection slot; false when at `max_connections`.
+    pub fn try_reserve_connection(&self) -> bool {
+        let max = self.config.max_connections;
+        self.connections
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| (n < max).then_some(n + 1))
+            .is_ok()
+    }
+
+    /// Gives a reserved connection slot back.
+    pub fn release_connection(&self) {
+        self.connections.fetch_sub(1, Ordering::AcqRel);
+    }
+}
+
+/// The server could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum ServerError {
+    /// The address could not be bound (in use, no permission).
+    #[error("cannot listen on {addr}: {source}")]
+    Bind {
+        /// The address.
+        addr: SocketAddr,
+        /// Why.
+        source: std::io::Error,
+    },
+    /// A runtime or thread could not be created.
+    #[error("cannot start worker: {0}")]
+    Worker(std::io::Error),
+}
+
+/// How long shutdown waits for connections to finish their close handshake.
+pub const SHUTDOWN_GRACE: Duration = Duration::from_secs(3);
+
+/// Runs the server until SIGINT or SIGTERM; returns once every shard has
+/// closed its connections.
+pub fn run(config: Config) -> Result<(), ServerError> {
+    let first = bind(config.listen)?;
+    let addr = first.local_addr().map_err(|source| ServerError::Bind {
+        addr: config.listen,
+        source,
+    })?;
+    let mut listeners = vec![first];
+    for _ in 1..config.workers {
+        listeners.push(bind(addr)?);
+    }
+    let (stop_tx, stop_rx) = watch::channel(false);
+    let shared = Arc::new(Shared {
+        config,
+        origin: Instant::now(),
+        connections: AtomicUsize::new(0),
+        shutdown: stop_rx,
+    });
+    let mut threads = Vec::new();
+    for (i, listener) in listeners.into_iter().enumerate() {
+        let shared = shared.clone();
+        let t = std::thread::Builder::new()
+            .name(format!("wavecast-shard-{i}"))
+            .spawn(move || shard::run(i, listener, shared))
+            .map_err(ServerError::Worker)?;
+        threads.push(t);
+    }
+    // Tests and scripts read this line to learn the port when given port 0.
+    println!("wavecast listening on {addr}");
+    tracing::info!(%addr, workers = threads.len(), "listening");
+
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .map_err(ServerError::Worker)?;
+    rt.block_on(async {
+        use tokio::signal::unix::{signal, SignalKind};
+        let mut term = signal(SignalKind::terminate()).map_err(ServerError::Worker)?;
+        let mut int = signal(SignalKind::interrupt()).map_err(ServerError::Worker)?;
+        tokio::select! {
+            _ = term.recv() => tracing::info!("SIGTERM: shutting down"),
+            _ = int.recv() => tracing::info!("SIGINT: shutting down"),
+        }
+        Ok::<(), ServerError>(())
+    })?;
+    let _ = stop_tx.send(true);
+    for t in threads {
+        if let Ok(Err(e)) = t.join() {
+            tracing::warn!(error = %e, "shard ended with an error");
+        }
+    }
+    tracing::info!("stopped");
+    Ok(())
+}
+
+fn bind(addr: SocketAddr) -> Result<std::net::TcpListener, ServerError> {
+    let err = |source| ServerError::Bind { addr, source };
+    let socket = Socket::new(Domain::for_address(addr), Type::STREAM, Some(Protocol::TCP)).map_err(err)?;
+    socket.set_reuse_address(true).map_err(err)?;
+    socket.set_reuse_port(true).map_err(err)?;
+    socket.set_nonblocking(true).map_err(err)?;
+    socket.bind(&addr.into()).map_err(err)?;
+    socket.listen(4096).map_err(err)?;
+    Ok(socket.into())
+}
