@@ -32,7 +32,13 @@ fn decode(c: &mut Criterion) {
         let payload: Vec<u8> = (0..size).map(|i| i as u8).collect();
         let mut stream = BytesMut::new();
         for _ in 0..n {
-            encode_masked(true, OpCode::Binary, &payload, [0xA1, 0xB2, 0xC3, 0xD4], &mut stream);
+            encode_masked(
+                true,
+                OpCode::Binary,
+                &payload,
+                [0xA1, 0xB2, 0xC3, 0xD4],
+                &mut stream,
+            );
         }
         group.throughput(Throughput::Bytes((size * n) as u64));
         group.bench_function(name, |b| {

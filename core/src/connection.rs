@@ -248,6 +248,7 @@ impl Connection {
     /// The earliest instant at which `handle_timeout` has something to do.
     pub fn poll_timeout(&self) -> Option<Timestamp> {
         match self.state {
+            State::Closed if self.queue.is_empty() => None,
             State::Closed | State::Closing => self.close_deadline,
             State::Open => Some(self.next_ping.min(self.expiry())),
         }
@@ -327,7 +328,8 @@ impl Connection {
                 // RFC 6455 5.5.3: answer with a pong of the same payload,
                 // unless we already sent our close frame.
                 if self.state == State::Open {
-                    self.queue.push_unchecked(frame::encode(OpCode::Pong, &payload));
+                    self.queue
+                        .push_unchecked(frame::encode(OpCode::Pong, &payload));
                 }
             }
             Message::Pong(_) => {}
@@ -338,7 +340,8 @@ impl Connection {
                         Some(f) => message::encode_close_payload(f.code, ""),
                         None => Vec::new(),
                     };
-                    self.queue.push_unchecked(frame::encode(OpCode::Close, &payload));
+                    self.queue
+                        .push_unchecked(frame::encode(OpCode::Close, &payload));
                     self.finish(now, CloseCause::Peer(peer));
                 }
                 State::Closing => {
@@ -355,7 +358,8 @@ impl Connection {
     fn fail(&mut self, now: Timestamp, code: CloseCode, cause: CloseCause) {
         if self.state == State::Open {
             let payload = message::encode_close_payload(code, "");
-            self.queue.push_unchecked(frame::encode(OpCode::Close, &payload));
+            self.queue
+                .push_unchecked(frame::encode(OpCode::Close, &payload));
         }
         let cause = match (self.state, self.cause.take()) {
             (State::Closing, Some(c)) => c,
@@ -366,7 +370,8 @@ impl Connection {
 
     fn start_close(&mut self, now: Timestamp, code: CloseCode, reason: &str, cause: CloseCause) {
         let payload = message::encode_close_payload(code, reason);
-        self.queue.push_unchecked(frame::encode(OpCode::Close, &payload));
+        self.queue
+            .push_unchecked(frame::encode(OpCode::Close, &payload));
         self.state = State::Closing;
         self.close_deadline = Some(now + self.config.close_timeout);
         self.cause = Some(cause);

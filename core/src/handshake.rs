@@ -260,12 +260,7 @@ pub fn accept(head: &RequestHead, config: &HandshakeConfig) -> Result<Accepted, 
     let subprotocol = head
         .headers_named("sec-websocket-protocol")
         .flat_map(list_elements)
-        .find_map(|offered| {
-            config
-                .subprotocols
-                .iter()
-                .find(|s| s.as_bytes() == offered)
-        })
+        .find_map(|offered| config.subprotocols.iter().find(|s| s.as_bytes() == offered))
         .cloned();
 
     let accept = accept_key(key);
@@ -473,7 +468,10 @@ fn list_elements(value: &[u8]) -> impl Iterator<Item = &[u8]> {
 fn trim_ows(value: &[u8]) -> &[u8] {
     let is_ows = |b: &u8| *b == b' ' || *b == b'\t';
     let start = value.iter().position(|b| !is_ows(b)).unwrap_or(value.len());
-    let end = value.iter().rposition(|b| !is_ows(b)).map_or(start, |i| i + 1);
+    let end = value
+        .iter()
+        .rposition(|b| !is_ows(b))
+        .map_or(start, |i| i + 1);
     value.get(start..end).unwrap_or_default()
 }
 
@@ -499,6 +497,9 @@ mod tests {
     fn reject_response_sanitizes_reason_and_status() {
         let r = reject_response(42, "Bad\r\nX-Evil: 1", "no");
         let text = String::from_utf8(r).unwrap();
-        assert!(text.starts_with("HTTP/1.1 500 Bad  X-Evil: 1\r\n"), "{text}");
+        assert!(
+            text.starts_with("HTTP/1.1 500 Bad  X-Evil: 1\r\n"),
+            "{text}"
+        );
     }
 }

@@ -29,11 +29,16 @@
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]
 
+pub mod backbone;
 pub mod connection;
 pub mod frame;
+pub mod fuzzing;
 pub mod handshake;
+pub mod hub;
 pub mod message;
+pub mod namespace;
 pub mod node;
+pub mod protocol;
 pub mod queue;
 pub mod time;
 

@@ -195,8 +195,7 @@ impl Utf8Validator {
             let end = self.pending_len + take;
             // pending_len <= 3 and take <= need <= 3, so end <= 4... but a
             // corrupted state must not panic either: get_mut guards it.
-            if let (Some(dst), Some(src)) = (seq.get_mut(self.pending_len..end), data.get(..take))
-            {
+            if let (Some(dst), Some(src)) = (seq.get_mut(self.pending_len..end), data.get(..take)) {
                 dst.copy_from_slice(src);
             }
             let seq = seq.get(..end).unwrap_or(&[]);
@@ -470,7 +469,10 @@ mod tests {
         };
         assert_eq!(a.push(f(false, OpCode::Binary, b"abc")), Ok(None));
         assert_eq!(a.buffered(), 3);
-        assert!(a.push(f(true, OpCode::Continuation, b"d")).unwrap().is_some());
+        assert!(a
+            .push(f(true, OpCode::Continuation, b"d"))
+            .unwrap()
+            .is_some());
         assert_eq!(a.buffered(), 0);
         assert!(a.partial.is_none());
     }

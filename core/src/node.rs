@@ -1,28 +1,74 @@
 //! One server shard's whole state as one state machine.
 //!
 //! A [`Node`] owns every connection of its shard (a slab indexed by
-//! [`ConnId`]), one timer set for all of them, and the list of connections
-//! with bytes to write. The driver (the runtime's shard, the model, a test):
+//! [`ConnId`]), one timer set for all of them, the list of connections with
+//! bytes to write, and the shard's view of its channels: which local
+//! connections subscribe to what, and how far each channel's stream has
+//! been delivered. The backbone ([`crate::backbone`]) sequences
+//! publications; the node only delivers them, in offset order, to its local
+//! subscribers (see [`channels`](self#channels) below).
+//!
+//! The driver (the runtime's shard, the model, a test):
 //!
 //! 1. feeds it: `handle_connect`, `handle_read`, `handle_eof`,
-//!    `handle_written`, `handle_timeout` (safe early or twice);
-//! 2. drains it, in this order: `poll_transmit()` (write each returned
-//!    connection's `queue`, report with `handle_written`), then
-//!    `poll_finished()` (drop those transports: the node keeps nothing of
-//!    them), then `poll_timeout()` (when to call `handle_timeout` next).
+//!    `handle_written`, `handle_backbone`, `handle_timeout` (safe early or
+//!    twice);
+//! 2. drains it, in this order: `poll_backbone()` (send each command to the
+//!    backbone), `poll_transmit()` (write each returned connection's
+//!    `queue`, report with `handle_written`), then `poll_finished()` (drop
+//!    those transports: the node keeps nothing of them), then
+//!    `poll_timeout()` (when to call `handle_timeout` next).
 //!
 //! Timers: each connection has one registered deadline in a set ordered by
 //! time. A read only moves a connection's deadline later, so the registered
 //! entry is left in place and may fire early; firing early is harmless
 //! because `Connection::handle_timeout` recomputes from its own instants.
+//!
+//! # Channels
+//!
+//! A channel exists in a node while a local connection subscribes to it
+//! (or is subscribing); the node holds one backbone subscription for it
+//! exactly that long. Per channel the node knows the stream's epoch and the
+//! last offset it delivered (`synced`), and delivers a publication only if
+//! its offset is exactly the next one: an older one is a duplicate and is
+//! dropped, a newer one is a gap, which the node fills from the backbone's
+//! history before delivering anything after it, or, if history cannot fill
+//! it, tells every subscriber with an `unsubscribe` push (code
+//! `INSUFFICIENT_STATE`) so that it resubscribes with recover. A gap is never
+//! silent.
+//!
+//! A subscribe asks the backbone for the channel's position (and, with
+//! `recover`, the publications after the client's position). The reply's
+//! `top` is where the subscription starts: publications after it that the
+//! node delivered while the reply was in flight are replayed to the new
+//! subscriber from a short list kept while subscribes are pending.
 
-use std::collections::{BTreeSet, VecDeque};
+use std::collections::{BTreeMap, BTreeSet, VecDeque};
 
-use crate::connection::{Connection, ConnectionConfig, Event};
+use bytes::Bytes;
+
+use crate::backbone::{
+    self, BackboneError, Command as BbCommand, Event as BbEvent, HistoryPage, RequestId,
+};
+use crate::connection::{CloseCause, Connection, ConnectionConfig, Event};
 use crate::frame::{self, OpCode};
 use crate::message::CloseCode;
+use crate::namespace::{NamespaceOptions, Namespaces};
+use crate::protocol::{
+    self, close, unsubscribe_code, ClientInfo, Command, Encoding, ErrorCode, ErrorReply,
+    Publication, Push, Recovery, Reply, StreamPosition,
+};
 use crate::queue::OutQueue;
 use crate::time::Timestamp;
+
+/// Most channels one connection may subscribe to.
+pub const MAX_SUBSCRIPTIONS: usize = 512;
+/// Most publications kept for replay to pending subscribers of a channel;
+/// past it a pending subscribe fails with "not available, retry".
+pub const MAX_REPLAY: usize = 4096;
+/// Most publications held back in a channel while a gap is being filled;
+/// past it the gap is declared unfillable.
+pub const MAX_HELD: usize = 4096;
 
 /// A connection's handle within its node: slab index and generation, so a
 /// stale handle never reaches a newer connection in the same slot.
@@ -37,6 +83,11 @@ impl ConnId {
     pub fn index(self) -> usize {
         self.index as usize
     }
+
+    /// The generation of the slot.
+    pub fn generation(self) -> u32 {
+        self.generation
+    }
 }
 
 /// What a connection is for, chosen by the path it connected to.
@@ -44,8 +95,8 @@ impl ConnId {
 pub enum Endpoint {
     /// `/echo`: every message goes back unchanged (conformance runs).
     Echo,
-    /// `/ws` before the pub/sub protocol: held open, messages ignored.
-    Hold,
+    /// `/ws`: the pub/sub protocol in this encoding.
+    PubSub(Encoding),
 }
 
 /// Settings of a node.
@@ -53,6 +104,11 @@ pub enum Endpoint {
 pub struct NodeConfig {
     /// Settings of every connection.
     pub connection: ConnectionConfig,
+    /// Channel namespaces.
+    pub namespaces: Namespaces,
+    /// Prefix of this node's client ids: unique per node in the cluster and
+    /// per process start, so client ids are never reused.
+    pub client_prefix: String,
 }
 
 #[derive(Debug)]
@@ -69,9 +125,97 @@ struct Client {
     timer: Option<Timestamp>,
     /// Already listed in `Node::transmit`.
     listed: bool,
+    /// Channels subscribed or being subscribed.
+    subs: Vec<String>,
+    /// The user the connection belongs to (empty: anonymous).
+    user: String,
 }
 
-/// One shard's connections and their timers.
+/// A publication kept in a channel while it cannot be delivered yet.
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct Held {
+    epoch: String,
+    publication: Publication,
+}
+
+/// How far the node has delivered a channel's stream.
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum Sync {
+    /// No position known yet: waiting for the first subscribe's reply.
+    Unknown,
+    /// Delivered everything up to `offset` of `epoch`.
+    Synced { epoch: String, offset: u64 },
+    /// Like `Synced`, but a gap was seen: history since `offset` was asked
+    /// with `request`, and later publications are held meanwhile.
+    Filling {
+        epoch: String,
+        offset: u64,
+        request: RequestId,
+    },
+}
+
+#[derive(Debug)]
+struct Channel {
+    options: NamespaceOptions,
+    /// Live subscribers and the offset after which each one receives.
+    live: BTreeMap<ConnId, u64>,
+    /// Subscribers waiting for the backbone's reply, by request.
+    pending: BTreeMap<ConnId, RequestId>,
+    sync: Sync,
+    /// Publications received but not deliverable yet (no position, or a
+    /// gap being filled), in arrival order.
+    held: Vec<Held>,
+    /// Publications delivered while subscribes are pending, for replay.
+    recent: VecDeque<Publication>,
+    /// `recent` overflowed: pending subscribes cannot be replayed to.
+    recent_lost: bool,
+}
+
+impl Channel {
+    fn new(options: NamespaceOptions) -> Self {
+        Channel {
+            options,
+            live: BTreeMap::new(),
+            pending: BTreeMap::new(),
+            sync: Sync::Unknown,
+            held: Vec::new(),
+            recent: VecDeque::new(),
+            recent_lost: false,
+        }
+    }
+
+    fn is_empty(&self) -> bool {
+        self.live.is_empty() && self.pending.is_empty()
+    }
+}
+
+/// A request to the backbone waiting for its reply.
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum Pending {
+    Subscribe {
+        conn: ConnId,
+        id: u64,
+        channel: String,
+        recover: bool,
+    },
+    Publish {
+        conn: ConnId,
+        id: u64,
+    },
+    History {
+        conn: ConnId,
+        id: u64,
+    },
+    Presence {
+        conn: ConnId,
+        id: u64,
+    },
+    Fill {
+        channel: String,
+    },
+}
+
+/// One shard's connections, channels and timers.
 #[derive(Debug)]
 pub struct Node {
     config: NodeConfig,
@@ -81,6 +225,10 @@ pub struct Node {
     timers: BTreeSet<(Timestamp, ConnId)>,
     transmit: VecDeque<ConnId>,
     finished: VecDeque<ConnId>,
+    channels: BTreeMap<String, Channel>,
+    requests: BTreeMap<RequestId, Pending>,
+    next_request: u64,
+    backbone: VecDeque<BbCommand>,
 }
 
 impl Node {
@@ -94,6 +242,10 @@ impl Node {
             timers: BTreeSet::new(),
             transmit: VecDeque::new(),
             finished: VecDeque::new(),
+            channels: BTreeMap::new(),
+            requests: BTreeMap::new(),
+            next_request: 1,
+            backbone: VecDeque::new(),
         }
     }
 
@@ -109,13 +261,27 @@ impl Node {
 
     /// A connection whose handshake completed at `now`; `leftover` are the
     /// bytes that arrived after the request head.
-    pub fn handle_connect(&mut self, now: Timestamp, endpoint: Endpoint, leftover: &[u8]) -> ConnId {
-        let conn = Connection::new(now, self.config.connection.clone());
+    pub fn handle_connect(
+        &mut self,
+        now: Timestamp,
+        endpoint: Endpoint,
+        leftover: &[u8],
+    ) -> ConnId {
+        let mut config = self.config.connection.clone();
+        if let Endpoint::PubSub(_) = endpoint {
+            // Pub/sub clients get wavecast's own codes, which say whether
+            // to reconnect and recover (docs/PROTOCOL.md).
+            config.heartbeat_close_code = CloseCode(close::HEARTBEAT_TIMEOUT);
+            config.slow_consumer_close_code = CloseCode(close::SLOW_CONSUMER);
+        }
+        let conn = Connection::new(now, config);
         let client = Client {
             conn,
             endpoint,
             timer: None,
             listed: false,
+            subs: Vec::new(),
+            user: String::new(),
         };
         let id = match self.free.pop() {
             Some(index) => {
@@ -132,7 +298,10 @@ impl Node {
                     generation: 0,
                     client: Some(client),
                 });
-                ConnId { index, generation: 0 }
+                ConnId {
+                    index,
+                    generation: 0,
+                }
             }
         };
         self.live += 1;
@@ -164,11 +333,16 @@ impl Node {
         self.with_conn(now, id, |c| c.close(now, code, reason));
     }
 
-    /// Closes every connection with `code` (graceful shutdown).
-    pub fn close_all(&mut self, now: Timestamp, code: CloseCode, reason: &str) {
+    /// Closes every connection (graceful shutdown): pub/sub clients with
+    /// [`close::SHUTDOWN`] (reconnect and recover), echo clients with 1001.
+    pub fn shutdown(&mut self, now: Timestamp) {
         let ids: Vec<ConnId> = self.ids().collect();
         for id in ids {
-            self.close(now, id, code, reason);
+            let code = match self.client_mut(id).map(|c| c.endpoint) {
+                Some(Endpoint::PubSub(_)) => CloseCode(close::SHUTDOWN),
+                _ => CloseCode::GOING_AWAY,
+            };
+            self.close(now, id, code, close::reason(code.0));
         }
     }
 
@@ -189,6 +363,11 @@ impl Node {
     /// The earliest deadline of any connection.
     pub fn poll_timeout(&self) -> Option<Timestamp> {
         self.timers.first().map(|&(at, _)| at)
+    }
+
+    /// The next command for the backbone.
+    pub fn poll_backbone(&mut self) -> Option<BbCommand> {
+        self.backbone.pop_front()
     }
 
     /// The next connection with bytes to write.
@@ -225,18 +404,65 @@ impl Node {
         })
     }
 
+    /// The client id of a connection, as clients and the API see it.
+    pub fn client_id(&self, id: ConnId) -> String {
+        format!(
+            "{}{}.{}",
+            self.config.client_prefix, id.index, id.generation
+        )
+    }
+
+    /// The connection a client id names, if it is one of this node's.
+    pub fn conn_of(&self, client: &str) -> Option<ConnId> {
+        let rest = client.strip_prefix(self.config.client_prefix.as_str())?;
+        let (index, generation) = rest.split_once('.')?;
+        let id = ConnId {
+            index: index.parse().ok()?,
+            generation: generation.parse().ok()?,
+        };
+        let slot = self.slots.get(id.index())?;
+        (slot.generation == id.generation && slot.client.is_some()).then_some(id)
+    }
+
     /// Bytes queued for writing across all connections.
     pub fn queued_bytes(&self) -> usize {
-        self.slots
-            .iter()
-            .filter_map(|s| s.client.as_ref())
-            .map(|c| c.conn.queued_bytes())
-            .sum()
+        self.clients().map(|c| c.conn.queued_bytes()).sum()
     }
 
     /// Timers registered (one at most per live connection).
     pub fn timers(&self) -> usize {
         self.timers.len()
+    }
+
+    /// Requests to the backbone awaiting a reply.
+    pub fn requests_in_flight(&self) -> usize {
+        self.requests.len()
+    }
+
+    /// Channels with local subscribers and their live subscriber counts.
+    pub fn channels(&self) -> impl Iterator<Item = (&str, usize)> + '_ {
+        self.channels
+            .iter()
+            .map(|(name, ch)| (name.as_str(), ch.live.len()))
+    }
+
+    /// Live local subscribers of `channel`.
+    pub fn subscribers(&self, channel: &str) -> usize {
+        self.channels.get(channel).map_or(0, |c| c.live.len())
+    }
+
+    /// The channels a connection subscribes to (or is subscribing to).
+    pub fn subscriptions(&self, id: ConnId) -> Vec<String> {
+        self.slots
+            .get(id.index())
+            .filter(|s| s.generation == id.generation)
+            .and_then(|s| s.client.as_ref())
+            .map(|c| c.subs.clone())
+            .unwrap_or_default()
+    }
+
+    fn clients(&self) -> impl Iterator<Item = &Client> + '_ {
+        self.slots.iter().filter_map(|s| s.client.as_ref())
     }
 
     fn client_mut(&mut self, id: ConnId) -> Option<&mut Client> {
@@ -271,10 +497,18 @@ impl Node {
                     let f = frame::encode(OpCode::Binary, &b);
                     let _ = client.conn.send(now, f);
                 }
-                (Endpoint::Hold, Event::Text(_) | Event::Binary(_)) => {}
-                (_, Event::Closed(_)) => {}
+                (Endpoint::PubSub(enc), Event::Text(b) | Event::Binary(b)) => {
+                    self.on_command(now, id, enc, &b);
+                }
+                (_, Event::Closed(cause)) => self.on_closed(now, id, &cause),
             }
         }
+        self.settle(now, id);
+    }
+
+    /// Lists a connection for writing, re-arms its timer, and releases it
+    /// once finished.
+    fn settle(&mut self, _now: Timestamp, id: ConnId) {
         let Some(client) = client_in(&mut self.slots, id) else {
             return;
         };
@@ -317,6 +551,833 @@ impl Node {
         self.finished.push_back(id);
     }
 
+    fn request_id(&mut self) -> RequestId {
+        let r = RequestId(self.next_request);
+        self.next_request += 1;
+        r
+    }
+
+    // ---------------------------------------------------------------
+    // Client commands
+
+    fn on_command(&mut self, now: Timestamp, id: ConnId, enc: Encoding, bytes: &[u8]) {
+        let request = match protocol::decode_request(enc, bytes) {
+            Ok(r) => r,
+            Err(e) => {
+                match (e.error_reply(), e.close_code()) {
+                    (Some((rid, reply)), _) => {
+                        let reply = Reply::Error(reply.clone());
+                        self.reply(now, id, enc, rid, &reply);
+                    }
+                    (None, Some(code)) => {
+                        self.close(now, id, CloseCode(code), close::reason(code));
+                    }
+                    (None, None) => {}
+                }
+                return;
+            }
+        };
+        let rid = request.id;
+        let channel = request.command.channel().to_string();
+        let options = match self.config.namespaces.resolve(&channel) {
+            Ok(o) => *o,
+            Err(e) => {
+                let reply = error(ErrorCode::UnknownNamespace, e.to_string());
+                self.reply(now, id, enc, rid, &reply);
+                return;
+            }
+        };
+        match request.command {
+            Command::Subscribe { channel, recover } => {
+                self.subscribe(now, id, enc, rid, channel, recover, options)
+            }
+            Command::Unsubscribe { channel } => {
+                let was = self
+                    .client_mut(id)
+                    .is_some_and(|c| c.subs.contains(&channel));
+                let reply = if was {
+                    self.unsubscribe(now, id, &channel, true);
+                    Reply::Unsubscribe
+                } else {
+                    error(ErrorCode::NotSubscribed, "not subscribed to this channel")
+                };
+                self.reply(now, id, enc, rid, &reply);
+            }
+            Command::Publish { channel, data } => {
+                if !options.allow_publish {
+                    let reply = error(
+                        ErrorCode::PermissionDenied,
+                        "clients may not publish in this namespace",
+                    );
+                    self.reply(now, id, enc, rid, &reply);
+                    return;
+                }
+                let request = self.request_id();
+                self.requests
+                    .insert(request, Pending::Publish { conn: id, id: rid });
+                self.backbone.push_back(BbCommand::Publish {
+                    request,
+                    channel,
+                    data,
+                    history: options.history(),
+                });
+            }
+            Command::Presence { channel } => {
+                if !options.presence {
+                    let reply = error(ErrorCode::NotAvailable, "presence is off in this namespace");
+                    self.reply(now, id, enc, rid, &reply);
+                    return;
+                }
+                let request = self.request_id();
+                self.requests
+                    .insert(request, Pending::Presence { conn: id, id: rid });
+                self.backbone
+                    .push_back(BbCommand::Presence { request, channel });
+            }
+            Command::History {
+                channel,
+                since,
+                limit,
+            } => {
+                let request = self.request_id();
+                self.requests
+                    .insert(request, Pending::History { conn: id, id: rid });
+                let cap = options.history_size;
+                let limit = Some(limit.map_or(cap, |l| (l as usize).min(cap)));
+                self.backbone.push_back(BbCommand::History {
+                    request,
+                    channel,
+                    since,
+                    limit,
+                });
+            }
+        }
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn subscribe(
+        &mut self,
+        now: Timestamp,
+        id: ConnId,
+        enc: Encoding,
+        rid: u64,
+        channel: String,
+        recover: Option<StreamPosition>,
+        options: NamespaceOptions,
+    ) {
+        let Some(client) = self.client_mut(id) else {
+            return;
+        };
+        if client.subs.contains(&channel) {
+            let reply = error(
+                ErrorCode::AlreadySubscribed,
+                "already subscribed to this channel",
+            );
+            self.reply(now, id, enc, rid, &reply);
+            return;
+        }
+        if client.subs.len() >= MAX_SUBSCRIPTIONS {
+            let reply = error(
+                ErrorCode::LimitExceeded,
+                "too many subscriptions on this connection",
+            );
+            self.reply(now, id, enc, rid, &reply);
+            return;
+        }
+        client.subs.push(channel.clone());
+        let request = self.request_id();
+        let ch = match self.channels.get_mut(&channel) {
+            Some(ch) => ch,
+            None => {
+                self.backbone.push_back(BbCommand::Subscribe {
+                    channel: channel.clone(),
+                });
+                self.channels
+                    .entry(channel.clone())
+                    .or_insert(Channel::new(options))
+            }
+        };
+        ch.pending.insert(id, request);
+        let recovering = recover.is_some();
+        self.requests.insert(
+            request,
+            Pending::Subscribe {
+                conn: id,
+                id: rid,
+                channel: channel.clone(),
+                recover: recovering,
+            },
+        );
+        // Without recover only the position is needed (limit 0).
+        let limit = if recovering { None } else { Some(0) };
+        self.backbone.push_back(BbCommand::History {
+            request,
+            channel,
+            since: recover,
+            limit,
+        });
+    }
+
+    /// Removes a connection's subscription (or pending subscribe) to
+    /// `channel`; drops the channel, and its backbone subscription, with
+    /// the last local subscriber.
+    fn unsubscribe(&mut self, _now: Timestamp, id: ConnId, channel: &str, _by_client: bool) {
+        let user = match self.client_mut(id) {
+            Some(client) => {
+                client.subs.retain(|c| c != channel);
+                client.user.clone()
+            }
+            None => String::new(),
+        };
+        let client = self.client_id(id);
+        let Some(ch) = self.channels.get_mut(channel) else {
+            return;
+        };
+        let was_live = ch.live.remove(&id).is_some();
+        if let Some(request) = ch.pending.remove(&id) {
+            self.requests.remove(&request);
+        }
+        if was_live && ch.options.presence {
+            self.backbone.push_back(BbCommand::PresenceRemove {
+                channel: channel.to_string(),
+                info: ClientInfo { client, user },
+                announce: ch.options.join_leave,
+            });
+        }
+        self.drop_if_empty(channel);
+    }
+
+    fn drop_if_empty(&mut self, channel: &str) {
+        let Some(ch) = self.channels.get(channel) else {
+            return;
+        };
+        if !ch.is_empty() {
+            return;
+        }
+        if let Sync::Filling { request, .. } = ch.sync {
+            self.requests.remove(&request);
+        }
+        self.channels.remove(channel);
+        self.backbone.push_back(BbCommand::Unsubscribe {
+            channel: channel.to_string(),
+        });
+    }
+
+    fn on_closed(&mut self, now: Timestamp, id: ConnId, _cause: &CloseCause) {
+        let subs = match self.client_mut(id) {
+            Some(c) => std::mem::take(&mut c.subs),
+            None => return,
+        };
+        for channel in subs {
+            self.unsubscribe(now, id, &channel, false);
+        }
+        // Requests this connection made that are still in flight are
+        // dropped here, so nothing of it outlives it.
+        self.requests.retain(|_, p| match p {
+            Pending::Subscribe { conn, .. }
+            | Pending::Publish { conn, .. }
+            | Pending::History { conn, .. }
+            | Pending::Presence { conn, .. } => *conn != id,
+            Pending::Fill { .. } => true,
+        });
+    }
+
+    fn reply(&mut self, now: Timestamp, id: ConnId, enc: Encoding, rid: u64, reply: &Reply) {
+        let payload = protocol::encode_reply(enc, rid, reply);
+        self.send(now, id, frame::encode(enc.frame_opcode(), &payload));
+    }
+
+    fn push(&mut self, now: Timestamp, id: ConnId, push: &Push) {
+        let Some(Endpoint::PubSub(enc)) = self.client_mut(id).map(|c| c.endpoint) else {
+            return;
+        };
+        let payload = protocol::encode_push(enc, push);
+        self.send(now, id, frame::encode(enc.frame_opcode(), &payload));
+    }
+
+    /// Queues a frame on a connection and settles it (a slow consumer is
+    /// closed by its connection, and its state released via `Closed`).
+    fn send(&mut self, now: Timestamp, id: ConnId, frame: Bytes) {
+        let Some(client) = self.client_mut(id) else {
+            return;
+        };
+        let _ = client.conn.send(now, frame);
+        self.after(now, id);
+    }
+
+    // ---------------------------------------------------------------
+    // Backbone events
+
+    /// An event from the backbone.
+    pub fn handle_backbone(&mut self, now: Timestamp, event: BbEvent) {
+        match event {
+            BbEvent::Publication {
+                channel,
+                epoch,
+                publication,
+            } => self.on_publication(now, &channel, epoch, publication),
+            BbEvent::Join { channel, info } => self.on_presence_push(
+                now,
+                &channel,
+                Push::Join {
+                    channel: channel.clone(),
+                    info,
+                },
+            ),
+            BbEvent::Leave { channel, info } => self.on_presence_push(
+                now,
+                &channel,
+                Push::Leave {
+                    channel: channel.clone(),
+                    info,
+                },
+            ),
+            BbEvent::Reply { request, reply } => self.on_reply(now, request, reply),
+            BbEvent::Reset => self.on_reset(now),
+        }
+    }
+
+    fn on_presence_push(&mut self, now: Timestamp, channel: &str, push: Push) {
+        let Some(ch) = self.channels.get(channel) else {
+            return;
+        };
+        if !ch.options.join_leave {
+            return;
+        }
+        let ids: Vec<ConnId> = ch.live.keys().copied().collect();
+        for id in ids {
+            self.push(now, id, &push);
+        }
+    }
+
+    fn on_publication(
+        &mut self,
+        now: Timestamp,
+        channel: &str,
+        epoch: String,
+        publication: Publication,
+    ) {
+        let Some(ch) = self.channels.get_mut(channel) else {
+            return; // no longer subscribed here
+        };
+        match &ch.sync {
+            Sync::Unknown | Sync::Filling { .. } => {
+                if ch.held.len() >= MAX_HELD {
+                    self.gap_unfillable(now, channel, None);
+                    return;
+                }
+                ch.held.push(Held { epoch, publication });
+            }
+            Sync::Synced { epoch: e, offset } => {
+                let (e, offset) = (e.clone(), *offset);
+                if epoch != e {
+                    // The stream was reset behind our back (history lost).
+                    self.gap_unfillable(now, channel, Some(Held { epoch, publication }));
+                } else if publication.offset <= offset {
+                    // A duplicate: already delivered.
+                } else if publication.offset == offset + 1 {
+                    self.deliver(now, channel, publication);
+                } else {
+                    let request = self.request_id();
+                    let ch = self.channels.get_mut(channel).expect("checked above");
+                    ch.held.push(Held { epoch, publication });
+                    ch.sync = Sync::Filling {
+                        epoch: e.clone(),
+                        offset,
+                        request,
+                    };
+                    self.requests.insert(
+                        request,
+                        Pending::Fill {
+                            channel: channel.to_string(),
+                        },
+                    );
+                    self.backbone.push_back(BbCommand::History {
+                        request,
+                        channel: channel.to_string(),
+                        since: Some(StreamPosition { epoch: e, offset }),
+                        limit: None,
+                    });
+                }
+            }
+        }
+    }
+
+    /// Delivers the next publication of a synced channel to every live
+    /// subscriber, encoding it once per encoding.
+    fn deliver(&mut self, now: Timestamp, channel: &str, publication: Publication) {
+        let Some(ch) = self.channels.get_mut(channel) else {
+            return;
+        };
+        if let Sync::Synced { offset, .. } = &mut ch.sync {
+            *offset = publication.offset;
+        }
+        let mut frames: [Option<Bytes>; 2] = [None, None];
+        let mut targets = Vec::new();
+        for (&id, &after) in &ch.live {
+            if publication.offset > after {
+                targets.push(id);
+            }
+        }
+        if !ch.pending.is_empty() {
+            if ch.recent.len() >= MAX_REPLAY {
+                ch.recent.pop_front();
+                ch.recent_lost = true;
+            }
+            ch.recent.push_back(publication.clone());
+        }
+        for id in targets {
+            let Some(client) = client_in(&mut self.slots, id) else {
+                continue;
+            };
+            let Endpoint::PubSub(enc) = client.endpoint else {
+                continue;
+            };
+            let frame = frames[enc.index()]
+                .get_or_insert_with(|| {
+                    let payload = protocol::encode_pub(enc, channel, &publication);
+                    frame::encode(enc.frame_opcode(), &payload)
+                })
+                .clone();
+            let _ = client.conn.send(now, frame);
+            self.after(now, id);
+        }
+    }
+
+    /// Delivers held publications of a synced channel in offset order, as
+    /// far as they are contiguous.
+    fn drain_held(&mut self, now: Timestamp, channel: &str) {
+        loop {
+            let Some(ch) = self.channels.get_mut(channel) else {
+                return;
+            };
+            let Sync::Synced { epoch, offset } = &ch.sync else {
+                return;
+            };
+            let (epoch, offset) = (epoch.clone(), *offset);
+            if ch.held.is_empty() {
+                return;
+            }
+            let mut held = std::mem::take(&mut ch.held);
+            held.sort_by_key(|h| h.publication.offset);
+            held.retain(|h| !(h.epoch == epoch && h.publication.offset <= offset));
+            match held.first() {
+                None => return,
+                Some(h) if h.epoch != epoch => {
+                    let first = held.remove(0);
+                    let ch = self.channels.get_mut(channel).expect("present");
+                    ch.held = held;
+                    self.gap_unfillable(now, channel, Some(first));
+                    return;
+                }
+                Some(h) if h.publication.offset == offset + 1 => {
+                    let first = held.remove(0);
+                    self.channels.get_mut(channel).expect("present").held = held;
+                    self.deliver(now, channel, first.publication);
+                }
+                Some(_) => {
+                    // Still a gap: ask history for it.
+                    let first = held.remove(0);
+                    self.channels.get_mut(channel).expect("present").held = held;
+                    self.on_publication(now, channel, first.epoch, first.publication);
+                    return;
+                }
+            }
+        }
+    }
+
+    /// A gap that history cannot fill: every live subscriber is told with
+    /// an `unsubscribe` push (resubscribe with recover) and removed; the
+    /// channel's position is forgotten. Pending subscribes are unaffected:
+    /// their replies give them a position.
+    fn gap_unfillable(&mut self, now: Timestamp, channel: &str, next: Option<Held>) {
+        let Some(ch) = self.channels.get_mut(channel) else {
+            return;
+        };
+        if let Sync::Filling { request, .. } = ch.sync {
+            self.requests.remove(&request);
+        }
+        let ch = self.channels.get_mut(channel).expect("present");
+        ch.sync = Sync::Unknown;
+        ch.held.clear();
+        ch.recent.clear();
+        let ids: Vec<ConnId> = ch.live.keys().copied().collect();
+        let push = Push::Unsubscribe {
+            channel: channel.to_string(),
+            code: unsubscribe_code::INSUFFICIENT_STATE,
+            reason: "missed publications; resubscribe with recover".into(),
+        };
+        for id in ids {
+            self.push(now, id, &push);
+            self.unsubscribe(now, id, channel, false);
+        }
+        if let Some(ch) = self.channels.get_mut(channel) {
+            if let Some(next) = next {
+                ch.held.push(next);
+            }
+            if ch.pending.is_empty() {
+                // Nobody waits for a position: forget held publications.
+                ch.held.clear();
+            }
+        }
+    }
+
+    fn on_reply(&mut self, now: Timestamp, request: RequestId, reply: backbone::Reply) {
+        let Some(pending) = self.requests.remove(&request) else {
+            return; // its connection or channel is gone
+        };
+        match (pending, reply) {
+            (Pending::Publish { conn, id }, backbone::Reply::Published(r)) => {
+                let reply = match r {
+                    Ok(pos) => Reply::Publish { offset: pos.offset },
+                    Err(e) => backbone_error(&e),
+                };
+                self.reply_to(now, conn, id, &reply);
+            }
+            (Pending::Presence { conn, id }, backbone::Reply::Presence(r)) => {
+                let reply = match r {
+                    Ok(clients) => Reply::Presence { clients },
+                    Err(e) => backbone_error(&e),
+                };
+                self.reply_to(now, conn, id, &reply);
+            }
+            (Pending::History { conn, id }, backbone::Reply::History(r)) => {
+                let reply = match r {
+                    Ok(page) => Reply::History {
+                        epoch: page.epoch,
+                        offset: page.top,
+                        publications: page.publications,
+                    },
+                    Err(e) => backbone_error(&e),
+                };
+                self.reply_to(now, conn, id, &reply);
+            }
+            (
+                Pending::Subscribe {
+                    conn,
+                    id,
+                    channel,
+                    recover,
+                },
+                backbone::Reply::History(r),
+            ) => self.on_subscribed(now, request, conn, id, &channel, recover, r),
+            (Pending::Fill { channel }, backbone::Reply::History(r)) => {
+                self.on_filled(now, request, &channel, r)
+            }
+            (pending, reply) => {
+                // A reply of the wrong kind: the backbone's bug. Fail the
+                // request rather than guess.
+                let e = BackboneError::Internal(format!("unexpected reply {reply:?}"));
+                match pending {
+                    Pending::Subscribe {
+                        conn, id, channel, ..
+                    } => {
+                        self.unsubscribe(now, conn, &channel, false);
+                        self.reply_to(now, conn, id, &backbone_error(&e));
+                    }
+                    Pending::Publish { conn, id }
+                    | Pending::History { conn, id }
+                    | Pending::Presence { conn, id } => {
+                        self.reply_to(now, conn, id, &backbone_error(&e))
+                    }
+                    Pending::Fill { channel } => self.gap_unfillable(now, &channel, None),
+                }
+            }
+        }
+    }
+
+    fn reply_to(&mut self, now: Timestamp, conn: ConnId, rid: u64, reply: &Reply) {
+        let Some(Endpoint::PubSub(enc)) = self.client_mut(conn).map(|c| c.endpoint) else {
+            return;
+        };
+        self.reply(now, conn, enc, rid, reply);
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn on_subscribed(
+        &mut self,
+        now: Timestamp,
+        request: RequestId,
+        conn: ConnId,
+        rid: u64,
+        channel: &str,
+        recover: bool,
+        result: Result<HistoryPage, BackboneError>,
+    ) {
+        let Some(ch) = self.channels.get_mut(channel) else {
+            return;
+        };
+        if ch.pending.get(&conn) != Some(&request) {
+            return;
+        }
+        let page = match result {
+            Ok(page) => page,
+            Err(e) => {
+                self.unsubscribe(now, conn, channel, false);
+                self.reply_to(now, conn, rid, &backbone_error(&e));
+                return;
+            }
+        };
+        // The channel learns its position from its first reply.
+        if ch.sync == Sync::Unknown {
+            ch.sync = Sync::Synced {
+                epoch: page.epoch.clone(),
+                offset: page.top,
+            };
+        }
+        let (epoch, delivered) = match &ch.sync {
+            Sync::Synced { epoch, offset } | Sync::Filling { epoch, offset, .. } => {
+                (epoch.clone(), *offset)
+            }
+            Sync::Unknown => unreachable!("set above"),
+        };
+        if page.epoch != epoch {
+            // The stream changed epoch between the channel's position and
+            // this reply: the channel's subscribers have a gap; this one
+            // starts fresh in the new epoch.
+            self.gap_unfillable(now, channel, None);
+            if let Some(ch) = self.channels.get_mut(channel) {
+                ch.sync = Sync::Synced {
+                    epoch: page.epoch.clone(),
+                    offset: page.top,
+                };
+            }
+            return self.on_subscribed_synced(
+                now,
+                conn,
+                rid,
+                channel,
+                recover,
+                page,
+                page_top_replay(None),
+            );
+        }
+        // Publications in (top, delivered] went out while this reply was in
+        // flight: replay them from `recent` after the reply.
+        let replay = if delivered > page.top {
+            let ch = self.channels.get(channel).expect("present");
+            let first_kept = ch.recent.front().map(|p| p.offset);
+            let covered = !ch.recent_lost && first_kept.is_some_and(|f| f <= page.top + 1);
+            if !covered {
+                self.unsubscribe(now, conn, channel, false);
+                let reply = error(
+                    ErrorCode::NotAvailable,
+                    "channel too busy to subscribe now; retry",
+                );
+                self.reply_to(now, conn, rid, &reply);
+                return;
+            }
+            ch.recent
+                .iter()
+                .filter(|p| p.offset > page.top && p.offset <= delivered)
+                .cloned()
+                .collect()
+        } else {
+            Vec::new()
+        };
+        self.on_subscribed_synced(
+            now,
+            conn,
+            rid,
+            channel,
+            recover,
+            page,
+            page_top_replay(Some(replay)),
+        );
+        self.drain_held(now, channel);
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn on_subscribed_synced(
+        &mut self,
+        now: Timestamp,
+        conn: ConnId,
+        rid: u64,
+        channel: &str,
+        recover: bool,
+        page: HistoryPage,
+        replay: Vec<Publication>,
+    ) {
+        let Some(ch) = self.channels.get_mut(channel) else {
+            return;
+        };
+        ch.pending.remove(&conn);
+        // Deliver to it everything after the later of its start and what
+        // was replayed.
+        let start = replay.last().map_or(page.top, |p| p.offset);
+        ch.live.insert(conn, start);
+        if ch.pending.is_empty() {
+            ch.recent.clear();
+            ch.recent_lost = false;
+        }
+        let options = ch.options;
+        let recovery = recover.then(|| Recovery {
+            recovered: page.complete,
+            publications: if page.complete {
+                page.publications
+            } else {
+                Vec::new()
+            },
+        });
+        let reply = Reply::Subscribe {
+            epoch: page.epoch,
+            offset: page.top,
+            recovery,
+        };
+        self.reply_to(now, conn, rid, &reply);
+        for publication in replay {
+            let push = Push::Pub {
+                channel: channel.to_string(),
+                publication,
+            };
+            self.push(now, conn, &push);
+        }
+        if options.presence {
+            let client = self.client_id(conn);
+            let user = self
+                .client_mut(conn)
+                .map(|c| c.user.clone())
+                .unwrap_or_default();
+            self.backbone.push_back(BbCommand::PresenceAdd {
+                channel: channel.to_string(),
+                info: ClientInfo { client, user },
+                announce: options.join_leave,
+            });
+        }
+    }
+
+    fn on_filled(
+        &mut self,
+        now: Timestamp,
+        request: RequestId,
+        channel: &str,
+        result: Result<HistoryPage, BackboneError>,
+    ) {
+        let Some(ch) = self.channels.get_mut(channel) else {
+            return;
+        };
+        let Sync::Filling {
+            epoch,
+            offset,
+            request: r,
+        } = &ch.sync
+        else {
+            return;
+        };
+        if *r != request {
+            return;
+        }
+        let (epoch, offset) = (epoch.clone(), *offset);
+        match result {
+            Ok(page) if page.complete && page.epoch == epoch => {
+                ch.sync = Sync::Synced { epoch, offset };
+                for publication in page.publications {
+                    let Some(ch) = self.channels.get(channel) else {
+                        return;
+                    };
+                    let Sync::Synced { offset, .. } = ch.sync else {
+                        return;
+                    };
+                    if publication.offset == offset + 1 {
+                        self.deliver(now, channel, publication);
+                    }
+                }
+                self.drain_held(now, channel);
+            }
+            _ => self.gap_unfillable(now, channel, None),
+        }
+    }
+
+    /// The backbone link was lost and is back: every request in flight is
+    /// failed, every channel resubscribed and checked for a gap.
+    fn on_reset(&mut self, now: Timestamp) {
+        let requests = std::mem::take(&mut self.requests);
+        let e = BackboneError::Unavailable;
+        for (_, pending) in requests {
+            match pending {
+                Pending::Subscribe {
+                    conn, id, channel, ..
+                } => {
+                    self.unsubscribe(now, conn, &channel, false);
+                    self.reply_to(now, conn, id, &backbone_error(&e));
+                }
+                Pending::Publish { conn, id }
+                | Pending::History { conn, id }
+                | Pending::Presence { conn, id } => {
+                    self.reply_to(now, conn, id, &backbone_error(&e))
+                }
+                Pending::Fill { .. } => {}
+            }
+        }
+        let names: Vec<String> = self.channels.keys().cloned().collect();
+        for channel in names {
+            let Some(ch) = self.channels.get_mut(&channel) else {
+                continue;
+            };
+            self.backbone.push_back(BbCommand::Subscribe {
+                channel: channel.clone(),
+            });
+            let (epoch, offset) = match &ch.sync {
+                Sync::Synced { epoch, offset } | Sync::Filling { epoch, offset, .. } => {
+                    (epoch.clone(), *offset)
+                }
+                Sync::Unknown => continue,
+            };
+            // Publications may have been missed while the link was down:
+            // fill from history before delivering anything newer.
+            let request = self.request_id();
+            let ch = self.channels.get_mut(&channel).expect("present");
+            ch.sync = Sync::Filling {
+                epoch: epoch.clone(),
+                offset,
+                request,
+            };
+            let live: Vec<ConnId> = ch.live.keys().copied().collect();
+            let options = ch.options;
+            self.requests.insert(
+                request,
+                Pending::Fill {
+                    channel: channel.clone(),
+                },
+            );
+            self.backbone.push_back(BbCommand::History {
+                request,
+                channel: channel.clone(),
+                since: Some(StreamPosition { epoch, offset }),
+                limit: None,
+            });
+            if options.presence {
+                for id in live {
+                    let client = self.client_id(id);
+                    let user = self
+                        .client_mut(id)
+                        .map(|c| c.user.clone())
+                        .unwrap_or_default();
+                    self.backbone.push_back(BbCommand::PresenceAdd {
+                        channel: channel.clone(),
+                        info: ClientInfo { client, user },
+                        announce: false,
+                    });
+                }
+            }
+        }
+    }
+}
+
+fn page_top_replay(replay: Option<Vec<Publication>>) -> Vec<Publication> {
+    replay.unwrap_or_default()
+}
+
+fn error(code: ErrorCode, message: impl Into<String>) -> Reply {
+    Reply::Error(ErrorReply::new(code, message))
+}
+
+fn backbone_error(e: &BackboneError) -> Reply {
+    let code = match e {
+        BackboneError::Unavailable => ErrorCode::NotAvailable,
+        BackboneError::Internal(_) => ErrorCode::Internal,
+    };
+    error(code, e.to_string())
 }
 
 /// The live client in `id`'s slot, if the generation still matches. A free

@@ -170,7 +170,13 @@ mod tests {
         let mut q = OutQueue::new();
         q.push(Bytes::from(vec![0; 10]), 8).unwrap();
         let err = q.push(Bytes::from_static(b"x"), 8).unwrap_err();
-        assert_eq!(err, OverBudget { queued: 10, budget: 8 });
+        assert_eq!(
+            err,
+            OverBudget {
+                queued: 10,
+                budget: 8
+            }
+        );
         q.push_unchecked(Bytes::from_static(b"close"));
         assert_eq!(q.len(), 15);
     }

@@ -63,7 +63,13 @@ mod tests {
         let t = Timestamp::from_millis(5);
         assert_eq!(t + Duration::from_millis(2), Timestamp::from_millis(7));
         assert_eq!(t - Duration::from_secs(1), Timestamp::ZERO);
-        assert_eq!(Timestamp::from_micros(u64::MAX) + Duration::from_secs(1), Timestamp::from_micros(u64::MAX));
-        assert_eq!(t.saturating_since(Timestamp::from_millis(9)), Duration::ZERO);
+        assert_eq!(
+            Timestamp::from_micros(u64::MAX) + Duration::from_secs(1),
+            Timestamp::from_micros(u64::MAX)
+        );
+        assert_eq!(
+            t.saturating_since(Timestamp::from_millis(9)),
+            Duration::ZERO
+        );
     }
 }

@@ -58,7 +58,10 @@ fn rfc_5_7_fragmented_unmasked_text() {
     let mut buf = BytesMut::from(&[0x01, 0x03, 0x48, 0x65, 0x6c, 0x80, 0x02, 0x6c, 0x6f][..]);
     let a = dec.decode(&mut buf).unwrap().unwrap();
     let b = dec.decode(&mut buf).unwrap().unwrap();
-    assert_eq!((a.fin, a.opcode, &a.payload[..]), (false, OpCode::Text, &b"Hel"[..]));
+    assert_eq!(
+        (a.fin, a.opcode, &a.payload[..]),
+        (false, OpCode::Text, &b"Hel"[..])
+    );
     assert_eq!(
         (b.fin, b.opcode, &b.payload[..]),
         (true, OpCode::Continuation, &b"lo"[..])

@@ -4,9 +4,7 @@
 //! (Autobahn category 2 and 5.1/5.2).
 
 use bytes::BytesMut;
-use wavecast_core::frame::{
-    encode_masked, FrameDecoder, FrameError, OpCode, MAX_CONTROL_PAYLOAD,
-};
+use wavecast_core::frame::{encode_masked, FrameDecoder, FrameError, OpCode, MAX_CONTROL_PAYLOAD};
 use wavecast_core::message::CloseCode;
 
 const CONTROL: [OpCode; 3] = [OpCode::Close, OpCode::Ping, OpCode::Pong];

@@ -9,7 +9,10 @@ use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
+use std::collections::BTreeMap;
+
 use serde::Deserialize;
+use wavecast_core::namespace::{NamespaceOptions, Namespaces};
 
 /// Flags of `wavecast serve`; each also reads `WAVECAST_<NAME>`.
 #[derive(Debug, Clone, Default, clap::Args)]
@@ -44,6 +47,9 @@ pub struct ServeArgs {
     /// Allowed Origin values for browser clients (comma-separated); none set allows any.
     #[arg(long, env = "WAVECAST_ALLOWED_ORIGINS", value_delimiter = ',')]
     pub allowed_origins: Option<Vec<String>>,
+    /// Key for the HTTP API (`Authorization: apikey KEY`); without one the API answers 403.
+    #[arg(long, env = "WAVECAST_API_KEY", hide_env_values = true)]
+    pub api_key: Option<String>,
 }
 
 /// The TOML file: the same settings as the flags.
@@ -61,6 +67,37 @@ pub struct FileConfig {
     echo: Option<bool>,
     workers: Option<usize>,
     allowed_origins: Option<Vec<String>>,
+    api_key: Option<String>,
+    /// Options of channels without a namespace.
+    channels: Option<NamespaceFile>,
+    /// Options of channels `NAME:...`, by NAME.
+    #[serde(default)]
+    namespaces: BTreeMap<String, NamespaceFile>,
+}
+
+/// One namespace's options in the file; unset keys take the defaults.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct NamespaceFile {
+    history_size: Option<usize>,
+    #[serde(default, with = "opt_duration")]
+    history_ttl: Option<Duration>,
+    presence: Option<bool>,
+    join_leave: Option<bool>,
+    allow_publish: Option<bool>,
+}
+
+impl NamespaceFile {
+    fn resolve(&self) -> NamespaceOptions {
+        let d = NamespaceOptions::default();
+        NamespaceOptions {
+            history_size: self.history_size.unwrap_or(d.history_size),
+            history_ttl: self.history_ttl.unwrap_or(d.history_ttl),
+            presence: self.presence.unwrap_or(d.presence),
+            join_leave: self.join_leave.unwrap_or(d.join_leave),
+            allow_publish: self.allow_publish.unwrap_or(d.allow_publish),
+        }
+    }
 }
 
 /// Every setting, resolved.
@@ -84,6 +121,10 @@ pub struct Config {
     pub workers: usize,
     /// Allowed origins; `None` allows any.
     pub allowed_origins: Option<Vec<String>>,
+    /// The HTTP API key; `None` disables the API (403).
+    pub api_key: Option<String>,
+    /// Channel namespaces and the defaults of channels without one.
+    pub namespaces: Namespaces,
 }
 
 impl Default for Config {
@@ -98,6 +139,8 @@ impl Default for Config {
             echo: false,
             workers: std::thread::available_parallelism().map_or(1, |n| n.get()),
             allowed_origins: None,
+            api_key: None,
+            namespaces: Namespaces::default(),
         }
     }
 }
@@ -164,6 +207,23 @@ impl Config {
             echo: args.echo.or(file.echo).unwrap_or(d.echo),
             workers: args.workers.or(file.workers).unwrap_or(d.workers),
             allowed_origins: args.allowed_origins.clone().or(file.allowed_origins),
+            api_key: args
+                .api_key
+                .clone()
+                .or(file.api_key)
+                .filter(|k| !k.is_empty()),
+            namespaces: Namespaces {
+                default: file
+                    .channels
+                    .as_ref()
+                    .map(NamespaceFile::resolve)
+                    .unwrap_or_default(),
+                named: file
+                    .namespaces
+                    .iter()
+                    .map(|(k, v)| (k.clone(), v.resolve()))
+                    .collect(),
+            },
         };
         config.validate()?;
         Ok(config)
@@ -187,6 +247,23 @@ impl Config {
         }
         if self.max_queued_bytes == 0 {
             return invalid("max_queued_bytes", "must be more than zero");
+        }
+        for (name, ns) in &self.namespaces.named {
+            if name.is_empty()
+                || name.contains(':')
+                || name.chars().any(|c| c.is_whitespace() || c.is_control())
+            {
+                return invalid(
+                    "namespaces",
+                    "a namespace name must be non-empty, without ':' or whitespace",
+                );
+            }
+            if ns.join_leave && !ns.presence {
+                return invalid(
+                    "namespaces",
+                    "join_leave needs presence in the same namespace",
+                );
+            }
         }
         Ok(())
     }
@@ -248,6 +325,39 @@ mod tests {
     }
 
     #[test]
+    fn namespaces_from_file() {
+        let dir = std::env::temp_dir().join(format!("wavecast-config-ns-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("w.toml");
+        std::fs::write(
+            &path,
+            "[channels]\nhistory_size = 7\n[namespaces.chat]\njoin_leave = true\nhistory_ttl = \"1m\"\n",
+        )
+        .unwrap();
+        let args = ServeArgs {
+            config: Some(path.clone()),
+            ..Default::default()
+        };
+        let c = Config::load(&args).unwrap();
+        assert_eq!(c.namespaces.default.history_size, 7);
+        let chat = c.namespaces.resolve("chat:1").unwrap();
+        assert!(chat.join_leave && chat.presence);
+        assert_eq!(chat.history_ttl, Duration::from_secs(60));
+        assert_eq!(chat.history_size, 100);
+        assert!(c.namespaces.resolve("game:1").is_err());
+        std::fs::write(
+            &path,
+            "[namespaces.chat]\npresence = false\njoin_leave = true\n",
+        )
+        .unwrap();
+        assert!(matches!(
+            Config::load(&args),
+            Err(ConfigError::Invalid { .. })
+        ));
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
     fn unknown_keys_and_bad_values_are_errors() {
         let dir = std::env::temp_dir().join(format!("wavecast-config-bad-{}", std::process::id()));
         std::fs::create_dir_all(&dir).unwrap();
@@ -257,14 +367,26 @@ mod tests {
             config: Some(path.clone()),
             ..Default::default()
         };
-        assert!(matches!(Config::load(&args), Err(ConfigError::Parse { .. })));
+        assert!(matches!(
+            Config::load(&args),
+            Err(ConfigError::Parse { .. })
+        ));
         std::fs::write(&path, "heartbeat_interval = \"soon\"\n").unwrap();
-        assert!(matches!(Config::load(&args), Err(ConfigError::Parse { .. })));
+        assert!(matches!(
+            Config::load(&args),
+            Err(ConfigError::Parse { .. })
+        ));
         let args = ServeArgs {
             workers: Some(0),
             ..Default::default()
         };
-        assert!(matches!(Config::load(&args), Err(ConfigError::Invalid { name: "workers", .. })));
+        assert!(matches!(
+            Config::load(&args),
+            Err(ConfigError::Invalid {
+                name: "workers",
+                ..
+            })
+        ));
         std::fs::remove_dir_all(&dir).unwrap();
     }
 }

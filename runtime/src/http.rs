@@ -33,6 +33,9 @@ pub async fn serve(shard: Rc<Shard>, prefix: Vec<u8>, stream: TcpStream) {
 }
 
 async fn route(shard: &Shard, req: Request<Incoming>) -> Response<Full<Bytes>> {
+    if req.uri().path().starts_with("/api/") {
+        return crate::api::handle(shard, req).await;
+    }
     match (req.method(), req.uri().path()) {
         (&Method::GET | &Method::HEAD, "/healthz") => text(StatusCode::OK, "ok\n"),
         (&Method::GET | &Method::HEAD, "/readyz") => {

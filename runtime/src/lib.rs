@@ -11,10 +11,16 @@
 //!   into one scratch buffer per shard (an idle connection holds no read
 //!   buffer), feeds the node, and writes what the node queued with
 //!   vectored writes. Nothing on this path takes a lock.
+//! - [`backbone`] connects shards to the sequencer: core's in-memory hub
+//!   on its own thread (single server).
+//! - [`api`] is the HTTP API (publish, broadcast, presence, history,
+//!   channels, disconnect, info) behind an API key.
 //! - [`http`] answers every request that is not a WebSocket upgrade on the
 //!   same port (health, readiness), with hyper.
 //! - [`io`] holds the small I/O adapters the others share.
 
+pub mod api;
+pub mod backbone;
 pub mod config;
 pub mod http;
 pub mod io;

@@ -6,8 +6,9 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use socket2::{Domain, Protocol, Socket, Type};
-use tokio::sync::watch;
+use tokio::sync::{mpsc, watch};
 
+use crate::backbone::{Backbone, ShardMsg};
 use crate::config::Config;
 use crate::shard;
 
@@ -22,6 +23,13 @@ pub struct Shared {
     pub connections: AtomicUsize,
     /// Flips to true when shutdown starts.
     pub shutdown: watch::Receiver<bool>,
+    /// The sequencer.
+    pub backbone: Backbone,
+    /// Each shard's inbox, by shard index (= its node id).
+    pub shards: Vec<mpsc::UnboundedSender<ShardMsg>>,
+    /// A short id of this process, unique in practice: client ids start
+    /// with it, so they are never reused across restarts or servers.
+    pub instance: String,
 }
 
 impl Shared {
@@ -29,7 +37,9 @@ impl Shared {
     pub fn try_reserve_connection(&self) -> bool {
         let max = self.config.max_connections;
         self.connections
-            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| (n < max).then_some(n + 1))
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| {
+                (n < max).then_some(n + 1)
+            })
             .is_ok()
     }
 
@@ -71,18 +81,28 @@ pub fn run(config: Config) -> Result<(), ServerError> {
         listeners.push(bind(addr)?);
     }
     let (stop_tx, stop_rx) = watch::channel(false);
+    let origin = Instant::now();
+    let seed = process_seed();
+    let (inboxes, receivers): (Vec<_>, Vec<_>) = (0..listeners.len())
+        .map(|_| mpsc::unbounded_channel())
+        .unzip();
+    let backbone =
+        Backbone::start_memory(origin, seed, inboxes.clone()).map_err(ServerError::Worker)?;
     let shared = Arc::new(Shared {
         config,
-        origin: Instant::now(),
+        origin,
         connections: AtomicUsize::new(0),
         shutdown: stop_rx,
+        backbone,
+        shards: inboxes,
+        instance: format!("{:06x}", seed & 0xff_ffff),
     });
     let mut threads = Vec::new();
-    for (i, listener) in listeners.into_iter().enumerate() {
+    for (i, (listener, inbox)) in listeners.into_iter().zip(receivers).enumerate() {
         let shared = shared.clone();
         let t = std::thread::Builder::new()
             .name(format!("wavecast-shard-{i}"))
-            .spawn(move || shard::run(i, listener, shared))
+            .spawn(move || shard::run(i, listener, inbox, shared))
             .map_err(ServerError::Worker)?;
         threads.push(t);
     }
@@ -114,9 +134,22 @@ pub fn run(config: Config) -> Result<(), ServerError> {
     Ok(())
 }
 
+/// A seed that differs between processes and starts: epochs of the
+/// in-memory backbone and client ids derive from it.
+fn process_seed() -> u64 {
+    use std::hash::{BuildHasher, Hasher};
+    let mut h = std::collections::hash_map::RandomState::new().build_hasher();
+    h.write_u32(std::process::id());
+    if let Ok(d) = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH) {
+        h.write_u128(d.as_nanos());
+    }
+    h.finish()
+}
+
 fn bind(addr: SocketAddr) -> Result<std::net::TcpListener, ServerError> {
     let err = |source| ServerError::Bind { addr, source };
-    let socket = Socket::new(Domain::for_address(addr), Type::STREAM, Some(Protocol::TCP)).map_err(err)?;
+    let socket =
+        Socket::new(Domain::for_address(addr), Type::STREAM, Some(Protocol::TCP)).map_err(err)?;
     socket.set_reuse_address(true).map_err(err)?;
     socket.set_reuse_port(true).map_err(err)?;
     socket.set_nonblocking(true).map_err(err)?;

@@ -23,9 +23,15 @@ use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::Notify;
 use tokio::task::LocalSet;
 
+use tokio::sync::mpsc;
+use wavecast_core::backbone::NodeId;
 use wavecast_core::connection::ConnectionConfig;
 use wavecast_core::handshake::{self, HandshakeConfig, RequestHead};
+use wavecast_core::message::CloseCode;
 use wavecast_core::node::{ConnId, Endpoint, Node, NodeConfig};
+use wavecast_core::protocol::{self, Encoding, SUBPROTOCOLS};
+
+use crate::backbone::{Control, ShardInfo, ShardMsg};
 use wavecast_core::queue::MAX_SLICES;
 use wavecast_core::Timestamp;
 
@@ -80,11 +86,16 @@ impl Shard {
         };
         let handshake = HandshakeConfig {
             allowed_origins: c.allowed_origins.clone(),
+            subprotocols: SUBPROTOCOLS.iter().map(|s| s.to_string()).collect(),
             ..HandshakeConfig::default()
         };
         Shard {
             index,
-            node: RefCell::new(Node::new(NodeConfig { connection })),
+            node: RefCell::new(Node::new(NodeConfig {
+                connection,
+                namespaces: c.namespaces.clone(),
+                client_prefix: format!("{}-{index}-", shared.instance),
+            })),
             ios: RefCell::new(Vec::new()),
             scratch: RefCell::new(vec![0; SCRATCH].into_boxed_slice()),
             handshake,
@@ -103,6 +114,11 @@ impl Shard {
         self.shared.origin + Duration::from_micros(t.as_micros())
     }
 
+    /// State shared by every shard.
+    pub fn shared(&self) -> &Shared {
+        &self.shared
+    }
+
     /// True once shutdown has started.
     pub fn shutting_down(&self) -> bool {
         *self.shared.shutdown.borrow()
@@ -113,6 +129,11 @@ impl Shard {
     fn drive(&self) {
         let now = self.now();
         loop {
+            let cmd = self.node.borrow_mut().poll_backbone();
+            let Some(cmd) = cmd else { break };
+            self.shared.backbone.command(NodeId(self.index as u32), cmd);
+        }
+        loop {
             let id = self.node.borrow_mut().poll_transmit();
             let Some(id) = id else { break };
             self.write(now, id);
@@ -120,7 +141,11 @@ impl Shard {
         loop {
             let id = self.node.borrow_mut().poll_finished();
             let Some(id) = id else { break };
-            let io = self.ios.borrow_mut().get_mut(id.index()).and_then(Option::take);
+            let io = self
+                .ios
+                .borrow_mut()
+                .get_mut(id.index())
+                .and_then(Option::take);
             if let Some(io) = io {
                 io.finished.set(true);
                 io.wake();
@@ -171,6 +196,36 @@ impl Shard {
         }
     }
 
+    fn handle_msg(&self, now: Timestamp, msg: ShardMsg) {
+        match msg {
+            ShardMsg::Backbone(event) => self.node.borrow_mut().handle_backbone(now, event),
+            ShardMsg::Control(Control::Channels(reply)) => {
+                let node = self.node.borrow();
+                let _ = reply.send(node.channels().map(|(c, n)| (c.to_string(), n)).collect());
+            }
+            ShardMsg::Control(Control::Disconnect {
+                client,
+                code,
+                reply,
+            }) => {
+                let mut node = self.node.borrow_mut();
+                let found = node.conn_of(&client);
+                if let Some(id) = found {
+                    node.close(now, id, CloseCode(code), protocol::close::reason(code));
+                }
+                let _ = reply.send(found.is_some());
+            }
+            ShardMsg::Control(Control::Info(reply)) => {
+                let node = self.node.borrow();
+                let _ = reply.send(ShardInfo {
+                    connections: node.connections(),
+                    channels: node.channels().count(),
+                    queued_bytes: node.queued_bytes(),
+                });
+            }
+        }
+    }
+
     /// Reads once from a connection's socket into the scratch buffer and
     /// feeds the node.
     fn read(&self, id: ConnId, io: &ConnIo) {
@@ -189,13 +244,21 @@ impl Shard {
 }
 
 /// Runs shard `index` on the calling thread until shutdown.
-pub fn run(index: usize, listener: std::net::TcpListener, shared: Arc<Shared>) -> io::Result<()> {
-    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
+pub fn run(
+    index: usize,
+    listener: std::net::TcpListener,
+    inbox: mpsc::UnboundedReceiver<ShardMsg>,
+    shared: Arc<Shared>,
+) -> io::Result<()> {
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
     let local = LocalSet::new();
     local.block_on(&rt, async move {
         let listener = TcpListener::from_std(listener)?;
         let shard = Rc::new(Shard::new(index, shared.clone()));
         tokio::task::spawn_local(timer_task(shard.clone()));
+        tokio::task::spawn_local(inbox_task(shard.clone(), inbox));
         let mut stop = shared.shutdown.clone();
         loop {
             tokio::select! {
@@ -221,13 +284,34 @@ pub fn run(index: usize, listener: std::net::TcpListener, shared: Arc<Shared>) -
 
 async fn shutdown(shard: &Rc<Shard>) {
     let now = shard.now();
-    shard.node.borrow_mut().close_all(now, wavecast_core::message::CloseCode::GOING_AWAY, "server shutdown");
+    shard.node.borrow_mut().shutdown(now);
     shard.drive();
     let deadline = tokio::time::Instant::now() + SHUTDOWN_GRACE;
     while shard.node.borrow().connections() > 0 && tokio::time::Instant::now() < deadline {
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
-    tracing::debug!(shard = shard.index, left = shard.node.borrow().connections(), "shard stopped");
+    tracing::debug!(
+        shard = shard.index,
+        left = shard.node.borrow().connections(),
+        "shard stopped"
+    );
+}
+
+/// Backbone events and API requests for this shard.
+async fn inbox_task(shard: Rc<Shard>, mut inbox: mpsc::UnboundedReceiver<ShardMsg>) {
+    while let Some(msg) = inbox.recv().await {
+        let now = shard.now();
+        shard.handle_msg(now, msg);
+        // A burst (fan-out of many publications) is handled before the
+        // sockets are written: fewer, larger vectored writes.
+        for _ in 0..1024 {
+            match inbox.try_recv() {
+                Ok(msg) => shard.handle_msg(now, msg),
+                Err(_) => break,
+            }
+        }
+        shard.drive();
+    }
 }
 
 async fn timer_task(shard: Rc<Shard>) {
@@ -268,7 +352,9 @@ async fn handle_socket(shard: Rc<Shard>, stream: TcpStream) {
         }
         Err(_) => {
             let body = "request head not received in time\n";
-            let _ = stream.write_all(&handshake::reject_response(408, "Request Timeout", body)).await;
+            let _ = stream
+                .write_all(&handshake::reject_response(408, "Request Timeout", body))
+                .await;
             return;
         }
     };
@@ -276,21 +362,30 @@ async fn handle_socket(shard: Rc<Shard>, stream: TcpStream) {
         crate::http::serve(shard, buf, stream).await;
         return;
     }
-    let endpoint = match head.path.as_str() {
-        "/ws" => Endpoint::Hold,
-        "/echo" if shard.shared.config.echo => Endpoint::Echo,
+    let pubsub = head.path == "/ws";
+    match head.path.as_str() {
+        "/ws" => {}
+        "/echo" if shard.shared.config.echo => {}
         _ => {
             let resp = handshake::reject_response(404, "Not Found", "no WebSocket endpoint here\n");
             let _ = stream.write_all(&resp).await;
             return;
         }
-    };
+    }
     let accepted = match handshake::accept(&head, &shard.handshake) {
         Ok(a) => a,
         Err(e) => {
             let _ = stream.write_all(&e.response()).await;
             return;
         }
+    };
+    let endpoint = if pubsub {
+        // The handshake only picks subprotocols we speak; none means JSON.
+        let encoding =
+            Encoding::from_subprotocol(accepted.subprotocol.as_deref()).unwrap_or(Encoding::Json);
+        Endpoint::PubSub(encoding)
+    } else {
+        Endpoint::Echo
     };
     if shard.shutting_down() {
         let resp = handshake::reject_response(503, "Service Unavailable", "shutting down\n");
@@ -315,7 +410,10 @@ async fn handle_socket(shard: Rc<Shard>, stream: TcpStream) {
         finished: Cell::new(false),
         waker: Cell::new(None),
     });
-    let id = shard.node.borrow_mut().handle_connect(shard.now(), endpoint, &leftover);
+    let id = shard
+        .node
+        .borrow_mut()
+        .handle_connect(shard.now(), endpoint, &leftover);
     drop(leftover);
     {
         let mut ios = shard.ios.borrow_mut();
@@ -370,7 +468,11 @@ enum HeadError {
 
 /// Reads until a whole request head is in `buf`. `Ok(None)`: the peer
 /// closed first.
-async fn read_head(stream: &TcpStream, buf: &mut Vec<u8>, max: usize) -> Result<Option<RequestHead>, HeadError> {
+async fn read_head(
+    stream: &TcpStream,
+    buf: &mut Vec<u8>,
+    max: usize,
+) -> Result<Option<RequestHead>, HeadError> {
     loop {
         match handshake::parse_request(buf, max) {
             Ok(Some(head)) => return Ok(Some(head)),

@@ -1,0 +1,326 @@
+//! The connection state machine: ping/pong (RFC 6455 5.5.2-5.5.3), the close
+//! handshake (section 7), heartbeats, the byte budget, and release of
+//! everything once closed. Driven with explicit timestamps, no clock.
+
+use std::time::Duration;
+
+use bytes::{Bytes, BytesMut};
+use wavecast_core::connection::{
+    CloseCause, Connection, ConnectionConfig, Event, SendError, State,
+};
+use wavecast_core::frame::{self, Frame, FrameDecoder, OpCode};
+use wavecast_core::message::{self, CloseCode};
+use wavecast_core::Timestamp;
+
+const MASK: [u8; 4] = [0x11, 0x22, 0x33, 0x44];
+
+fn config() -> ConnectionConfig {
+    ConnectionConfig {
+        heartbeat_interval: Duration::from_secs(10),
+        heartbeat_timeout: Duration::from_secs(5),
+        max_message_size: 1000,
+        max_queued_bytes: 100,
+        close_timeout: Duration::from_secs(2),
+        ..ConnectionConfig::default()
+    }
+}
+
+fn t(ms: u64) -> Timestamp {
+    Timestamp::from_millis(ms)
+}
+
+fn client_frame(fin: bool, op: OpCode, payload: &[u8]) -> Vec<u8> {
+    let mut out = BytesMut::new();
+    frame::encode_masked(fin, op, payload, MASK, &mut out);
+    out.to_vec()
+}
+
+/// Takes everything queued as the client would read it.
+fn written(conn: &mut Connection) -> Vec<Frame> {
+    let bytes: Vec<u8> = conn.queue().slices().flat_map(|s| s.to_vec()).collect();
+    let n = conn.queue().len();
+    conn.queue().advance(n);
+    let mut buf = BytesMut::from(&bytes[..]);
+    let mut dec = FrameDecoder::client(1 << 20);
+    let mut frames = Vec::new();
+    while let Some(f) = dec.decode(&mut buf).expect("server frames are valid") {
+        frames.push(f);
+    }
+    assert!(buf.is_empty());
+    frames
+}
+
+fn events(conn: &mut Connection) -> Vec<Event> {
+    std::iter::from_fn(|| conn.poll_event()).collect()
+}
+
+fn close_code(f: &Frame) -> Option<u16> {
+    assert_eq!(f.opcode, OpCode::Close);
+    message::parse_close(&f.payload).unwrap().map(|c| c.code.0)
+}
+
+#[test]
+fn ping_is_answered_with_pong_of_same_payload() {
+    let mut c = Connection::new(t(0), config());
+    c.handle_read(t(1), &client_frame(true, OpCode::Ping, b"are you there"));
+    let out = written(&mut c);
+    assert_eq!(out.len(), 1);
+    assert_eq!(out[0].opcode, OpCode::Pong);
+    assert_eq!(&out[0].payload[..], b"are you there");
+}
+
+#[test]
+fn empty_and_max_size_pings_are_answered() {
+    let mut c = Connection::new(t(0), config());
+    c.handle_read(t(1), &client_frame(true, OpCode::Ping, b""));
+    c.handle_read(t(1), &client_frame(true, OpCode::Ping, &[7; 125]));
+    let out = written(&mut c);
+    assert_eq!(out.len(), 2);
+    assert!(out[0].payload.is_empty());
+    assert_eq!(&out[1].payload[..], &[7; 125][..]);
+}
+
+#[test]
+fn unsolicited_pong_is_ignored() {
+    let mut c = Connection::new(t(0), config());
+    c.handle_read(t(1), &client_frame(true, OpCode::Pong, b"x"));
+    assert!(written(&mut c).is_empty());
+    assert!(events(&mut c).is_empty());
+    assert_eq!(c.state(), State::Open);
+}
+
+#[test]
+fn ping_between_fragments_is_answered_first() {
+    let mut c = Connection::new(t(0), config());
+    let mut input = client_frame(false, OpCode::Text, b"frag");
+    input.extend(client_frame(true, OpCode::Ping, b"p"));
+    input.extend(client_frame(true, OpCode::Continuation, b"ment"));
+    c.handle_read(t(1), &input);
+    let out = written(&mut c);
+    assert_eq!(out[0].opcode, OpCode::Pong);
+    assert_eq!(
+        events(&mut c),
+        vec![Event::Text(Bytes::from_static(b"fragment"))]
+    );
+}
+
+#[test]
+fn client_close_is_echoed_and_connection_finishes() {
+    let mut c = Connection::new(t(0), config());
+    c.handle_read(
+        t(1),
+        &client_frame(
+            true,
+            OpCode::Close,
+            &message::encode_close_payload(CloseCode::NORMAL, "bye"),
+        ),
+    );
+    let out = written(&mut c);
+    assert_eq!(out.len(), 1);
+    assert_eq!(close_code(&out[0]), Some(1000));
+    assert_eq!(c.state(), State::Closed);
+    assert!(c.is_finished());
+    let ev = events(&mut c);
+    assert!(
+        matches!(&ev[..], [Event::Closed(CloseCause::Peer(Some(f)))] if f.code == CloseCode::NORMAL && f.reason == "bye")
+    );
+    assert_eq!(c.poll_timeout(), None);
+}
+
+#[test]
+fn empty_close_is_answered_with_empty_close() {
+    let mut c = Connection::new(t(0), config());
+    c.handle_read(t(1), &client_frame(true, OpCode::Close, b""));
+    let out = written(&mut c);
+    assert_eq!(close_code(&out[0]), None);
+}
+
+#[test]
+fn data_after_close_is_ignored() {
+    let mut c = Connection::new(t(0), config());
+    let mut input = client_frame(true, OpCode::Close, b"");
+    input.extend(client_frame(true, OpCode::Text, b"late"));
+    input.extend(client_frame(true, OpCode::Ping, b"late"));
+    c.handle_read(t(1), &input);
+    let out = written(&mut c);
+    assert_eq!(out.len(), 1, "only the close reply: {out:?}");
+    assert_eq!(events(&mut c).len(), 1);
+}
+
+#[test]
+fn invalid_close_codes_fail_with_protocol_error() {
+    for code in [0u16, 999, 1004, 1005, 1006, 1015, 5000] {
+        let mut c = Connection::new(t(0), config());
+        c.handle_read(
+            t(1),
+            &client_frame(true, OpCode::Close, &code.to_be_bytes()),
+        );
+        let out = written(&mut c);
+        assert_eq!(close_code(&out[0]), Some(1002), "code {code}");
+        assert_eq!(c.state(), State::Closed);
+    }
+}
+
+#[test]
+fn one_byte_close_payload_is_protocol_error() {
+    let mut c = Connection::new(t(0), config());
+    c.handle_read(t(1), &client_frame(true, OpCode::Close, &[3]));
+    assert_eq!(close_code(&written(&mut c)[0]), Some(1002));
+}
+
+#[test]
+fn close_reason_invalid_utf8_is_1007() {
+    let mut c = Connection::new(t(0), config());
+    let mut payload = 1000u16.to_be_bytes().to_vec();
+    payload.extend([0xff, 0xfe]);
+    c.handle_read(t(1), &client_frame(true, OpCode::Close, &payload));
+    assert_eq!(close_code(&written(&mut c)[0]), Some(1007));
+}
+
+#[test]
+fn server_close_waits_for_peer_close_then_finishes() {
+    let mut c = Connection::new(t(0), config());
+    c.close(t(1), CloseCode::GOING_AWAY, "shutdown");
+    let out = written(&mut c);
+    assert_eq!(close_code(&out[0]), Some(1001));
+    assert_eq!(c.state(), State::Closing);
+    // Messages arriving meanwhile are discarded, pings not answered.
+    c.handle_read(t(2), &client_frame(true, OpCode::Text, b"x"));
+    c.handle_read(t(2), &client_frame(true, OpCode::Ping, b"x"));
+    assert!(written(&mut c).is_empty());
+    c.handle_read(
+        t(3),
+        &client_frame(true, OpCode::Close, &1001u16.to_be_bytes()),
+    );
+    assert!(c.is_finished());
+    assert_eq!(
+        events(&mut c),
+        vec![Event::Closed(CloseCause::Local(CloseCode::GOING_AWAY))]
+    );
+}
+
+#[test]
+fn server_close_times_out_without_peer_answer() {
+    let mut c = Connection::new(t(0), config());
+    c.close(t(1000), CloseCode::NORMAL, "");
+    written(&mut c);
+    assert_eq!(c.poll_timeout(), Some(t(3000)));
+    c.handle_timeout(t(2999));
+    assert_eq!(c.state(), State::Closing);
+    c.handle_timeout(t(3000));
+    assert!(c.is_finished());
+    assert_eq!(c.poll_timeout(), None);
+}
+
+#[test]
+fn heartbeat_pings_every_interval_and_expires_silent_peer() {
+    let mut c = Connection::new(t(0), config());
+    assert_eq!(c.poll_timeout(), Some(t(10_000)));
+    c.handle_timeout(t(9_999)); // early: nothing
+    assert!(written(&mut c).is_empty());
+    c.handle_timeout(t(10_000));
+    let out = written(&mut c);
+    assert_eq!(out.len(), 1);
+    assert_eq!(out[0].opcode, OpCode::Ping);
+    // interval + timeout after the last sign of life (t=0): expiry at 15 s.
+    assert_eq!(c.poll_timeout(), Some(t(15_000)));
+    c.handle_timeout(t(15_000));
+    let out = written(&mut c);
+    assert_eq!(close_code(&out[0]), Some(CloseCode::GOING_AWAY.0));
+    assert_eq!(c.state(), State::Closing);
+    c.handle_timeout(t(17_000));
+    assert!(c.is_finished());
+    assert_eq!(
+        events(&mut c),
+        vec![Event::Closed(CloseCause::HeartbeatTimeout)]
+    );
+}
+
+#[test]
+fn pong_keeps_connection_alive() {
+    let mut c = Connection::new(t(0), config());
+    for round in 1..=10u64 {
+        let at = round * 10_000;
+        c.handle_timeout(t(at));
+        let out = written(&mut c);
+        assert_eq!(out.last().unwrap().opcode, OpCode::Ping, "round {round}");
+        c.handle_read(t(at + 100), &client_frame(true, OpCode::Pong, b""));
+        assert_eq!(c.state(), State::Open);
+    }
+}
+
+#[test]
+fn handle_timeout_twice_is_harmless() {
+    let mut c = Connection::new(t(0), config());
+    c.handle_timeout(t(10_000));
+    c.handle_timeout(t(10_000));
+    assert_eq!(written(&mut c).len(), 1);
+}
+
+#[test]
+fn slow_consumer_is_closed_and_queue_dropped() {
+    let mut c = Connection::new(t(0), config());
+    let frame = frame::encode(OpCode::Text, &[b'a'; 60]);
+    c.send(t(1), frame.clone()).unwrap();
+    c.send(t(1), frame.clone()).unwrap(); // 124 queued: over budget now
+    let err = c.send(t(1), frame.clone()).unwrap_err();
+    assert!(matches!(err, SendError::SlowConsumer(_)));
+    assert_eq!(c.state(), State::Closing);
+    let out = written(&mut c);
+    assert_eq!(out.len(), 1, "queued data dropped, only the close frame");
+    assert_eq!(close_code(&out[0]), Some(CloseCode::POLICY_VIOLATION.0));
+    assert_eq!(c.send(t(2), frame), Err(SendError::NotOpen));
+}
+
+#[test]
+fn eof_releases_everything() {
+    let mut c = Connection::new(t(0), config());
+    c.handle_read(t(1), &client_frame(false, OpCode::Text, b"partial"));
+    c.handle_read(t(1), &client_frame(true, OpCode::Text, b"xyz")[..3]);
+    assert!(c.buffered_input() > 0);
+    c.send(t(1), frame::encode(OpCode::Text, b"queued"))
+        .unwrap();
+    c.handle_eof(t(2));
+    assert!(c.is_finished());
+    assert_eq!(c.buffered_input(), 0);
+    assert_eq!(c.queued_bytes(), 0);
+    assert_eq!(c.poll_timeout(), None);
+    assert_eq!(events(&mut c), vec![Event::Closed(CloseCause::Abnormal)]);
+}
+
+#[test]
+fn idle_connection_holds_no_input_buffer() {
+    let mut c = Connection::new(t(0), config());
+    c.handle_read(t(1), &client_frame(true, OpCode::Text, b"hello"));
+    assert_eq!(c.buffered_input(), 0);
+    assert_eq!(
+        events(&mut c),
+        vec![Event::Text(Bytes::from_static(b"hello"))]
+    );
+}
+
+#[test]
+fn protocol_error_closes_with_code_and_stops_reading() {
+    let mut c = Connection::new(t(0), config());
+    let mut bad = client_frame(true, OpCode::Text, b"x");
+    bad[0] |= 0x40; // RSV1 without an extension
+    bad.extend(client_frame(true, OpCode::Text, b"after"));
+    c.handle_read(t(1), &bad);
+    let out = written(&mut c);
+    assert_eq!(out.len(), 1);
+    assert_eq!(close_code(&out[0]), Some(1002));
+    assert!(c.is_finished());
+    let ev = events(&mut c);
+    assert!(matches!(&ev[..], [Event::Closed(CloseCause::Frame(_))]));
+}
+
+#[test]
+fn closed_connection_with_unread_close_frame_gives_up_after_close_timeout() {
+    let mut c = Connection::new(t(0), config());
+    c.handle_read(t(1), &client_frame(true, OpCode::Close, b""));
+    assert_eq!(c.state(), State::Closed);
+    assert!(!c.is_finished(), "close reply not written yet");
+    assert_eq!(c.poll_timeout(), Some(t(2001)));
+    c.handle_timeout(t(2001));
+    assert!(c.is_finished());
+}

@@ -1,0 +1,395 @@
+//! The HTTP API: `POST /api/{publish,broadcast,presence,history,channels,
+//! disconnect,info}` with JSON bodies, behind `Authorization: apikey KEY`.
+//!
+//! Without a configured key every API request gets 403: the API can publish
+//! to anyone and disconnect anyone, so it is never open by default. Errors
+//! are JSON `{"error": {"code": N, "message": "..."}}` with the codes of the
+//! WebSocket protocol and the HTTP status each code maps to
+//! (docs/PROTOCOL.md, "HTTP API").
+
+use std::collections::BTreeMap;
+
+use bytes::Bytes;
+use http_body_util::{BodyExt, Full, Limited};
+use hyper::body::Incoming;
+use hyper::{Method, Request, Response, StatusCode};
+use serde::Deserialize;
+use serde_json::value::RawValue;
+use serde_json::{json, Value};
+use tokio::sync::oneshot;
+use wavecast_core::protocol::{self, close, ErrorCode, Payload, Publication, StreamPosition};
+
+use crate::backbone::{Control, ShardInfo, ShardMsg};
+use crate::shard::Shard;
+
+/// Largest request body accepted, in bytes.
+pub const MAX_BODY: usize = 1024 * 1024;
+
+type Reply = Response<Full<Bytes>>;
+
+/// An API failure, with whose fault it is carried by its code.
+#[derive(Debug)]
+struct ApiError {
+    status: StatusCode,
+    code: ErrorCode,
+    message: String,
+}
+
+impl ApiError {
+    fn new(code: ErrorCode, message: impl Into<String>) -> Self {
+        ApiError {
+            status: StatusCode::from_u16(code.http_status())
+                .unwrap_or(StatusCode::INTERNAL_SERVER_ERROR),
+            code,
+            message: message.into(),
+        }
+    }
+
+    fn with_status(mut self, status: StatusCode) -> Self {
+        self.status = status;
+        self
+    }
+
+    fn response(&self) -> Reply {
+        json_response(
+            self.status,
+            &json!({"error": {"code": self.code.code(), "message": self.message}}),
+        )
+    }
+}
+
+/// Answers one API request (`path` starts with `/api/`).
+pub async fn handle(shard: &Shard, req: Request<Incoming>) -> Reply {
+    match handle_inner(shard, req).await {
+        Ok(r) => r,
+        Err(e) => e.response(),
+    }
+}
+
+async fn handle_inner(shard: &Shard, req: Request<Incoming>) -> Result<Reply, ApiError> {
+    let shared = shard.shared();
+    let Some(key) = shared.config.api_key.as_deref() else {
+        return Err(ApiError::new(
+            ErrorCode::PermissionDenied,
+            "the HTTP API is disabled: no api_key is configured",
+        ));
+    };
+    let given = req
+        .headers()
+        .get(hyper::header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("apikey "))
+        .map(str::trim);
+    if !given.is_some_and(|g| constant_time_eq(g.as_bytes(), key.as_bytes())) {
+        return Err(ApiError::new(
+            ErrorCode::PermissionDenied,
+            "missing or wrong API key (Authorization: apikey KEY)",
+        )
+        .with_status(StatusCode::UNAUTHORIZED));
+    }
+    if req.method() != Method::POST {
+        return Err(ApiError::new(ErrorCode::BadRequest, "the API takes POST")
+            .with_status(StatusCode::METHOD_NOT_ALLOWED));
+    }
+    let path = req.uri().path().to_string();
+    let body = Limited::new(req.into_body(), MAX_BODY)
+        .collect()
+        .await
+        .map_err(|_| {
+            ApiError::new(
+                ErrorCode::LimitExceeded,
+                format!("request body over {MAX_BODY} bytes or unreadable"),
+            )
+            .with_status(StatusCode::PAYLOAD_TOO_LARGE)
+        })?
+        .to_bytes();
+    match path.as_str() {
+        "/api/publish" => publish(shard, &body).await,
+        "/api/broadcast" => broadcast(shard, &body).await,
+        "/api/presence" => presence(shard, &body).await,
+        "/api/history" => history(shard, &body).await,
+        "/api/channels" => channels(shard).await,
+        "/api/disconnect" => disconnect(shard, &body).await,
+        "/api/info" => info(shard).await,
+        _ => Err(
+            ApiError::new(ErrorCode::UnknownCommand, format!("no API method {path}"))
+                .with_status(StatusCode::NOT_FOUND),
+        ),
+    }
+}
+
+fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
+    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+}
+
+fn parse<'a, T: Deserialize<'a>>(body: &'a [u8]) -> Result<T, ApiError> {
+    let body = if body.is_empty() { &b"{}"[..] } else { body };
+    serde_json::from_slice(body)
+        .map_err(|e| ApiError::new(ErrorCode::BadRequest, format!("bad JSON body: {e}")))
+}
+
+/// Checks a channel name and its namespace; returns the namespace options.
+fn channel_options(
+    shard: &Shard,
+    channel: &str,
+) -> Result<wavecast_core::namespace::NamespaceOptions, ApiError> {
+    protocol::validate_channel(channel)
+        .map_err(|e| ApiError::new(e.error_code(), e.to_string()))?;
+    shard
+        .shared()
+        .config
+        .namespaces
+        .resolve(channel)
+        .copied()
+        .map_err(|e| ApiError::new(ErrorCode::UnknownNamespace, e.to_string()))
+}
+
+fn payload(data: &RawValue) -> Result<Payload, ApiError> {
+    Payload::from_json(data.get().as_bytes())
+        .map_err(|e| ApiError::new(e.error_code(), e.to_string()))
+}
+
+fn unavailable() -> ApiError {
+    ApiError::new(ErrorCode::NotAvailable, "backbone unavailable")
+        .with_status(StatusCode::SERVICE_UNAVAILABLE)
+}
+
+#[derive(Deserialize)]
+struct PublishBody<'a> {
+    channel: String,
+    #[serde(borrow)]
+    data: &'a RawValue,
+}
+
+async fn publish(shard: &Shard, body: &[u8]) -> Result<Reply, ApiError> {
+    let b: PublishBody = parse(body)?;
+    let options = channel_options(shard, &b.channel)?;
+    let data = payload(b.data)?;
+    let pos = shard
+        .shared()
+        .backbone
+        .publish(b.channel, data, options.history())
+        .await
+        .map_err(|_| unavailable())?;
+    Ok(json_response(
+        StatusCode::OK,
+        &json!({"epoch": pos.epoch, "offset": pos.offset}),
+    ))
+}
+
+#[derive(Deserialize)]
+struct BroadcastBody<'a> {
+    channels: Vec<String>,
+    #[serde(borrow)]
+    data: &'a RawValue,
+}
+
+async fn broadcast(shard: &Shard, body: &[u8]) -> Result<Reply, ApiError> {
+    let b: BroadcastBody = parse(body)?;
+    if b.channels.is_empty() || b.channels.len() > 1000 {
+        return Err(ApiError::new(
+            ErrorCode::BadRequest,
+            "channels must list 1 to 1000 channels",
+        ));
+    }
+    let data = payload(b.data)?;
+    // Check every channel first: a broadcast with a bad channel publishes
+    // nowhere, rather than to some.
+    let mut checked = Vec::with_capacity(b.channels.len());
+    for c in b.channels {
+        let o = channel_options(shard, &c)?;
+        checked.push((c, o));
+    }
+    let mut results = Vec::with_capacity(checked.len());
+    for (channel, options) in checked {
+        let pos = shard
+            .shared()
+            .backbone
+            .publish(channel.clone(), data.clone(), options.history())
+            .await
+            .map_err(|_| unavailable())?;
+        results.push(json!({"channel": channel, "epoch": pos.epoch, "offset": pos.offset}));
+    }
+    Ok(json_response(StatusCode::OK, &json!({"results": results})))
+}
+
+#[derive(Deserialize)]
+struct ChannelBody {
+    channel: String,
+}
+
+async fn presence(shard: &Shard, body: &[u8]) -> Result<Reply, ApiError> {
+    let b: ChannelBody = parse(body)?;
+    let options = channel_options(shard, &b.channel)?;
+    if !options.presence {
+        return Err(ApiError::new(
+            ErrorCode::NotAvailable,
+            "presence is off in this namespace",
+        ));
+    }
+    let clients = shard
+        .shared()
+        .backbone
+        .presence(b.channel)
+        .await
+        .map_err(|_| unavailable())?;
+    let map: BTreeMap<String, Value> = clients
+        .into_iter()
+        .map(|c| {
+            (
+                c.client.clone(),
+                json!({"client": c.client, "user": c.user}),
+            )
+        })
+        .collect();
+    Ok(json_response(StatusCode::OK, &json!({"clients": map})))
+}
+
+#[derive(Deserialize)]
+struct HistoryBody {
+    channel: String,
+    since: Option<StreamPosition>,
+    limit: Option<usize>,
+}
+
+async fn history(shard: &Shard, body: &[u8]) -> Result<Reply, ApiError> {
+    let b: HistoryBody = parse(body)?;
+    let options = channel_options(shard, &b.channel)?;
+    let limit = Some(
+        b.limit
+            .map_or(options.history_size, |l| l.min(options.history_size)),
+    );
+    let page = shard
+        .shared()
+        .backbone
+        .history(b.channel, b.since, limit)
+        .await
+        .map_err(|_| unavailable())?;
+    let pubs: Vec<Value> = page.publications.iter().map(publication_json).collect();
+    Ok(json_response(
+        StatusCode::OK,
+        &json!({"epoch": page.epoch, "offset": page.top, "complete": page.complete, "publications": pubs}),
+    ))
+}
+
+fn publication_json(p: &Publication) -> Value {
+    let data: Value = serde_json::from_slice(p.data.as_json()).unwrap_or(Value::Null);
+    json!({"offset": p.offset, "data": data})
+}
+
+/// Asks every shard the same question and collects the answers.
+async fn ask_shards<T>(shard: &Shard, make: impl Fn(oneshot::Sender<T>) -> Control) -> Vec<T> {
+    let mut waits = Vec::new();
+    for inbox in &shard.shared().shards {
+        let (tx, rx) = oneshot::channel();
+        if inbox.send(ShardMsg::Control(make(tx))).is_ok() {
+            waits.push(rx);
+        }
+    }
+    let mut out = Vec::new();
+    for rx in waits {
+        if let Ok(v) = rx.await {
+            out.push(v);
+        }
+    }
+    out
+}
+
+async fn channels(shard: &Shard) -> Result<Reply, ApiError> {
+    let mut counts: BTreeMap<String, usize> = BTreeMap::new();
+    for list in ask_shards(shard, Control::Channels).await {
+        for (c, n) in list {
+            *counts.entry(c).or_default() += n;
+        }
+    }
+    let map: BTreeMap<String, Value> = counts
+        .into_iter()
+        .filter(|(_, n)| *n > 0)
+        .map(|(c, n)| (c, json!({"subscribers": n})))
+        .collect();
+    Ok(json_response(StatusCode::OK, &json!({"channels": map})))
+}
+
+#[derive(Deserialize)]
+struct DisconnectBody {
+    client: String,
+    #[serde(default = "yes")]
+    reconnect: bool,
+}
+
+fn yes() -> bool {
+    true
+}
+
+async fn disconnect(shard: &Shard, body: &[u8]) -> Result<Reply, ApiError> {
+    let b: DisconnectBody = parse(body)?;
+    let code = if b.reconnect {
+        close::DISCONNECTED
+    } else {
+        close::FORCE_DISCONNECT
+    };
+    let client = b.client;
+    let found = ask_shards(shard, |reply| Control::Disconnect {
+        client: client.clone(),
+        code,
+        reply,
+    })
+    .await;
+    if found.into_iter().any(|f| f) {
+        Ok(json_response(
+            StatusCode::OK,
+            &json!({"disconnected": client}),
+        ))
+    } else {
+        Err(ApiError::new(
+            ErrorCode::BadRequest,
+            format!("no client {client:?} on this server"),
+        )
+        .with_status(StatusCode::NOT_FOUND))
+    }
+}
+
+async fn info(shard: &Shard) -> Result<Reply, ApiError> {
+    let infos: Vec<ShardInfo> = ask_shards(shard, Control::Info).await;
+    let connections: usize = infos.iter().map(|i| i.connections).sum();
+    let queued: usize = infos.iter().map(|i| i.queued_bytes).sum();
+    let hub = shard
+        .shared()
+        .backbone
+        .channels()
+        .await
+        .map_err(|_| unavailable())?;
+    let rss = resident_bytes();
+    Ok(json_response(
+        StatusCode::OK,
+        &json!({
+            "version": env!("CARGO_PKG_VERSION"),
+            "instance": shard.shared().instance,
+            "workers": infos.len(),
+            "connections": connections,
+            "channels": hub.len(),
+            "queued_bytes": queued,
+            "memory": {"resident_bytes": rss},
+            "uptime_seconds": shard.shared().origin.elapsed().as_secs(),
+        }),
+    ))
+}
+
+/// This process's resident memory, from /proc (None off Linux).
+pub fn resident_bytes() -> Option<u64> {
+    let statm = std::fs::read_to_string("/proc/self/statm").ok()?;
+    let pages: u64 = statm.split_whitespace().nth(1)?.parse().ok()?;
+    // SAFETY: sysconf takes no pointers and has no preconditions.
+    let page = unsafe { libc::sysconf(libc::_SC_PAGESIZE) };
+    Some(pages * u64::try_from(page).ok()?)
+}
+
+fn json_response(status: StatusCode, body: &Value) -> Reply {
+    let mut r = Response::new(Full::new(Bytes::from(body.to_string())));
+    *r.status_mut() = status;
+    r.headers_mut().insert(
+        hyper::header::CONTENT_TYPE,
+        hyper::header::HeaderValue::from_static("application/json"),
+    );
+    r
+}
