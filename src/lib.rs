@@ -220,6 +220,43 @@ impl Server {
         );
     }
 
+    /// True once the server process has a handler installed for `sig`
+    /// (Linux: the `SigCgt` mask in `/proc/PID/status`).
+    ///
+    /// A signal sent before the handler exists takes its default action
+    /// (for SIGTERM and SIGINT: death by signal, not a graceful shutdown),
+    /// so a test about graceful shutdown checks this first.
+    pub fn catches_signal(&self, sig: libc::c_int) -> bool {
+        let Ok(bit) = u32::try_from(sig - 1) else {
+            return false;
+        };
+        let Ok(status) = fs::read_to_string(format!("/proc/{}/status", self.child.id())) else {
+            return false;
+        };
+        status
+            .lines()
+            .find_map(|l| l.strip_prefix("SigCgt:"))
+            .and_then(|hex| u64::from_str_radix(hex.trim(), 16).ok())
+            .is_some_and(|mask| bit < 64 && mask & (1 << bit) != 0)
+    }
+
+    /// Waits up to `timeout` until [`Server::catches_signal`] holds for
+    /// `sig`.
+    ///
+    /// # Panics
+    ///
+    /// If it does not within `timeout`.
+    pub fn wait_catches_signal(&self, sig: libc::c_int, timeout: Duration) {
+        let deadline = Instant::now() + timeout;
+        while !self.catches_signal(sig) {
+            assert!(
+                Instant::now() < deadline,
+                "the server installed no handler for signal {sig} within {timeout:?}"
+            );
+            std::thread::sleep(Duration::from_millis(5));
+        }
+    }
+
     /// Waits up to `timeout` for the process to exit; its status, or `None`
     /// if it is still running.
     pub fn wait_exit(&mut self, timeout: Duration) -> Option<ExitStatus> {
@@ -380,12 +417,13 @@ impl HttpResponse {
 }
 
 /// Reads a response head from `stream` into `buf` (which may already hold
-/// bytes); returns the status, headers and the head's length in `buf`.
+/// bytes); returns the response without its body, and the head's length in
+/// `buf`.
 fn read_response_head(
     stream: &mut TcpStream,
     buf: &mut Vec<u8>,
     deadline: Instant,
-) -> io::Result<(u16, Vec<(String, String)>, usize)> {
+) -> io::Result<(HttpResponse, usize)> {
     loop {
         if let Some(end) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
             let head_len = end + 4;
@@ -414,7 +452,12 @@ fn read_response_head(
                 };
                 headers.push((n.trim().to_owned(), v.trim().to_owned()));
             }
-            return Ok((status, headers, head_len));
+            let resp = HttpResponse {
+                status,
+                headers,
+                body: Vec::new(),
+            };
+            return Ok((resp, head_len));
         }
         let n = read_some(stream, buf, deadline)?;
         if n == 0 {
@@ -468,13 +511,8 @@ pub fn http_exchange(
     let mut stream = TcpStream::connect(addr)?;
     let _ = stream.write_all(request);
     let mut buf = Vec::new();
-    let (status, headers, head_len) = read_response_head(&mut stream, &mut buf, deadline)?;
-    let mut resp = HttpResponse {
-        status,
-        headers,
-        body: Vec::new(),
-    };
-    if status == 101 {
+    let (mut resp, head_len) = read_response_head(&mut stream, &mut buf, deadline)?;
+    if resp.status == 101 {
         return Ok(resp);
     }
     let want = resp
@@ -565,15 +603,9 @@ impl RawClient {
         stream.set_nodelay(true).expect("set TCP_NODELAY");
         let _ = stream.write_all(&request.to_bytes());
         let mut buf = Vec::new();
-        let (status, headers, head_len) = read_response_head(&mut stream, &mut buf, deadline)
+        let (mut resp, head_len) = read_response_head(&mut stream, &mut buf, deadline)
             .expect("read the handshake response");
-        let resp = HttpResponse {
-            status,
-            headers,
-            body: Vec::new(),
-        };
-        if status != 101 {
-            let mut resp = resp;
+        if resp.status != 101 {
             // The rest of the rejection, for the failure message.
             while read_some(&mut stream, &mut buf, deadline).is_ok_and(|n| n > 0) {}
             resp.body = buf.get(head_len..).unwrap_or_default().to_vec();

@@ -655,24 +655,44 @@ async fn max_connections_rejects_with_503_until_one_closes() {
 // Graceful shutdown
 // ---------------------------------------------------------------------------
 
+/// The close code a `/ws` (pub/sub) client gets at shutdown: the
+/// protocol's "server shutdown, reconnect and recover" code (docs/PROTOCOL.md),
+/// in place of the bare 1001 that `/echo` clients get.
+const PUBSUB_SHUTDOWN: u16 = wavecast_core::protocol::close::SHUTDOWN;
+
+/// Liveness bound for the server to install its signal handlers.
+const HANDLER_WAIT: Duration = Duration::from_secs(10);
+
 #[tokio::test]
-async fn sigterm_closes_every_client_with_1001_and_exits_0() {
+async fn sigterm_closes_every_client_and_exits_0() {
     let mut server = Server::echo(&["--workers", "2"]);
     let mut clients = Vec::new();
     for path in ["/ws", "/echo", "/ws", "/echo"] {
-        clients.push(ws_connect(&server.url(path)).await);
+        clients.push((path, ws_connect(&server.url(path)).await));
     }
     let mut raw = RawClient::connect(server.addr(), "/echo");
     // Make sure the echo connections are fully up before the signal.
-    for ws in clients.iter_mut().skip(1).step_by(2) {
+    for (_, ws) in clients.iter_mut().skip(1).step_by(2) {
         ws.send(Message::text("up")).await.unwrap();
         assert_eq!(next_message(ws, T).await, Some(Message::text("up")));
     }
+    // See `signal_right_after_startup_is_graceful` for why this wait.
+    server.wait_catches_signal(libc::SIGTERM, HANDLER_WAIT);
     server.signal(libc::SIGTERM);
-    assert_eq!(raw.expect_close(T), Some(GOING_AWAY), "raw client");
+    // RFC 6455 7.4.1: 1001 "going away", e.g. a server going down.
+    assert_eq!(raw.expect_close(T), Some(GOING_AWAY), "raw /echo client");
     raw.send_close(GOING_AWAY, b"").unwrap();
-    for (i, ws) in clients.iter_mut().enumerate() {
-        assert_eq!(expect_close(ws, T).await, Some(GOING_AWAY), "client {i}");
+    for (i, (path, ws)) in clients.iter_mut().enumerate() {
+        let want = if *path == "/ws" {
+            PUBSUB_SHUTDOWN
+        } else {
+            GOING_AWAY
+        };
+        assert_eq!(
+            expect_close(ws, T).await,
+            Some(want),
+            "client {i} on {path}"
+        );
     }
     let status = server
         .wait_exit(Duration::from_secs(5))
@@ -683,10 +703,14 @@ async fn sigterm_closes_every_client_with_1001_and_exits_0() {
 #[test]
 fn sigint_closes_with_1001_and_exits_0() {
     let mut server = Server::echo(&[]);
-    let mut c = RawClient::connect(server.addr(), "/ws");
+    let mut echo = RawClient::connect(server.addr(), "/echo");
+    let mut pubsub = RawClient::connect(server.addr(), "/ws");
+    server.wait_catches_signal(libc::SIGINT, HANDLER_WAIT);
     server.signal(libc::SIGINT);
-    assert_eq!(c.expect_close(T), Some(GOING_AWAY));
-    c.send_close(GOING_AWAY, b"").unwrap();
+    assert_eq!(echo.expect_close(T), Some(GOING_AWAY));
+    echo.send_close(GOING_AWAY, b"").unwrap();
+    assert_eq!(pubsub.expect_close(T), Some(PUBSUB_SHUTDOWN));
+    pubsub.send_close(PUBSUB_SHUTDOWN, b"").unwrap();
     let status = server
         .wait_exit(Duration::from_secs(5))
         .expect("server still running 5 s after SIGINT");
@@ -698,13 +722,33 @@ fn shutdown_does_not_wait_forever_for_a_silent_client() {
     // A client that never answers the server's close frame must not keep
     // the process alive: the exit comes within "a few seconds".
     let mut server = Server::echo(&[]);
-    let mut c = RawClient::connect(server.addr(), "/ws");
+    let mut c = RawClient::connect(server.addr(), "/echo");
+    server.wait_catches_signal(libc::SIGTERM, HANDLER_WAIT);
     server.signal(libc::SIGTERM);
     assert_eq!(c.expect_close(T), Some(GOING_AWAY));
     let status = server
         .wait_exit(Duration::from_secs(8))
         .expect("server still running 8 s after SIGTERM with a silent client");
     assert!(status.success(), "exit status: {status:?}");
+}
+
+#[test]
+fn signal_right_after_startup_is_graceful() {
+    // The listening line tells scripts and tests that the server is up; a
+    // SIGTERM sent as soon as it is read must get the graceful shutdown
+    // (exit 0), not the default action of the signal. The window is narrow,
+    // so try a few times.
+    for attempt in 0..5 {
+        let mut server = Server::start(&[]);
+        server.signal(libc::SIGTERM);
+        let status = server
+            .wait_exit(Duration::from_secs(5))
+            .expect("server still running 5 s after SIGTERM");
+        assert!(
+            status.success(),
+            "attempt {attempt}: SIGTERM right after the listening line: {status:?}"
+        );
+    }
 }
 
 // ---------------------------------------------------------------------------

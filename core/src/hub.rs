@@ -11,11 +11,14 @@
 //! Channel lifetime: a channel is created on first use (subscribe, publish,
 //! presence add) with a fresh epoch, and dropped as soon as nothing is left
 //! in it: no subscribed node, no presence, no publication kept. Dropping is
-//! eager (at the operation that empties the channel, or at the timeout that
-//! expires its last publication) so that the hub's state never depends on
-//! when a driver happens to call [`Hub::handle_timeout`]. A dropped channel
-//! used again gets a new epoch, so positions from before can never be
-//! mistaken for positions after: recovery from them reports a gap.
+//! eager (at the operation that empties the channel), and a channel whose
+//! last publications have expired counts as dropped from that instant, even
+//! before [`Hub::handle_timeout`] frees it: the hub's answers never depend
+//! on when a driver happens to call the timeout (only its memory does). A
+//! dropped channel used again gets a new epoch, so positions from before
+//! can never be mistaken for positions after: recovery from them reports a
+//! gap. (So does a channel with history size 0 that nobody subscribes to:
+//! each publication to it starts a new epoch, at offset 1.)
 //!
 //! History is a contiguous run of offsets `first..=top` (possibly empty),
 //! trimmed from the front by count (at publish) and by age (at publish, at
@@ -43,8 +46,9 @@ pub struct ChannelStats {
     pub epoch: String,
     /// Its latest offset (0: nothing published in this epoch).
     pub top: u64,
-    /// Publications kept in its history (entries past their age are counted
-    /// until the next publish, read or timeout removes them).
+    /// Publications kept in its history. Entries past their age are counted
+    /// until a publish, read or timeout removes them; likewise a channel
+    /// whose content has all expired is listed until then.
     pub kept: usize,
 }
 

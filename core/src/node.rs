@@ -215,6 +215,20 @@ enum Pending {
     },
 }
 
+/// A deliberately planted bug (feature `mutations`, tests only): the
+/// model-based tests (`core/tests/node_model.rs`) must fail with each one
+/// switched on, which shows that they can find such bugs.
+#[cfg(feature = "mutations")]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Mutation {
+    /// A closed connection's subscriptions are not removed.
+    SkipUnsubscribeOnClose,
+    /// A publication after a gap is delivered at once, the gap unfilled.
+    IgnoreGap,
+    /// A channel dropped locally keeps its backbone subscription.
+    KeepBackboneSubscription,
+}
+
 /// One shard's connections, channels and timers.
 #[derive(Debug)]
 pub struct Node {
@@ -229,6 +243,8 @@ pub struct Node {
     requests: BTreeMap<RequestId, Pending>,
     next_request: u64,
     backbone: VecDeque<BbCommand>,
+    #[cfg(feature = "mutations")]
+    mutation: Option<Mutation>,
 }
 
 impl Node {
@@ -246,7 +262,15 @@ impl Node {
             requests: BTreeMap::new(),
             next_request: 1,
             backbone: VecDeque::new(),
+            #[cfg(feature = "mutations")]
+            mutation: None,
         }
+    }
+
+    /// Plants a bug (tests only; see [`Mutation`]).
+    #[cfg(feature = "mutations")]
+    pub fn set_mutation(&mut self, m: Mutation) {
+        self.mutation = Some(m);
     }
 
     /// The node's settings.
@@ -497,8 +521,19 @@ impl Node {
                     let f = frame::encode(OpCode::Binary, &b);
                     let _ = client.conn.send(now, f);
                 }
-                (Endpoint::PubSub(enc), Event::Text(b) | Event::Binary(b)) => {
+                (Endpoint::PubSub(enc), Event::Text(b)) if enc.frame_opcode() == OpCode::Text => {
                     self.on_command(now, id, enc, &b);
+                }
+                (Endpoint::PubSub(enc), Event::Binary(b))
+                    if enc.frame_opcode() == OpCode::Binary =>
+                {
+                    self.on_command(now, id, enc, &b);
+                }
+                (Endpoint::PubSub(_), Event::Text(_) | Event::Binary(_)) => {
+                    // JSON travels in text frames, MessagePack in binary
+                    // ones: the other kind is not a command of ours.
+                    let code = close::BAD_COMMAND;
+                    client.conn.close(now, CloseCode(code), close::reason(code));
                 }
                 (_, Event::Closed(cause)) => self.on_closed(now, id, &cause),
             }
@@ -758,6 +793,10 @@ impl Node {
             self.requests.remove(&request);
         }
         self.channels.remove(channel);
+        #[cfg(feature = "mutations")]
+        if self.mutation == Some(Mutation::KeepBackboneSubscription) {
+            return;
+        }
         self.backbone.push_back(BbCommand::Unsubscribe {
             channel: channel.to_string(),
         });
@@ -767,6 +806,11 @@ impl Node {
         let subs = match self.client_mut(id) {
             Some(c) => std::mem::take(&mut c.subs),
             None => return,
+        };
+        #[cfg(feature = "mutations")]
+        let subs = match self.mutation {
+            Some(Mutation::SkipUnsubscribeOnClose) => Vec::new(),
+            _ => subs,
         };
         for channel in subs {
             self.unsubscribe(now, id, &channel, false);
@@ -878,6 +922,10 @@ impl Node {
                 } else if publication.offset == offset + 1 {
                     self.deliver(now, channel, publication);
                 } else {
+                    #[cfg(feature = "mutations")]
+                    if self.mutation == Some(Mutation::IgnoreGap) {
+                        return self.deliver(now, channel, publication);
+                    }
                     let request = self.request_id();
                     let ch = self.channels.get_mut(channel).expect("checked above");
                     ch.held.push(Held { epoch, publication });

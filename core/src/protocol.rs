@@ -1532,8 +1532,8 @@ pub fn encode_pub(encoding: Encoding, channel: &str, publication: &Publication) 
     let data = publication.data.as_json();
     match encoding {
         Encoding::Json => {
-            // 48 bytes of fixed text plus up to 20 offset digits; escapes
-            // in the channel name may add more (Vec grows then).
+            // 49 bytes of fixed text plus up to 20 offset digits; escapes
+            // in the channel name may add more (the Vec grows then).
             let mut out = Vec::with_capacity(data.len() + channel.len() + 72);
             out.extend_from_slice(b"{\"push\":{\"channel\":");
             push_json_str(&mut out, channel);

@@ -1106,3 +1106,82 @@ fn error_codes_are_the_documented_numbers() {
     assert_eq!(ErrorCode::Internal.http_status(), 500);
     assert_eq!(ErrorCode::BadRequest.http_status(), 400);
 }
+
+// ---------------------------------------------------------------------------
+// docs/PROTOCOL.md stays true
+
+const PROTOCOL_MD: &str = include_str!("../../docs/PROTOCOL.md");
+
+/// Every one-line command example in docs/PROTOCOL.md decodes, in JSON and
+/// (converted) in MessagePack.
+#[test]
+fn command_examples_in_the_docs_decode() {
+    let mut n = 0;
+    for line in PROTOCOL_MD.lines() {
+        let line = line.trim().trim_start_matches("-> ");
+        let Ok(value) = serde_json::from_str::<Value>(line) else {
+            continue;
+        };
+        let is_command = value.get("id").is_some()
+            && ["subscribe", "unsubscribe", "publish", "presence", "history"]
+                .iter()
+                .any(|c| {
+                    value
+                        .get(c)
+                        .is_some_and(|body| body.get("channel").is_some())
+                });
+        if is_command {
+            decode_both(value).unwrap_or_else(|e| panic!("{line}: {e}"));
+            n += 1;
+        }
+    }
+    assert!(n >= 8, "found only {n} command examples");
+}
+
+#[test]
+fn msgpack_example_in_the_docs_decodes() {
+    let bytes = [
+        0x82, 0xa2, 0x69, 0x64, 0x01, 0xa9, 0x73, 0x75, 0x62, 0x73, 0x63, 0x72, 0x69, 0x62, 0x65,
+        0x81, 0xa7, 0x63, 0x68, 0x61, 0x6e, 0x6e, 0x65, 0x6c, 0xa4, 0x6e, 0x65, 0x77, 0x73,
+    ];
+    assert!(PROTOCOL_MD.contains("a9 73 75 62 73 63 72 69 62 65"));
+    let request = decode_request(Encoding::MsgPack, &bytes).unwrap();
+    assert_eq!(request.id, 1);
+    assert_eq!(
+        request.command,
+        Command::Subscribe {
+            channel: "news".into(),
+            recover: None
+        }
+    );
+}
+
+#[test]
+fn docs_list_every_error_and_close_code() {
+    for code in ErrorCode::ALL {
+        let row = format!("| {}  |", code.code());
+        assert!(
+            PROTOCOL_MD.contains(&row),
+            "error code {code} not in the table"
+        );
+        let status = format!("| {} |", code.http_status());
+        let line = PROTOCOL_MD
+            .lines()
+            .find(|l| l.starts_with(&row))
+            .unwrap_or_default();
+        assert!(line.ends_with(&status), "{line}: expected HTTP {status}");
+    }
+    for code in close::ALL {
+        let row = format!("| {code} | `{}`", close::reason(code));
+        assert!(
+            PROTOCOL_MD.contains(&row),
+            "close code {code} not in the table"
+        );
+    }
+    for code in [
+        unsubscribe_code::SERVER,
+        unsubscribe_code::INSUFFICIENT_STATE,
+    ] {
+        assert!(PROTOCOL_MD.contains(&format!("| {code}      |")), "{code}");
+    }
+}

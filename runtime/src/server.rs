@@ -106,24 +106,30 @@ pub fn run(config: Config) -> Result<(), ServerError> {
             .map_err(ServerError::Worker)?;
         threads.push(t);
     }
-    // Tests and scripts read this line to learn the port when given port 0.
-    println!("wavecast listening on {addr}");
-    tracing::info!(%addr, workers = threads.len(), "listening");
-
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
         .map_err(ServerError::Worker)?;
+    // Handlers first, then the "listening" line: a signal sent as soon as
+    // the line is read must already mean "shut down gracefully".
+    let (mut term, mut int) = rt
+        .block_on(async {
+            use tokio::signal::unix::{signal, SignalKind};
+            Ok::<_, std::io::Error>((
+                signal(SignalKind::terminate())?,
+                signal(SignalKind::interrupt())?,
+            ))
+        })
+        .map_err(ServerError::Worker)?;
+    // Tests and scripts read this line to learn the port when given port 0.
+    println!("wavecast listening on {addr}");
+    tracing::info!(%addr, workers = threads.len(), "listening");
     rt.block_on(async {
-        use tokio::signal::unix::{signal, SignalKind};
-        let mut term = signal(SignalKind::terminate()).map_err(ServerError::Worker)?;
-        let mut int = signal(SignalKind::interrupt()).map_err(ServerError::Worker)?;
         tokio::select! {
             _ = term.recv() => tracing::info!("SIGTERM: shutting down"),
             _ = int.recv() => tracing::info!("SIGINT: shutting down"),
         }
-        Ok::<(), ServerError>(())
-    })?;
+    });
     let _ = stop_tx.send(true);
     for t in threads {
         if let Ok(Err(e)) = t.join() {

@@ -1,0 +1,111 @@
+//! Fan-out shares one encoded frame: a publication to many local
+//! subscribers is encoded once per encoding, and every subscriber's queue
+//! holds a reference to the same bytes (checked by pointer identity).
+
+use bytes::BytesMut;
+use wavecast_core::backbone::{Event, NodeId};
+use wavecast_core::frame::{self, OpCode};
+use wavecast_core::hub::Hub;
+use wavecast_core::node::{ConnId, Endpoint, Node, NodeConfig};
+use wavecast_core::protocol::{Encoding, Payload, Publication};
+use wavecast_core::Timestamp;
+
+fn subscribe_frame(id: u64, channel: &str) -> Vec<u8> {
+    let json = format!(r#"{{"id":{id},"subscribe":{{"channel":"{channel}"}}}}"#);
+    let mut out = BytesMut::new();
+    frame::encode_masked(true, OpCode::Text, json.as_bytes(), [9, 8, 7, 6], &mut out);
+    out.to_vec()
+}
+
+/// A node with `n` subscribers of `news` (JSON) and `m` (MessagePack), all
+/// replies drained, and the hub that sequences for it.
+fn subscribed_node(n: usize, m: usize) -> (Node, Hub, Vec<ConnId>) {
+    let now = Timestamp::ZERO;
+    let mut node = Node::new(NodeConfig::default());
+    let mut hub = Hub::new(7);
+    let mut ids = Vec::new();
+    for i in 0..n + m {
+        let enc = if i < n {
+            Encoding::Json
+        } else {
+            Encoding::MsgPack
+        };
+        let sub = if enc == Encoding::Json {
+            subscribe_frame(1, "news")
+        } else {
+            let mut out = BytesMut::new();
+            let req = wavecast_core::protocol::Request {
+                id: 1,
+                command: wavecast_core::protocol::Command::Subscribe {
+                    channel: "news".into(),
+                    recover: None,
+                },
+            };
+            let payload = wavecast_core::protocol::encode_request(Encoding::MsgPack, &req);
+            frame::encode_masked(true, OpCode::Binary, &payload, [1, 2, 3, 4], &mut out);
+            out.to_vec()
+        };
+        ids.push(node.handle_connect(now, Endpoint::PubSub(enc), &sub));
+    }
+    pump(&mut node, &mut hub, now);
+    for &id in &ids {
+        let q = node.queue(id).unwrap();
+        let n = q.len();
+        q.advance(n);
+    }
+    assert_eq!(node.subscribers("news"), n + m);
+    (node, hub, ids)
+}
+
+fn pump(node: &mut Node, hub: &mut Hub, now: Timestamp) {
+    loop {
+        let mut moved = false;
+        while let Some(cmd) = node.poll_backbone() {
+            hub.handle_command(now, NodeId(0), cmd);
+            moved = true;
+        }
+        while let Some((_, ev)) = hub.poll_event() {
+            node.handle_backbone(now, ev);
+            moved = true;
+        }
+        if !moved {
+            break;
+        }
+    }
+}
+
+#[test]
+fn ten_thousand_subscribers_share_one_frame_per_encoding() {
+    let (mut node, hub, ids) = subscribed_node(9_000, 1_000);
+    let epoch = hub.channels()[0].epoch.clone();
+    node.handle_backbone(
+        Timestamp::ZERO,
+        Event::Publication {
+            channel: "news".into(),
+            epoch,
+            publication: Publication {
+                offset: 1,
+                data: Payload::from_json(br#"{"price": 101.5}"#).unwrap(),
+            },
+        },
+    );
+    let mut json_ptrs = std::collections::BTreeSet::new();
+    let mut msgpack_ptrs = std::collections::BTreeSet::new();
+    for (i, &id) in ids.iter().enumerate() {
+        let q = node.queue(id).unwrap();
+        assert_eq!(q.frames(), 1, "subscriber {i} has one frame queued");
+        let f = q.iter().next().unwrap();
+        if i < 9_000 {
+            json_ptrs.insert(f.as_ptr() as usize);
+        } else {
+            msgpack_ptrs.insert(f.as_ptr() as usize);
+        }
+    }
+    assert_eq!(json_ptrs.len(), 1, "JSON subscribers share one frame");
+    assert_eq!(
+        msgpack_ptrs.len(),
+        1,
+        "MessagePack subscribers share one frame"
+    );
+    assert_ne!(json_ptrs, msgpack_ptrs);
+}

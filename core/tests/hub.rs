@@ -1,0 +1,1085 @@
+//! The in-memory backbone (`wavecast_core::hub`) against the delivery
+//! contract of DESIGN.md: one order per channel (offsets from 1, +1 each),
+//! every subscribed node gets every publication (its own included), bounded
+//! history, recovery that is exact or says it cannot, presence, cleanup.
+
+// proptest's `prop_oneof!` expands to an `Arc`; the core's ban on it is about
+// the library, not its tests.
+#![allow(clippy::disallowed_types)]
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::time::Duration;
+
+use proptest::prelude::*;
+use wavecast_core::backbone::{
+    Command, Event, HistoryPage, HistoryPolicy, NodeId, Reply, RequestId,
+};
+use wavecast_core::hub::{Hub, NO_EPOCH};
+use wavecast_core::protocol::{ClientInfo, Payload, Publication, StreamPosition};
+use wavecast_core::Timestamp;
+
+const N1: NodeId = NodeId(1);
+const N2: NodeId = NodeId(2);
+const N3: NodeId = NodeId(3);
+const T0: Timestamp = Timestamp::ZERO;
+
+fn policy(size: usize, ttl_secs: u64) -> HistoryPolicy {
+    HistoryPolicy {
+        size,
+        ttl: Duration::from_secs(ttl_secs),
+    }
+}
+
+fn keep_all() -> HistoryPolicy {
+    policy(1000, 3600)
+}
+
+fn data(i: u64) -> Payload {
+    Payload::from_json(format!("{{\"n\":{i}}}").as_bytes()).expect("valid JSON")
+}
+
+fn secs(s: u64) -> Timestamp {
+    Timestamp::from_millis(s * 1000)
+}
+
+fn sub(hub: &mut Hub, node: NodeId, channel: &str) {
+    hub.handle_command(
+        T0,
+        node,
+        Command::Subscribe {
+            channel: channel.into(),
+        },
+    );
+}
+
+fn drain(hub: &mut Hub) -> Vec<(NodeId, Event)> {
+    std::iter::from_fn(|| hub.poll_event()).collect()
+}
+
+/// The offsets of `channel`'s publications delivered to `node`, in order.
+fn offsets_to(events: &[(NodeId, Event)], node: NodeId, channel: &str) -> Vec<u64> {
+    events
+        .iter()
+        .filter_map(|(to, e)| match e {
+            Event::Publication {
+                channel: c,
+                publication,
+                ..
+            } if *to == node && c == channel => Some(publication.offset),
+            _ => None,
+        })
+        .collect()
+}
+
+fn pos(epoch: &str, offset: u64) -> StreamPosition {
+    StreamPosition {
+        epoch: epoch.into(),
+        offset,
+    }
+}
+
+fn offsets(page: &HistoryPage) -> Vec<u64> {
+    page.publications.iter().map(|p| p.offset).collect()
+}
+
+fn epoch_of(hub: &Hub, channel: &str) -> Option<String> {
+    hub.channels()
+        .into_iter()
+        .find(|c| c.name == channel)
+        .map(|c| c.epoch)
+}
+
+#[test]
+fn offsets_start_at_one_and_increase_by_one() {
+    let mut hub = Hub::new(7);
+    let first = hub.publish(T0, "a", data(0), keep_all());
+    assert_eq!(first.offset, 1);
+    for n in 2..=50 {
+        let p = hub.publish(T0, "a", data(n), keep_all());
+        assert_eq!(
+            p,
+            pos(&first.epoch, n),
+            "one epoch, offset +1 per publication"
+        );
+    }
+    // Channels are independent sequences.
+    assert_eq!(hub.publish(T0, "b", data(0), keep_all()).offset, 1);
+    let page = hub.history(T0, "a", None, Some(0));
+    assert_eq!((page.epoch.as_str(), page.top), (first.epoch.as_str(), 50));
+}
+
+#[test]
+fn every_subscribed_node_gets_every_publication_in_order_publisher_included() {
+    let mut hub = Hub::new(1);
+    sub(&mut hub, N1, "news");
+    sub(&mut hub, N2, "news");
+    sub(&mut hub, N2, "news"); // idempotent: no double delivery
+    sub(&mut hub, N3, "other");
+    for i in 0..20u64 {
+        let from = if i % 2 == 0 { N1 } else { N3 };
+        let cmd = Command::Publish {
+            request: RequestId(i),
+            channel: "news".into(),
+            data: data(i),
+            history: keep_all(),
+        };
+        hub.handle_command(T0, from, cmd);
+    }
+    let events = drain(&mut hub);
+    let all: Vec<u64> = (1..=20).collect();
+    assert_eq!(offsets_to(&events, N1, "news"), all);
+    assert_eq!(offsets_to(&events, N2, "news"), all);
+    assert!(
+        offsets_to(&events, N3, "news").is_empty(),
+        "an unsubscribed node gets no publication"
+    );
+    // The data travels with its offset.
+    let to_n2: Vec<&Publication> = events
+        .iter()
+        .filter_map(|(to, e)| match e {
+            Event::Publication { publication, .. } if *to == N2 => Some(publication),
+            _ => None,
+        })
+        .collect();
+    for p in to_n2 {
+        assert_eq!(p.data, data(p.offset - 1));
+    }
+    // The publisher's node gets its own publication through the sequencer,
+    // before the reply with its position.
+    let n1: Vec<&Event> = events
+        .iter()
+        .filter(|(to, _)| *to == N1)
+        .map(|(_, e)| e)
+        .collect();
+    let epoch = epoch_of(&hub, "news").expect("channel exists");
+    assert!(matches!(n1[0], Event::Publication { publication, .. } if publication.offset == 1));
+    assert_eq!(
+        n1[1],
+        &Event::Reply {
+            request: RequestId(0),
+            reply: Reply::Published(Ok(pos(&epoch, 1)))
+        },
+        "reply after the publication"
+    );
+    // N3 (not subscribed) only gets its replies, in order.
+    let n3_replies: Vec<u64> = events
+        .iter()
+        .filter_map(|(to, e)| match e {
+            Event::Reply {
+                reply: Reply::Published(Ok(p)),
+                ..
+            } if *to == N3 => Some(p.offset),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(n3_replies, vec![2, 4, 6, 8, 10, 12, 14, 16, 18, 20]);
+}
+
+#[test]
+fn unsubscribe_stops_delivery() {
+    let mut hub = Hub::new(1);
+    sub(&mut hub, N1, "c");
+    sub(&mut hub, N2, "c");
+    hub.publish(T0, "c", data(1), keep_all());
+    hub.handle_command(
+        T0,
+        N2,
+        Command::Unsubscribe {
+            channel: "c".into(),
+        },
+    );
+    hub.handle_command(
+        T0,
+        N2,
+        Command::Unsubscribe {
+            channel: "c".into(),
+        },
+    ); // idempotent
+    hub.publish(T0, "c", data(2), keep_all());
+    let events = drain(&mut hub);
+    assert_eq!(offsets_to(&events, N1, "c"), vec![1, 2]);
+    assert_eq!(offsets_to(&events, N2, "c"), vec![1]);
+}
+
+#[test]
+fn history_is_bounded_by_count() {
+    let mut hub = Hub::new(1);
+    for i in 0..10 {
+        hub.publish(T0, "c", data(i), policy(3, 60));
+    }
+    let page = hub.history(T0, "c", None, None);
+    assert_eq!(offsets(&page), vec![8, 9, 10]);
+    assert_eq!(page.top, 10);
+    assert!(!page.complete, "offsets 1..=7 were trimmed");
+    assert_eq!(page.publications[0].data, data(7));
+    // Size 0 keeps nothing but still sequences.
+    for i in 0..3 {
+        sub(&mut hub, N1, "zero");
+        hub.publish(T0, "zero", data(i), policy(0, 60));
+    }
+    let page = hub.history(T0, "zero", None, None);
+    assert_eq!((page.top, page.publications.len()), (3, 0));
+}
+
+#[test]
+fn history_is_bounded_by_age_at_read_time_and_by_timeouts() {
+    let mut hub = Hub::new(1);
+    sub(&mut hub, N1, "c");
+    assert_eq!(hub.poll_timeout(), None, "nothing kept, nothing to expire");
+    hub.publish(secs(0), "c", data(1), policy(100, 10));
+    hub.publish(secs(5), "c", data(2), policy(100, 10));
+    hub.publish(secs(8), "c", data(3), policy(100, 10));
+    assert_eq!(hub.poll_timeout(), Some(secs(10)));
+    // No handle_timeout yet: a read already ignores what expired.
+    let page = hub.history(secs(12), "c", None, None);
+    assert_eq!(offsets(&page), vec![2, 3]);
+    assert!(!page.complete);
+    // The timeout removes them from memory, and reschedules.
+    hub.handle_timeout(secs(16));
+    assert_eq!(hub.channels()[0].kept, 1);
+    let next = hub.poll_timeout().expect("offset 3 is still kept");
+    assert!(next <= secs(18) && next > secs(16));
+    hub.handle_timeout(secs(18));
+    assert_eq!(hub.channels()[0].kept, 0);
+    assert_eq!(hub.poll_timeout(), None);
+    // The subscribed channel is still there, same epoch and top.
+    let page = hub.history(
+        secs(18),
+        "c",
+        Some(&pos(&epoch_of(&hub, "c").unwrap(), 3)),
+        None,
+    );
+    assert!(page.complete && page.publications.is_empty() && page.top == 3);
+}
+
+/// A channel with offsets 1..=10 of which 6..=10 are kept.
+fn recovery_fixture() -> (Hub, String) {
+    let mut hub = Hub::new(3);
+    sub(&mut hub, N1, "r");
+    for i in 0..10 {
+        hub.publish(T0, "r", data(i), policy(5, 60));
+    }
+    let epoch = epoch_of(&hub, "r").unwrap();
+    (hub, epoch)
+}
+
+#[test]
+fn recovery_within_history_returns_exactly_the_missing_ones() {
+    let (mut hub, epoch) = recovery_fixture();
+    for seen in 5..=10 {
+        let page = hub.history(T0, "r", Some(&pos(&epoch, seen)), None);
+        assert!(page.complete, "from {seen}");
+        assert_eq!(offsets(&page), (seen + 1..=10).collect::<Vec<_>>());
+        assert_eq!((page.epoch.as_str(), page.top), (epoch.as_str(), 10));
+    }
+}
+
+#[test]
+fn recovery_past_trimmed_history_is_incomplete() {
+    let (mut hub, epoch) = recovery_fixture();
+    for seen in 0..5 {
+        let page = hub.history(T0, "r", Some(&pos(&epoch, seen)), None);
+        assert!(!page.complete, "offsets {}..=5 are gone", seen + 1);
+        assert_eq!(offsets(&page), vec![6, 7, 8, 9, 10]);
+    }
+}
+
+#[test]
+fn recovery_from_another_epoch_or_beyond_top_is_incomplete() {
+    let (mut hub, epoch) = recovery_fixture();
+    let page = hub.history(T0, "r", Some(&pos("0123456789abcdef", 8)), None);
+    assert!(!page.complete);
+    assert_eq!(
+        offsets(&page),
+        vec![6, 7, 8, 9, 10],
+        "the oldest kept, for paging"
+    );
+    let page = hub.history(T0, "r", Some(&pos(&epoch, 11)), Some(2));
+    assert!(!page.complete, "a position the channel never reached");
+    assert_eq!(offsets(&page), vec![6, 7]);
+}
+
+#[test]
+fn a_limit_that_cuts_the_list_makes_it_incomplete() {
+    let (mut hub, epoch) = recovery_fixture();
+    let page = hub.history(T0, "r", Some(&pos(&epoch, 6)), Some(2));
+    assert_eq!(offsets(&page), vec![7, 8]);
+    assert!(!page.complete);
+    let page = hub.history(T0, "r", Some(&pos(&epoch, 6)), Some(4));
+    assert_eq!(offsets(&page), vec![7, 8, 9, 10]);
+    assert!(page.complete, "a limit that cuts nothing");
+    // limit 0: just the position.
+    let page = hub.history(T0, "r", None, Some(0));
+    assert_eq!(
+        (page.epoch, page.top, page.publications.len()),
+        (epoch.clone(), 10, 0)
+    );
+    assert!(
+        hub.history(T0, "r", Some(&pos(&epoch, 10)), Some(0))
+            .complete,
+        "nothing missed"
+    );
+    assert!(
+        !hub.history(T0, "r", Some(&pos(&epoch, 9)), Some(0))
+            .complete
+    );
+}
+
+#[test]
+fn history_command_replies_to_the_requester() {
+    let (mut hub, epoch) = recovery_fixture();
+    let cmd = Command::History {
+        request: RequestId(9),
+        channel: "r".into(),
+        since: Some(pos(&epoch, 8)),
+        limit: None,
+    };
+    hub.handle_command(T0, N2, cmd);
+    let reply = drain(&mut hub)
+        .into_iter()
+        .find(|(to, _)| *to == N2)
+        .expect("a reply to N2");
+    let expected = hub.history(T0, "r", Some(&pos(&epoch, 8)), None);
+    assert_eq!(
+        reply.1,
+        Event::Reply {
+            request: RequestId(9),
+            reply: Reply::History(Ok(expected))
+        }
+    );
+}
+
+#[test]
+fn a_dropped_channel_comes_back_with_a_new_epoch() {
+    let mut hub = Hub::new(5);
+    sub(&mut hub, N1, "d");
+    let old = hub.publish(T0, "d", data(1), policy(10, 10));
+    hub.handle_command(
+        T0,
+        N1,
+        Command::Unsubscribe {
+            channel: "d".into(),
+        },
+    );
+    assert_eq!(hub.channels().len(), 1, "kept history keeps the channel");
+    hub.handle_timeout(secs(10));
+    assert!(hub.channels().is_empty(), "nothing left: dropped");
+    let page = hub.history(secs(10), "d", Some(&old), None);
+    assert_eq!(
+        (page.epoch.as_str(), page.top, page.complete),
+        (NO_EPOCH, 0, false)
+    );
+    assert!(
+        hub.channels().is_empty(),
+        "a read does not create a channel"
+    );
+    sub(&mut hub, N1, "d");
+    let new = hub.publish(secs(10), "d", data(2), policy(10, 10));
+    assert_ne!(new.epoch, old.epoch);
+    assert_eq!(new.offset, 1);
+    let page = hub.history(secs(10), "d", Some(&old), None);
+    assert!(!page.complete, "recovery from the old epoch must fail");
+    assert_eq!(offsets(&page), vec![1]);
+}
+
+#[test]
+fn an_expired_channel_counts_as_dropped_even_before_the_timeout_runs() {
+    let mut hub = Hub::new(5);
+    let old = hub.publish(T0, "d", data(1), policy(10, 10));
+    // No handle_timeout: the next use still sees a dropped channel.
+    let new = hub.publish(secs(11), "d", data(2), policy(10, 10));
+    assert_ne!(new.epoch, old.epoch);
+    assert_eq!(new.offset, 1);
+}
+
+#[test]
+fn presence_add_remove_with_join_and_leave() {
+    let mut hub = Hub::new(1);
+    sub(&mut hub, N1, "p");
+    sub(&mut hub, N2, "p");
+    let alice = ClientInfo {
+        client: "c2".into(),
+        user: "alice".into(),
+    };
+    let bob = ClientInfo {
+        client: "c1".into(),
+        user: "bob".into(),
+    };
+    let add = |info: &ClientInfo, announce| Command::PresenceAdd {
+        channel: "p".into(),
+        info: info.clone(),
+        announce,
+    };
+    hub.handle_command(T0, N1, add(&alice, true));
+    hub.handle_command(T0, N2, add(&bob, false));
+    hub.handle_command(T0, N1, add(&alice, true)); // again: no second join
+    let events = drain(&mut hub);
+    let join = Event::Join {
+        channel: "p".into(),
+        info: alice.clone(),
+    };
+    assert_eq!(events, vec![(N1, join.clone()), (N2, join)]);
+
+    assert_eq!(
+        hub.presence("p"),
+        vec![bob.clone(), alice.clone()],
+        "sorted by client id"
+    );
+    hub.handle_command(
+        T0,
+        N3,
+        Command::Presence {
+            request: RequestId(4),
+            channel: "p".into(),
+        },
+    );
+    assert_eq!(
+        drain(&mut hub),
+        vec![(
+            N3,
+            Event::Reply {
+                request: RequestId(4),
+                reply: Reply::Presence(Ok(vec![bob.clone(), alice.clone()]))
+            }
+        )]
+    );
+
+    hub.handle_command(
+        T0,
+        N1,
+        Command::PresenceRemove {
+            channel: "p".into(),
+            info: alice.clone(),
+            announce: true,
+        },
+    );
+    hub.handle_command(
+        T0,
+        N2,
+        Command::PresenceRemove {
+            channel: "p".into(),
+            info: bob.clone(),
+            announce: false,
+        },
+    );
+    let leave = Event::Leave {
+        channel: "p".into(),
+        info: alice,
+    };
+    assert_eq!(drain(&mut hub), vec![(N1, leave.clone()), (N2, leave)]);
+    assert!(hub.presence("p").is_empty());
+    assert!(hub.presence("unknown").is_empty());
+}
+
+#[test]
+fn remove_node_drops_its_subscriptions_presence_and_queued_events() {
+    let mut hub = Hub::new(1);
+    sub(&mut hub, N1, "a");
+    sub(&mut hub, N2, "a");
+    sub(&mut hub, N2, "b");
+    let c1 = ClientInfo {
+        client: "c1".into(),
+        user: "u".into(),
+    };
+    let c2 = ClientInfo {
+        client: "c2".into(),
+        user: "u".into(),
+    };
+    hub.handle_command(
+        T0,
+        N2,
+        Command::PresenceAdd {
+            channel: "a".into(),
+            info: c1.clone(),
+            announce: true,
+        },
+    );
+    hub.handle_command(
+        T0,
+        N2,
+        Command::PresenceAdd {
+            channel: "a".into(),
+            info: c2.clone(),
+            announce: false,
+        },
+    );
+    hub.publish(T0, "a", data(1), policy(0, 10));
+    drain(&mut hub);
+    hub.publish(T0, "a", data(2), policy(0, 10)); // queued for N1 and N2
+    hub.remove_node(T0, N2);
+    let events = drain(&mut hub);
+    assert_eq!(
+        events,
+        vec![
+            (
+                N1,
+                Event::Publication {
+                    channel: "a".into(),
+                    epoch: epoch_of(&hub, "a").unwrap(),
+                    publication: Publication {
+                        offset: 2,
+                        data: data(2)
+                    }
+                }
+            ),
+            (
+                N1,
+                Event::Leave {
+                    channel: "a".into(),
+                    info: c1
+                }
+            ),
+        ],
+        "N2's queued events are gone; only the announced client's leave is announced"
+    );
+    assert!(hub.presence("a").is_empty());
+    let stats = hub.channels();
+    assert_eq!(stats.len(), 1, "b had nothing else and is dropped");
+    assert_eq!(
+        (stats[0].name.as_str(), stats[0].nodes.as_slice()),
+        ("a", &[N1][..])
+    );
+    hub.remove_node(T0, N1);
+    assert!(hub.channels().is_empty());
+    assert!(drain(&mut hub).is_empty());
+}
+
+/// One scripted run; returns everything observable.
+fn scripted_run(seed: u64) -> (Vec<(NodeId, Event)>, Vec<HistoryPage>) {
+    let mut hub = Hub::new(seed);
+    let mut pages = Vec::new();
+    for i in 0..40u64 {
+        let now = secs(i);
+        let channel = format!("c{}", i % 3);
+        let node = NodeId(u32::try_from(i % 4).unwrap());
+        match i % 5 {
+            0 => hub.handle_command(now, node, Command::Subscribe { channel }),
+            1 | 2 => hub.handle_command(
+                now,
+                node,
+                Command::Publish {
+                    request: RequestId(i),
+                    channel,
+                    data: data(i),
+                    history: policy(4, 7),
+                },
+            ),
+            3 => pages.push(hub.history(now, &channel, None, None)),
+            _ => {
+                hub.handle_timeout(now);
+                if i % 10 == 4 {
+                    hub.remove_node(now, node);
+                }
+            }
+        }
+    }
+    (drain(&mut hub), pages)
+}
+
+#[test]
+fn same_seed_same_inputs_same_events() {
+    let a = scripted_run(42);
+    assert!(!a.0.is_empty() && !a.1.is_empty());
+    assert_eq!(a, scripted_run(42));
+    let other = scripted_run(43);
+    assert_ne!(a.1[0].epoch, other.1[0].epoch, "epochs depend on the seed");
+}
+
+#[test]
+fn epochs_never_repeat_within_a_hub() {
+    let mut hub = Hub::new(0);
+    let mut seen = BTreeSet::new();
+    for _ in 0..1000 {
+        // Size 0 and nobody subscribed: each publication drops the channel.
+        let p = hub.publish(T0, "x", data(0), policy(0, 1));
+        assert_eq!(p.offset, 1);
+        assert!(!p.epoch.is_empty() && p.epoch != NO_EPOCH);
+        assert!(seen.insert(p.epoch), "epoch repeated");
+    }
+}
+
+// ---------------------------------------------------------------------------
+// Model-based: random operations against an obviously-correct reference.
+
+const CHANNELS: [&str; 2] = ["a", "b"];
+const TTL_SECS: u64 = 10;
+
+#[derive(Debug, Clone)]
+enum Since {
+    None,
+    /// Current epoch, offset `k % (top + 3)` (so sometimes beyond top).
+    Current(u64),
+    /// An earlier epoch of the channel (if any), offset k.
+    Old(usize, u64),
+}
+
+#[derive(Debug, Clone)]
+enum Op {
+    Subscribe(u32, usize),
+    Unsubscribe(u32, usize),
+    /// Client k of a node joins a channel (announced).
+    Join(u32, usize, u8),
+    /// Client k leaves a channel (announced).
+    Leave(u32, usize, u8),
+    Publish {
+        node: Option<u32>,
+        channel: usize,
+        size: usize,
+    },
+    History {
+        channel: usize,
+        since: Since,
+        limit: Option<usize>,
+    },
+    Advance(u64),
+    Timeout,
+    RemoveNode(u32),
+}
+
+fn op() -> impl Strategy<Value = Op> {
+    let node = 0u32..3;
+    let channel = 0..CHANNELS.len();
+    let since = prop_oneof![
+        Just(Since::None),
+        any::<u64>().prop_map(Since::Current),
+        (0usize..4, 0u64..8).prop_map(|(i, k)| Since::Old(i, k)),
+    ];
+    prop_oneof![
+        2 => (node.clone(), channel.clone()).prop_map(|(n, c)| Op::Subscribe(n, c)),
+        1 => (node.clone(), channel.clone()).prop_map(|(n, c)| Op::Unsubscribe(n, c)),
+        5 => (proptest::option::of(node.clone()), channel.clone(), prop_oneof![Just(0usize), 1usize..6, Just(100)])
+            .prop_map(|(node, channel, size)| Op::Publish { node, channel, size }),
+        3 => (channel.clone(), since, proptest::option::of(0usize..6)).prop_map(|(channel, since, limit)| Op::History { channel, since, limit }),
+        2 => (0u64..6).prop_map(Op::Advance),
+        1 => Just(Op::Timeout),
+        1 => node.clone().prop_map(Op::RemoveNode),
+        1 => (node.clone(), channel.clone(), 0u8..3).prop_map(|(n, c, k)| Op::Join(n, c, k)),
+        1 => (node, channel, 0u8..3).prop_map(|(n, c, k)| Op::Leave(n, c, k)),
+    ]
+}
+
+/// The reference: every publication of the current epoch, and the offset
+/// below which history is gone.
+#[derive(Debug, Default)]
+struct ModelChannel {
+    epoch: String,
+    /// (data, published at), offset = index + 1.
+    pubs: Vec<(Payload, Timestamp)>,
+    kept_from: u64,
+    subs: BTreeSet<u32>,
+    /// Present clients and their node.
+    presence: BTreeMap<u8, u32>,
+}
+
+impl ModelChannel {
+    fn top(&self) -> u64 {
+        self.pubs.len() as u64
+    }
+    fn expire(&mut self, now: Timestamp) {
+        let ttl = Duration::from_secs(TTL_SECS);
+        while self.kept_from <= self.top()
+            && self.pubs[(self.kept_from - 1) as usize].1 + ttl <= now
+        {
+            self.kept_from += 1;
+        }
+    }
+    fn kept(&self) -> Vec<Publication> {
+        (self.kept_from..=self.top())
+            .map(|o| Publication {
+                offset: o,
+                data: self.pubs[(o - 1) as usize].0.clone(),
+            })
+            .collect()
+    }
+    fn is_empty(&self) -> bool {
+        self.subs.is_empty() && self.presence.is_empty() && self.kept_from > self.top()
+    }
+}
+
+#[derive(Debug, Default)]
+struct Model {
+    now: u64,
+    channels: BTreeMap<usize, ModelChannel>,
+    /// Every epoch each channel has had, oldest first.
+    epochs: BTreeMap<usize, Vec<String>>,
+    all_epochs: BTreeSet<String>,
+    counter: u64,
+}
+
+impl Model {
+    /// Drops what is empty at the current time (the hub's rule).
+    fn settle(&mut self) {
+        let now = secs(self.now);
+        for ch in self.channels.values_mut() {
+            ch.expire(now);
+        }
+        self.channels.retain(|_, ch| !ch.is_empty());
+    }
+
+    /// The channel, created if need be; `true` when created (its epoch is
+    /// then learned from the hub).
+    fn ensure(&mut self, c: usize) -> bool {
+        let created = !self.channels.contains_key(&c);
+        self.channels.entry(c).or_insert_with(|| ModelChannel {
+            kept_from: 1,
+            ..ModelChannel::default()
+        });
+        created
+    }
+
+    fn learn_epoch(&mut self, c: usize, epoch: String) -> Result<(), TestCaseError> {
+        prop_assert!(
+            self.all_epochs.insert(epoch.clone()),
+            "a new channel reused epoch {}",
+            epoch
+        );
+        self.epochs.entry(c).or_default().push(epoch.clone());
+        if let Some(ch) = self.channels.get_mut(&c) {
+            ch.epoch = epoch;
+        }
+        Ok(())
+    }
+}
+
+/// Checks a history page against the reference: exactly the kept
+/// publications after the position, and `complete` iff they are exactly
+/// all publications after it up to top.
+fn check_page(
+    model: Option<&ModelChannel>,
+    page: &HistoryPage,
+    since: Option<&StreamPosition>,
+    limit: Option<usize>,
+) -> Result<(), TestCaseError> {
+    let Some(ch) = model else {
+        prop_assert_eq!(&page.epoch, NO_EPOCH);
+        prop_assert_eq!(page.top, 0);
+        prop_assert!(page.publications.is_empty());
+        // Only the position "nothing seen, no epoch" continues it.
+        let nothing = since.is_none_or(|p| p.epoch == NO_EPOCH && p.offset == 0);
+        prop_assert_eq!(page.complete, nothing);
+        return Ok(());
+    };
+    prop_assert_eq!(&page.epoch, &ch.epoch);
+    prop_assert_eq!(page.top, ch.top());
+    let kept = ch.kept();
+    let (after, same_stream) = match since {
+        None => (0, true),
+        Some(p) if p.epoch == ch.epoch && p.offset <= ch.top() => (p.offset, true),
+        Some(_) => (0, false),
+    };
+    let mut want: Vec<Publication> = kept.into_iter().filter(|p| p.offset > after).collect();
+    let all_after = want.len();
+    want.truncate(limit.unwrap_or(usize::MAX));
+    // Complete iff the answer is exactly offsets after+1..=top.
+    let exact = same_stream
+        && want.len() == all_after
+        && want.iter().map(|p| p.offset).eq(after + 1..=ch.top());
+    prop_assert_eq!(&page.publications, &want);
+    prop_assert_eq!(
+        page.complete,
+        exact,
+        "completeness of {:?} limit {:?}",
+        since,
+        limit
+    );
+    Ok(())
+}
+
+fn client(k: u8) -> ClientInfo {
+    ClientInfo {
+        client: format!("c{k}"),
+        user: format!("u{k}"),
+    }
+}
+
+fn run_ops(ops: Vec<Op>) -> Result<(), TestCaseError> {
+    let mut hub = Hub::new(99);
+    let mut model = Model::default();
+    for op in ops {
+        let now = secs(model.now);
+        match op {
+            Op::Subscribe(n, c) => {
+                model.settle();
+                let created = model.ensure(c);
+                hub.handle_command(
+                    now,
+                    NodeId(n),
+                    Command::Subscribe {
+                        channel: CHANNELS[c].into(),
+                    },
+                );
+                model.channels.get_mut(&c).unwrap().subs.insert(n);
+                if created {
+                    model
+                        .learn_epoch(c, epoch_of(&hub, CHANNELS[c]).expect("subscribe creates"))?;
+                }
+                prop_assert!(drain(&mut hub).is_empty());
+            }
+            Op::Unsubscribe(n, c) => {
+                hub.handle_command(
+                    now,
+                    NodeId(n),
+                    Command::Unsubscribe {
+                        channel: CHANNELS[c].into(),
+                    },
+                );
+                if let Some(ch) = model.channels.get_mut(&c) {
+                    ch.subs.remove(&n);
+                }
+                model.settle();
+                prop_assert!(drain(&mut hub).is_empty());
+            }
+            Op::Publish {
+                node,
+                channel: c,
+                size,
+            } => {
+                model.settle();
+                let created = model.ensure(c);
+                model.counter += 1;
+                let payload = data(model.counter);
+                let history = HistoryPolicy {
+                    size,
+                    ttl: Duration::from_secs(TTL_SECS),
+                };
+                let (position, delivered) = match node {
+                    None => {
+                        let p = hub.publish(now, CHANNELS[c], payload.clone(), history);
+                        (p, drain(&mut hub))
+                    }
+                    Some(n) => {
+                        let request = RequestId(model.counter);
+                        let cmd = Command::Publish {
+                            request,
+                            channel: CHANNELS[c].into(),
+                            data: payload.clone(),
+                            history,
+                        };
+                        hub.handle_command(now, NodeId(n), cmd);
+                        // The reply is the publisher's last event.
+                        let mut events = drain(&mut hub);
+                        let Some((
+                            to,
+                            Event::Reply {
+                                request: r,
+                                reply: Reply::Published(Ok(p)),
+                            },
+                        )) = events.pop()
+                        else {
+                            return Err(TestCaseError::fail(format!("no reply last: {events:?}")));
+                        };
+                        prop_assert_eq!((to, r), (NodeId(n), request));
+                        (p, events)
+                    }
+                };
+                if created {
+                    model.learn_epoch(c, position.epoch.clone())?;
+                }
+                let ch = model.channels.get_mut(&c).unwrap();
+                ch.pubs.push((payload.clone(), now));
+                let top = ch.top();
+                ch.kept_from = ch
+                    .kept_from
+                    .max(top + 1 - size.min(top as usize) as u64)
+                    .max(1);
+                prop_assert_eq!(
+                    &position,
+                    &pos(&ch.epoch, top),
+                    "offset = top + 1 in the current epoch"
+                );
+                let expected: Vec<(NodeId, Event)> = ch
+                    .subs
+                    .iter()
+                    .map(|&n| {
+                        let publication = Publication {
+                            offset: top,
+                            data: payload.clone(),
+                        };
+                        (
+                            NodeId(n),
+                            Event::Publication {
+                                channel: CHANNELS[c].into(),
+                                epoch: ch.epoch.clone(),
+                                publication,
+                            },
+                        )
+                    })
+                    .collect();
+                prop_assert_eq!(
+                    delivered,
+                    expected,
+                    "one copy to each subscribed node, in node order"
+                );
+                model.settle();
+            }
+            Op::History {
+                channel: c,
+                since,
+                limit,
+            } => {
+                model.settle();
+                let since_pos = match (&since, model.channels.get(&c)) {
+                    (Since::None, _) => None,
+                    (Since::Current(k), Some(ch)) => Some(pos(&ch.epoch, k % (ch.top() + 3))),
+                    (Since::Current(k), None) => Some(pos("feedfacefeedface", k % 3)),
+                    (Since::Old(i, k), _) => {
+                        let olds = model.epochs.get(&c).cloned().unwrap_or_default();
+                        Some(pos(
+                            olds.get(*i).map_or("0000000000000000", String::as_str),
+                            *k,
+                        ))
+                    }
+                };
+                let page = hub.history(now, CHANNELS[c], since_pos.as_ref(), limit);
+                check_page(model.channels.get(&c), &page, since_pos.as_ref(), limit)?;
+            }
+            Op::Advance(s) => model.now += s,
+            Op::Timeout => {
+                hub.handle_timeout(now);
+                model.settle();
+                // After a timeout, memory matches the reference exactly.
+                let stats = hub.channels();
+                let names: Vec<&str> = stats.iter().map(|s| s.name.as_str()).collect();
+                let want: Vec<&str> = model.channels.keys().map(|&c| CHANNELS[c]).collect();
+                prop_assert_eq!(names, want);
+                for s in &stats {
+                    let c = CHANNELS.iter().position(|n| *n == s.name).unwrap();
+                    let ch = &model.channels[&c];
+                    prop_assert_eq!(s.kept as u64, ch.top() + 1 - ch.kept_from);
+                    prop_assert_eq!(
+                        s.nodes.iter().map(|n| n.0).collect::<BTreeSet<_>>(),
+                        ch.subs.clone()
+                    );
+                }
+                if let Some(next) = hub.poll_timeout() {
+                    prop_assert!(next > now, "handle_timeout leaves nothing due");
+                }
+            }
+            Op::RemoveNode(n) => {
+                hub.remove_node(now, NodeId(n));
+                let mut expected = Vec::new();
+                for (&c, ch) in model.channels.iter_mut() {
+                    ch.subs.remove(&n);
+                    let gone: Vec<u8> = ch
+                        .presence
+                        .iter()
+                        .filter(|(_, m)| **m == n)
+                        .map(|(k, _)| *k)
+                        .collect();
+                    for k in gone {
+                        ch.presence.remove(&k);
+                        for &s in &ch.subs {
+                            expected.push((
+                                NodeId(s),
+                                Event::Leave {
+                                    channel: CHANNELS[c].into(),
+                                    info: client(k),
+                                },
+                            ));
+                        }
+                    }
+                }
+                model.settle();
+                prop_assert_eq!(
+                    drain(&mut hub),
+                    expected,
+                    "leaves of the node's clients to the others"
+                );
+            }
+            Op::Join(n, c, k) => {
+                model.settle();
+                let created = model.ensure(c);
+                let cmd = Command::PresenceAdd {
+                    channel: CHANNELS[c].into(),
+                    info: client(k),
+                    announce: true,
+                };
+                hub.handle_command(now, NodeId(n), cmd);
+                if created {
+                    model.learn_epoch(c, epoch_of(&hub, CHANNELS[c]).expect("presence creates"))?;
+                }
+                let ch = model.channels.get_mut(&c).unwrap();
+                let mut expected = Vec::new();
+                if !ch.presence.contains_key(&k) {
+                    for &s in &ch.subs {
+                        expected.push((
+                            NodeId(s),
+                            Event::Join {
+                                channel: CHANNELS[c].into(),
+                                info: client(k),
+                            },
+                        ));
+                    }
+                }
+                // The same client id from another node replaces the entry.
+                ch.presence.insert(k, n);
+                prop_assert_eq!(drain(&mut hub), expected);
+            }
+            Op::Leave(n, c, k) => {
+                let cmd = Command::PresenceRemove {
+                    channel: CHANNELS[c].into(),
+                    info: client(k),
+                    announce: true,
+                };
+                hub.handle_command(now, NodeId(n), cmd);
+                let mut expected = Vec::new();
+                if let Some(ch) = model.channels.get_mut(&c) {
+                    if ch.presence.remove(&k).is_some() {
+                        for &s in &ch.subs {
+                            expected.push((
+                                NodeId(s),
+                                Event::Leave {
+                                    channel: CHANNELS[c].into(),
+                                    info: client(k),
+                                },
+                            ));
+                        }
+                    }
+                }
+                model.settle();
+                prop_assert_eq!(drain(&mut hub), expected);
+            }
+        }
+        // Always: known channels agree on epoch, top and presence, and the
+        // next timeout is never later than the first expiry.
+        let ttl = Duration::from_secs(TTL_SECS);
+        let first_expiry = model
+            .channels
+            .values()
+            .filter(|ch| ch.kept_from <= ch.top())
+            .map(|ch| ch.pubs[(ch.kept_from - 1) as usize].1 + ttl)
+            .min();
+        if let Some(first) = first_expiry {
+            prop_assert!(
+                hub.poll_timeout().is_some_and(|t| t <= first),
+                "timeout {:?} later than {:?}",
+                hub.poll_timeout(),
+                first
+            );
+        }
+        for (c, name) in CHANNELS.iter().enumerate() {
+            let want: Vec<ClientInfo> = model
+                .channels
+                .get(&c)
+                .map(|ch| ch.presence.keys().map(|&k| client(k)).collect())
+                .unwrap_or_default();
+            prop_assert_eq!(hub.presence(name), want);
+        }
+        let stats = hub.channels();
+        for (c, ch) in &model.channels {
+            let s = stats.iter().find(|s| s.name == CHANNELS[*c]);
+            prop_assert!(s.is_some(), "channel {} missing", CHANNELS[*c]);
+            let s = s.unwrap();
+            prop_assert_eq!((&s.epoch, s.top), (&ch.epoch, ch.top()));
+        }
+    }
+    Ok(())
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 512, ..ProptestConfig::default() })]
+    #[test]
+    fn hub_matches_the_reference_model(ops in proptest::collection::vec(op(), 1..60)) {
+        run_ops(ops)?;
+    }
+}
