@@ -44,6 +44,7 @@
 //! subscriber from a short list kept while subscribes are pending.
 
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
+use std::rc::Rc;
 
 use bytes::Bytes;
 
@@ -100,7 +101,7 @@ pub enum Endpoint {
 }
 
 /// Settings of a node.
-#[derive(Debug, Clone, Default)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Hash)]
 pub struct NodeConfig {
     /// Settings of every connection.
     pub connection: ConnectionConfig,
@@ -111,13 +112,13 @@ pub struct NodeConfig {
     pub client_prefix: String,
 }
 
-#[derive(Debug)]
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
 struct Slot {
     generation: u32,
     client: Option<Client>,
 }
 
-#[derive(Debug)]
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
 struct Client {
     conn: Connection,
     endpoint: Endpoint,
@@ -132,14 +133,14 @@ struct Client {
 }
 
 /// A publication kept in a channel while it cannot be delivered yet.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
 struct Held {
     epoch: String,
     publication: Publication,
 }
 
 /// How far the node has delivered a channel's stream.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
 enum Sync {
     /// No position known yet: waiting for the first subscribe's reply.
     Unknown,
@@ -154,7 +155,7 @@ enum Sync {
     },
 }
 
-#[derive(Debug)]
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
 struct Channel {
     options: NamespaceOptions,
     /// Live subscribers and the offset after which each one receives.
@@ -190,7 +191,7 @@ impl Channel {
 }
 
 /// A request to the backbone waiting for its reply.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
 enum Pending {
     Subscribe {
         conn: ConnId,
@@ -219,7 +220,7 @@ enum Pending {
 /// model-based tests (`core/tests/node_model.rs`) must fail with each one
 /// switched on, which shows that they can find such bugs.
 #[cfg(feature = "mutations")]
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum Mutation {
     /// A closed connection's subscriptions are not removed.
     SkipUnsubscribeOnClose,
@@ -230,9 +231,11 @@ pub enum Mutation {
 }
 
 /// One shard's connections, channels and timers.
-#[derive(Debug)]
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub struct Node {
     config: NodeConfig,
+    echo_config: Rc<ConnectionConfig>,
+    pubsub_config: Rc<ConnectionConfig>,
     slots: Vec<Slot>,
     free: Vec<u32>,
     live: usize,
@@ -250,7 +253,17 @@ pub struct Node {
 impl Node {
     /// An empty node.
     pub fn new(config: NodeConfig) -> Self {
+        let echo_config = Rc::new(config.connection.clone());
+        // Pub/sub clients get wavecast's own codes, which say whether to
+        // reconnect and recover (docs/PROTOCOL.md).
+        let pubsub_config = Rc::new(ConnectionConfig {
+            heartbeat_close_code: CloseCode(close::HEARTBEAT_TIMEOUT),
+            slow_consumer_close_code: CloseCode(close::SLOW_CONSUMER),
+            ..config.connection.clone()
+        });
         Node {
+            echo_config,
+            pubsub_config,
             config,
             slots: Vec::new(),
             free: Vec::new(),
@@ -291,14 +304,11 @@ impl Node {
         endpoint: Endpoint,
         leftover: &[u8],
     ) -> ConnId {
-        let mut config = self.config.connection.clone();
-        if let Endpoint::PubSub(_) = endpoint {
-            // Pub/sub clients get wavecast's own codes, which say whether
-            // to reconnect and recover (docs/PROTOCOL.md).
-            config.heartbeat_close_code = CloseCode(close::HEARTBEAT_TIMEOUT);
-            config.slow_consumer_close_code = CloseCode(close::SLOW_CONSUMER);
-        }
-        let conn = Connection::new(now, config);
+        let config = match endpoint {
+            Endpoint::PubSub(_) => self.pubsub_config.clone(),
+            Endpoint::Echo => self.echo_config.clone(),
+        };
+        let conn = Connection::with_config(now, config);
         let client = Client {
             conn,
             endpoint,
@@ -907,6 +917,7 @@ impl Node {
         match &ch.sync {
             Sync::Unknown | Sync::Filling { .. } => {
                 if ch.held.len() >= MAX_HELD {
+                    ch.held.clear();
                     self.gap_unfillable(now, channel, None);
                     return;
                 }
@@ -1047,7 +1058,9 @@ impl Node {
         }
         let ch = self.channels.get_mut(channel).expect("present");
         ch.sync = Sync::Unknown;
-        ch.held.clear();
+        // Held publications are kept for the pending subscribes: they may
+        // be past the position those replies will give (e.g. of the new
+        // epoch after a reset), and dropping them would be a silent gap.
         ch.recent.clear();
         let ids: Vec<ConnId> = ch.live.keys().copied().collect();
         let push = Push::Unsubscribe {
@@ -1190,7 +1203,7 @@ impl Node {
                     offset: page.top,
                 };
             }
-            return self.on_subscribed_synced(
+            self.on_subscribed_synced(
                 now,
                 conn,
                 rid,
@@ -1199,6 +1212,7 @@ impl Node {
                 page,
                 page_top_replay(None),
             );
+            return self.drain_held(now, channel);
         }
         // Publications in (top, delivered] went out while this reply was in
         // flight: replay them from `recent` after the reply.

@@ -423,7 +423,9 @@ async fn handle_socket(shard: Rc<Shard>, stream: TcpStream) {
         ios[id.index()] = Some(io.clone());
     }
     shard.drive();
-    connection_task(shard, id, io).await;
+    // A task of its own: the handshake's future (head buffer, timeout) is
+    // freed now, and an idle connection costs only this small task.
+    tokio::task::spawn_local(connection_task(shard, id, io));
 }
 
 enum Ready {
