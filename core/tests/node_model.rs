@@ -60,8 +60,11 @@ use wavecast_core::protocol::{
 };
 use wavecast_core::Timestamp;
 
-/// Channels the clients use (default namespace: presence on).
-const CHANNELS: [&str; 2] = ["a", "b"];
+/// Channels the clients use: one in the default namespace (small, short
+/// history), one in namespace `nohist` (no history at all, so that the hub
+/// drops the channel, and its epoch, whenever nobody holds it). Presence is
+/// on in both.
+const CHANNELS: [&str; 2] = ["a", "nohist:b"];
 const NODES: usize = 2;
 const MASK: [u8; 4] = [0x37, 0xfa, 0x21, 0x3d];
 /// Small history, short-lived, so that operations reach both recovery
@@ -111,31 +114,89 @@ enum Op {
     Advance { secs: u64 },
 }
 
-fn op() -> impl Strategy<Value = Op> {
-    let client = 0..6usize;
+/// How often each operation comes, and over how many nodes and clients.
+#[derive(Debug, Clone, Copy)]
+struct Profile {
+    nodes: usize,
+    clients: usize,
+    connect: u32,
+    subscribe: u32,
+    unsubscribe: u32,
+    publish: u32,
+    api_publish: u32,
+    close: u32,
+    eof: u32,
+    deliver: u32,
+    deliver_all: u32,
+    lose: u32,
+    reset: u32,
+    advance: u32,
+}
+
+/// Two nodes, everything in proportion.
+const BALANCED: Profile = Profile {
+    nodes: 2,
+    clients: 6,
+    connect: 3,
+    subscribe: 5,
+    unsubscribe: 2,
+    publish: 4,
+    api_publish: 3,
+    close: 1,
+    eof: 1,
+    deliver: 6,
+    deliver_all: 3,
+    lose: 1,
+    reset: 2,
+    advance: 2,
+};
+
+/// One node, few clients, many resets and reorderings, rare full
+/// deliveries: long windows in which subscribes, publications, resets and
+/// gap fills interleave.
+const RESETS: Profile = Profile {
+    nodes: 1,
+    clients: 3,
+    connect: 2,
+    subscribe: 5,
+    unsubscribe: 1,
+    publish: 2,
+    api_publish: 3,
+    close: 1,
+    eof: 1,
+    deliver: 6,
+    deliver_all: 1,
+    lose: 1,
+    reset: 3,
+    advance: 1,
+};
+
+fn op(p: Profile) -> impl Strategy<Value = Op> {
+    let client = 0..p.clients;
     let channel = 0..CHANNELS.len();
+    let node = 0..p.nodes;
     prop_oneof![
-        3 => (0..NODES).prop_map(|node| Op::Connect { node }),
-        5 => (client.clone(), channel.clone(), prop::option::weighted(0.4, 0..8usize))
+        p.connect => node.clone().prop_map(|node| Op::Connect { node }),
+        p.subscribe => (client.clone(), channel.clone(), prop::option::weighted(0.4, 0..8usize))
             .prop_map(|(client, channel, recover)| Op::Subscribe { client, channel, recover }),
-        2 => (client.clone(), channel.clone())
+        p.unsubscribe => (client.clone(), channel.clone())
             .prop_map(|(client, channel)| Op::Unsubscribe { client, channel }),
-        4 => (client.clone(), channel.clone())
+        p.publish => (client.clone(), channel.clone())
             .prop_map(|(client, channel)| Op::Publish { client, channel }),
-        3 => channel.prop_map(|channel| Op::ApiPublish { channel }),
-        1 => client.clone().prop_map(|client| Op::Close { client }),
-        1 => client.prop_map(|client| Op::Eof { client }),
-        6 => (0..NODES, 0..8usize, 1..4usize)
+        p.api_publish => channel.prop_map(|channel| Op::ApiPublish { channel }),
+        p.close => client.clone().prop_map(|client| Op::Close { client }),
+        p.eof => client.prop_map(|client| Op::Eof { client }),
+        p.deliver => (node.clone(), 0..8usize, 1..4usize)
             .prop_map(|(node, lane, n)| Op::Deliver { node, lane, n }),
-        3 => Just(Op::DeliverAll),
-        1 => (0..NODES, 0..8usize).prop_map(|(node, lane)| Op::Lose { node, lane }),
-        1 => (0..NODES).prop_map(|node| Op::Reset { node }),
-        1 => (1..25u64).prop_map(|secs| Op::Advance { secs }),
+        p.deliver_all => Just(Op::DeliverAll),
+        p.lose => (node.clone(), 0..8usize).prop_map(|(node, lane)| Op::Lose { node, lane }),
+        p.reset => node.prop_map(|node| Op::Reset { node }),
+        p.advance => (1..40u64).prop_map(|secs| Op::Advance { secs }),
     ]
 }
 
-fn ops() -> impl Strategy<Value = Vec<Op>> {
-    prop::collection::vec(op(), 1..60)
+fn ops(p: Profile) -> impl Strategy<Value = Vec<Op>> {
+    prop::collection::vec(op(p), 1..60)
 }
 
 // ---------------------------------------------------------------------------
@@ -213,10 +274,27 @@ struct World {
     data_counter: u64,
 }
 
-fn policy() -> HistoryPolicy {
-    HistoryPolicy {
-        size: HISTORY_SIZE,
-        ttl: HISTORY_TTL,
+/// The history policy of a channel, as the nodes resolve it.
+fn policy(channel: &str) -> HistoryPolicy {
+    namespaces()
+        .resolve(channel)
+        .expect("configured namespace")
+        .history()
+}
+
+fn namespaces() -> Namespaces {
+    let default = NamespaceOptions {
+        history_size: HISTORY_SIZE,
+        history_ttl: HISTORY_TTL,
+        ..NamespaceOptions::default()
+    };
+    let nohist = NamespaceOptions {
+        history_size: 0,
+        ..default
+    };
+    Namespaces {
+        default,
+        named: BTreeMap::from([("nohist".to_owned(), nohist)]),
     }
 }
 
@@ -224,19 +302,12 @@ fn node_config(i: usize) -> NodeConfig {
     let day = Duration::from_secs(86_400);
     NodeConfig {
         connection: ConnectionConfig {
-            // Heartbeats never fire within a test case (at most 60 * 25 s).
+            // Heartbeats never fire within a test case (at most 60 * 40 s).
             heartbeat_interval: day,
             heartbeat_timeout: day,
             ..ConnectionConfig::default()
         },
-        namespaces: Namespaces {
-            default: NamespaceOptions {
-                history_size: HISTORY_SIZE,
-                history_ttl: HISTORY_TTL,
-                ..NamespaceOptions::default()
-            },
-            named: BTreeMap::new(),
-        },
+        namespaces: namespaces(),
         client_prefix: format!("n{i}-"),
     }
 }
@@ -334,8 +405,12 @@ impl World {
                     return Ok(());
                 }
                 let recover = recover.and_then(|k| {
-                    let mut candidates: Vec<StreamPosition> =
-                        self.clients[c].last.get(&channel).cloned().into_iter().collect();
+                    let mut candidates: Vec<StreamPosition> = self.clients[c]
+                        .last
+                        .get(&channel)
+                        .cloned()
+                        .into_iter()
+                        .collect();
                     if let Some(seq) = self.model.get(&channel) {
                         candidates.extend(seq.keys().map(|(epoch, offset)| StreamPosition {
                             epoch: epoch.clone(),
@@ -384,7 +459,9 @@ impl World {
             Op::ApiPublish { channel } => {
                 let data = self.next_data();
                 let channel = CHANNELS[channel];
-                let pos = self.hub.publish(self.now, channel, data.clone(), policy());
+                let pos = self
+                    .hub
+                    .publish(self.now, channel, data.clone(), policy(channel));
                 self.record(channel, &pos, data)?;
             }
             Op::Close { client } => {
@@ -672,7 +749,11 @@ impl World {
             if let Some(u) = push.get("unsubscribe") {
                 let code = u["code"].as_u64();
                 return match self.clients[c].subs.remove(&channel) {
-                    Some(Sub::Live { .. }) if code == Some(unsubscribe_code::INSUFFICIENT_STATE.into()) => Ok(()),
+                    Some(Sub::Live { .. })
+                        if code == Some(unsubscribe_code::INSUFFICIENT_STATE.into()) =>
+                    {
+                        Ok(())
+                    }
                     other => Err(format!(
                         "client {c}: unsubscribe push {v} on subscription {other:?}"
                     )),
@@ -706,7 +787,9 @@ impl World {
             }
             Req::Subscribe { channel, recover } => {
                 if self.clients[c].subs.get(&channel) != Some(&Sub::Pending(id)) {
-                    return Err(format!("client {c}: subscribe reply {v} for a subscription not pending"));
+                    return Err(format!(
+                        "client {c}: subscribe reply {v} for a subscription not pending"
+                    ));
                 }
                 if error.is_some() {
                     // e.g. backbone unavailable (reset) or busy: not subscribed.
@@ -758,7 +841,9 @@ impl World {
                     ));
                 }
             } else if !pubs.is_empty() {
-                return Err(format!("invariant 3: recovered:false with publications: {r}"));
+                return Err(format!(
+                    "invariant 3: recovered:false with publications: {r}"
+                ));
             }
         }
         let client = &mut self.clients[c];
@@ -841,7 +926,10 @@ impl World {
                 ));
             }
             if node.queued_bytes() != 0 {
-                return Err(format!("node {n}: {} bytes left queued", node.queued_bytes()));
+                return Err(format!(
+                    "node {n}: {} bytes left queued",
+                    node.queued_bytes()
+                ));
             }
             if node.timers() > node.connections() {
                 return Err(format!(
@@ -930,7 +1018,10 @@ impl World {
                 .filter(|&n| node_channels[n].contains_key(&name))
                 .map(|n| NodeId(n as u32))
                 .collect();
-            let have = hub_channels.get(&name).map(|h| h.nodes.clone()).unwrap_or_default();
+            let have = hub_channels
+                .get(&name)
+                .map(|h| h.nodes.clone())
+                .unwrap_or_default();
             if have != want {
                 return Err(format!(
                     "invariant 4: hub subscriptions of {name:?} are {have:?}, nodes with \
@@ -986,17 +1077,26 @@ fn config(cases: u32) -> Config {
 
 fn property(
     runner: &mut TestRunner,
+    profile: Profile,
     setup: &'static dyn Fn(&mut Node),
 ) -> Result<(), TestError<Vec<Op>>> {
-    runner.run(&ops(), move |ops| {
+    runner.run(&ops(profile), move |ops| {
         run(&ops, setup).map_err(TestCaseError::fail)
     })
 }
 
 #[test]
 fn node_keeps_the_delivery_contract() {
-    let mut runner = TestRunner::new(config(128));
-    if let Err(e) = property(&mut runner, &|_| {}) {
+    let mut runner = TestRunner::new(config(1000));
+    if let Err(e) = property(&mut runner, BALANCED, &|_| {}) {
+        panic!("{e}");
+    }
+}
+
+#[test]
+fn node_keeps_the_delivery_contract_across_resets() {
+    let mut runner = TestRunner::new(config(1000));
+    if let Err(e) = property(&mut runner, RESETS, &|_| {}) {
         panic!("{e}");
     }
 }
@@ -1011,10 +1111,21 @@ fn scripted_cases_hold() {
         vec![
             Connect { node: 0 },
             Connect { node: 1 },
-            Subscribe { client: 0, channel: 0, recover: None },
-            Subscribe { client: 1, channel: 0, recover: None },
+            Subscribe {
+                client: 0,
+                channel: 0,
+                recover: None,
+            },
+            Subscribe {
+                client: 1,
+                channel: 0,
+                recover: None,
+            },
             DeliverAll,
-            Publish { client: 0, channel: 0 },
+            Publish {
+                client: 0,
+                channel: 0,
+            },
             ApiPublish { channel: 0 },
             DeliverAll,
             Close { client: 0 },
@@ -1024,7 +1135,11 @@ fn scripted_cases_hold() {
         // A gap (lost publication) is filled from history.
         vec![
             Connect { node: 0 },
-            Subscribe { client: 0, channel: 0, recover: None },
+            Subscribe {
+                client: 0,
+                channel: 0,
+                recover: None,
+            },
             DeliverAll,
             ApiPublish { channel: 0 },
             ApiPublish { channel: 0 },
@@ -1034,15 +1149,26 @@ fn scripted_cases_hold() {
         // A reset while publications are in flight; recovery afterwards.
         vec![
             Connect { node: 0 },
-            Subscribe { client: 0, channel: 1, recover: None },
+            Subscribe {
+                client: 0,
+                channel: 0,
+                recover: None,
+            },
             DeliverAll,
-            ApiPublish { channel: 1 },
+            ApiPublish { channel: 0 },
             Reset { node: 0 },
-            ApiPublish { channel: 1 },
+            ApiPublish { channel: 0 },
             DeliverAll,
-            Unsubscribe { client: 0, channel: 1 },
-            ApiPublish { channel: 1 },
-            Subscribe { client: 0, channel: 1, recover: Some(0) },
+            Unsubscribe {
+                client: 0,
+                channel: 0,
+            },
+            ApiPublish { channel: 0 },
+            Subscribe {
+                client: 0,
+                channel: 0,
+                recover: Some(0),
+            },
             DeliverAll,
             Advance { secs: 24 },
             Advance { secs: 24 },
@@ -1067,9 +1193,12 @@ mod mutations {
         let config = config(1024);
         let rng = TestRng::deterministic_rng(config.rng_algorithm);
         let mut runner = TestRunner::new_with_rng(config, rng);
-        match property(&mut runner, setup) {
+        match property(&mut runner, BALANCED, setup) {
             Err(TestError::Fail(reason, ops)) => {
-                eprintln!("{m:?}: minimal failing case ({} ops): {ops:?}\n  {reason}", ops.len());
+                eprintln!(
+                    "{m:?}: minimal failing case ({} ops): {ops:?}\n  {reason}",
+                    ops.len()
+                );
             }
             Err(e) => panic!("{m:?}: the property did not fail as expected: {e}"),
             Ok(()) => panic!("{m:?}: the property holds with the bug planted"),
@@ -1085,7 +1214,9 @@ mod mutations {
 
     #[test]
     fn mutation_ignore_gap_is_caught() {
-        must_fail(Mutation::IgnoreGap, &|n| n.set_mutation(Mutation::IgnoreGap));
+        must_fail(Mutation::IgnoreGap, &|n| {
+            n.set_mutation(Mutation::IgnoreGap)
+        });
     }
 
     #[test]
@@ -1093,5 +1224,64 @@ mod mutations {
         must_fail(Mutation::KeepBackboneSubscription, &|n| {
             n.set_mutation(Mutation::KeepBackboneSubscription)
         });
+    }
+}
+
+/// Regression (found by the property): after a reset in which the hub
+/// dropped a channel (new epoch), a subscribe pending on the node, and a
+/// publication of the new epoch that reached the node before the replies:
+/// the gap-fill failure (or the subscribe reply's epoch change) threw the
+/// held publication away, and the new subscriber silently missed it.
+/// `reply_lane` picks which reply comes first: 0 the gap fill's, 1 the
+/// subscribe's.
+fn reset_epoch_change_case(reply_lane: usize) -> Vec<Op> {
+    use Op::*;
+    vec![
+        Connect { node: 0 },
+        Subscribe {
+            client: 0,
+            channel: 1,
+            recover: None,
+        },
+        DeliverAll,
+        // The hub forgets node 0: "nohist:b" is left empty and dropped; the
+        // node resubscribes (new epoch) and asks history to fill.
+        Reset { node: 0 },
+        Connect { node: 0 },
+        Subscribe {
+            client: 1,
+            channel: 1,
+            recover: None,
+        },
+        ApiPublish { channel: 1 },
+        // Lanes: the channel's, then the fill reply, then the subscribe
+        // reply. The publication first, then one reply, then the rest.
+        Deliver {
+            node: 0,
+            lane: 0,
+            n: 1,
+        },
+        Deliver {
+            node: 0,
+            lane: reply_lane,
+            n: 1,
+        },
+        DeliverAll,
+    ]
+}
+
+#[test]
+fn regression_reset_epoch_change_fill_reply_first() {
+    let ops = reset_epoch_change_case(0);
+    if let Err(e) = run(&ops, &|_| {}) {
+        panic!("{e}\ncase: {ops:?}");
+    }
+}
+
+#[test]
+fn regression_reset_epoch_change_subscribe_reply_first() {
+    let ops = reset_epoch_change_case(1);
+    if let Err(e) = run(&ops, &|_| {}) {
+        panic!("{e}\ncase: {ops:?}");
     }
 }
