@@ -51,11 +51,7 @@ async fn without_a_configured_key_every_api_path_is_403() {
             assert_eq!(r.status, 403, "POST {path} with key {key:?}: {}", r.text());
             r.error_code();
         }
-        let r = http(
-            server.addr(),
-            &request_bytes("GET", path, Some(KEY), b""),
-        )
-        .await;
+        let r = http(server.addr(), &request_bytes("GET", path, Some(KEY), b"")).await;
         assert_eq!(r.status, 403, "GET {path}: {}", r.text());
     }
     // Health is not part of the API: it answers without a key.
@@ -85,9 +81,7 @@ async fn wrong_or_missing_key_is_401_and_get_is_405() {
         r.error_code();
     }
     // None of the refused publishes happened.
-    let h = ts
-        .api_ok("/api/history", &json!({"channel": "a"}))
-        .await;
+    let h = ts.api_ok("/api/history", &json!({"channel": "a"})).await;
     assert_eq!(h["offset"], 0, "refused requests published nothing: {h}");
 }
 
@@ -125,7 +119,10 @@ async fn publish_returns_the_position_and_subscribers_get_the_data() {
     let mut ro = ts.client(Enc::Json).await;
     ro.subscribe("ro:feed").await;
     let offset = ts.api_publish("ro:feed", &json!("from the backend")).await;
-    assert_eq!(ro.next_pub("ro:feed").await, (offset, json!("from the backend")));
+    assert_eq!(
+        ro.next_pub("ro:feed").await,
+        (offset, json!("from the backend"))
+    );
 }
 
 #[tokio::test]
@@ -165,7 +162,13 @@ async fn broadcast_publishes_to_every_channel_or_to_none() {
     // One bad channel: refused, and published nowhere.
     for bad in ["has space", "nope:x", ""] {
         let body = json!({"channels": ["b1", bad, "b2"], "data": "never"});
-        let r = api(ts.addr(), Some(KEY), "/api/broadcast", body.to_string().as_bytes()).await;
+        let r = api(
+            ts.addr(),
+            Some(KEY),
+            "/api/broadcast",
+            body.to_string().as_bytes(),
+        )
+        .await;
         assert!(
             (400..500).contains(&r.status),
             "broadcast with channel {bad:?}: {} {}",
@@ -179,7 +182,13 @@ async fn broadcast_publishes_to_every_channel_or_to_none() {
         json!({"channels": "b1", "data": 1}),
         json!({"channels": ["b1"]}),
     ] {
-        let r = api(ts.addr(), Some(KEY), "/api/broadcast", body.to_string().as_bytes()).await;
+        let r = api(
+            ts.addr(),
+            Some(KEY),
+            "/api/broadcast",
+            body.to_string().as_bytes(),
+        )
+        .await;
         assert_eq!(r.status, 400, "broadcast {body}: {}", r.text());
     }
     // The next publication each subscriber sees is this one, right after
@@ -209,27 +218,97 @@ async fn bad_bodies_get_4xx_with_a_message() {
 
     let deep = format!("{}{}", "[".repeat(100), "]".repeat(100));
     let cases: Vec<(&str, &'static str, Vec<u8>, u16)> = vec![
-        ("not JSON", "/api/publish", b"channel=a&data=1".to_vec(), 400),
-        ("truncated JSON", "/api/publish", br#"{"channel":"a","#.to_vec(), 400),
-        ("data not JSON", "/api/publish", br#"{"channel":"a","data":undefined}"#.to_vec(), 400),
-        ("data with a number out of range", "/api/publish", br#"{"channel":"a","data":1e400}"#.to_vec(), 400),
+        (
+            "not JSON",
+            "/api/publish",
+            b"channel=a&data=1".to_vec(),
+            400,
+        ),
+        (
+            "truncated JSON",
+            "/api/publish",
+            br#"{"channel":"a","#.to_vec(),
+            400,
+        ),
+        (
+            "data not JSON",
+            "/api/publish",
+            br#"{"channel":"a","data":undefined}"#.to_vec(),
+            400,
+        ),
+        (
+            "data with a number out of range",
+            "/api/publish",
+            br#"{"channel":"a","data":1e400}"#.to_vec(),
+            400,
+        ),
         (
             "data nested too deep",
             "/api/publish",
             format!(r#"{{"channel":"a","data":{deep}}}"#).into_bytes(),
             400,
         ),
-        ("missing data", "/api/publish", br#"{"channel":"a"}"#.to_vec(), 400),
-        ("missing channel", "/api/publish", br#"{"data":1}"#.to_vec(), 400),
-        ("channel not a string", "/api/publish", br#"{"channel":5,"data":1}"#.to_vec(), 400),
+        (
+            "missing data",
+            "/api/publish",
+            br#"{"channel":"a"}"#.to_vec(),
+            400,
+        ),
+        (
+            "missing channel",
+            "/api/publish",
+            br#"{"data":1}"#.to_vec(),
+            400,
+        ),
+        (
+            "channel not a string",
+            "/api/publish",
+            br#"{"channel":5,"data":1}"#.to_vec(),
+            400,
+        ),
         ("empty body", "/api/publish", Vec::new(), 400),
-        ("bad channel", "/api/publish", br#"{"channel":"a b","data":1}"#.to_vec(), 400),
-        ("unknown namespace", "/api/publish", br#"{"channel":"nope:a","data":1}"#.to_vec(), 404),
-        ("presence, unknown namespace", "/api/presence", br#"{"channel":"nope:a"}"#.to_vec(), 404),
-        ("history, unknown namespace", "/api/history", br#"{"channel":"nope:a"}"#.to_vec(), 404),
-        ("presence, missing channel", "/api/presence", b"{}".to_vec(), 400),
-        ("history, bad since", "/api/history", br#"{"channel":"a","since":5}"#.to_vec(), 400),
-        ("disconnect, missing client", "/api/disconnect", b"{}".to_vec(), 400),
+        (
+            "bad channel",
+            "/api/publish",
+            br#"{"channel":"a b","data":1}"#.to_vec(),
+            400,
+        ),
+        (
+            "unknown namespace",
+            "/api/publish",
+            br#"{"channel":"nope:a","data":1}"#.to_vec(),
+            404,
+        ),
+        (
+            "presence, unknown namespace",
+            "/api/presence",
+            br#"{"channel":"nope:a"}"#.to_vec(),
+            404,
+        ),
+        (
+            "history, unknown namespace",
+            "/api/history",
+            br#"{"channel":"nope:a"}"#.to_vec(),
+            404,
+        ),
+        (
+            "presence, missing channel",
+            "/api/presence",
+            b"{}".to_vec(),
+            400,
+        ),
+        (
+            "history, bad since",
+            "/api/history",
+            br#"{"channel":"a","since":5}"#.to_vec(),
+            400,
+        ),
+        (
+            "disconnect, missing client",
+            "/api/disconnect",
+            b"{}".to_vec(),
+            400,
+        ),
         ("unknown method", "/api/frobnicate", b"{}".to_vec(), 404),
     ];
     for (what, path, body, status) in cases {
@@ -261,12 +340,20 @@ async fn a_body_over_1_mib_is_413() {
     let body = format!(r#"{{"channel":"big","data":"{}"}}"#, "x".repeat(fill));
     assert_eq!(body.len(), MIB);
     let r = api(ts.addr(), Some(KEY), "/api/publish", body.as_bytes()).await;
-    assert_ne!(r.status, 413, "exactly 1 MiB is within the limit: {}", r.text());
+    assert_ne!(
+        r.status,
+        413,
+        "exactly 1 MiB is within the limit: {}",
+        r.text()
+    );
     let h = ts
         .api_ok("/api/history", &json!({"channel": "big", "limit": 0}))
         .await;
     let expected_top = if r.status == 200 { 1 } else { 0 };
-    assert_eq!(h["offset"], expected_top, "only the accepted one counts: {h}");
+    assert_eq!(
+        h["offset"], expected_top,
+        "only the accepted one counts: {h}"
+    );
 }
 
 // ---------------------------------------------------------------------------
@@ -296,8 +383,19 @@ async fn presence_lists_the_subscribed_clients() {
     // The protocol's presence command gives the same answer.
     let via_ws: BTreeSet<String> = clients[0].presence("p").await.into_iter().collect();
     assert_eq!(via_ws, ids);
-    // Presence off? Not in these namespaces; unknown namespace: 404 (in
-    // bad_bodies_get_4xx_with_a_message).
+
+    // Presence off in the namespace: 409 with code 108.
+    let mut q = ts.client(Enc::Json).await;
+    q.subscribe("quiet:p").await;
+    let r = api(
+        ts.addr(),
+        Some(KEY),
+        "/api/presence",
+        br#"{"channel":"quiet:p"}"#,
+    )
+    .await;
+    assert_eq!(r.status, 409, "{}", r.text());
+    assert_eq!(r.error_code(), E_NOT_AVAILABLE);
 }
 
 #[tokio::test]
@@ -342,7 +440,11 @@ async fn history_with_since_and_limit() {
             &json!({"channel": ch, "since": since(4), "limit": 3}),
         )
         .await;
-    assert_eq!(offsets(&r), vec![5, 6, 7], "oldest first, at most limit: {r}");
+    assert_eq!(
+        offsets(&r),
+        vec![5, 6, 7],
+        "oldest first, at most limit: {r}"
+    );
     assert_eq!(r["complete"], false, "the limit cut it short: {r}");
     assert_eq!(r["offset"], 10, "{r}");
 
@@ -403,9 +505,7 @@ async fn channels_counts_subscribers_across_workers() {
     );
 
     // Unsubscribing and disconnecting are counted too.
-    clients[0]
-        .ok("unsubscribe", json!({"channel": "c2"}))
-        .await;
+    clients[0].ok("unsubscribe", json!({"channel": "c2"})).await;
     let gone = clients.pop().expect("a client");
     gone.close().await;
     eventually(T, "channels counts 9 and 3", || {
@@ -423,7 +523,10 @@ async fn channels_counts_subscribers_across_workers() {
 async fn info_counts_connections() {
     let ts = TestServer::start(&["--workers", "2"]);
     let r = ts.api_ok("/api/info", &json!({})).await;
-    assert_eq!(r["connections"], 0, "HTTP requests are not connections: {r}");
+    assert_eq!(
+        r["connections"], 0,
+        "HTTP requests are not connections: {r}"
+    );
     assert_eq!(r["workers"], 2, "{r}");
     assert!(r["memory"].is_object(), "{r}");
 
@@ -480,7 +583,7 @@ async fn disconnect_closes_the_client_with_4004_or_4501() {
             body["reconnect"] = json!(r);
         }
         let r = ts.api_ok("/api/disconnect", &body).await;
-        assert!(r.is_object(), "{r}");
+        assert_eq!(r, json!({"disconnected": id}), "documented answer");
         assert_eq!(
             victim.close_code().await,
             Some(code),
@@ -532,11 +635,20 @@ async fn disconnect_closes_the_client_with_4004_or_4501() {
 #[tokio::test]
 async fn health_readiness_and_unknown_paths() {
     let ts = TestServer::start(&[]);
-    for (path, status) in [("/healthz", 200), ("/readyz", 200), ("/nope", 404), ("/", 404)] {
+    for (path, status) in [
+        ("/healthz", 200),
+        ("/readyz", 200),
+        ("/nope", 404),
+        ("/", 404),
+    ] {
         let r = http(ts.addr(), &request_bytes("GET", path, None, b"")).await;
         assert_eq!(r.status, status, "GET {path}: {}", r.text());
     }
     // Health needs no key even though the API has one.
-    let r = http(ts.addr(), &request_bytes("GET", "/healthz", Some("wrong"), b"")).await;
+    let r = http(
+        ts.addr(),
+        &request_bytes("GET", "/healthz", Some("wrong"), b""),
+    )
+    .await;
     assert_eq!(r.status, 200);
 }

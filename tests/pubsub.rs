@@ -12,11 +12,11 @@
 mod support_pubsub;
 
 use std::collections::BTreeMap;
-use std::os::fd::AsRawFd;
 use std::time::Duration;
 
 use serde_json::{json, Value};
 use support_pubsub::*;
+use tokio_tungstenite::tungstenite::Message;
 use wavecast_core::frame::OpCode;
 use wavecast_tests::{close_code, RawClient, Recv, Request, Server};
 
@@ -61,6 +61,9 @@ fn raw_close_code(server: &Server, msgpack: bool, opcode: OpCode, payload: &[u8]
     let mut c = RawClient::handshake(server.addr(), &req).expect("handshake");
     c.send_frame(true, opcode, payload).expect("send");
     let code = c.expect_close(T);
+    // Answer the close (RFC 6455 5.5.1), so the server ends the TCP
+    // connection at once instead of after its close timeout.
+    let _ = c.send_close(code.unwrap_or(1000), b"");
     c.expect_tcp_close(T);
     code
 }
@@ -141,9 +144,22 @@ async fn every_subscriber_gets_every_publication_once_in_order() {
         "offsets are consecutive after the subscribe position"
     );
 
+    let mut done = Vec::new();
     for r in readers {
         let (enc, got, c) = r.await.expect("reader task");
         assert_eq!(got, expected, "a {enc:?} subscriber's publications");
+        done.push((enc, c));
+    }
+    // Nothing more was queued for anyone (no duplicate after the last):
+    // the next push everywhere is a marker published now.
+    let marker = ts.api_publish(channel, &json!("marker")).await;
+    assert_eq!(marker, start + N + 1);
+    for (enc, mut c) in done {
+        assert_eq!(
+            c.next_pub(channel).await,
+            (marker, json!("marker")),
+            "a {enc:?} subscriber's push after the last publication"
+        );
         c.close().await;
     }
 }
@@ -171,6 +187,49 @@ async fn subscribe_reply_has_position_and_pushes_start_after_it() {
     assert_eq!(offset, 4);
     assert_eq!(a.next_pub("pos").await, (4, data(4, "api")));
     assert_eq!(b.next_pub("pos").await, (4, data(4, "api")));
+}
+
+#[tokio::test]
+async fn json_data_reaches_json_subscribers_byte_for_byte() {
+    // PROTOCOL.md, publish: "JSON data is delivered to JSON subscribers
+    // byte for byte as it was sent" (spacing, key order, escapes and number
+    // spelling included), from a client and from the API alike.
+    let ts = TestServer::start(&[]);
+    let data = r#"{"b": 1,  "a":[1.50, "\u00e9", 1e2, {}]}"#;
+    let mut sub = wavecast_tests::ws_connect(&ts.server.url("/ws")).await;
+    let mut publisher = ts.client(Enc::Json).await;
+    let subscribe = json!({"id": 1, "subscribe": {"channel": "raw"}}).to_string();
+    futures_util::SinkExt::send(&mut sub, Message::text(subscribe))
+        .await
+        .expect("send subscribe");
+    let reply = wavecast_tests::next_message(&mut sub, T).await;
+    assert!(
+        matches!(&reply, Some(Message::Text(t)) if t.as_str().contains("\"subscribe\"")),
+        "{reply:?}"
+    );
+
+    // From a client: the command is written by hand to keep `data` as is.
+    let cmd = format!(r#"{{"id":1,"publish":{{"channel":"raw","data":{data}}}}}"#);
+    publisher.send_message(Message::text(cmd)).await;
+    let r = publisher.reply_to(1).await;
+    assert_eq!(r["publish"]["offset"], 1, "{r}");
+    // From the API.
+    let body = format!(r#"{{"channel":"raw","data":{data}}}"#);
+    let r = api(ts.addr(), Some(KEY), "/api/publish", body.as_bytes()).await;
+    assert_eq!(r.status, 200, "{}", r.text());
+
+    for offset in [1, 2] {
+        let push = wavecast_tests::next_message(&mut sub, T).await;
+        let Some(Message::Text(text)) = push else {
+            panic!("expected a text push, got {push:?}");
+        };
+        let v: Value = serde_json::from_str(text.as_str()).expect("push is JSON");
+        assert_eq!(v["push"]["pub"]["offset"], offset, "{text}");
+        assert!(
+            text.as_str().contains(&format!(r#""data":{data}"#)),
+            "data must arrive as sent: {data} in {text}"
+        );
+    }
 }
 
 // ---------------------------------------------------------------------------
@@ -436,6 +495,11 @@ async fn commands_that_fail_get_documented_error_codes() {
                 "channel {bad:?} ({enc:?})"
             );
         }
+        assert_eq!(
+            c.err("presence", json!({"channel": "quiet:x"})).await,
+            E_NOT_AVAILABLE,
+            "presence is off in quiet ({enc:?})"
+        );
         c.subscribe("dup").await;
         assert_eq!(
             c.err("subscribe", json!({"channel": "dup"})).await,
@@ -561,7 +625,17 @@ async fn slow_consumer_is_cut_and_the_others_get_everything() {
     // 2,560 publications of 8 KiB: 20 MiB, far over what the kernel buffers
     // of one connection and a 64 KiB queue budget can hold.
     const N: u64 = 2560;
-    let ts = TestServer::start(&["--max-queued-bytes", "65536", "--workers", "2"]);
+    // Heartbeats are pushed out of the way: the normal client below is not
+    // read (so tokio-tungstenite answers no ping) while the slow one is
+    // examined.
+    let ts = TestServer::start(&[
+        "--max-queued-bytes",
+        "65536",
+        "--workers",
+        "2",
+        "--heartbeat-interval",
+        "1h",
+    ]);
     let ch = "slow";
     let pad = "x".repeat(8 * 1024);
 
@@ -575,10 +649,19 @@ async fn slow_consumer_is_cut_and_the_others_get_everything() {
         .await
         .expect("slow client task");
 
+    // The normal subscriber reports how far it has read, and the publisher
+    // stays at most WINDOW publications ahead of it. Without that, a test
+    // reader starved of CPU on a busy machine would fall 64 KiB behind and
+    // be cut as well, rightly: this test is about a client that reads, not
+    // about how fast the test process reads.
+    const WINDOW: u64 = 4;
+    let (progress, mut read_up_to) = tokio::sync::watch::channel(start);
     let reader = tokio::spawn(async move {
         let mut got = Vec::new();
         for _ in 0..N {
-            got.push(normal.next_pub(ch).await);
+            let p = normal.next_pub(ch).await;
+            let _ = progress.send(p.0);
+            got.push(p);
         }
         (got, normal)
     });
@@ -586,6 +669,17 @@ async fn slow_consumer_is_cut_and_the_others_get_everything() {
     let mut api = ApiConn::open(ts.addr()).await;
     let mut expected = Vec::new();
     for i in 0..N {
+        // The `Ref` that `wait_for` returns holds the watch's lock: it must
+        // be dropped at once (here, at the end of the statement), or the
+        // reader's `send` blocks its worker thread.
+        let caught_up = matches!(
+            tokio::time::timeout(T, read_up_to.wait_for(|&o| o + WINDOW >= start + i)).await,
+            Ok(Ok(_))
+        );
+        if !caught_up {
+            // The reader failed or stalled: its result says why.
+            break;
+        }
         let d = json!({"i": i, "pad": pad});
         let r = api
             .post_ok("/api/publish", &json!({"channel": ch, "data": d}))
@@ -655,25 +749,14 @@ async fn slow_consumer_is_cut_and_the_others_get_everything() {
     assert_eq!(normal.next_pub(ch).await, (offset, json!("after")));
 }
 
-/// A raw subscriber that will stop reading: its socket gets a small receive
-/// buffer (set before it reads anything, which also stops the kernel from
-/// growing it), so the kernel cannot absorb what the server sends and the
-/// server's queue for it must grow.
+/// A raw subscriber that will stop reading. Its receive buffer is left at
+/// the kernel's default: it only grows while the application reads, so
+/// with no reads the kernel holds a bounded amount (the server's send
+/// buffer, at most a few MiB, plus this one), far below what the test
+/// publishes. (A tiny `SO_RCVBUF` works too, but makes reading the backlog
+/// at the end take minutes.)
 fn raw_subscriber_at(addr: std::net::SocketAddr, channel: &str) -> RawClient {
     let mut c = RawClient::connect(addr, "/ws");
-    let size: libc::c_int = 4096;
-    // SAFETY: the fd is open (owned by `c`), and the option value is a c_int
-    // whose size is passed with it.
-    let rc = unsafe {
-        libc::setsockopt(
-            c.stream().as_raw_fd(),
-            libc::SOL_SOCKET,
-            libc::SO_RCVBUF,
-            std::ptr::addr_of!(size).cast(),
-            std::mem::size_of::<libc::c_int>() as libc::socklen_t,
-        )
-    };
-    assert_eq!(rc, 0, "setsockopt SO_RCVBUF");
     let cmd = json!({"id": 1, "subscribe": {"channel": channel}}).to_string();
     c.send_frame(true, OpCode::Text, cmd.as_bytes())
         .expect("send subscribe");
@@ -697,7 +780,8 @@ async fn sigterm_closes_pubsub_connections_with_4000() {
     let (ca, cb) = tokio::join!(a.close_code(), b.close_code());
     assert_eq!(ca, Some(CLOSE_SHUTDOWN), "JSON client");
     assert_eq!(cb, Some(CLOSE_SHUTDOWN), "MessagePack client");
-    let status = tokio::task::block_in_place(|| ts.server.wait_exit(T));
+    // Blocking is fine here: the clients are done.
+    let status = ts.server.wait_exit(T);
     assert!(
         status.is_some_and(|s| s.success()),
         "the server exits cleanly after SIGTERM: {status:?}"

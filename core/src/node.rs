@@ -115,7 +115,9 @@ pub struct NodeConfig {
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 struct Slot {
     generation: u32,
-    client: Option<Client>,
+    /// Boxed: the slab grows by doubling, and an empty or spare slot should
+    /// cost a pointer, not a whole client.
+    client: Option<Box<Client>>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
@@ -320,7 +322,7 @@ impl Node {
         let id = match self.free.pop() {
             Some(index) => {
                 let slot = &mut self.slots[index as usize];
-                slot.client = Some(client);
+                slot.client = Some(Box::new(client));
                 ConnId {
                     index,
                     generation: slot.generation,
@@ -330,7 +332,7 @@ impl Node {
                 let index = u32::try_from(self.slots.len()).expect("fewer than 2^32 connections");
                 self.slots.push(Slot {
                     generation: 0,
-                    client: Some(client),
+                    client: Some(Box::new(client)),
                 });
                 ConnId {
                     index,
@@ -496,7 +498,7 @@ impl Node {
     }
 
     fn clients(&self) -> impl Iterator<Item = &Client> + '_ {
-        self.slots.iter().filter_map(|s| s.client.as_ref())
+        self.slots.iter().filter_map(|s| s.client.as_deref())
     }
 
     fn client_mut(&mut self, id: ConnId) -> Option<&mut Client> {
@@ -548,12 +550,12 @@ impl Node {
                 (_, Event::Closed(cause)) => self.on_closed(now, id, &cause),
             }
         }
-        self.settle(now, id);
+        self.settle(id);
     }
 
     /// Lists a connection for writing, re-arms its timer, and releases it
     /// once finished.
-    fn settle(&mut self, _now: Timestamp, id: ConnId) {
+    fn settle(&mut self, id: ConnId) {
         let Some(client) = client_in(&mut self.slots, id) else {
             return;
         };
@@ -641,7 +643,7 @@ impl Node {
                     .client_mut(id)
                     .is_some_and(|c| c.subs.contains(&channel));
                 let reply = if was {
-                    self.unsubscribe(now, id, &channel, true);
+                    self.unsubscribe(now, id, &channel);
                     Reply::Unsubscribe
                 } else {
                     error(ErrorCode::NotSubscribed, "not subscribed to this channel")
@@ -766,7 +768,7 @@ impl Node {
     /// Removes a connection's subscription (or pending subscribe) to
     /// `channel`; drops the channel, and its backbone subscription, with
     /// the last local subscriber.
-    fn unsubscribe(&mut self, _now: Timestamp, id: ConnId, channel: &str, _by_client: bool) {
+    fn unsubscribe(&mut self, _now: Timestamp, id: ConnId, channel: &str) {
         let user = match self.client_mut(id) {
             Some(client) => {
                 client.subs.retain(|c| c != channel);
@@ -823,7 +825,7 @@ impl Node {
             _ => subs,
         };
         for channel in subs {
-            self.unsubscribe(now, id, &channel, false);
+            self.unsubscribe(now, id, &channel);
         }
         // Requests this connection made that are still in flight are
         // dropped here, so nothing of it outlives it.
@@ -1070,7 +1072,7 @@ impl Node {
         };
         for id in ids {
             self.push(now, id, &push);
-            self.unsubscribe(now, id, channel, false);
+            self.unsubscribe(now, id, channel);
         }
         if let Some(ch) = self.channels.get_mut(channel) {
             if let Some(next) = next {
@@ -1133,7 +1135,7 @@ impl Node {
                     Pending::Subscribe {
                         conn, id, channel, ..
                     } => {
-                        self.unsubscribe(now, conn, &channel, false);
+                        self.unsubscribe(now, conn, &channel);
                         self.reply_to(now, conn, id, &backbone_error(&e));
                     }
                     Pending::Publish { conn, id }
@@ -1174,7 +1176,7 @@ impl Node {
         let page = match result {
             Ok(page) => page,
             Err(e) => {
-                self.unsubscribe(now, conn, channel, false);
+                self.unsubscribe(now, conn, channel);
                 self.reply_to(now, conn, rid, &backbone_error(&e));
                 return;
             }
@@ -1210,7 +1212,7 @@ impl Node {
                 channel,
                 recover,
                 page,
-                page_top_replay(None),
+                Vec::new(),
             );
             return self.drain_held(now, channel);
         }
@@ -1221,7 +1223,7 @@ impl Node {
             let first_kept = ch.recent.front().map(|p| p.offset);
             let covered = !ch.recent_lost && first_kept.is_some_and(|f| f <= page.top + 1);
             if !covered {
-                self.unsubscribe(now, conn, channel, false);
+                self.unsubscribe(now, conn, channel);
                 let reply = error(
                     ErrorCode::NotAvailable,
                     "channel too busy to subscribe now; retry",
@@ -1244,7 +1246,7 @@ impl Node {
             channel,
             recover,
             page,
-            page_top_replay(Some(replay)),
+            replay,
         );
         self.drain_held(now, channel);
     }
@@ -1360,7 +1362,7 @@ impl Node {
                 Pending::Subscribe {
                     conn, id, channel, ..
                 } => {
-                    self.unsubscribe(now, conn, &channel, false);
+                    self.unsubscribe(now, conn, &channel);
                     self.reply_to(now, conn, id, &backbone_error(&e));
                 }
                 Pending::Publish { conn, id }
@@ -1426,10 +1428,6 @@ impl Node {
     }
 }
 
-fn page_top_replay(replay: Option<Vec<Publication>>) -> Vec<Publication> {
-    replay.unwrap_or_default()
-}
-
 fn error(code: ErrorCode, message: impl Into<String>) -> Reply {
     Reply::Error(ErrorReply::new(code, message))
 }
@@ -1449,5 +1447,5 @@ fn client_in(slots: &mut [Slot], id: ConnId) -> Option<&mut Client> {
     if slot.generation != id.generation {
         return None;
     }
-    slot.client.as_mut()
+    slot.client.as_deref_mut()
 }

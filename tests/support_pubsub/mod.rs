@@ -49,6 +49,9 @@ history_size = 3
 
 [namespaces.ro]
 allow_publish = false
+
+[namespaces.quiet]
+presence = false
 "#;
 
 // Close codes of docs/PROTOCOL.md (wavecast_core::protocol::close), written
@@ -80,6 +83,8 @@ pub const E_PERMISSION_DENIED: u64 = 104;
 pub const E_ALREADY_SUBSCRIBED: u64 = 105;
 /// Not subscribed.
 pub const E_NOT_SUBSCRIBED: u64 = 106;
+/// Not available (e.g. presence off in the namespace).
+pub const E_NOT_AVAILABLE: u64 = 108;
 /// Bad channel name.
 pub const E_BAD_CHANNEL: u64 = 109;
 
@@ -229,10 +234,12 @@ impl Client {
                 HeaderValue::from_static("wavecast.msgpack"),
             );
         }
-        let (ws, resp) = tokio::time::timeout(T, tokio_tungstenite::connect_async(req))
-            .await
-            .unwrap_or_else(|_| panic!("no handshake answer from {url} within {T:?}"))
-            .unwrap_or_else(|e| panic!("cannot connect to {url}: {e}"));
+        let (ws, resp) = match tokio::time::timeout(T, tokio_tungstenite::connect_async(req)).await
+        {
+            Ok(Ok(connected)) => connected,
+            Ok(Err(e)) => panic!("cannot connect to {url}: {e}"),
+            Err(_) => panic!("no handshake answer from {url} within {T:?}"),
+        };
         if enc == Enc::MsgPack {
             assert_eq!(
                 resp.headers()
