@@ -105,7 +105,7 @@ pub struct Frame {
 /// A frame that breaks a rule of RFC 6455 section 5. In every case the peer
 /// that sent the frame is at fault; the connection must be failed with
 /// [`FrameError::close_code`].
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[derive(Debug, Clone, PartialEq, Eq, Hash, thiserror::Error)]
 pub enum FrameError {
     /// The peer set RSV1/RSV2/RSV3 (value is the 3 bits, RSV1 = 4) although
     /// no extension that defines them was negotiated (5.2).
@@ -167,7 +167,7 @@ impl FrameError {
 ///
 /// It keeps no bytes of its own: everything pending stays in the caller's
 /// buffer, so an idle connection holds no decoder allocation.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub struct FrameDecoder {
     max_payload: usize,
     /// Server side decodes client frames, which must be masked; client side

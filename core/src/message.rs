@@ -69,7 +69,7 @@ impl fmt::Display for CloseCode {
 }
 
 /// The body of a close frame that carries a status.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub struct CloseFrame {
     /// Status code, valid on the wire ([`CloseCode::is_valid_on_wire`]).
     pub code: CloseCode,
@@ -94,7 +94,7 @@ pub enum Message {
 
 /// A message-level rule broken by the peer. In every case the peer is at
 /// fault; fail the connection with [`MessageError::close_code`].
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[derive(Debug, Clone, PartialEq, Eq, Hash, thiserror::Error)]
 pub enum MessageError {
     /// The peer sent a continuation frame with no fragmented message in
     /// progress (5.4).
@@ -158,7 +158,7 @@ pub struct Utf8Error {
 ///
 /// Holds at most 3 bytes of an incomplete code point between feeds, inline:
 /// no allocation.
-#[derive(Debug, Clone, Default)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Hash)]
 pub struct Utf8Validator {
     /// Leading bytes of a code point split across feeds; always a valid
     /// prefix of a multi-byte sequence.
@@ -258,14 +258,14 @@ impl Utf8Validator {
 }
 
 /// Kind of the data message being assembled.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 enum DataKind {
     Text,
     Binary,
 }
 
 /// A fragmented message in progress.
-#[derive(Debug)]
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
 struct Partial {
     kind: DataKind,
     data: Vec<u8>,
@@ -275,7 +275,7 @@ struct Partial {
 /// Assembles one connection's frames into messages (RFC 6455 5.4).
 ///
 /// Idle (no fragmented message in progress) it holds no allocation.
-#[derive(Debug)]
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub struct Assembler {
     max_message_size: usize,
     partial: Option<Partial>,

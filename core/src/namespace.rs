@@ -54,7 +54,7 @@ impl NamespaceOptions {
 pub struct UnknownNamespace(pub String);
 
 /// The defaults and every configured namespace.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Hash)]
 pub struct Namespaces {
     /// Options of channels without a namespace.
     pub default: NamespaceOptions,

@@ -230,6 +230,11 @@ pub enum Mutation {
     IgnoreGap,
     /// A channel dropped locally keeps its backbone subscription.
     KeepBackboneSubscription,
+    /// A local client's publication is delivered to the local subscribers
+    /// at once, at the offset the node expects next, instead of waiting
+    /// for the backbone to sequence it (the short-cut the delivery
+    /// contract forbids).
+    DeliverLocalDirectly,
 }
 
 /// One shard's connections, channels and timers.
@@ -658,6 +663,18 @@ impl Node {
                     );
                     self.reply(now, id, enc, rid, &reply);
                     return;
+                }
+                #[cfg(feature = "mutations")]
+                if self.mutation == Some(Mutation::DeliverLocalDirectly) {
+                    if let Some(Sync::Synced { offset, .. }) =
+                        self.channels.get(&channel).map(|c| &c.sync)
+                    {
+                        let publication = Publication {
+                            offset: offset + 1,
+                            data: data.clone(),
+                        };
+                        self.deliver(now, &channel, publication);
+                    }
                 }
                 let request = self.request_id();
                 self.requests
@@ -1205,15 +1222,7 @@ impl Node {
                     offset: page.top,
                 };
             }
-            self.on_subscribed_synced(
-                now,
-                conn,
-                rid,
-                channel,
-                recover,
-                page,
-                Vec::new(),
-            );
+            self.on_subscribed_synced(now, conn, rid, channel, recover, page, Vec::new());
             return self.drain_held(now, channel);
         }
         // Publications in (top, delivered] went out while this reply was in
@@ -1239,15 +1248,7 @@ impl Node {
         } else {
             Vec::new()
         };
-        self.on_subscribed_synced(
-            now,
-            conn,
-            rid,
-            channel,
-            recover,
-            page,
-            replay,
-        );
+        self.on_subscribed_synced(now, conn, rid, channel, recover, page, replay);
         self.drain_held(now, channel);
     }
 

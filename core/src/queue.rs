@@ -15,7 +15,7 @@ use bytes::Bytes;
 pub const MAX_SLICES: usize = 64;
 
 /// The queue is over its byte budget; the frame was not queued.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, thiserror::Error)]
 #[error("outbound queue over budget: {queued} bytes queued, budget {budget}")]
 pub struct OverBudget {
     /// Bytes queued when the frame was refused.
@@ -25,7 +25,7 @@ pub struct OverBudget {
 }
 
 /// Outbound frames of one connection, in order, with a byte budget.
-#[derive(Debug, Default)]
+#[derive(Debug, Default, Clone, PartialEq, Eq, Hash)]
 pub struct OutQueue {
     frames: VecDeque<Bytes>,
     /// Bytes of the front frame already written.

@@ -278,7 +278,10 @@ fn publication_json(p: &Publication) -> Value {
 }
 
 /// Asks every shard the same question and collects the answers.
-async fn ask_shards<T>(shard: &Shard, make: impl Fn(oneshot::Sender<T>) -> Control) -> Vec<T> {
+pub(crate) async fn ask_shards<T>(
+    shard: &Shard,
+    make: impl Fn(oneshot::Sender<T>) -> Control,
+) -> Vec<T> {
     let mut waits = Vec::new();
     for inbox in &shard.shared().shards {
         let (tx, rx) = oneshot::channel();

@@ -6,7 +6,12 @@
 //! its node (`NodeId` = shard index). A publication therefore crosses to
 //! each shard once, and each shard encodes it once per encoding for all its
 //! sockets. The HTTP API uses the same channel with a reply slot.
+//!
+//! Across servers the sequencer is Redis: [`Backbone::start_redis`] starts
+//! a driver thread (`wavecast-redis`, see [`crate::redis_backbone`]) that
+//! consumes the same messages and answers with the same events.
 
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -55,25 +60,34 @@ pub struct ShardInfo {
     pub queued_bytes: usize,
 }
 
-enum ToHub {
+/// What the backbone thread (in-memory hub or Redis driver) is asked.
+pub(crate) enum ToHub {
+    /// A node's command.
     Command(NodeId, Command),
+    /// An HTTP API publish; the reply slot is dropped if it fails.
     Publish {
         channel: String,
         data: Payload,
         history: HistoryPolicy,
         reply: oneshot::Sender<StreamPosition>,
     },
+    /// An HTTP API history read.
     History {
         channel: String,
         since: Option<StreamPosition>,
         limit: Option<usize>,
         reply: oneshot::Sender<HistoryPage>,
     },
+    /// An HTTP API presence read.
     Presence {
         channel: String,
         reply: oneshot::Sender<Vec<ClientInfo>>,
     },
+    /// The channels the backbone knows (HTTP API).
     Channels(oneshot::Sender<Vec<ChannelStats>>),
+    /// Answer once everything sent before has reached the backbone (at
+    /// shutdown, so that the leaves of closed connections are not lost).
+    Flush(oneshot::Sender<()>),
 }
 
 /// The backbone is gone (the server is stopping).
@@ -85,6 +99,9 @@ pub struct Unavailable;
 #[derive(Debug, Clone)]
 pub struct Backbone {
     tx: mpsc::UnboundedSender<ToHub>,
+    /// True while the backbone can serve (always, in memory; while the link
+    /// is up, with Redis): `/readyz` reports it.
+    ready: Arc<AtomicBool>,
 }
 
 impl std::fmt::Debug for ToHub {
@@ -111,7 +128,30 @@ impl Backbone {
                     .expect("backbone runtime");
                 rt.block_on(run_hub(origin, Hub::new(seed), rx, Arc::new(shards)));
             })?;
-        Ok(Backbone { tx })
+        Ok(Backbone {
+            tx,
+            ready: Arc::new(AtomicBool::new(true)),
+        })
+    }
+
+    /// Starts the Redis backbone on its own thread: events for node `i` go
+    /// to `shards[i]`. It connects in the background (and reconnects
+    /// whenever the link is lost); until it is connected, requests fail with
+    /// "unavailable" and [`Backbone::is_ready`] is false. Fails only on an
+    /// invalid URL or if the thread cannot start.
+    pub fn start_redis(
+        options: crate::redis_backbone::RedisOptions,
+        shards: Vec<mpsc::UnboundedSender<ShardMsg>>,
+    ) -> Result<Backbone, crate::redis_backbone::RedisStartError> {
+        let ready = Arc::new(AtomicBool::new(false));
+        let tx = crate::redis_backbone::spawn(options, shards, ready.clone())?;
+        Ok(Backbone { tx, ready })
+    }
+
+    /// True while the backbone can serve requests (the link to Redis is
+    /// up); `/readyz` answers 503 otherwise.
+    pub fn is_ready(&self) -> bool {
+        self.ready.load(Ordering::Acquire)
     }
 
     /// Sends a node's command.
@@ -163,6 +203,15 @@ impl Backbone {
         self.tx
             .send(ToHub::Presence { channel, reply })
             .map_err(|_| Unavailable)?;
+        rx.await.map_err(|_| Unavailable)
+    }
+
+    /// Waits until every command sent before has reached the backbone
+    /// (with Redis: has been executed by Redis). The server calls it at
+    /// shutdown, after its connections are closed.
+    pub async fn flush(&self) -> Result<(), Unavailable> {
+        let (reply, rx) = oneshot::channel();
+        self.tx.send(ToHub::Flush(reply)).map_err(|_| Unavailable)?;
         rx.await.map_err(|_| Unavailable)
     }
 
@@ -240,6 +289,10 @@ fn handle(hub: &mut Hub, now: Timestamp, msg: ToHub) {
         }
         ToHub::Channels(reply) => {
             let _ = reply.send(hub.channels());
+        }
+        // Everything before it has been applied already.
+        ToHub::Flush(reply) => {
+            let _ = reply.send(());
         }
     }
 }

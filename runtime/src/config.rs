@@ -50,6 +50,12 @@ pub struct ServeArgs {
     /// Key for the HTTP API (`Authorization: apikey KEY`); without one the API answers 403.
     #[arg(long, env = "WAVECAST_API_KEY", hide_env_values = true)]
     pub api_key: Option<String>,
+    /// Redis URL (`redis://HOST:PORT`) of the cluster to join; without one the backbone is in memory (one server).
+    #[arg(long, env = "WAVECAST_REDIS", hide_env_values = true)]
+    pub redis: Option<String>,
+    /// With Redis: how long a crashed server's clients stay in presence (refreshed every third of it) [default: 15s].
+    #[arg(long, env = "WAVECAST_REDIS_PRESENCE_TTL", value_parser = parse_duration)]
+    pub redis_presence_ttl: Option<Duration>,
 }
 
 /// The TOML file: the same settings as the flags.
@@ -68,6 +74,9 @@ pub struct FileConfig {
     workers: Option<usize>,
     allowed_origins: Option<Vec<String>>,
     api_key: Option<String>,
+    redis: Option<String>,
+    #[serde(default, with = "opt_duration")]
+    redis_presence_ttl: Option<Duration>,
     /// Options of channels without a namespace.
     channels: Option<NamespaceFile>,
     /// Options of channels `NAME:...`, by NAME.
@@ -123,6 +132,10 @@ pub struct Config {
     pub allowed_origins: Option<Vec<String>>,
     /// The HTTP API key; `None` disables the API (403).
     pub api_key: Option<String>,
+    /// The Redis URL of the cluster; `None`: the in-memory backbone.
+    pub redis: Option<String>,
+    /// With Redis: lease of this server's presence entries and channels.
+    pub redis_presence_ttl: Duration,
     /// Channel namespaces and the defaults of channels without one.
     pub namespaces: Namespaces,
 }
@@ -140,6 +153,8 @@ impl Default for Config {
             workers: std::thread::available_parallelism().map_or(1, |n| n.get()),
             allowed_origins: None,
             api_key: None,
+            redis: None,
+            redis_presence_ttl: Duration::from_secs(15),
             namespaces: Namespaces::default(),
         }
     }
@@ -212,6 +227,11 @@ impl Config {
                 .clone()
                 .or(file.api_key)
                 .filter(|k| !k.is_empty()),
+            redis: args.redis.clone().or(file.redis).filter(|u| !u.is_empty()),
+            redis_presence_ttl: args
+                .redis_presence_ttl
+                .or(file.redis_presence_ttl)
+                .unwrap_or(d.redis_presence_ttl),
             namespaces: Namespaces {
                 default: file
                     .channels
@@ -244,6 +264,9 @@ impl Config {
         }
         if self.max_message_size < 125 || self.max_message_size > 64 * 1024 * 1024 {
             return invalid("max_message_size", "must be between 125 bytes and 64 MiB");
+        }
+        if self.redis_presence_ttl < Duration::from_secs(1) {
+            return invalid("redis_presence_ttl", "must be at least 1s");
         }
         if self.max_queued_bytes == 0 {
             return invalid("max_queued_bytes", "must be more than zero");
@@ -353,6 +376,41 @@ mod tests {
         assert!(matches!(
             Config::load(&args),
             Err(ConfigError::Invalid { .. })
+        ));
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn redis_from_file_and_flags() {
+        let dir =
+            std::env::temp_dir().join(format!("wavecast-config-redis-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("w.toml");
+        std::fs::write(
+            &path,
+            "redis = \"redis://10.0.0.1:6379\"\nredis_presence_ttl = \"4s\"\n",
+        )
+        .unwrap();
+        let mut args = ServeArgs {
+            config: Some(path.clone()),
+            ..Default::default()
+        };
+        let c = Config::load(&args).unwrap();
+        assert_eq!(c.redis.as_deref(), Some("redis://10.0.0.1:6379"));
+        assert_eq!(c.redis_presence_ttl, Duration::from_secs(4));
+        args.redis = Some("redis://127.0.0.1:7000".into());
+        assert_eq!(
+            Config::load(&args).unwrap().redis.as_deref(),
+            Some("redis://127.0.0.1:7000")
+        );
+        assert_eq!(Config::load(&ServeArgs::default()).unwrap().redis, None);
+        args.redis_presence_ttl = Some(Duration::from_millis(10));
+        assert!(matches!(
+            Config::load(&args),
+            Err(ConfigError::Invalid {
+                name: "redis_presence_ttl",
+                ..
+            })
         ));
         std::fs::remove_dir_all(&dir).unwrap();
     }

@@ -38,9 +38,22 @@ async fn route(shard: &Shard, req: Request<Incoming>) -> Response<Full<Bytes>> {
     }
     match (req.method(), req.uri().path()) {
         (&Method::GET | &Method::HEAD, "/healthz") => text(StatusCode::OK, "ok\n"),
+        (&Method::GET, "/metrics") => {
+            let body = crate::metrics::render(shard).await;
+            let mut r = Response::new(Full::new(Bytes::from(body)));
+            r.headers_mut().insert(
+                hyper::header::CONTENT_TYPE,
+                hyper::header::HeaderValue::from_static("text/plain; version=0.0.4"),
+            );
+            r
+        }
         (&Method::GET | &Method::HEAD, "/readyz") => {
             if shard.shutting_down() {
                 text(StatusCode::SERVICE_UNAVAILABLE, "shutting down\n")
+            } else if !shard.shared().backbone.is_ready() {
+                // Redis is unreachable: local connections are still served,
+                // but a load balancer should send new ones elsewhere.
+                text(StatusCode::SERVICE_UNAVAILABLE, "backbone unavailable\n")
             } else {
                 text(StatusCode::OK, "ready\n")
             }

@@ -12,17 +12,23 @@
 //!   buffer), feeds the node, and writes what the node queued with
 //!   vectored writes. Nothing on this path takes a lock.
 //! - [`backbone`] connects shards to the sequencer: core's in-memory hub
-//!   on its own thread (single server).
+//!   on its own thread (single server), or [`redis_backbone`], the Redis
+//!   driver on its own thread (many servers).
 //! - [`api`] is the HTTP API (publish, broadcast, presence, history,
 //!   channels, disconnect, info) behind an API key.
 //! - [`http`] answers every request that is not a WebSocket upgrade on the
 //!   same port (health, readiness), with hyper.
 //! - [`io`] holds the small I/O adapters the others share.
+//! - [`bench`] is `wavecast bench`, the load tool (a client of this server
+//!   and of the peers it is compared with).
 
 pub mod api;
 pub mod backbone;
+pub mod bench;
 pub mod config;
 pub mod http;
 pub mod io;
+pub mod metrics;
+pub mod redis_backbone;
 pub mod server;
 pub mod shard;

@@ -1,4 +1,5 @@
-//! The `wavecast` command: `wavecast serve` runs the server.
+//! The `wavecast` command: `wavecast serve` runs the server; `wavecast
+//! bench` load-tests one.
 
 use std::process::ExitCode;
 
@@ -19,6 +20,9 @@ struct Cli {
 enum Command {
     /// Run the server.
     Serve(ServeArgs),
+    /// Load-test a server (this one or a peer): connect, fanout, sweep,
+    /// compare, plot.
+    Bench(wavecast::bench::BenchArgs),
 }
 
 fn main() -> ExitCode {
@@ -30,6 +34,13 @@ fn main() -> ExitCode {
         .init();
     let cli = Cli::parse();
     match cli.command {
+        Command::Bench(args) => match wavecast::bench::run(args) {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(e) => {
+                eprintln!("wavecast bench: {e}");
+                ExitCode::from(e.exit_code())
+            }
+        },
         Command::Serve(args) => {
             let config = match Config::load(&args) {
                 Ok(c) => c,

@@ -63,6 +63,9 @@ pub enum ServerError {
     /// A runtime or thread could not be created.
     #[error("cannot start worker: {0}")]
     Worker(std::io::Error),
+    /// The Redis backbone could not start (invalid URL).
+    #[error(transparent)]
+    Redis(#[from] crate::redis_backbone::RedisStartError),
 }
 
 /// How long shutdown waits for connections to finish their close handshake.
@@ -86,8 +89,18 @@ pub fn run(config: Config) -> Result<(), ServerError> {
     let (inboxes, receivers): (Vec<_>, Vec<_>) = (0..listeners.len())
         .map(|_| mpsc::unbounded_channel())
         .unzip();
-    let backbone =
-        Backbone::start_memory(origin, seed, inboxes.clone()).map_err(ServerError::Worker)?;
+    let backbone = match &config.redis {
+        Some(url) => Backbone::start_redis(
+            crate::redis_backbone::RedisOptions {
+                url: url.clone(),
+                presence_ttl: config.redis_presence_ttl,
+            },
+            inboxes.clone(),
+        )?,
+        None => {
+            Backbone::start_memory(origin, seed, inboxes.clone()).map_err(ServerError::Worker)?
+        }
+    };
     let shared = Arc::new(Shared {
         config,
         origin,
@@ -135,6 +148,16 @@ pub fn run(config: Config) -> Result<(), ServerError> {
         if let Ok(Err(e)) = t.join() {
             tracing::warn!(error = %e, "shard ended with an error");
         }
+    }
+    // The closed connections' presence removals (and leaves) reach the
+    // backbone before the process exits; with Redis they would otherwise
+    // only expire with the presence lease.
+    let backbone = shared.backbone.clone();
+    if rt
+        .block_on(async { tokio::time::timeout(SHUTDOWN_GRACE, backbone.flush()).await })
+        .map_or(true, |r| r.is_err())
+    {
+        tracing::warn!("the backbone did not confirm the last commands before exit");
     }
     tracing::info!("stopped");
     Ok(())

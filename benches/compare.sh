@@ -1,0 +1,113 @@
+#!/usr/bin/env bash
+# benches/compare.sh: wavecast against its peers, side by side, in one run.
+#
+# Starts the release build of wavecast and each peer (../shared/peers/run-peer)
+# on free loopback ports, runs `wavecast bench compare` against all of them
+# (alternating them round by round, server memory read from /proc by PID),
+# then stops every server it started by its PID.
+#
+#   benches/compare.sh                          # 1,000 subscribers, every peer
+#   SUBS=10000 PUBS=200 benches/compare.sh      # 10,000 subscribers
+#   PEERS="ws nats" ROUNDS=3 benches/compare.sh
+#
+# Environment (defaults in brackets):
+#   SUBS [1000] subscribers   PUBS [500] publications   PAYLOAD [64] bytes
+#   RATE [max] publications per second, or "max" for as fast as acknowledged
+#   ROUNDS [2]   PEERS [ws socketio nats tungstenite]
+#   OUT [target/bench] directory for compare-SUBS.json and compare-SUBS.svg
+#   PEERS_DIR [/work/shared/peers]   NO_BUILD=1 skips `cargo build --release`
+#   BIN [target/release/wavecast] the binary (a copy is immune to rebuilds mid-run)
+#   EXTRA: more flags for `wavecast bench compare` (e.g. "--workers 2")
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+SUBS=${SUBS:-1000}
+PUBS=${PUBS:-500}
+PAYLOAD=${PAYLOAD:-64}
+RATE=${RATE:-max}
+ROUNDS=${ROUNDS:-2}
+PEERS=${PEERS:-ws socketio nats tungstenite}
+OUT=${OUT:-target/bench}
+PEERS_DIR=${PEERS_DIR:-/work/shared/peers}
+EXTRA=${EXTRA:-}
+
+if [[ -z ${NO_BUILD:-} ]]; then
+  cargo build --release -p wavecast
+fi
+bin=${BIN:-target/release/wavecast}
+mkdir -p "$OUT"
+# Every server and the tool hold one file per connection.
+ulimit -n "$(ulimit -Hn)"
+
+pids=()
+cleanup() {
+  for pid in "${pids[@]}"; do
+    kill "$pid" 2>/dev/null || true
+  done
+  for pid in "${pids[@]}"; do
+    wait "$pid" 2>/dev/null || true
+  done
+}
+trap cleanup EXIT
+
+listening() { ss -Htln "sport = :$1" | grep -q .; }
+in_use() { ss -Htan "sport = :$1" | grep -q .; }
+
+# A port no socket uses, with port+10000 free too (nats also opens its
+# client port there). Both stay below the kernel's ephemeral range (32768
+# and up), where the load tool's own connections would take them.
+free_port() {
+  local p
+  while :; do
+    p=$((10000 + RANDOM % 12000))
+    if ! in_use "$p" && ! in_use $((p + 10000)); then
+      echo "$p"
+      return
+    fi
+  done
+}
+
+wait_listening() { # PORT PID NAME
+  for _ in $(seq 1 600); do
+    listening "$1" && return 0
+    kill -0 "$2" 2>/dev/null || { echo "compare.sh: $3 exited before listening" >&2; return 1; }
+    sleep 0.5
+  done
+  echo "compare.sh: $3 is not listening on $1 after 300 s" >&2
+  return 1
+}
+
+targets=()
+pidlist=()
+
+port=$(free_port)
+"$bin" serve --listen "127.0.0.1:$port" >"$OUT/wavecast.log" 2>&1 &
+pids+=($!)
+wait_listening "$port" $! wavecast
+targets+=("wavecast=ws://127.0.0.1:$port/ws")
+pidlist+=("wavecast=$!")
+
+for peer in $PEERS; do
+  port=$(free_port)
+  # run-peer execs the server, so this PID is the server's own.
+  "$PEERS_DIR/run-peer" "$peer" "$port" >"$OUT/$peer.log" 2>&1 &
+  pids+=($!)
+  wait_listening "$port" $! "$peer"
+  case $peer in
+    socketio) url="ws://127.0.0.1:$port/socket.io/?EIO=4&transport=websocket" ;;
+    *) url="ws://127.0.0.1:$port/" ;;
+  esac
+  targets+=("$peer=$url")
+  pidlist+=("$peer=$!")
+done
+
+if [[ $RATE == max ]]; then rate=(--max); else rate=(--rate "$RATE"); fi
+join() { local IFS=,; echo "$*"; }
+
+# shellcheck disable=SC2086 # EXTRA is a list of flags
+"$bin" bench compare \
+  --targets "$(join "${targets[@]}")" \
+  --pids "$(join "${pidlist[@]}")" \
+  --rounds "$ROUNDS" --subscribers "$SUBS" --publications "$PUBS" \
+  --payload "$PAYLOAD" "${rate[@]}" \
+  --json "$OUT/compare-$SUBS.json" --plot "$OUT/compare-$SUBS.svg" $EXTRA
