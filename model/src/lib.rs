@@ -52,8 +52,12 @@ use wavecast_core::Timestamp;
 
 /// Channel names, by index.
 pub const CHANNELS: [&str; 2] = ["a", "b"];
-/// The only instant of the model (see the crate docs).
+/// The backbone's only instant (see the crate docs).
 const NOW: Timestamp = Timestamp::ZERO;
+/// How long after going silent a peer's connection may still be held:
+/// heartbeat interval + heartbeat timeout (when it is closed) + close
+/// timeout (when the transport is dropped), with the default settings.
+const HEARTBEAT_BOUND: std::time::Duration = std::time::Duration::from_secs(25 + 10 + 5);
 /// Clients mask their frames; any key does.
 const MASK: [u8; 4] = [0x11, 0x22, 0x33, 0x44];
 /// Request ids a client uses: subscribe to channel `c` is `SUB_RID + c`,
@@ -73,6 +77,9 @@ pub struct ClientScript {
     pub publish: Vec<u8>,
     /// How often it disconnects (and then reconnects to any server).
     pub reconnects: u8,
+    /// Whether it goes silent (stops reading and answering) once
+    /// subscribed, so that only the heartbeat can drop its connection.
+    pub silent: bool,
 }
 
 /// A topology to check.
@@ -112,6 +119,7 @@ impl Config {
                     subscribe: vec![u8::from(b)],
                     publish: vec![u8::from(b)],
                     reconnects: u8::from(b),
+                    silent: false,
                 }
             })
             .collect();
@@ -253,6 +261,18 @@ pub enum Msg {
         /// Close code.
         code: u16,
     },
+    /// Server: a ping (answered by the hosted client transport, never
+    /// delivered to the client actor).
+    Ping {
+        /// Connection number.
+        conn: u32,
+    },
+    /// Client -> server: the client has gone silent: its transport stops
+    /// reading and answering (a frozen process, a dead network path).
+    Silent {
+        /// Connection number.
+        conn: u32,
+    },
     /// Server: a frame the model does not understand (a violation).
     Garbage {
         /// Connection number.
@@ -299,6 +319,10 @@ impl Outbox {
 pub enum Timer {
     /// Server: cut the backbone link.
     Cut,
+    /// Server: advance the clock to the node's next deadline.
+    Tick,
+    /// Client: go silent (stop reading and answering).
+    GoSilent,
     /// Client: publish the next publication of its script.
     Publish,
     /// Client: disconnect.
@@ -342,21 +366,34 @@ pub struct ServerState {
     pub digest: u64,
     /// What the properties need to know of the node.
     pub summary: NodeSummary,
+    /// Everything of the server but the node.
+    pub t: Transport,
+}
+
+/// A server's state besides its node: the transports it hosts, its
+/// backbone link, its clock.
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+pub struct Transport {
     /// Connected clients: actor id -> (connection number, node handle).
     pub conns: BTreeMap<Id, (u32, ConnId)>,
     /// The backbone link is cut: backbone messages are lost until `Reset`.
     pub link_down: bool,
     /// Cuts left.
     pub cuts_left: u8,
+    /// The server's clock (moved only by `Timer::Tick`).
+    pub now: Timestamp,
+    /// Clients gone silent (their transport answers nothing), and since
+    /// when; removed when the node drops their connection.
+    pub silent: BTreeMap<Id, Timestamp>,
+    /// Silent connections dropped by the heartbeat so far.
+    pub expired: u8,
+    /// Silent connections dropped too late (heartbeat liveness).
+    pub late: Vec<String>,
 }
 
 impl PartialEq for ServerState {
     fn eq(&self, other: &Self) -> bool {
-        self.digest == other.digest
-            && self.summary == other.summary
-            && self.conns == other.conns
-            && self.link_down == other.link_down
-            && self.cuts_left == other.cuts_left
+        self.digest == other.digest && self.summary == other.summary && self.t == other.t
     }
 }
 
@@ -365,9 +402,7 @@ impl Eq for ServerState {}
 impl Hash for ServerState {
     fn hash<H: Hasher>(&self, state: &mut H) {
         self.digest.hash(state);
-        self.conns.hash(state);
-        self.link_down.hash(state);
-        self.cuts_left.hash(state);
+        self.t.hash(state);
     }
 }
 
@@ -397,6 +432,7 @@ impl Log {
 enum Input {
     Msg(Id, Msg),
     Cut,
+    Tick,
 }
 
 /// What the properties read of a node.
@@ -429,9 +465,7 @@ impl NodeSummary {
 /// A server's node and its connection table while it handles an input.
 struct Core {
     node: Node,
-    conns: BTreeMap<Id, (u32, ConnId)>,
-    link_down: bool,
-    cuts_left: u8,
+    t: Transport,
 }
 
 /// The server actor's fixed parameters.
@@ -455,9 +489,15 @@ impl ServerParams {
         }
         Core {
             node,
-            conns: BTreeMap::new(),
-            link_down: false,
-            cuts_left: self.cuts,
+            t: Transport {
+                conns: BTreeMap::new(),
+                link_down: false,
+                cuts_left: self.cuts,
+                now: Timestamp::ZERO,
+                silent: BTreeMap::new(),
+                expired: 0,
+                late: Vec::new(),
+            },
         }
     }
 
@@ -471,21 +511,33 @@ impl ServerParams {
             }
             Input::Msg(src, msg) => server_msg(core, *src, self.backbone, msg.clone()),
             Input::Cut => {
-                if core.cuts_left > 0 && !core.link_down {
-                    core.cuts_left -= 1;
-                    core.link_down = true;
+                if core.t.cuts_left > 0 && !core.t.link_down {
+                    core.t.cuts_left -= 1;
+                    core.t.link_down = true;
                     o.send(self.backbone, Msg::Reconnect);
-                    if core.cuts_left > 0 {
+                    if core.t.cuts_left > 0 {
                         o.set_timer(Timer::Cut, model_timeout());
                     }
+                }
+            }
+            Input::Tick => {
+                if let Some(at) = core.node.poll_timeout() {
+                    core.t.now = core.t.now.max(at);
+                    core.node.handle_timeout(core.t.now);
                 }
             }
         }
         drain(core, self.backbone, o);
         // The link may be cut once the node holds a channel (before, a cut
         // changes nothing).
-        if core.cuts_left > 0 && !core.link_down && core.node.channels().next().is_some() {
+        if core.t.cuts_left > 0 && !core.t.link_down && core.node.channels().next().is_some() {
             o.set_timer(Timer::Cut, model_timeout());
+        }
+        // Time moves only while a silent connection is held: that is when
+        // it matters (heartbeat expiry); otherwise every peer answers pings
+        // at once and a tick changes nothing of interest.
+        if !core.t.silent.is_empty() && core.node.poll_timeout().is_some() {
+            o.set_timer(Timer::Tick, model_timeout());
         }
     }
 
@@ -505,9 +557,7 @@ impl ServerParams {
         };
         Core {
             node,
-            conns: s.conns.clone(),
-            link_down: s.link_down,
-            cuts_left: s.cuts_left,
+            t: s.t.clone(),
         }
     }
 
@@ -550,9 +600,7 @@ fn seal(log: Log, core: Core) -> ServerState {
         log,
         digest,
         summary,
-        conns: core.conns,
-        link_down: core.link_down,
-        cuts_left: core.cuts_left,
+        t: core.t,
     }
 }
 
@@ -573,6 +621,8 @@ pub struct ClientState {
     pub published: usize,
     /// Reconnects left.
     pub reconnects_left: u8,
+    /// Has gone silent: it does nothing more and counts as gone.
+    pub silent: bool,
     /// Publications received: (server index, channel, epoch, offset,
     /// data).
     pub got: BTreeSet<(usize, u8, String, u64, u64)>,
@@ -689,6 +739,7 @@ impl stateright::actor::Actor for Actor {
                     pos: vec![None; CHANNELS.len()],
                     published: 0,
                     reconnects_left: script.reconnects,
+                    silent: false,
                     got: BTreeSet::new(),
                     told_gap: false,
                     recovered_some: false,
@@ -721,11 +772,11 @@ impl stateright::actor::Actor for Actor {
 
     fn on_timeout(&self, _id: Id, state: &mut Cow<State>, timer: &Timer, o: &mut Out<Self>) {
         match (self, state.to_mut()) {
-            (Actor::Server { .. }, State::Server(s)) => {
-                if let (Some(params), Timer::Cut) = (self.params(), timer) {
-                    params.handle(s, Input::Cut, o);
-                }
-            }
+            (Actor::Server { .. }, State::Server(s)) => match (self.params(), timer) {
+                (Some(params), Timer::Cut) => params.handle(s, Input::Cut, o),
+                (Some(params), Timer::Tick) => params.handle(s, Input::Tick, o),
+                _ => {}
+            },
             (
                 Actor::Client {
                     servers, script, ..
@@ -749,28 +800,30 @@ fn request_frame(id: u64, command: Command) -> BytesMut {
 }
 
 fn server_msg(s: &mut Core, src: Id, backbone: Id, msg: Msg) {
+    let now = s.t.now;
     if src == backbone {
         if let Msg::Ev(Opaque(event)) = msg {
             if event == BbEvent::Reset {
-                s.link_down = false;
-            } else if s.link_down {
+                s.t.link_down = false;
+            } else if s.t.link_down {
                 // In flight on the cut link: lost.
                 return;
             }
-            s.node.handle_backbone(NOW, event);
+            s.node.handle_backbone(now, event);
         }
         return;
     }
     // A client's connection is opened (handshake done) by its first
     // command; a command of an older connection is stale.
-    let current = |s: &mut Core, conn: u32| match s.conns.get(&src) {
+    let current = |s: &mut Core, conn: u32| match s.t.conns.get(&src) {
+        _ if s.t.silent.contains_key(&src) => None,
         Some(&(c, id)) if c == conn => Some(id),
         Some(&(c, _)) if c > conn => None,
         _ => {
             let id = s
                 .node
-                .handle_connect(NOW, Endpoint::PubSub(Encoding::Json), &[]);
-            s.conns.insert(src, (conn, id));
+                .handle_connect(now, Endpoint::PubSub(Encoding::Json), &[]);
+            s.t.conns.insert(src, (conn, id));
             Some(id)
         }
     };
@@ -782,7 +835,7 @@ fn server_msg(s: &mut Core, src: Id, backbone: Id, msg: Msg) {
                     recover: recover.map(|(epoch, offset)| StreamPosition { epoch, offset }),
                 };
                 let bytes = request_frame(SUB_RID + u64::from(ch), command);
-                s.node.handle_read(NOW, id, &bytes);
+                s.node.handle_read(now, id, &bytes);
             }
         }
         Msg::Publish { conn, ch, data } => {
@@ -793,18 +846,21 @@ fn server_msg(s: &mut Core, src: Id, backbone: Id, msg: Msg) {
                         .expect("a number is JSON"),
                 };
                 let bytes = request_frame(PUB_RID + u64::from(ch), command);
-                s.node.handle_read(NOW, id, &bytes);
+                s.node.handle_read(now, id, &bytes);
             }
         }
+        Msg::Silent { conn } if s.t.conns.get(&src).is_some_and(|(c, _)| *c == conn) => {
+            s.t.silent.insert(src, now);
+        }
         Msg::Disconnect { conn } => {
-            let id = s
-                .conns
-                .get(&src)
-                .filter(|(c, _)| *c == conn)
-                .map(|(_, id)| *id);
+            let id =
+                s.t.conns
+                    .get(&src)
+                    .filter(|(c, _)| *c == conn)
+                    .map(|(_, id)| *id);
             if let Some(id) = id {
-                s.conns.remove(&src);
-                s.node.handle_eof(NOW, id);
+                s.t.conns.remove(&src);
+                s.node.handle_eof(now, id);
             }
         }
         _ => {}
@@ -815,6 +871,7 @@ fn server_msg(s: &mut Core, src: Id, backbone: Id, msg: Msg) {
 /// backbone commands, bytes to write (decoded and sent to their clients),
 /// finished connections.
 fn drain(s: &mut Core, backbone: Id, o: &mut Out<Actor>) {
+    let now = s.t.now;
     let mut out = Outbox::default();
     loop {
         let mut progress = false;
@@ -830,17 +887,49 @@ fn drain(s: &mut Core, backbone: Id, o: &mut Out<Actor>) {
                     bytes.extend_from_slice(slice);
                 }
             }
-            s.node.handle_written(NOW, id, bytes.len());
-            let client = s.conns.iter().find(|(_, (_, c))| *c == id);
-            if let Some((&client, &(conn, _))) = client {
-                for msg in decode_frames(conn, bytes) {
+            s.node.handle_written(now, id, bytes.len());
+            let client = s.t.conns.iter().find(|(_, (_, c))| *c == id);
+            let Some((&client, &(conn, _))) = client else {
+                continue;
+            };
+            if s.t.silent.contains_key(&client) {
+                continue; // nobody reads it
+            }
+            let mut pong = false;
+            for msg in decode_frames(conn, bytes) {
+                if let Msg::Ping { .. } = msg {
+                    pong = true;
+                } else {
                     out.push(client, msg);
                 }
+            }
+            if pong {
+                // The client's WebSocket stack answers pings by itself.
+                let mut frame = BytesMut::new();
+                frame::encode_masked(true, OpCode::Pong, b"", MASK, &mut frame);
+                s.node.handle_read(now, id, &frame);
             }
         }
         while let Some(id) = s.node.poll_finished() {
             progress = true;
-            s.conns.retain(|_, (_, c)| *c != id);
+            let gone: Vec<Id> =
+                s.t.conns
+                    .iter()
+                    .filter(|(_, (_, c))| *c == id)
+                    .map(|(client, _)| *client)
+                    .collect();
+            for client in gone {
+                s.t.conns.remove(&client);
+                if let Some(since) = s.t.silent.remove(&client) {
+                    s.t.expired = s.t.expired.saturating_add(1);
+                    let waited = now.saturating_since(since);
+                    if waited > HEARTBEAT_BOUND {
+                        s.t.late.push(format!(
+                            "silent connection dropped after {waited:?} (bound {HEARTBEAT_BOUND:?})"
+                        ));
+                    }
+                }
+            }
         }
         if !progress {
             break;
@@ -857,6 +946,7 @@ fn decode_frames(conn: u32, mut bytes: BytesMut) -> Vec<Msg> {
         match decoder.decode(&mut bytes) {
             Ok(Some(f)) => match f.opcode {
                 OpCode::Text => out.extend(decode_json(conn, &f.payload)),
+                OpCode::Ping => out.push(Msg::Ping { conn }),
                 OpCode::Close => {
                     let code = match f.payload.get(..2) {
                         Some(&[hi, lo]) => u16::from_be_bytes([hi, lo]),
@@ -1065,6 +1155,9 @@ fn arm(servers: &[Id], script: &ClientScript, c: &mut ClientState, o: &mut Out<A
     if c.reconnects_left > 0 {
         o.set_timer(Timer::Disconnect, model_timeout());
     }
+    if script.silent && !c.silent {
+        o.set_timer(Timer::GoSilent, model_timeout());
+    }
 }
 
 /// The connection ended: every subscription with it (positions are kept).
@@ -1095,8 +1188,18 @@ fn client_timer(
         }
         return;
     };
+    if c.silent {
+        return;
+    }
     let conn = c.conn;
     match *timer {
+        Timer::GoSilent => {
+            c.silent = true;
+            o.send(server, Msg::Silent { conn });
+            for t in [Timer::Publish, Timer::Disconnect] {
+                o.cancel_timer(t);
+            }
+        }
         Timer::Publish => {
             if let Some(&ch) = script.publish.get(c.published) {
                 c.published += 1;
@@ -1121,7 +1224,7 @@ fn client_timer(
                 }
             }
         }
-        Timer::Connect(_) | Timer::Cut => {}
+        Timer::Connect(_) | Timer::Cut | Timer::Tick => {}
     }
 }
 
@@ -1138,6 +1241,9 @@ fn client_msg(
             client_msg(c, servers, script, src, msg, o);
         }
         return;
+    }
+    if c.silent {
+        return; // reads nothing any more
     }
     client_one(c, servers, src, msg, o);
     arm(servers, script, c, o);
@@ -1281,9 +1387,17 @@ fn hub(state: &ModelState) -> Option<&Hub> {
     })
 }
 
-/// Nothing is in flight (no message, no publication awaiting its loss).
+/// Nothing is in flight (no message, no publication awaiting its loss, no
+/// silent connection awaiting its heartbeat expiry).
 pub fn quiescent(state: &ModelState) -> bool {
-    state.network.len() == 0 && hub_state(state).is_none_or(|b| b.withheld.is_none())
+    state.network.len() == 0
+        && hub_state(state).is_none_or(|b| b.withheld.is_none())
+        && servers(state).all(|(_, s)| s.t.silent.is_empty())
+}
+
+/// Clients still taking part (not silent).
+fn active(state: &ModelState) -> impl Iterator<Item = (usize, &ClientState)> {
+    clients(state).filter(|(_, c)| !c.silent)
 }
 
 fn hub_state(state: &ModelState) -> Option<&BackboneState> {
@@ -1332,7 +1446,7 @@ pub fn missing_deliveries(state: &ModelState) -> Vec<String> {
     }
     let Some(hub) = hub(state) else { return out };
     let stats = hub.channels();
-    for (i, c) in clients(state) {
+    for (i, c) in active(state) {
         for (ch, sub) in c.subs.iter().enumerate() {
             if let Sub::Live { epoch, last } = sub {
                 let top = stats.iter().find(|s| s.name == CHANNELS[ch]);
@@ -1364,7 +1478,7 @@ pub fn leaks(cfg: &Config, state: &ModelState) -> Vec<String> {
     }
     let Some(hub) = hub(state) else { return out };
     let stats = hub.channels();
-    let clients: Vec<(usize, &ClientState)> = clients(state).collect();
+    let clients: Vec<(usize, &ClientState)> = active(state).collect();
     for (i, s) in servers(state) {
         let node = &s.summary;
         let local: BTreeSet<&str> = node.channels.keys().map(String::as_str).collect();
@@ -1382,11 +1496,11 @@ pub fn leaks(cfg: &Config, state: &ModelState) -> Vec<String> {
             .iter()
             .filter(|(_, c)| c.server == Some(i))
             .collect();
-        if node.connections != here.len() || s.conns.len() != here.len() {
+        if node.connections != here.len() || s.t.conns.len() != here.len() {
             out.push(format!(
                 "server {i}: {} connections in the node, {} hosted, {} clients connected",
                 node.connections,
-                s.conns.len(),
+                s.t.conns.len(),
                 here.len()
             ));
         }
@@ -1447,6 +1561,16 @@ fn add_properties(model: ActorModel<Actor, Config, ()>) -> ActorModel<Actor, Con
         .property(Expectation::Always, "quiescent: no leaks", |m, s| {
             leaks(&m.cfg, s).is_empty()
         })
+        .property(
+            Expectation::Always,
+            "heartbeat: a silent peer is dropped in time",
+            |_, s| servers(s).all(|(_, s)| s.t.late.is_empty()),
+        )
+        .property(
+            Expectation::Sometimes,
+            "a silent peer dropped by the heartbeat",
+            |_, s| servers(s).any(|(_, s)| s.t.expired > 0),
+        )
         .property(
             Expectation::Sometimes,
             "a publication delivered on two servers",
@@ -1567,9 +1691,12 @@ fn format_path(
     for (n, action) in path.into_actions().into_iter().enumerate() {
         out.push_str(&format!("{:3}. {}\n", n + 1, describe(model, &action)));
     }
+    let late =
+        servers(&last).flat_map(|(i, s)| s.t.late.iter().map(move |l| format!("server {i}: {l}")));
     for v in client_violations(&last)
         .into_iter()
         .chain(order_conflicts(&last))
+        .chain(late.collect::<Vec<_>>())
         .chain(missing_deliveries(&last))
         .chain(leaks(&model.cfg, &last))
     {

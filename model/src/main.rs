@@ -1,5 +1,5 @@
 //! `wavecast-model check --servers N --clients M --depth D [--threads T]
-//! [--cuts K] [--lose SERVER] [--mutation NAME]`: explores a topology (see
+//! [--cuts K] [--lose SERVER] [--silent CLIENT] [--mutation NAME]`: explores a topology (see
 //! `Config::standard`) and prints the state counts and every discovery.
 
 use std::process::ExitCode;
@@ -10,7 +10,7 @@ use wavecast_model::{check, Config};
 fn usage() -> ExitCode {
     eprintln!(
         "usage: wavecast-model check [--servers N] [--clients M] [--depth D] \
-         [--threads T] [--cuts K] [--lose SERVER] [--mutation NAME]"
+         [--threads T] [--cuts K] [--lose SERVER] [--silent CLIENT] [--mutation NAME]"
     );
     ExitCode::from(2)
 }
@@ -20,9 +20,10 @@ fn main() -> ExitCode {
     if args.first().map(String::as_str) != Some("check") {
         return usage();
     }
-    let (mut servers, mut clients, mut depth, mut threads, mut cuts) = (2, 3, 30, 2, 1u8);
+    let (mut servers, mut clients, mut depth, mut threads, mut cuts) = (2, 3, 20, 2, 1u8);
     let mut mutation: Option<String> = None;
     let mut lose: Option<usize> = None;
+    let mut silent: Option<usize> = None;
     let mut it = args.iter().skip(1);
     while let Some(flag) = it.next() {
         let Some(value) = it.next() else {
@@ -36,6 +37,7 @@ fn main() -> ExitCode {
             ("--threads", Ok(n)) => threads = n.max(1),
             ("--cuts", Ok(n)) => cuts = u8::try_from(n).unwrap_or(u8::MAX),
             ("--lose", Ok(n)) => lose = Some(n),
+            ("--silent", Ok(n)) => silent = Some(n),
             ("--mutation", _) => mutation = Some(value.clone()),
             _ => return usage(),
         }
@@ -43,6 +45,9 @@ fn main() -> ExitCode {
     let mut cfg = Config::standard(servers, clients);
     cfg.cuts[0] = cuts;
     cfg.lose_first_pub_to = lose;
+    if let Some(script) = silent.and_then(|i| cfg.clients.get_mut(i)) {
+        script.silent = true;
+    }
     if let Some(name) = mutation {
         match plant(&name) {
             Some(setup) => cfg.setup_node = Some(setup),

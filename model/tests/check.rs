@@ -20,6 +20,11 @@ const STANDARD_STATES: usize = 256_232;
 /// no link cut) at `DEPTH`.
 const LOSSY_STATES: usize = 51_452;
 
+/// Unique states of the silent topology (client 0 goes silent once
+/// subscribed, no link cut) at `DEPTH`.
+const SILENT_STATES: usize = 88_649;
+
+const HEARTBEAT_EXPIRY: &str = "a silent peer dropped by the heartbeat";
 const ONE_ORDER: &str = "one order, no duplicates, no silent gap, exact recovery";
 const NO_LEAKS: &str = "quiescent: no leaks";
 
@@ -55,7 +60,8 @@ fn standard_topology_keeps_the_delivery_contract() {
     let outcome = check(Config::standard(2, 3), DEPTH, 2);
     print(&outcome);
     assert_holds(&outcome);
-    for name in &outcome.sometimes {
+    // No client goes silent here: the heartbeat has its own check.
+    for name in outcome.sometimes.iter().filter(|n| **n != HEARTBEAT_EXPIRY) {
         assert!(
             outcome.discoveries.contains_key(name),
             "{name:?} never witnessed within depth {DEPTH}"
@@ -71,6 +77,23 @@ fn lost_publication_is_filled_from_history() {
     print(&outcome);
     assert_holds(&outcome);
     assert_eq!(outcome.unique_states, LOSSY_STATES);
+}
+
+#[test]
+fn silent_client_is_dropped_by_the_heartbeat() {
+    let mut cfg = Config::standard(2, 3);
+    cfg.cuts = vec![0, 0];
+    cfg.clients[0].silent = true;
+    let outcome = check(cfg, DEPTH, 2);
+    print(&outcome);
+    assert_holds(&outcome);
+    for name in &outcome.sometimes {
+        assert!(
+            outcome.discoveries.contains_key(name),
+            "{name:?} never witnessed within depth {DEPTH}"
+        );
+    }
+    assert_eq!(outcome.unique_states, SILENT_STATES);
 }
 
 /// Checks `cfg` with `mutation` planted in every node and returns the

@@ -25,6 +25,8 @@ pub async fn serve(shard: Rc<Shard>, prefix: Vec<u8>, stream: TcpStream) {
     });
     if let Err(e) = hyper::server::conn::http1::Builder::new()
         .keep_alive(true)
+        // A client may send its last requests and half-close: answer them.
+        .half_close(true)
         .serve_connection(io, service)
         .await
     {

@@ -1,7 +1,6 @@
 //! Binding, worker threads, signals and shutdown.
 
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -10,6 +9,7 @@ use tokio::sync::{mpsc, watch};
 
 use crate::backbone::{Backbone, ShardMsg};
 use crate::config::Config;
+use crate::limit::ConnectionLimit;
 use crate::shard;
 
 /// State shared by every shard (read-mostly; the counters are atomics).
@@ -20,7 +20,7 @@ pub struct Shared {
     /// The instant that core timestamps count from.
     pub origin: Instant,
     /// WebSocket connections currently held, across shards.
-    pub connections: AtomicUsize,
+    pub connections: ConnectionLimit,
     /// Flips to true when shutdown starts.
     pub shutdown: watch::Receiver<bool>,
     /// The sequencer.
@@ -35,17 +35,12 @@ pub struct Shared {
 impl Shared {
     /// Reserves a connection slot; false when at `max_connections`.
     pub fn try_reserve_connection(&self) -> bool {
-        let max = self.config.max_connections;
-        self.connections
-            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| {
-                (n < max).then_some(n + 1)
-            })
-            .is_ok()
+        self.connections.try_acquire()
     }
 
     /// Gives a reserved connection slot back.
     pub fn release_connection(&self) {
-        self.connections.fetch_sub(1, Ordering::AcqRel);
+        self.connections.release();
     }
 }
 
@@ -101,10 +96,11 @@ pub fn run(config: Config) -> Result<(), ServerError> {
             Backbone::start_memory(origin, seed, inboxes.clone()).map_err(ServerError::Worker)?
         }
     };
+    let max_connections = config.max_connections;
     let shared = Arc::new(Shared {
         config,
         origin,
-        connections: AtomicUsize::new(0),
+        connections: ConnectionLimit::new(max_connections),
         shutdown: stop_rx,
         backbone,
         shards: inboxes,

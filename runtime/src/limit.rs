@@ -1,0 +1,51 @@
+//! The connection limit shared by every shard: `--max-connections`.
+//!
+//! Shards reserve a slot before answering a handshake with 101 and give it
+//! back when the connection's transport is dropped. The count is one atomic
+//! updated with compare-and-swap, so concurrent handshakes on several shards
+//! never take more than `max` slots between them (loom-checked in
+//! `runtime/tests/loom.rs`).
+
+use crate::sync::{AtomicUsize, Ordering};
+
+/// Slots for at most `max` connections across threads.
+#[derive(Debug)]
+pub struct ConnectionLimit {
+    held: AtomicUsize,
+    max: usize,
+}
+
+impl ConnectionLimit {
+    /// A limit of `max` connections, none held.
+    pub fn new(max: usize) -> Self {
+        ConnectionLimit {
+            held: AtomicUsize::new(0),
+            max,
+        }
+    }
+
+    /// Takes a slot; false when all `max` are held.
+    pub fn try_acquire(&self) -> bool {
+        self.held
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| {
+                (n < self.max).then_some(n + 1)
+            })
+            .is_ok()
+    }
+
+    /// Gives a slot back. Must follow a successful `try_acquire`.
+    pub fn release(&self) {
+        let before = self.held.fetch_sub(1, Ordering::AcqRel);
+        debug_assert!(before > 0, "released a slot that was not held");
+    }
+
+    /// Slots held now.
+    pub fn held(&self) -> usize {
+        self.held.load(Ordering::Acquire)
+    }
+
+    /// The limit.
+    pub fn max(&self) -> usize {
+        self.max
+    }
+}
