@@ -748,6 +748,11 @@ impl Node {
             self.reply(now, id, enc, rid, &reply);
             return;
         }
+        if client.subs.is_empty() {
+            // Most connections subscribe to one channel: a Vec's first push
+            // would reserve four.
+            client.subs.reserve_exact(1);
+        }
         client.subs.push(channel.clone());
         let request = self.request_id();
         let ch = match self.channels.get_mut(&channel) {

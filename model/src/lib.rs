@@ -18,16 +18,19 @@
 //!   History survives.
 //! - **clients** ([`Actor::Client`]): connect to a server, subscribe,
 //!   publish, disconnect and reconnect to any server, resubscribing with
-//!   `recover` from the last position they saw. They check what they
-//!   receive as they receive it (order, gaps, recovery) and keep the
-//!   verdicts in their state, where the properties read them.
+//!   `recover` from the last position they saw, or go silent. They check
+//!   what they receive as they receive it (order, gaps, recovery) and keep
+//!   the verdicts in their state, where the properties read them.
 //!
 //! Network: stateright's ordered network, FIFO per directed pair of actors
 //! (every real link here is one TCP connection); messages on different
 //! links interleave freely.
 //!
-//! Time does not advance: every call gets the same timestamp, so
-//! heartbeats and history expiry never fire (docs/MODEL.md).
+//! Time: the backbone's clock stays at zero (history never expires); a
+//! server's clock moves (`Timer::Tick`, to the node's next deadline) only
+//! while it holds the connection of a client that has gone silent, so that
+//! the heartbeat can expire it; the transports of other clients answer the
+//! node's pings at once.
 
 #![warn(missing_docs)]
 
