@@ -1153,21 +1153,26 @@ impl Node {
                 // A reply of the wrong kind: the backbone's bug. Fail the
                 // request rather than guess.
                 let e = BackboneError::Internal(format!("unexpected reply {reply:?}"));
-                match pending {
-                    Pending::Subscribe {
-                        conn, id, channel, ..
-                    } => {
-                        self.unsubscribe(now, conn, &channel);
-                        self.reply_to(now, conn, id, &backbone_error(&e));
-                    }
-                    Pending::Publish { conn, id }
-                    | Pending::History { conn, id }
-                    | Pending::Presence { conn, id } => {
-                        self.reply_to(now, conn, id, &backbone_error(&e))
-                    }
-                    Pending::Fill { channel } => self.gap_unfillable(now, &channel, None),
-                }
+                self.fail_request(now, pending, &e);
             }
+        }
+    }
+
+    /// A request the backbone could not serve: the client behind it gets
+    /// an error reply (and a pending subscribe is undone); a gap fill that
+    /// failed is a gap that cannot be filled.
+    fn fail_request(&mut self, now: Timestamp, pending: Pending, e: &BackboneError) {
+        match pending {
+            Pending::Subscribe {
+                conn, id, channel, ..
+            } => {
+                self.unsubscribe(now, conn, &channel);
+                self.reply_to(now, conn, id, &backbone_error(e));
+            }
+            Pending::Publish { conn, id }
+            | Pending::History { conn, id }
+            | Pending::Presence { conn, id } => self.reply_to(now, conn, id, &backbone_error(e)),
+            Pending::Fill { channel } => self.gap_unfillable(now, &channel, None),
         }
     }
 
@@ -1364,19 +1369,9 @@ impl Node {
         let requests = std::mem::take(&mut self.requests);
         let e = BackboneError::Unavailable;
         for (_, pending) in requests {
-            match pending {
-                Pending::Subscribe {
-                    conn, id, channel, ..
-                } => {
-                    self.unsubscribe(now, conn, &channel);
-                    self.reply_to(now, conn, id, &backbone_error(&e));
-                }
-                Pending::Publish { conn, id }
-                | Pending::History { conn, id }
-                | Pending::Presence { conn, id } => {
-                    self.reply_to(now, conn, id, &backbone_error(&e))
-                }
-                Pending::Fill { .. } => {}
+            // Gap fills are asked again below, channel by channel.
+            if !matches!(pending, Pending::Fill { .. }) {
+                self.fail_request(now, pending, &e);
             }
         }
         let names: Vec<String> = self.channels.keys().cloned().collect();
