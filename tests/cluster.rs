@@ -594,6 +594,21 @@ async fn restart_scenario(persist: bool) {
     }
 }
 
+/// Waits (bounded) until `server`'s presence of `channel` lists `n` clients:
+/// presence is shared across servers through Redis, written just after the
+/// subscribe reply, so it is eventually (within milliseconds) consistent.
+async fn presence_of_size(server: &TestServer, channel: &str, n: usize) -> Vec<String> {
+    eventually(
+        Duration::from_secs(10),
+        &format!("presence of {channel} lists {n} clients"),
+        || async move {
+            let p = server.api_presence(channel).await;
+            (p.len() == n).then_some(p)
+        },
+    )
+    .await
+}
+
 /// A server is SIGKILLed: its client reconnects to another server and
 /// recovers exactly what it missed, and it leaves presence within the
 /// lease.
@@ -608,13 +623,13 @@ async fn killed_server_clients_recover_elsewhere_and_leave_presence() {
 
     let mut y = b.client(Enc::Json).await;
     y.subscribe(ch).await;
-    let only_y = b.api_presence(ch).await;
-    assert_eq!(only_y.len(), 1, "{only_y:?}");
+    // A server writes presence to Redis right after its subscribe reply,
+    // so another server's read may briefly trail it.
+    let only_y = presence_of_size(&b, ch, 1).await;
     let mut x = a.client(Enc::MsgPack).await;
     let sub = x.subscribe(ch).await;
     let epoch = sub["epoch"].as_str().expect("epoch").to_owned();
-    let both = b.api_presence(ch).await;
-    assert_eq!(both.len(), 2, "presence is shared across servers: {both:?}");
+    let both = presence_of_size(&b, ch, 2).await;
     let x_id: String = both
         .iter()
         .find(|c| !only_y.contains(c))
@@ -1328,8 +1343,7 @@ async fn graceful_shutdown_removes_presence_at_once() {
     y.subscribe(ch).await;
     let mut x = a.client(Enc::Json).await;
     x.subscribe(ch).await;
-    let both = b.api_presence(ch).await;
-    assert_eq!(both.len(), 2, "{both:?}");
+    let both = presence_of_size(&b, ch, 2).await;
     a.server.wait_catches_signal(libc::SIGTERM, T);
     a.server.signal(libc::SIGTERM);
     assert_eq!(x.close_code().await, Some(CLOSE_SHUTDOWN));
