@@ -16,6 +16,8 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use tokio::sync::{mpsc, oneshot};
+
+use crate::inbox::Inbox;
 use wavecast_core::backbone::{Command, Event, HistoryPage, HistoryPolicy, NodeId};
 use wavecast_core::hub::{ChannelStats, Hub};
 use wavecast_core::protocol::{ClientInfo, Payload, StreamPosition};
@@ -30,6 +32,9 @@ pub enum ShardMsg {
     /// A question or order from the HTTP API.
     Control(Control),
 }
+
+/// A shard's inbox, shared by everyone who sends to it.
+pub type ShardInbox = Arc<Inbox<ShardMsg>>;
 
 /// What the HTTP API asks a shard.
 #[derive(Debug)]
@@ -116,7 +121,7 @@ impl Backbone {
     pub fn start_memory(
         origin: Instant,
         seed: u64,
-        shards: Vec<mpsc::UnboundedSender<ShardMsg>>,
+        shards: Vec<ShardInbox>,
     ) -> std::io::Result<Backbone> {
         let (tx, rx) = mpsc::unbounded_channel();
         std::thread::Builder::new()
@@ -141,7 +146,7 @@ impl Backbone {
     /// invalid URL or if the thread cannot start.
     pub fn start_redis(
         options: crate::redis_backbone::RedisOptions,
-        shards: Vec<mpsc::UnboundedSender<ShardMsg>>,
+        shards: Vec<ShardInbox>,
     ) -> Result<Backbone, crate::redis_backbone::RedisStartError> {
         let ready = Arc::new(AtomicBool::new(false));
         let tx = crate::redis_backbone::spawn(options, shards, ready.clone())?;
@@ -233,7 +238,7 @@ async fn run_hub(
     origin: Instant,
     mut hub: Hub,
     mut rx: mpsc::UnboundedReceiver<ToHub>,
-    shards: Arc<Vec<mpsc::UnboundedSender<ShardMsg>>>,
+    shards: Arc<Vec<ShardInbox>>,
 ) {
     loop {
         let deadline = hub

@@ -27,6 +27,7 @@ pub mod backbone;
 pub mod bench;
 pub mod config;
 pub mod http;
+pub mod inbox;
 pub mod io;
 pub mod limit;
 pub mod metrics;

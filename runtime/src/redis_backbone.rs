@@ -81,7 +81,7 @@ use wavecast_core::backbone::{
 use wavecast_core::hub::{ChannelStats, NO_EPOCH};
 use wavecast_core::protocol::{ClientInfo, Payload, Publication, StreamPosition};
 
-use crate::backbone::{ShardMsg, ToHub};
+use crate::backbone::{ShardInbox, ShardMsg, ToHub};
 
 /// First delay before reconnecting after a lost link.
 const MIN_BACKOFF: Duration = Duration::from_millis(100);
@@ -364,7 +364,7 @@ struct Link {
 /// wraps. `ready` is kept true exactly while the link to Redis is up.
 pub(crate) fn spawn(
     options: RedisOptions,
-    shards: Vec<mpsc::UnboundedSender<ShardMsg>>,
+    shards: Vec<ShardInbox>,
     ready: Arc<AtomicBool>,
 ) -> Result<mpsc::UnboundedSender<ToHub>, RedisStartError> {
     let client = redis::Client::open(options.url.as_str())
@@ -405,7 +405,7 @@ pub(crate) fn spawn(
 
 struct Driver {
     client: redis::Client,
-    shards: Arc<Vec<mpsc::UnboundedSender<ShardMsg>>>,
+    shards: Arc<Vec<ShardInbox>>,
     ready: Arc<AtomicBool>,
     lease: Duration,
     scripts: Arc<Scripts>,
@@ -960,12 +960,7 @@ impl Driver {
     }
 }
 
-fn send_reply(
-    shards: &[mpsc::UnboundedSender<ShardMsg>],
-    node: NodeId,
-    request: RequestId,
-    reply: Reply,
-) {
+fn send_reply(shards: &[ShardInbox], node: NodeId, request: RequestId, reply: Reply) {
     if let Some(shard) = shards.get(node.0 as usize) {
         let _ = shard.send(ShardMsg::Backbone(Event::Reply { request, reply }));
     }

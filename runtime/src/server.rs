@@ -5,10 +5,11 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use socket2::{Domain, Protocol, Socket, Type};
-use tokio::sync::{mpsc, watch};
+use tokio::sync::watch;
 
-use crate::backbone::{Backbone, ShardMsg};
+use crate::backbone::{Backbone, ShardInbox};
 use crate::config::Config;
+use crate::inbox::Inbox;
 use crate::limit::ConnectionLimit;
 use crate::shard;
 
@@ -26,7 +27,7 @@ pub struct Shared {
     /// The sequencer.
     pub backbone: Backbone,
     /// Each shard's inbox, by shard index (= its node id).
-    pub shards: Vec<mpsc::UnboundedSender<ShardMsg>>,
+    pub shards: Vec<ShardInbox>,
     /// A short id of this process, unique in practice: client ids start
     /// with it, so they are never reused across restarts or servers.
     pub instance: String,
@@ -81,9 +82,9 @@ pub fn run(config: Config) -> Result<(), ServerError> {
     let (stop_tx, stop_rx) = watch::channel(false);
     let origin = Instant::now();
     let seed = process_seed();
-    let (inboxes, receivers): (Vec<_>, Vec<_>) = (0..listeners.len())
-        .map(|_| mpsc::unbounded_channel())
-        .unzip();
+    let inboxes: Vec<ShardInbox> = (0..listeners.len())
+        .map(|_| Arc::new(Inbox::new()))
+        .collect();
     let backbone = match &config.redis {
         Some(url) => Backbone::start_redis(
             crate::redis_backbone::RedisOptions {
@@ -103,11 +104,11 @@ pub fn run(config: Config) -> Result<(), ServerError> {
         connections: ConnectionLimit::new(max_connections),
         shutdown: stop_rx,
         backbone,
-        shards: inboxes,
+        shards: inboxes.clone(),
         instance: format!("{:06x}", seed & 0xff_ffff),
     });
     let mut threads = Vec::new();
-    for (i, (listener, inbox)) in listeners.into_iter().zip(receivers).enumerate() {
+    for (i, (listener, inbox)) in listeners.into_iter().zip(inboxes.clone()).enumerate() {
         let shared = shared.clone();
         let t = std::thread::Builder::new()
             .name(format!("wavecast-shard-{i}"))

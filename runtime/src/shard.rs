@@ -23,7 +23,6 @@ use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::Notify;
 use tokio::task::LocalSet;
 
-use tokio::sync::mpsc;
 use wavecast_core::backbone::NodeId;
 use wavecast_core::connection::ConnectionConfig;
 use wavecast_core::handshake::{self, HandshakeConfig, RequestHead};
@@ -31,7 +30,7 @@ use wavecast_core::message::CloseCode;
 use wavecast_core::node::{ConnId, Endpoint, Node, NodeConfig};
 use wavecast_core::protocol::{self, Encoding, SUBPROTOCOLS};
 
-use crate::backbone::{Control, ShardInfo, ShardMsg};
+use crate::backbone::{Control, ShardInbox, ShardInfo, ShardMsg};
 use wavecast_core::queue::MAX_SLICES;
 use wavecast_core::Timestamp;
 
@@ -247,7 +246,7 @@ impl Shard {
 pub fn run(
     index: usize,
     listener: std::net::TcpListener,
-    inbox: mpsc::UnboundedReceiver<ShardMsg>,
+    inbox: ShardInbox,
     shared: Arc<Shared>,
 ) -> io::Result<()> {
     let rt = tokio::runtime::Builder::new_current_thread()
@@ -258,7 +257,7 @@ pub fn run(
         let listener = TcpListener::from_std(listener)?;
         let shard = Rc::new(Shard::new(index, shared.clone()));
         tokio::task::spawn_local(timer_task(shard.clone()));
-        tokio::task::spawn_local(inbox_task(shard.clone(), inbox));
+        tokio::task::spawn_local(inbox_task(shard.clone(), inbox.clone()));
         let mut stop = shared.shutdown.clone();
         loop {
             tokio::select! {
@@ -278,6 +277,10 @@ pub fn run(
         }
         drop(listener);
         shutdown(&shard).await;
+        // Nothing will read this inbox any more: refuse new messages and
+        // drop queued ones, so an API call waiting on a reply gets an error.
+        inbox.close();
+        drop(inbox.take());
         Ok(())
     })
 }
@@ -297,18 +300,15 @@ async fn shutdown(shard: &Rc<Shard>) {
     );
 }
 
-/// Backbone events and API requests for this shard.
-async fn inbox_task(shard: Rc<Shard>, mut inbox: mpsc::UnboundedReceiver<ShardMsg>) {
-    while let Some(msg) = inbox.recv().await {
+/// Backbone events and API requests for this shard, a batch at a time: a
+/// burst (fan-out of many publications) is handled before the sockets are
+/// written, so they get fewer, larger vectored writes.
+async fn inbox_task(shard: Rc<Shard>, inbox: ShardInbox) {
+    let mut batch = Vec::new();
+    while inbox.drain(&mut batch).await {
         let now = shard.now();
-        shard.handle_msg(now, msg);
-        // A burst (fan-out of many publications) is handled before the
-        // sockets are written: fewer, larger vectored writes.
-        for _ in 0..1024 {
-            match inbox.try_recv() {
-                Ok(msg) => shard.handle_msg(now, msg),
-                Err(_) => break,
-            }
+        for msg in batch.drain(..) {
+            shard.handle_msg(now, msg);
         }
         shard.drive();
     }
