@@ -253,6 +253,8 @@ pub struct Node {
     requests: BTreeMap<RequestId, Pending>,
     next_request: u64,
     backbone: VecDeque<BbCommand>,
+    /// Scratch list of a fan-out's recipients (see `deliver`).
+    targets: Vec<ConnId>,
     #[cfg(feature = "mutations")]
     mutation: Option<Mutation>,
 }
@@ -282,6 +284,7 @@ impl Node {
             requests: BTreeMap::new(),
             next_request: 1,
             backbone: VecDeque::new(),
+            targets: Vec::new(),
             #[cfg(feature = "mutations")]
             mutation: None,
         }
@@ -996,12 +999,16 @@ impl Node {
             *offset = publication.offset;
         }
         let mut frames: [Option<Bytes>; 2] = [None, None];
-        let mut targets = Vec::new();
-        for (&id, &after) in &ch.live {
-            if publication.offset > after {
-                targets.push(id);
-            }
-        }
+        // The subscribers are listed first (sending may close a slow one,
+        // which changes `live`); the list's storage is kept between
+        // publications so fan-out allocates nothing per publication.
+        let mut targets = std::mem::take(&mut self.targets);
+        targets.extend(
+            ch.live
+                .iter()
+                .filter(|&(_, &after)| publication.offset > after)
+                .map(|(&id, _)| id),
+        );
         if !ch.pending.is_empty() {
             if ch.recent.len() >= MAX_REPLAY {
                 ch.recent.pop_front();
@@ -1009,7 +1016,7 @@ impl Node {
             }
             ch.recent.push_back(publication.clone());
         }
-        for id in targets {
+        for id in targets.drain(..) {
             let Some(client) = client_in(&mut self.slots, id) else {
                 continue;
             };
@@ -1025,6 +1032,7 @@ impl Node {
             let _ = client.conn.send(now, frame);
             self.after(now, id);
         }
+        self.targets = targets;
     }
 
     /// Delivers held publications of a synced channel in offset order, as

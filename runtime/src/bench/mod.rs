@@ -138,17 +138,10 @@ pub enum PublishVia {
     Api,
 }
 
-/// Where to connect: target, URL, connection pacing.
+/// How connections are opened: pace, concurrency, processes, source
+/// addresses. Shared by every scenario that opens connections.
 #[derive(Debug, Clone, Args)]
-pub struct TargetArgs {
-    /// The server's protocol.
-    #[arg(long, value_enum, default_value = "wavecast")]
-    pub target: Target,
-    /// `ws://HOST:PORT/PATH`; HOST must be 127.x.x.x or localhost. Without a
-    /// path, the target's usual one (`/ws` for wavecast, Socket.IO's
-    /// `/socket.io/?EIO=4&transport=websocket`, `/` otherwise).
-    #[arg(long, default_value = "ws://127.0.0.1:8000")]
-    pub url: String,
+pub struct PacingArgs {
     /// New connections per second (0 = as fast as --concurrency allows).
     #[arg(long, default_value_t = 0.0)]
     pub connect_rate: f64,
@@ -164,6 +157,22 @@ pub struct TargetArgs {
     /// up (0 = one per 5,000 connections above 5,000, none below).
     #[arg(long, default_value_t = 0)]
     pub source_addrs: usize,
+}
+
+/// Where to connect: target, URL, connection pacing.
+#[derive(Debug, Clone, Args)]
+pub struct TargetArgs {
+    /// The server's protocol.
+    #[arg(long, value_enum, default_value = "wavecast")]
+    pub target: Target,
+    /// `ws://HOST:PORT/PATH`; HOST must be 127.x.x.x or localhost. Without a
+    /// path, the target's usual one (`/ws` for wavecast, Socket.IO's
+    /// `/socket.io/?EIO=4&transport=websocket`, `/` otherwise).
+    #[arg(long, default_value = "ws://127.0.0.1:8000")]
+    pub url: String,
+    /// Connection pacing and spreading.
+    #[command(flatten)]
+    pub pacing: PacingArgs,
     /// The server's PID: its resident memory is read from /proc before and
     /// after the connections are open.
     #[arg(long)]
@@ -280,18 +289,9 @@ pub struct CompareArgs {
     /// Publisher parameters.
     #[command(flatten)]
     pub load: LoadArgs,
-    /// New connections per second (0 = as fast as --concurrency allows).
-    #[arg(long, default_value_t = 0.0)]
-    pub connect_rate: f64,
-    /// Handshakes in flight at once.
-    #[arg(long, default_value_t = 64)]
-    pub concurrency: usize,
-    /// Child processes holding the subscribers (0 = automatic).
-    #[arg(long, default_value_t = 0)]
-    pub workers: usize,
-    /// Source addresses to spread connections over (0 = automatic).
-    #[arg(long, default_value_t = 0)]
-    pub source_addrs: usize,
+    /// Connection pacing and spreading, the same for every target.
+    #[command(flatten)]
+    pub pacing: PacingArgs,
     /// Write every run and the summary as JSON to this file.
     #[arg(long)]
     pub json: Option<PathBuf>,

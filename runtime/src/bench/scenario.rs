@@ -149,15 +149,15 @@ struct Resolved {
 
 fn resolve(t: &TargetArgs, connections: usize) -> Result<Resolved, BenchError> {
     let url = BenchUrl::parse(&t.url, t.target)?;
-    let workers = if t.workers > 0 {
-        t.workers
+    let workers = if t.pacing.workers > 0 {
+        t.pacing.workers
     } else if connections > MAX_CONNECTIONS_PER_PROCESS {
         connections.div_ceil(MAX_CONNECTIONS_PER_PROCESS)
     } else {
         0
     };
-    let source_addrs = if t.source_addrs > 0 {
-        t.source_addrs
+    let source_addrs = if t.pacing.source_addrs > 0 {
+        t.pacing.source_addrs
     } else if connections > CONNECTIONS_PER_SOURCE_ADDRESS {
         connections.div_ceil(CONNECTIONS_PER_SOURCE_ADDRESS)
     } else {
@@ -220,16 +220,16 @@ impl Drop for LocalGroup {
 /// rate and concurrency, and returns once each is subscribed or failed.
 async fn open_local(r: &Resolved, n: usize, first_index: usize, publications: u64) -> LocalGroup {
     let recorder = Arc::new(Recorder::new(publications));
-    let permits = Arc::new(Semaphore::new(r.args.concurrency.max(1)));
+    let permits = Arc::new(Semaphore::new(r.args.pacing.concurrency.max(1)));
     let (tx, mut rx) = mpsc::unbounded_channel::<Result<(), String>>();
     let mut tasks = Vec::with_capacity(n);
     let started_ns = now_ns();
     let start = tokio::time::Instant::now();
     let finished_ns = Arc::new(AtomicU64::new(started_ns));
     for i in 0..n {
-        if r.args.connect_rate > 0.0 {
+        if r.args.pacing.connect_rate > 0.0 {
             tokio::time::sleep_until(
-                start + Duration::from_secs_f64(i as f64 / r.args.connect_rate),
+                start + Duration::from_secs_f64(i as f64 / r.args.pacing.connect_rate),
             )
             .await;
         }
@@ -378,9 +378,9 @@ async fn open_group(
         .arg("--drain-timeout")
         .arg(load.drain_timeout.to_string())
         .arg("--connect-rate")
-        .arg((r.args.connect_rate / k as f64).to_string())
+        .arg((r.args.pacing.connect_rate / k as f64).to_string())
         .arg("--concurrency")
-        .arg((r.args.concurrency / k).max(1).to_string())
+        .arg((r.args.pacing.concurrency / k).max(1).to_string())
         .arg("--source-addrs")
         .arg(r.source_addrs.to_string())
         .arg("--source-base")
@@ -457,7 +457,7 @@ async fn worker_command(a: WorkerArgs) -> Result<(), BenchError> {
     let mut r = resolve(&a.target, a.subscribers)?;
     // The parent chose these for all workers together.
     r.workers = 0;
-    r.source_addrs = a.target.source_addrs;
+    r.source_addrs = a.target.pacing.source_addrs;
     r.source_base = a.source_base;
     let g = open_local(&r, a.subscribers, a.first_index, a.publications).await;
     let ready = WorkerReady {
@@ -729,7 +729,7 @@ fn check_delivery(reports: &[Report]) -> Result<(), BenchError> {
 
 async fn connect_command(mut a: ConnectArgs) -> Result<(), BenchError> {
     if let Some(rate) = a.rate {
-        a.target.connect_rate = rate;
+        a.target.pacing.connect_rate = rate;
     }
     let report = run_connect(&a.target, a.connections).await?;
     print!("{}", format_report(&report));
@@ -861,10 +861,7 @@ async fn compare_command(a: CompareArgs) -> Result<(), BenchError> {
         let args = TargetArgs {
             target,
             url: url.clone(),
-            connect_rate: a.connect_rate,
-            concurrency: a.concurrency,
-            workers: a.workers,
-            source_addrs: a.source_addrs,
+            pacing: a.pacing.clone(),
             server_pid: pid,
         };
         // Refuse a bad URL before any run starts.
