@@ -135,7 +135,8 @@ pub struct Connection {
     next_ping: Timestamp,
     close_deadline: Option<Timestamp>,
     /// Set once the close cause is known; reported with `Event::Closed`.
-    cause: Option<CloseCause>,
+    /// Boxed: only a closing connection has one.
+    cause: Option<Box<CloseCause>>,
     /// Shared by every connection of a node: one pointer per connection
     /// instead of a copy (idle memory per connection is a headline figure).
     config: Rc<ConnectionConfig>,
@@ -210,11 +211,16 @@ impl Connection {
     /// The peer closed its side of the transport (or it broke).
     pub fn handle_eof(&mut self, now: Timestamp) {
         if self.state == State::Closed {
+            // Closed but still flushing our last frames: the transport is
+            // gone, so they can never be written; don't wait out the
+            // close timeout for them.
+            self.queue.clear();
+            self.close_deadline = None;
             return;
         }
         let cause = match self.cause.take() {
             // We had already decided why it ends (e.g. we sent a close).
-            Some(c) if self.state == State::Closing => c,
+            Some(c) if self.state == State::Closing => *c,
             _ => CloseCause::Abnormal,
         };
         self.queue.clear();
@@ -235,7 +241,7 @@ impl Connection {
                 if self.close_deadline.is_some_and(|d| now >= d) {
                     // The peer never answered our close frame.
                     self.queue.clear();
-                    let cause = self.cause.take().unwrap_or(CloseCause::Abnormal);
+                    let cause = self.cause.take().map_or(CloseCause::Abnormal, |c| *c);
                     self.finish(now, cause);
                 }
             }
@@ -268,7 +274,13 @@ impl Connection {
 
     /// The next event for the application.
     pub fn poll_event(&mut self) -> Option<Event> {
-        self.events.pop_front()
+        let event = self.events.pop_front();
+        if event.is_none() && self.events.capacity() > 0 {
+            // Drained: an idle connection holds no event storage (it is
+            // allocated again by the next read that produces events).
+            self.events = VecDeque::new();
+        }
+        event
     }
 
     /// Queues one complete, already-encoded server frame (shared bytes).
@@ -353,7 +365,7 @@ impl Connection {
                     self.finish(now, CloseCause::Peer(peer));
                 }
                 State::Closing => {
-                    let cause = self.cause.take().unwrap_or(CloseCause::Peer(peer));
+                    let cause = self.cause.take().map_or(CloseCause::Peer(peer), |c| *c);
                     self.finish(now, cause);
                 }
                 State::Closed => {}
@@ -370,7 +382,7 @@ impl Connection {
                 .push_unchecked(frame::encode(OpCode::Close, &payload));
         }
         let cause = match (self.state, self.cause.take()) {
-            (State::Closing, Some(c)) => c,
+            (State::Closing, Some(c)) => *c,
             _ => cause,
         };
         self.finish(now, cause);
@@ -382,7 +394,7 @@ impl Connection {
             .push_unchecked(frame::encode(OpCode::Close, &payload));
         self.state = State::Closing;
         self.close_deadline = Some(now + self.config.close_timeout);
-        self.cause = Some(cause);
+        self.cause = Some(Box::new(cause));
     }
 
     fn finish(&mut self, now: Timestamp, cause: CloseCause) {

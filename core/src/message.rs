@@ -278,7 +278,9 @@ struct Partial {
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub struct Assembler {
     max_message_size: usize,
-    partial: Option<Partial>,
+    /// Boxed: a fragmented message in progress is rare, and every idle
+    /// connection carries this field.
+    partial: Option<Box<Partial>>,
 }
 
 impl Assembler {
@@ -339,11 +341,11 @@ impl Assembler {
             utf8.feed(&frame.payload)
                 .map_err(|_| MessageError::InvalidUtf8)?;
         }
-        self.partial = Some(Partial {
+        self.partial = Some(Box::new(Partial {
             kind,
             data: frame.payload.to_vec(),
             utf8,
-        });
+        }));
         Ok(None)
     }
 

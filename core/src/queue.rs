@@ -25,9 +25,17 @@ pub struct OverBudget {
 }
 
 /// Outbound frames of one connection, in order, with a byte budget.
+///
+/// The front frame is held inline and only the frames behind it spill into
+/// a `VecDeque`: fan-out to a subscriber that keeps up queues one frame at a
+/// time, so the common case allocates nothing, and an idle connection holds
+/// no storage (the spill is given back once empty).
 #[derive(Debug, Default, Clone, PartialEq, Eq, Hash)]
 pub struct OutQueue {
-    frames: VecDeque<Bytes>,
+    /// The front frame; `None` only when the queue is empty.
+    head: Option<Bytes>,
+    /// The frames behind `head`.
+    rest: VecDeque<Bytes>,
     /// Bytes of the front frame already written.
     written: usize,
     /// Bytes queued and not yet written.
@@ -61,27 +69,29 @@ impl OutQueue {
             return;
         }
         self.queued += frame.len();
-        self.frames.push_back(frame);
+        if self.head.is_none() {
+            self.head = Some(frame);
+        } else {
+            self.rest.push_back(frame);
+        }
     }
 
     /// Drops every queued frame except the unwritten rest of a frame that is
     /// partly written (the peer must still see whole frames).
     pub fn discard_unstarted(&mut self) {
-        if self.written > 0 {
-            let front = self.frames.pop_front();
-            self.frames.clear();
-            if let Some(front) = front {
+        match &self.head {
+            Some(front) if self.written > 0 => {
                 self.queued = front.len() - self.written;
-                self.frames.push_back(front);
+                self.rest = VecDeque::new();
             }
-        } else {
-            self.clear();
+            _ => self.clear(),
         }
     }
 
     /// Drops everything and releases the storage.
     pub fn clear(&mut self) {
-        self.frames = VecDeque::new();
+        self.head = None;
+        self.rest = VecDeque::new();
         self.written = 0;
         self.queued = 0;
     }
@@ -98,22 +108,24 @@ impl OutQueue {
 
     /// Frames queued (the front one counts while partly written).
     pub fn frames(&self) -> usize {
-        self.frames.len()
+        usize::from(self.head.is_some()) + self.rest.len()
     }
 
     /// The queued frames, in order, as they should be written: the front one
     /// from its first unwritten byte. At most [`MAX_SLICES`].
     pub fn slices(&self) -> impl Iterator<Item = &[u8]> {
-        self.frames
-            .iter()
-            .take(MAX_SLICES)
-            .enumerate()
-            .map(move |(i, f)| if i == 0 { &f[self.written..] } else { &f[..] })
+        self.iter().take(MAX_SLICES).enumerate().map(move |(i, f)| {
+            if i == 0 {
+                &f[self.written..]
+            } else {
+                &f[..]
+            }
+        })
     }
 
     /// Iterates over the queued frames themselves (for tests and the model).
     pub fn iter(&self) -> impl Iterator<Item = &Bytes> {
-        self.frames.iter()
+        self.head.iter().chain(self.rest.iter())
     }
 
     /// Records that the driver wrote `n` more bytes from the front.
@@ -121,22 +133,22 @@ impl OutQueue {
         n = n.min(self.queued);
         self.queued -= n;
         while n > 0 {
-            let Some(front) = self.frames.front() else {
+            let Some(front) = &self.head else {
                 break;
             };
             let left = front.len() - self.written;
             if n >= left {
                 n -= left;
                 self.written = 0;
-                self.frames.pop_front();
+                self.head = self.rest.pop_front();
             } else {
                 self.written += n;
                 n = 0;
             }
         }
-        if self.frames.is_empty() && self.frames.capacity() > 4 {
+        if self.rest.is_empty() && self.rest.capacity() > 0 {
             // Give a burst's storage back: idle connections hold nothing.
-            self.frames = VecDeque::new();
+            self.rest = VecDeque::new();
         }
     }
 }
@@ -147,6 +159,42 @@ mod tests {
 
     fn collect(q: &OutQueue) -> Vec<u8> {
         q.slices().flat_map(|s| s.iter().copied()).collect()
+    }
+
+    #[test]
+    fn one_frame_at_a_time_allocates_nothing_and_a_drained_burst_gives_storage_back() {
+        let mut q = OutQueue::new();
+        q.push(Bytes::from_static(b"one"), 100).unwrap();
+        assert_eq!(q.rest.capacity(), 0, "a lone frame is held inline");
+        q.advance(3);
+        assert!(q.is_empty() && q.head.is_none());
+        for f in [&b"ab"[..], b"cd", b"ef"] {
+            q.push(Bytes::from_static(f), 100).unwrap();
+        }
+        assert!(q.rest.capacity() > 0, "a burst spills");
+        assert_eq!(q.frames(), 3);
+        q.advance(3); // all of "ab", half of "cd"
+        assert_eq!(collect(&q), b"def");
+        assert_eq!(q.frames(), 2);
+        q.advance(3);
+        assert!(q.is_empty() && q.head.is_none());
+        assert_eq!(q.rest.capacity(), 0, "drained: the spill is given back");
+    }
+
+    #[test]
+    fn discarding_keeps_only_a_started_front_frame() {
+        let mut q = OutQueue::new();
+        for f in [&b"abcd"[..], b"ef", b"gh"] {
+            q.push(Bytes::from_static(f), 100).unwrap();
+        }
+        q.advance(1);
+        q.discard_unstarted();
+        assert_eq!(collect(&q), b"bcd");
+        assert_eq!((q.len(), q.frames()), (3, 1));
+        q.advance(3);
+        q.push(Bytes::from_static(b"xy"), 100).unwrap();
+        q.discard_unstarted();
+        assert!(q.is_empty() && q.frames() == 0);
     }
 
     #[test]

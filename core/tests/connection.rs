@@ -289,6 +289,20 @@ fn eof_releases_everything() {
 }
 
 #[test]
+fn eof_while_flushing_the_close_reply_finishes_at_once() {
+    let mut c = Connection::new(t(0), config());
+    c.handle_read(t(1), &client_frame(true, OpCode::Close, b""));
+    assert!(!c.is_finished(), "close reply not written yet");
+    c.handle_eof(t(2));
+    assert!(
+        c.is_finished(),
+        "the transport is gone: nothing left to flush"
+    );
+    assert_eq!(c.queued_bytes(), 0);
+    assert_eq!(c.poll_timeout(), None);
+}
+
+#[test]
 fn idle_connection_holds_no_input_buffer() {
     let mut c = Connection::new(t(0), config());
     c.handle_read(t(1), &client_frame(true, OpCode::Text, b"hello"));
