@@ -31,6 +31,7 @@ pub mod inbox;
 pub mod io;
 pub mod limit;
 pub mod metrics;
+pub mod poller;
 pub mod redis_backbone;
 pub mod server;
 pub mod shard;

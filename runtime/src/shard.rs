@@ -1,23 +1,26 @@
 //! One worker: a single-threaded runtime that owns a core `Node` and the
 //! sockets of its connections.
 //!
-//! Every connection has a small task that waits for its socket to be
-//! readable (or writable, while the kernel's send buffer is full). Reads go
-//! into the shard's one scratch buffer and straight into the node; the node
-//! keeps only a partial-frame remainder. After every input the shard drives
-//! the node's outputs: it writes each listed connection's queue with one
+//! A new TCP connection gets a short-lived task that reads its request head
+//! and either upgrades it or hands it to the HTTP side. Once upgraded, the
+//! socket leaves tokio: it joins the shard's one epoll set ([`Poller`]) and
+//! costs a 16-byte slot here, with no task and no tokio registration of its
+//! own. One task waits for the epoll set to be ready, reads each ready
+//! socket once into the shard's one scratch buffer and straight into the
+//! node (which keeps only a partial-frame remainder), then drives the
+//! node's outputs: it writes each listed connection's queue with one
 //! vectored write, drops finished transports, and re-arms the one timer of
 //! the shard at the node's earliest deadline. All of it runs on one thread,
 //! so the `RefCell`s here are never contended and nothing takes a lock.
 
 use std::cell::{Cell, RefCell};
-use std::future::poll_fn;
-use std::io::{self, IoSlice};
+use std::io::{self, IoSlice, Read, Write};
+use std::os::fd::AsRawFd;
 use std::rc::Rc;
 use std::sync::Arc;
-use std::task::{Poll, Waker};
 use std::time::{Duration, Instant};
 
+use tokio::io::unix::AsyncFd;
 use tokio::io::AsyncWriteExt;
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::Notify;
@@ -31,6 +34,7 @@ use wavecast_core::node::{ConnId, Endpoint, Node, NodeConfig};
 use wavecast_core::protocol::{self, Encoding, SUBPROTOCOLS};
 
 use crate::backbone::{Control, ShardInbox, ShardInfo, ShardMsg};
+use crate::poller::{Events, Interest, Poller};
 use wavecast_core::queue::MAX_SLICES;
 use wavecast_core::Timestamp;
 
@@ -40,24 +44,20 @@ use crate::server::{Shared, SHUTDOWN_GRACE};
 const SCRATCH: usize = 64 * 1024;
 /// How long a client may take to send its request head.
 const HEAD_TIMEOUT: Duration = Duration::from_secs(10);
+/// Readiness reports taken from the epoll set at once.
+const EVENTS: usize = 256;
 
-/// The socket side of one connection.
+/// The socket side of one upgraded connection.
 struct ConnIo {
-    stream: TcpStream,
+    /// Non-blocking, in the shard's epoll set while `watched`.
+    stream: std::net::TcpStream,
+    /// The connection this socket belongs to (the slot's current tenant).
+    id: ConnId,
     /// The kernel refused bytes: wait for writability before writing again.
-    want_write: Cell<bool>,
-    /// The node is done with this connection: the task ends and the socket
-    /// is dropped.
-    finished: Cell<bool>,
-    waker: Cell<Option<Waker>>,
-}
-
-impl ConnIo {
-    fn wake(&self) {
-        if let Some(w) = self.waker.take() {
-            w.wake();
-        }
-    }
+    want_write: bool,
+    /// Still in the epoll set. Taken out at end of stream or on an error,
+    /// so a dead socket is not reported again while the node finishes it.
+    watched: bool,
 }
 
 /// One worker's state.
@@ -65,7 +65,9 @@ pub struct Shard {
     index: usize,
     shared: Arc<Shared>,
     node: RefCell<Node>,
-    ios: RefCell<Vec<Option<Rc<ConnIo>>>>,
+    /// Upgraded sockets by the node's slot index (the epoll key).
+    ios: RefCell<Vec<Option<ConnIo>>>,
+    poller: AsyncFd<Poller>,
     scratch: RefCell<Box<[u8]>>,
     handshake: HandshakeConfig,
     /// The deadline the timer task sleeps until.
@@ -74,7 +76,9 @@ pub struct Shard {
 }
 
 impl Shard {
-    fn new(index: usize, shared: Arc<Shared>) -> Self {
+    /// Must be called inside the shard's tokio runtime (the epoll set is
+    /// registered with it).
+    fn new(index: usize, shared: Arc<Shared>) -> io::Result<Self> {
         let c = &shared.config;
         let connection = ConnectionConfig {
             heartbeat_interval: c.heartbeat_interval,
@@ -88,7 +92,13 @@ impl Shard {
             subprotocols: SUBPROTOCOLS.iter().map(|s| s.to_string()).collect(),
             ..HandshakeConfig::default()
         };
-        Shard {
+        // SAFETY: `Poller` owns its epoll fd and returns that same fd from
+        // `as_raw_fd` until it is dropped, which is what tokio requires.
+        let poller = unsafe {
+            AsyncFd::register_with_interest(Poller::new()?, tokio::io::Interest::READABLE)
+        }
+        .map_err(|e| e.into_parts().1)?;
+        Ok(Shard {
             index,
             node: RefCell::new(Node::new(NodeConfig {
                 connection,
@@ -96,12 +106,13 @@ impl Shard {
                 client_prefix: format!("{}-{index}-", shared.instance),
             })),
             ios: RefCell::new(Vec::new()),
+            poller,
             scratch: RefCell::new(vec![0; SCRATCH].into_boxed_slice()),
             handshake,
             armed: Cell::new(None),
             rearm: Notify::new(),
             shared,
-        }
+        })
     }
 
     /// The core's notion of now.
@@ -144,10 +155,9 @@ impl Shard {
                 .ios
                 .borrow_mut()
                 .get_mut(id.index())
-                .and_then(Option::take);
-            if let Some(io) = io {
-                io.finished.set(true);
-                io.wake();
+                .and_then(|slot| slot.take_if(|io| io.id == id));
+            if let Some(mut io) = io {
+                self.unwatch(&mut io);
                 self.shared.release_connection();
             }
         }
@@ -162,10 +172,13 @@ impl Shard {
 
     /// Writes a connection's queue until it is empty or the kernel refuses.
     fn write(&self, now: Timestamp, id: ConnId) {
-        let io = self.ios.borrow().get(id.index()).and_then(|s| s.clone());
-        let Some(io) = io else { return };
-        if io.want_write.get() {
-            return; // its task writes once the socket is writable
+        let mut ios = self.ios.borrow_mut();
+        let Some(io) = ios.get_mut(id.index()).and_then(Option::as_mut) else {
+            return;
+        };
+        if io.id != id || io.want_write || !io.watched {
+            // Writable again later (the epoll set says when), or dead.
+            return;
         }
         let mut node = self.node.borrow_mut();
         loop {
@@ -179,19 +192,37 @@ impl Shard {
                 slices[n] = IoSlice::new(s);
                 n += 1;
             }
-            match io.stream.try_write_vectored(&slices[..n]) {
+            match (&io.stream).write_vectored(&slices[..n]) {
                 Ok(written) => node.handle_written(now, id, written),
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
-                    io.want_write.set(true);
-                    io.wake();
+                    let fd = io.stream.as_raw_fd();
+                    let key = id.index() as u64;
+                    match self.poller.get_ref().modify(fd, key, Interest::ReadWrite) {
+                        Ok(()) => io.want_write = true,
+                        Err(e) => {
+                            tracing::warn!(error = %e, "cannot watch a socket for writability");
+                            self.unwatch(io);
+                            node.handle_eof(now, id);
+                        }
+                    }
                     return;
                 }
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
                 Err(_) => {
+                    self.unwatch(io);
                     node.handle_eof(now, id);
                     return;
                 }
             }
+        }
+    }
+
+    /// Takes a socket out of the epoll set (end of stream, error, or the
+    /// node is done with it).
+    fn unwatch(&self, io: &mut ConnIo) {
+        if std::mem::take(&mut io.watched) {
+            // Fails only if it was never added; nothing to undo then.
+            let _ = self.poller.get_ref().delete(io.stream.as_raw_fd());
         }
     }
 
@@ -225,20 +256,57 @@ impl Shard {
         }
     }
 
-    /// Reads once from a connection's socket into the scratch buffer and
-    /// feeds the node.
-    fn read(&self, id: ConnId, io: &ConnIo) {
+    /// Handles what the epoll set reported: for each socket, a write if it
+    /// was waiting for room, then one read into the scratch buffer, fed to
+    /// the node. The caller drives the node once for the whole batch, so
+    /// replies to a burst of commands leave in fewer writes.
+    fn handle_ready(&self, events: &Events) {
         let now = self.now();
         let mut scratch = self.scratch.borrow_mut();
-        match io.stream.try_read(&mut scratch) {
-            Ok(0) => self.node.borrow_mut().handle_eof(now, id),
-            Ok(n) => self.node.borrow_mut().handle_read(now, id, &scratch[..n]),
-            Err(e) if e.kind() == io::ErrorKind::WouldBlock => return,
-            Err(e) if e.kind() == io::ErrorKind::Interrupted => return,
-            Err(_) => self.node.borrow_mut().handle_eof(now, id),
+        for ready in events.iter() {
+            let index = ready.key as usize;
+            let mut ios = self.ios.borrow_mut();
+            let Some(io) = ios.get_mut(index).and_then(Option::as_mut) else {
+                continue; // finished earlier in this batch
+            };
+            let id = io.id;
+            if ready.writable && io.want_write {
+                io.want_write = false;
+                let fd = io.stream.as_raw_fd();
+                if let Err(e) = self.poller.get_ref().modify(fd, ready.key, Interest::Read) {
+                    tracing::warn!(error = %e, "cannot stop watching a socket for writability");
+                }
+                drop(ios);
+                self.write(now, id);
+                ios = self.ios.borrow_mut();
+            }
+            if !ready.readable {
+                continue;
+            }
+            let Some(io) = ios.get_mut(index).and_then(Option::as_mut) else {
+                continue;
+            };
+            if !io.watched {
+                continue;
+            }
+            let outcome = (&io.stream).read(&mut scratch);
+            let eof = match outcome {
+                Ok(0) => true,
+                Ok(_) => false,
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => continue,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                Err(_) => true,
+            };
+            if eof {
+                self.unwatch(io);
+            }
+            drop(ios);
+            let mut node = self.node.borrow_mut();
+            match outcome {
+                Ok(n) if n > 0 => node.handle_read(now, id, &scratch[..n]),
+                _ => node.handle_eof(now, id),
+            }
         }
-        drop(scratch);
-        self.drive();
     }
 }
 
@@ -255,7 +323,8 @@ pub fn run(
     let local = LocalSet::new();
     local.block_on(&rt, async move {
         let listener = TcpListener::from_std(listener)?;
-        let shard = Rc::new(Shard::new(index, shared.clone()));
+        let shard = Rc::new(Shard::new(index, shared.clone())?);
+        tokio::task::spawn_local(poll_task(shard.clone()));
         tokio::task::spawn_local(timer_task(shard.clone()));
         tokio::task::spawn_local(inbox_task(shard.clone(), inbox.clone()));
         let mut stop = shared.shutdown.clone();
@@ -311,6 +380,41 @@ async fn inbox_task(shard: Rc<Shard>, inbox: ShardInbox) {
             shard.handle_msg(now, msg);
         }
         shard.drive();
+    }
+}
+
+/// The upgraded sockets: waits until the epoll set has something ready,
+/// handles a batch, drives the node, and yields so the inbox and timer get
+/// their turn between batches.
+async fn poll_task(shard: Rc<Shard>) {
+    let mut events = Events::with_capacity(EVENTS);
+    loop {
+        let mut guard = match shard.poller.readable().await {
+            Ok(g) => g,
+            Err(e) => {
+                tracing::error!(error = %e, shard = shard.index, "epoll set failed");
+                return;
+            }
+        };
+        match guard.get_inner().wait(&mut events) {
+            Ok(()) => {}
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+            Err(e) => {
+                tracing::error!(error = %e, shard = shard.index, "epoll_wait failed");
+                return;
+            }
+        }
+        if events.iter().next().is_none() {
+            // Nothing ready: wait for tokio to see the set become readable
+            // again. Readiness that arrived since `wait` is kept by tokio
+            // (it only clears the readiness this guard saw).
+            guard.clear_ready();
+            continue;
+        }
+        drop(guard);
+        shard.handle_ready(&events);
+        shard.drive();
+        tokio::task::yield_now().await;
     }
 }
 
@@ -404,63 +508,46 @@ async fn handle_socket(shard: Rc<Shard>, stream: TcpStream) {
     let leftover = buf.split_off(head.head_len);
     drop(buf);
     drop(head);
-    let io = Rc::new(ConnIo {
-        stream,
-        want_write: Cell::new(false),
-        finished: Cell::new(false),
-        waker: Cell::new(None),
-    });
+    // Out of tokio, into the shard's epoll set (still non-blocking).
+    let stream = match stream.into_std() {
+        Ok(s) => s,
+        Err(_) => {
+            shard.shared.release_connection();
+            return;
+        }
+    };
+    let now = shard.now();
     let id = shard
         .node
         .borrow_mut()
-        .handle_connect(shard.now(), endpoint, &leftover);
+        .handle_connect(now, endpoint, &leftover);
     drop(leftover);
+    let key = id.index() as u64;
+    let watched = match shard
+        .poller
+        .get_ref()
+        .add(stream.as_raw_fd(), key, Interest::Read)
+    {
+        Ok(()) => true,
+        Err(e) => {
+            tracing::warn!(error = %e, "cannot watch a new connection");
+            shard.node.borrow_mut().handle_eof(now, id);
+            false
+        }
+    };
     {
         let mut ios = shard.ios.borrow_mut();
         if ios.len() <= id.index() {
-            ios.resize(id.index() + 1, None);
+            ios.resize_with(id.index() + 1, || None);
         }
-        ios[id.index()] = Some(io.clone());
+        ios[id.index()] = Some(ConnIo {
+            stream,
+            id,
+            want_write: false,
+            watched,
+        });
     }
     shard.drive();
-    // A task of its own: the handshake's future (head buffer, timeout) is
-    // freed now, and an idle connection costs only this small task.
-    tokio::task::spawn_local(connection_task(shard, id, io));
-}
-
-enum Ready {
-    Read,
-    Write,
-    Done,
-}
-
-async fn connection_task(shard: Rc<Shard>, id: ConnId, io: Rc<ConnIo>) {
-    loop {
-        let ready = poll_fn(|cx| {
-            if io.finished.get() {
-                return Poll::Ready(Ready::Done);
-            }
-            io.waker.set(Some(cx.waker().clone()));
-            if io.want_write.get() && io.stream.poll_write_ready(cx).is_ready() {
-                return Poll::Ready(Ready::Write);
-            }
-            match io.stream.poll_read_ready(cx) {
-                Poll::Ready(_) => Poll::Ready(Ready::Read),
-                Poll::Pending => Poll::Pending,
-            }
-        })
-        .await;
-        match ready {
-            Ready::Done => break,
-            Ready::Write => {
-                io.want_write.set(false);
-                let now = shard.now();
-                shard.write(now, id);
-                shard.drive();
-            }
-            Ready::Read => shard.read(id, &io),
-        }
-    }
 }
 
 enum HeadError {
