@@ -42,8 +42,9 @@ const ACK_SETTLE: Duration = Duration::from_secs(3);
 
 /// Opens a TCP connection to `addr`, from `source` if given. Binding with
 /// `IP_BIND_ADDRESS_NO_PORT` lets the kernel choose the port at connect
-/// time for the whole 4-tuple, so each source address has its own port
-/// range.
+/// time for the whole 4-tuple, so each (source address, server) pair has
+/// its own port range: a run spread over several servers needs no more
+/// source addresses than one against a single server.
 pub async fn open_tcp(addr: SocketAddr, source: Option<Ipv4Addr>) -> Result<TcpStream, BenchError> {
     let socket = TcpSocket::new_v4().map_err(|e| BenchError::io("socket", e))?;
     if let Some(ip) = source {

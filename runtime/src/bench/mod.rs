@@ -17,6 +17,11 @@
 //!   one process's open-file limit is not enough).
 //! - [`plot`] draws fan-out latency against subscribers as SVG.
 //!
+//! One run may spread its subscribers over several servers of one cluster
+//! (`--url A,B,...`, `--server-pid P,Q,...`): connection i goes to server
+//! i mod n, the publisher to the first, and memory is the servers' sum, so
+//! fan-out latency to the last subscriber includes the backbone.
+//!
 //! The tool only ever connects to loopback addresses: it is a load
 //! generator, and pointing it at someone else's server by mistake must be
 //! impossible.
@@ -66,7 +71,7 @@ pub struct BenchArgs {
 #[derive(Debug, Subcommand)]
 pub enum BenchCommand {
     /// Open N subscribed idle connections; report handshakes per second and
-    /// (with --server-pid) the server's resident memory per connection.
+    /// (with --server-pid) the servers' resident memory per connection.
     Connect(ConnectArgs),
     /// N subscribers on one channel, one publisher; report fan-out latency,
     /// deliveries per second, lost/duplicated/out-of-order deliveries.
@@ -159,7 +164,7 @@ pub struct PacingArgs {
     pub source_addrs: usize,
 }
 
-/// Where to connect: target, URL, connection pacing.
+/// Where to connect: target, URL(s), connection pacing.
 #[derive(Debug, Clone, Args)]
 pub struct TargetArgs {
     /// The server's protocol.
@@ -167,16 +172,20 @@ pub struct TargetArgs {
     pub target: Target,
     /// `ws://HOST:PORT/PATH`; HOST must be 127.x.x.x or localhost. Without a
     /// path, the target's usual one (`/ws` for wavecast, Socket.IO's
-    /// `/socket.io/?EIO=4&transport=websocket`, `/` otherwise).
-    #[arg(long, default_value = "ws://127.0.0.1:8000")]
-    pub url: String,
+    /// `/socket.io/?EIO=4&transport=websocket`, `/` otherwise). Several
+    /// comma-separated URLs (servers of one cluster, all of this target)
+    /// spread the subscribers evenly: connection i goes to URL i mod n; the
+    /// publisher uses the first.
+    #[arg(long, value_delimiter = ',', default_value = "ws://127.0.0.1:8000")]
+    pub url: Vec<String>,
     /// Connection pacing and spreading.
     #[command(flatten)]
     pub pacing: PacingArgs,
-    /// The server's PID: its resident memory is read from /proc before and
-    /// after the connections are open.
-    #[arg(long)]
-    pub server_pid: Option<u32>,
+    /// The server's PID, or several comma-separated (one per server of a
+    /// cluster): their resident memory, summed, is read from /proc before
+    /// and after the connections are open.
+    #[arg(long, value_delimiter = ',')]
+    pub server_pid: Vec<u32>,
 }
 
 /// `wavecast bench connect`.
@@ -452,9 +461,139 @@ impl BenchUrl {
     }
 }
 
+/// The servers of one target a run connects to: at least one, each a
+/// parsed loopback URL.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BenchUrls {
+    /// The first URL: the publisher's, and connection 0's.
+    first: BenchUrl,
+    /// The others, in the order given.
+    rest: Vec<BenchUrl>,
+}
+
+impl BenchUrls {
+    /// Parses every URL of a `--url` list (see [`BenchUrl::parse`]); an
+    /// empty list, or an empty entry (`a,,b`), is a usage error.
+    pub fn parse(urls: &[String], target: Target) -> Result<BenchUrls, BenchError> {
+        let mut parsed = urls.iter().map(|u| BenchUrl::parse(u.trim(), target));
+        let first = parsed
+            .next()
+            .ok_or_else(|| BenchError::Usage("--url: no URL given".into()))??;
+        let rest = parsed.collect::<Result<Vec<_>, _>>()?;
+        Ok(BenchUrls { first, rest })
+    }
+
+    /// How many servers.
+    pub fn len(&self) -> usize {
+        1 + self.rest.len()
+    }
+
+    /// Always false: there is at least one URL. (Clippy pairs `len` with
+    /// `is_empty`.)
+    pub fn is_empty(&self) -> bool {
+        false
+    }
+
+    /// The publisher's URL (and that of anything else a run opens once).
+    pub fn first(&self) -> &BenchUrl {
+        &self.first
+    }
+
+    /// The URL of connection `index` (counted over the whole run, not per
+    /// worker): round robin, so subscribers spread evenly and a worker that
+    /// starts at `--first-index` picks the same server the parent would.
+    pub fn for_connection(&self, index: usize) -> &BenchUrl {
+        match index % self.len() {
+            0 => &self.first,
+            // In bounds: 1 <= i < len = 1 + rest.len().
+            i => self.rest.get(i - 1).unwrap_or(&self.first),
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+    use clap::Parser;
+
+    /// `TargetArgs` alone on a command line, as every scenario flattens it.
+    #[derive(Debug, Parser)]
+    struct Cli {
+        #[command(flatten)]
+        target: TargetArgs,
+    }
+
+    fn cli(args: &[&str]) -> Result<Cli, clap::Error> {
+        Cli::try_parse_from(std::iter::once("bench").chain(args.iter().copied()))
+    }
+
+    #[test]
+    fn one_url_is_the_default_and_serves_every_connection() {
+        let c = cli(&[]).unwrap();
+        assert_eq!(c.target.url, ["ws://127.0.0.1:8000"]);
+        assert!(c.target.server_pid.is_empty());
+        let urls = BenchUrls::parse(&c.target.url, Target::Wavecast).unwrap();
+        assert_eq!(urls.len(), 1);
+        for i in [0, 1, 7, 99_999] {
+            assert_eq!(urls.for_connection(i), urls.first());
+        }
+        assert_eq!(urls.first().addr, "127.0.0.1:8000".parse().unwrap());
+        assert_eq!(urls.first().path, "/ws");
+    }
+
+    #[test]
+    fn several_urls_take_connections_round_robin() {
+        let c = cli(&[
+            "--url",
+            "ws://127.0.0.1:1/ws,ws://127.0.0.1:2/ws,ws://localhost:3",
+        ])
+        .unwrap();
+        let urls = BenchUrls::parse(&c.target.url, Target::Wavecast).unwrap();
+        assert_eq!(urls.len(), 3);
+        let port = |i| urls.for_connection(i).addr.port();
+        assert_eq!(urls.first().addr.port(), 1);
+        assert_eq!((0..7).map(port).collect::<Vec<_>>(), [1, 2, 3, 1, 2, 3, 1]);
+        // Counted over the whole run: a worker starting at index 8,334
+        // picks what the parent's numbering gives.
+        assert_eq!(port(8_334), [1, 2, 3][8_334 % 3]);
+        // Even spread: 100,000 over 3 differs by at most one.
+        let mut per = [0usize; 4];
+        for i in 0..100_000 {
+            per[usize::from(port(i))] += 1;
+        }
+        assert_eq!(per, [0, 33_334, 33_333, 33_333]);
+        assert_eq!(urls.for_connection(2).path, "/ws");
+        assert_eq!(urls.for_connection(2).host, "localhost:3");
+    }
+
+    #[test]
+    fn every_url_of_a_list_must_be_loopback() {
+        for list in [
+            vec![
+                "ws://127.0.0.1:1/ws".to_string(),
+                "ws://10.0.0.1:2/ws".into(),
+            ],
+            vec!["ws://127.0.0.1:1/ws".to_string(), String::new()],
+            vec![],
+        ] {
+            let err = BenchUrls::parse(&list, Target::Wavecast).unwrap_err();
+            assert_eq!(err.exit_code(), 2, "{list:?}: {err}");
+        }
+        assert!(cli(&["--url", "ws://127.0.0.1:1/ws,ws://127.0.0.1:2/ws"]).is_ok());
+    }
+
+    #[test]
+    fn server_pids_are_a_comma_separated_list() {
+        let c = cli(&["--server-pid", "10"]).unwrap();
+        assert_eq!(c.target.server_pid, [10]);
+        let c = cli(&["--server-pid", "10,20,30"]).unwrap();
+        assert_eq!(c.target.server_pid, [10, 20, 30]);
+        let c = cli(&["--server-pid", "1", "--server-pid", "2,3"]).unwrap();
+        assert_eq!(c.target.server_pid, [1, 2, 3]);
+        for bad in ["10,x", "-1", "10,,20", "4294967296"] {
+            assert!(cli(&["--server-pid", bad]).is_err(), "{bad}");
+        }
+    }
 
     #[test]
     fn url_defaults_to_the_targets_path() {

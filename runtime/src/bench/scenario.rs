@@ -19,8 +19,8 @@ use super::stats::{
     Recorder,
 };
 use super::{
-    plot, BenchArgs, BenchCommand, BenchError, BenchUrl, CompareArgs, ConnectArgs, FanoutArgs,
-    LoadArgs, PublishVia, SweepArgs, Target, TargetArgs, WorkerArgs,
+    plot, BenchArgs, BenchCommand, BenchError, BenchUrl, BenchUrls, CompareArgs, ConnectArgs,
+    FanoutArgs, LoadArgs, PublishVia, SweepArgs, Target, TargetArgs, WorkerArgs,
     CONNECTIONS_PER_SOURCE_ADDRESS, MAX_CONNECTIONS_PER_PROCESS, SOURCE_POOL,
 };
 
@@ -78,7 +78,7 @@ pub struct Report {
     pub scenario: String,
     /// Target protocol name (`wavecast`, `ws`, ...).
     pub target: String,
-    /// The URL connected to.
+    /// The URL connected to; several servers' URLs joined with `,`.
     pub url: String,
     /// Subscribers (connections) asked for.
     pub subscribers: u64,
@@ -94,9 +94,11 @@ pub struct Report {
     pub handshakes_per_sec: f64,
     /// Seconds from the first connection attempt to the last subscription.
     pub connect_seconds: f64,
-    /// Server resident memory before connecting (bytes; with --server-pid).
+    /// Server resident memory before connecting (bytes; with --server-pid;
+    /// summed over the servers when several PIDs are given).
     pub server_rss_before: Option<u64>,
-    /// Server resident memory with every connection open and idle.
+    /// Server resident memory with every connection open and idle (summed
+    /// like `server_rss_before`).
     pub server_rss_after: Option<u64>,
     /// (after - before) / connected.
     pub server_bytes_per_connection: Option<f64>,
@@ -141,14 +143,22 @@ impl Report {
 #[derive(Debug, Clone)]
 struct Resolved {
     args: TargetArgs,
-    url: BenchUrl,
+    urls: BenchUrls,
     workers: usize,
     source_addrs: usize,
     source_base: usize,
 }
 
 fn resolve(t: &TargetArgs, connections: usize) -> Result<Resolved, BenchError> {
-    let url = BenchUrl::parse(&t.url, t.target)?;
+    let urls = BenchUrls::parse(&t.url, t.target)?;
+    // A PID given twice would count that server's memory twice.
+    for (i, pid) in t.server_pid.iter().enumerate() {
+        if t.server_pid.get(..i).is_some_and(|seen| seen.contains(pid)) {
+            return Err(BenchError::Usage(format!(
+                "--server-pid: {pid} given twice"
+            )));
+        }
+    }
     let workers = if t.pacing.workers > 0 {
         t.pacing.workers
     } else if connections > MAX_CONNECTIONS_PER_PROCESS {
@@ -176,7 +186,7 @@ fn resolve(t: &TargetArgs, connections: usize) -> Result<Resolved, BenchError> {
         (std::process::id() as usize).wrapping_add(run.wrapping_mul(source_addrs)) % SOURCE_POOL;
     Ok(Resolved {
         args: t.clone(),
-        url,
+        urls,
         workers,
         source_addrs,
         source_base,
@@ -186,6 +196,12 @@ fn resolve(t: &TargetArgs, connections: usize) -> Result<Resolved, BenchError> {
 /// The source address of connection `index`: round robin over `count`
 /// addresses of the pool 127.0.0.2 to 127.0.0.241, starting at offset
 /// `base`; `None` (the kernel's choice) when `count` is 0.
+///
+/// With several servers ([`BenchUrls::for_connection`], also round robin
+/// on the index) the ports a source address needs are split among its
+/// destinations: `IP_BIND_ADDRESS_NO_PORT` has the kernel pick the port per
+/// (source, destination) pair, so no pair holds more connections than the
+/// source address alone did with one server.
 fn source_for(index: usize, count: usize, base: usize) -> Option<Ipv4Addr> {
     if count == 0 {
         return None;
@@ -238,8 +254,9 @@ async fn open_local(r: &Resolved, n: usize, first_index: usize, publications: u6
             break;
         };
         let (tx, recorder, finished_ns) = (tx.clone(), recorder.clone(), finished_ns.clone());
-        let (target, url) = (r.args.target, r.url.clone());
-        let source = source_for(first_index + i, r.source_addrs, r.source_base);
+        let index = first_index + i;
+        let (target, url) = (r.args.target, r.urls.for_connection(index).clone());
+        let source = source_for(index, r.source_addrs, r.source_base);
         tasks.push(tokio::spawn(async move {
             let conn =
                 tokio::time::timeout(CONNECT_TIMEOUT, connect_subscriber(target, &url, source))
@@ -361,13 +378,15 @@ async fn open_group(
         // Spread n as evenly as possible.
         let share = n / k + usize::from(w < n % k);
         let mut cmd = tokio::process::Command::new(&exe);
+        // Every URL: the worker picks each connection's server from its
+        // index among all of them (--first-index), as this process would.
         cmd.args([
             "bench",
             "worker",
             "--target",
             r.args.target.name(),
             "--url",
-            &r.args.url,
+            &r.args.url.join(","),
         ])
         .arg("--subscribers")
         .arg(share.to_string())
@@ -501,16 +520,31 @@ pub fn read_rss(pid: u32) -> Option<u64> {
     kb.checked_mul(1024)
 }
 
+/// The resident memory of every process of `pids`, summed (the servers of
+/// a cluster run); `None` if the list is empty or any cannot be read, since
+/// a partial sum would pass for a smaller figure.
+pub fn read_rss_sum(pids: &[u32]) -> Option<u64> {
+    if pids.is_empty() {
+        return None;
+    }
+    pids.iter()
+        .try_fold(0u64, |sum, &pid| sum.checked_add(read_rss(pid)?))
+}
+
 /// After a settling pause, the median of three readings 300 ms apart
-/// (garbage-collected servers move between readings).
-async fn settled_rss(pid: u32) -> Option<u64> {
+/// (garbage-collected servers move between readings) of the servers'
+/// summed memory; `None` without PIDs.
+async fn settled_rss(pids: &[u32]) -> Option<u64> {
+    if pids.is_empty() {
+        return None;
+    }
     tokio::time::sleep(SETTLE).await;
     let mut readings = Vec::with_capacity(3);
     for i in 0..3 {
         if i > 0 {
             tokio::time::sleep(Duration::from_millis(300)).await;
         }
-        readings.push(read_rss(pid)?);
+        readings.push(read_rss_sum(pids)?);
     }
     readings.sort_unstable();
     readings.get(1).copied()
@@ -548,10 +582,7 @@ fn connect_figures(report: &mut Report, connect: &ConnectResult, rss: (Option<u6
 /// `connect`: open idle subscribed connections, measure, close.
 async fn run_connect(t: &TargetArgs, connections: usize) -> Result<Report, BenchError> {
     let r = resolve(t, connections)?;
-    let before = match t.server_pid {
-        Some(pid) => settled_rss(pid).await,
-        None => None,
-    };
+    let before = settled_rss(&t.server_pid).await;
     let load = LoadArgs {
         publications: 0,
         publish_rate: 0.0,
@@ -563,14 +594,11 @@ async fn run_connect(t: &TargetArgs, connections: usize) -> Result<Report, Bench
         drain_timeout: 0.0,
     };
     let (group, connect, first_error) = open_group(&r, connections, &load, 0).await?;
-    let after = match t.server_pid {
-        Some(pid) => settled_rss(pid).await,
-        None => None,
-    };
+    let after = settled_rss(&t.server_pid).await;
     let mut report = Report {
         scenario: "connect".into(),
         target: t.target.name().into(),
-        url: t.url.clone(),
+        url: t.url.join(","),
         subscribers: connections as u64,
         workers: r.workers as u64,
         first_error,
@@ -605,25 +633,21 @@ async fn run_fanout(
             "--publications must be at least 1".into(),
         ));
     }
-    let before = match t.server_pid {
-        Some(pid) => settled_rss(pid).await,
-        None => None,
-    };
+    let before = settled_rss(&t.server_pid).await;
     let (group, connect, first_error) =
         open_group(&r, subscribers, load, load.publications).await?;
-    let after = match t.server_pid {
-        Some(pid) => settled_rss(pid).await,
+    let after = if t.server_pid.is_empty() {
         // Settle anyway: some servers register a connection just after
         // the handshake.
-        None => {
-            tokio::time::sleep(SETTLE).await;
-            None
-        }
+        tokio::time::sleep(SETTLE).await;
+        None
+    } else {
+        settled_rss(&t.server_pid).await
     };
     let mut report = Report {
         scenario: "fanout".into(),
         target: t.target.name().into(),
-        url: t.url.clone(),
+        url: t.url.join(","),
         subscribers: subscribers as u64,
         workers: r.workers as u64,
         first_error,
@@ -643,9 +667,11 @@ async fn run_fanout(
             report.first_error.as_deref().unwrap_or("no error recorded")
         )));
     }
+    // One publisher, on the first server: in a cluster the others get its
+    // publications through the backbone, which is what the run measures.
     let cfg = PublishConfig {
         target: t.target,
-        url: r.url.clone(),
+        url: r.urls.first().clone(),
         via: load.publish_via,
         api_key: load.api_key.clone(),
         publications: load.publications,
@@ -858,11 +884,12 @@ async fn compare_command(a: CompareArgs) -> Result<(), BenchError> {
             ),
             None => None,
         };
+        // One URL per target: ',' already separates the targets.
         let args = TargetArgs {
             target,
-            url: url.clone(),
+            url: vec![url.clone()],
             pacing: a.pacing.clone(),
-            server_pid: pid,
+            server_pid: pid.into_iter().collect(),
         };
         // Refuse a bad URL before any run starts.
         BenchUrl::parse(url, target)?;
@@ -1123,6 +1150,80 @@ mod tests {
             let ip = source_for(i, 240, i * 7).unwrap().octets();
             assert!(ip[0] == 127 && ip[1] == 0 && ip[2] == 0 && (2..=241).contains(&ip[3]));
         }
+    }
+
+    fn target_args(urls: &[&str]) -> TargetArgs {
+        TargetArgs {
+            target: Target::Wavecast,
+            url: urls.iter().map(|u| u.to_string()).collect(),
+            pacing: crate::bench::PacingArgs {
+                connect_rate: 0.0,
+                concurrency: 64,
+                workers: 0,
+                source_addrs: 0,
+            },
+            server_pid: Vec::new(),
+        }
+    }
+
+    #[test]
+    fn a_cluster_run_of_100_000_uses_workers_and_source_addresses() {
+        let urls: Vec<String> = (1..=6).map(|p| format!("ws://127.0.0.1:{p}/ws")).collect();
+        let urls: Vec<&str> = urls.iter().map(String::as_str).collect();
+        let r = resolve(&target_args(&urls), 100_000).unwrap();
+        assert_eq!(r.urls.len(), 6);
+        assert_eq!(r.workers, 12);
+        // Each worker's share (as open_group splits it) stays well under
+        // the 20,000 open files a process may hold.
+        let largest_share = 100_000usize.div_ceil(r.workers);
+        assert!(
+            largest_share <= MAX_CONNECTIONS_PER_PROCESS,
+            "{largest_share}"
+        );
+        assert_eq!(r.source_addrs, 20);
+        // One URL, few subscribers: this process, the kernel's source.
+        let r = resolve(&target_args(&["ws://127.0.0.1:1/ws"]), 1000).unwrap();
+        assert_eq!((r.workers, r.source_addrs, r.urls.len()), (0, 0, 1));
+    }
+
+    #[test]
+    fn no_source_and_server_pair_holds_more_than_a_source_alone() {
+        for servers in 1..=7u16 {
+            let list: Vec<String> = (1..=servers)
+                .map(|p| format!("ws://127.0.0.1:{p}/ws"))
+                .collect();
+            let urls = BenchUrls::parse(&list, Target::Wavecast).unwrap();
+            for (n, count) in [(100_000, 20), (30_000, 6), (12_000, 3)] {
+                let mut pairs = std::collections::HashMap::new();
+                for i in 0..n {
+                    let pair = (source_for(i, count, 5), urls.for_connection(i).addr);
+                    *pairs.entry(pair).or_insert(0usize) += 1;
+                }
+                let most = pairs.values().copied().max().unwrap_or(0);
+                assert!(
+                    most <= CONNECTIONS_PER_SOURCE_ADDRESS,
+                    "{servers} servers, {n} connections: {most} on one pair"
+                );
+            }
+        }
+    }
+
+    #[test]
+    fn a_pid_given_twice_is_refused() {
+        let mut t = target_args(&["ws://127.0.0.1:1/ws"]);
+        t.server_pid = vec![10, 20, 10];
+        assert_eq!(resolve(&t, 1).unwrap_err().exit_code(), 2);
+        t.server_pid = vec![10, 20];
+        assert!(resolve(&t, 1).is_ok());
+    }
+
+    #[test]
+    fn memory_is_summed_over_every_pid_or_not_reported() {
+        let me = std::process::id();
+        assert_eq!(read_rss_sum(&[]), None);
+        assert!(read_rss_sum(&[me]).is_some_and(|b| b > 0));
+        // Above the kernel's largest pid_max: no such process, no partial sum.
+        assert_eq!(read_rss_sum(&[me, u32::MAX]), None);
     }
 
     #[test]
