@@ -20,6 +20,7 @@
 #   NO_BUILD=1 skips `cargo build --release -p wavecast`
 #   BIN [target/release/wavecast] the binary (a copy is immune to rebuilds mid-run)
 #   REDIS_SERVER [redis-server]   BENCH_ARGS: more flags for `wavecast bench fanout`
+#   SERVER_ARGS: more flags for each `wavecast serve` (e.g. "--workers 1")
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -30,6 +31,7 @@ RATE=${RATE:-2}
 OUT=${OUT:-target/bench}
 REDIS_SERVER=${REDIS_SERVER:-redis-server}
 BENCH_ARGS=${BENCH_ARGS:-}
+SERVER_ARGS=${SERVER_ARGS:-}
 
 die() {
   echo "cluster.sh: $*" >&2
@@ -106,8 +108,9 @@ urls=()
 server_pids=()
 for k in $(seq 1 "$SERVERS"); do
   log="$OUT/cluster-server-$k.log"
+  # shellcheck disable=SC2086 # SERVER_ARGS is a list of flags
   "$bin" serve --listen 127.0.0.1:0 --redis "redis://127.0.0.1:$redis_port" \
-    --max-connections 30000 >"$log" 2>&1 &
+    --max-connections 30000 $SERVER_ARGS >"$log" 2>&1 &
   pid=$!
   pids+=("$pid")
   server_pids+=("$pid")

@@ -170,6 +170,47 @@ async fn max_message_size_flag_sets_the_limit() {
     assert_eq!(expect_close(&mut ws, T).await, Some(MESSAGE_TOO_BIG));
 }
 
+/// The client shrinks its receive buffer and sends 8 MiB without reading,
+/// so the server's writes of the echoes fill its send buffer and must wait
+/// for writability while it goes on reading; once the client reads, every
+/// echo arrives whole and in order.
+#[test]
+fn echoes_held_back_by_a_full_send_buffer_all_arrive_in_order() {
+    use std::os::fd::AsRawFd;
+    const SIZE: usize = 256 * 1024;
+    const COUNT: u8 = 32;
+    let server = Server::echo(&[
+        "--max-message-size",
+        "262144",
+        "--max-queued-bytes",
+        "67108864",
+    ]);
+    let mut c = RawClient::connect(server.addr(), "/echo");
+    let small: libc::c_int = 64 * 1024;
+    // SAFETY: a valid socket and a c_int option value that outlives the call.
+    let rc = unsafe {
+        libc::setsockopt(
+            c.stream().as_raw_fd(),
+            libc::SOL_SOCKET,
+            libc::SO_RCVBUF,
+            (&small as *const libc::c_int).cast(),
+            std::mem::size_of::<libc::c_int>() as libc::socklen_t,
+        )
+    };
+    assert_eq!(rc, 0, "setsockopt(SO_RCVBUF)");
+    c.stream().set_write_timeout(Some(T)).expect("write timeout");
+    for i in 0..COUNT {
+        c.send_frame(true, OpCode::Binary, &vec![i; SIZE])
+            .unwrap_or_else(|e| panic!("message {i}: the server stopped reading: {e}"));
+    }
+    for i in 0..COUNT {
+        let (op, data) = recv_message(&mut c);
+        assert_eq!(op, OpCode::Binary);
+        assert_eq!(data.len(), SIZE, "echo {i} whole");
+        assert!(data.iter().all(|&x| x == i), "echo {i} in order");
+    }
+}
+
 #[tokio::test]
 async fn ws_endpoint_accepts_and_closes_cleanly() {
     let server = Server::echo(&[]);

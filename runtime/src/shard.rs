@@ -135,7 +135,8 @@ impl Shard {
     }
 
     /// Writes what the node queued, drops finished transports, re-arms the
-    /// timer. Called after every input to the node.
+    /// timer. Called after every input to the node (after each batch of
+    /// socket reads, inbox messages or timer firings).
     fn drive(&self) {
         let now = self.now();
         loop {
