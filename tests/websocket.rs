@@ -198,7 +198,9 @@ fn echoes_held_back_by_a_full_send_buffer_all_arrive_in_order() {
         )
     };
     assert_eq!(rc, 0, "setsockopt(SO_RCVBUF)");
-    c.stream().set_write_timeout(Some(T)).expect("write timeout");
+    c.stream()
+        .set_write_timeout(Some(T))
+        .expect("write timeout");
     for i in 0..COUNT {
         c.send_frame(true, OpCode::Binary, &vec![i; SIZE])
             .unwrap_or_else(|e| panic!("message {i}: the server stopped reading: {e}"));

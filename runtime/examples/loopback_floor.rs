@@ -30,7 +30,9 @@ fn main() {
         reader(port, n, payload);
         return;
     }
-    let n: usize = args.first().map_or(10_000, |a| a.parse().expect("connections"));
+    let n: usize = args
+        .first()
+        .map_or(10_000, |a| a.parse().expect("connections"));
     let rounds: usize = args.get(1).map_or(20, |a| a.parse().expect("rounds"));
     let payload: usize = args.get(2).map_or(64, |a| a.parse().expect("payload"));
     sender(n, rounds, payload);
@@ -41,7 +43,12 @@ fn sender(n: usize, rounds: usize, payload: usize) {
     let port = listener.local_addr().expect("addr").port();
     let exe = std::env::current_exe().expect("current exe");
     let mut child = Command::new(exe)
-        .args(["--reader", &port.to_string(), &n.to_string(), &payload.to_string()])
+        .args([
+            "--reader",
+            &port.to_string(),
+            &n.to_string(),
+            &payload.to_string(),
+        ])
         .stdout(Stdio::piped())
         .spawn()
         .expect("spawn the reader");
@@ -99,7 +106,9 @@ fn reader(port: u16, n: usize, payload: usize) {
         socks.push(s);
     }
     let mut out = std::io::stdout();
-    writeln!(out, "ready").and_then(|_| out.flush()).expect("stdout");
+    writeln!(out, "ready")
+        .and_then(|_| out.flush())
+        .expect("stdout");
     let mut events = Events::with_capacity(256);
     let mut buf = vec![0u8; 64 * 1024];
     let (mut got, round_bytes) = (0usize, n * payload);
@@ -123,7 +132,9 @@ fn reader(port: u16, n: usize, payload: usize) {
         }
         if got >= round_bytes {
             got -= round_bytes;
-            writeln!(out, "got").and_then(|_| out.flush()).expect("stdout");
+            writeln!(out, "got")
+                .and_then(|_| out.flush())
+                .expect("stdout");
         }
     }
 }
