@@ -63,33 +63,8 @@ if ((per_server + 100 > files)); then
     "over the $files open files a process may hold: raise SERVERS"
 fi
 
-pids=()
-cleanup() {
-  # Servers first, so they do not log Redis going away.
-  for ((i = ${#pids[@]} - 1; i >= 0; i--)); do
-    kill "${pids[i]}" 2>/dev/null || true
-  done
-  for pid in "${pids[@]}"; do
-    wait "$pid" 2>/dev/null || true
-  done
-}
-trap cleanup EXIT
-
-listening() { ss -Htln "sport = :$1" | grep -q .; }
-in_use() { ss -Htan "sport = :$1" | grep -q .; }
-
-# A port no socket uses, below the kernel's ephemeral range (32768 and up),
-# where the load tool's own connections would take it.
-free_port() {
-  local p
-  while :; do
-    p=$((10000 + RANDOM % 12000))
-    if ! in_use "$p"; then
-      echo "$p"
-      return
-    fi
-  done
-}
+# shellcheck source=benches/lib.sh
+source benches/lib.sh
 
 redis_port=$(free_port)
 "$REDIS_SERVER" --port "$redis_port" --bind 127.0.0.1 --save '' --appendonly no \
@@ -126,10 +101,6 @@ for k in $(seq 1 "$SERVERS"); do
   urls+=("ws://$addr/ws")
 done
 
-join() {
-  local IFS=,
-  echo "$*"
-}
 if [[ $RATE == max ]]; then rate=(--max); else rate=(--rate "$RATE"); fi
 
 echo "cluster.sh: redis 127.0.0.1:$redis_port (pid $redis_pid), servers $(join "${urls[@]}") (pids $(join "${server_pids[@]}"))"

@@ -39,33 +39,8 @@ mkdir -p "$OUT"
 # Every server and the tool hold one file per connection.
 ulimit -n "$(ulimit -Hn)"
 
-pids=()
-cleanup() {
-  for pid in "${pids[@]}"; do
-    kill "$pid" 2>/dev/null || true
-  done
-  for pid in "${pids[@]}"; do
-    wait "$pid" 2>/dev/null || true
-  done
-}
-trap cleanup EXIT
-
-listening() { ss -Htln "sport = :$1" | grep -q .; }
-in_use() { ss -Htan "sport = :$1" | grep -q .; }
-
-# A port no socket uses, with port+10000 free too (nats also opens its
-# client port there). Both stay below the kernel's ephemeral range (32768
-# and up), where the load tool's own connections would take them.
-free_port() {
-  local p
-  while :; do
-    p=$((10000 + RANDOM % 12000))
-    if ! in_use "$p" && ! in_use $((p + 10000)); then
-      echo "$p"
-      return
-    fi
-  done
-}
+# shellcheck source=benches/lib.sh
+source benches/lib.sh
 
 wait_listening() { # PORT PID NAME
   for _ in $(seq 1 600); do
@@ -80,7 +55,7 @@ wait_listening() { # PORT PID NAME
 targets=()
 pidlist=()
 
-port=$(free_port)
+port=$(free_port 10000)
 "$bin" serve --listen "127.0.0.1:$port" >"$OUT/wavecast.log" 2>&1 &
 pids+=($!)
 wait_listening "$port" $! wavecast
@@ -88,7 +63,7 @@ targets+=("wavecast=ws://127.0.0.1:$port/ws")
 pidlist+=("wavecast=$!")
 
 for peer in $PEERS; do
-  port=$(free_port)
+  port=$(free_port 10000)
   # run-peer execs the server, so this PID is the server's own.
   "$PEERS_DIR/run-peer" "$peer" "$port" >"$OUT/$peer.log" 2>&1 &
   pids+=($!)
@@ -102,7 +77,6 @@ for peer in $PEERS; do
 done
 
 if [[ $RATE == max ]]; then rate=(--max); else rate=(--rate "$RATE"); fi
-join() { local IFS=,; echo "$*"; }
 
 # shellcheck disable=SC2086 # EXTRA is a list of flags
 "$bin" bench compare \
