@@ -1363,3 +1363,67 @@ async fn graceful_shutdown_removes_presence_at_once() {
         }
     }
 }
+
+/// `wavecast bench` against a cluster: with two servers in `--url`, the
+/// subscribers are spread over both (each server holds its half while the
+/// run goes on), and every subscriber, on either server, gets every
+/// publication once and in order through Redis.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bench_spreads_subscribers_over_the_servers_of_a_cluster() {
+    const SUBS: u64 = 40;
+    const PUBS: u64 = 20;
+    let redis = RedisServer::start();
+    let a = cluster_server(&redis);
+    let b = cluster_server(&redis);
+    wait_ready(&a).await;
+    wait_ready(&b).await;
+    let json = std::env::temp_dir().join(format!(
+        "wavecast-cluster-bench-{}.json",
+        std::process::id()
+    ));
+    let urls = format!("ws://{}/ws,ws://{}/ws", a.server.addr(), b.server.addr());
+    let pids = format!("{},{}", a.server.pid(), b.server.pid());
+    let mut run = Command::new(wavecast_tests::binary_path())
+        .args(["bench", "fanout", "--url", &urls, "--server-pid", &pids])
+        .args(["--subscribers", &SUBS.to_string()])
+        .args(["--publications", &PUBS.to_string(), "--rate", "5"])
+        .arg("--json")
+        .arg(&json)
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("cannot run wavecast bench");
+    // Half the subscribers on each server (the publisher is on the first).
+    eventually(
+        T,
+        "each server holds its half of the subscribers",
+        || async {
+            let (na, nb) = (connections(&a).await, connections(&b).await);
+            (na == SUBS / 2 + 1 && nb == SUBS / 2).then_some(())
+        },
+    )
+    .await;
+    let status = tokio::task::spawn_blocking(move || {
+        let mut stderr = String::new();
+        if let Some(mut e) = run.stderr.take() {
+            let _ = e.read_to_string(&mut stderr);
+        }
+        (run.wait().expect("wait for bench"), stderr)
+    })
+    .await
+    .expect("join");
+    assert!(status.0.success(), "bench failed: {}", status.1);
+    let report: Value =
+        serde_json::from_str(&std::fs::read_to_string(&json).expect("report")).expect("json");
+    let _ = std::fs::remove_file(&json);
+    assert_eq!(report["url"], json!(urls));
+    assert_eq!(report["connected"], json!(SUBS));
+    assert_eq!(report["deliveries"], json!(SUBS * PUBS));
+    for fault in ["lost", "duplicated", "out_of_order", "unexpected"] {
+        assert_eq!(report[fault], json!(0), "{fault}");
+    }
+    assert!(
+        report["server_rss_after"].as_u64() > Some(0),
+        "memory summed over both servers: {report}"
+    );
+}
