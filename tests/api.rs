@@ -652,3 +652,29 @@ async fn health_readiness_and_unknown_paths() {
     .await;
     assert_eq!(r.status, 200);
 }
+
+/// History answers each publication's data byte for byte as it was
+/// published (key order, number spelling), like WebSocket pushes do.
+#[tokio::test]
+async fn history_returns_the_data_verbatim() {
+    let ts = TestServer::start(&[]);
+    let data = r#"{"z":1,"a":[1.50,2e3],"m":{"y":null,"b":"x"}}"#;
+    let body = format!(r#"{{"channel":"verbatim","data":{data}}}"#);
+    let r = api(ts.addr(), Some(KEY), "/api/publish", body.as_bytes()).await;
+    assert_eq!(r.status, 200, "publish: {}", r.text());
+    let r = api(
+        ts.addr(),
+        Some(KEY),
+        "/api/history",
+        br#"{"channel":"verbatim"}"#,
+    )
+    .await;
+    assert_eq!(r.status, 200, "history: {}", r.text());
+    let text = r.text();
+    assert!(
+        text.contains(&format!(r#"{{"offset":1,"data":{data}}}"#)),
+        "data spliced verbatim: {text}"
+    );
+    let h = r.json();
+    assert_eq!(h["publications"][0]["data"]["a"][0], json!(1.5));
+}

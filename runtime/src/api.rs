@@ -265,16 +265,47 @@ async fn history(shard: &Shard, body: &[u8]) -> Result<Reply, ApiError> {
         .history(b.channel, b.since, limit)
         .await
         .map_err(|_| unavailable())?;
-    let pubs: Vec<Value> = page.publications.iter().map(publication_json).collect();
-    Ok(json_response(
-        StatusCode::OK,
-        &json!({"epoch": page.epoch, "offset": page.top, "complete": page.complete, "publications": pubs}),
-    ))
+    let out = HistoryOut {
+        epoch: &page.epoch,
+        offset: page.top,
+        complete: page.complete,
+        publications: page.publications.iter().map(publication_out).collect(),
+    };
+    Ok(json_response(StatusCode::OK, &out))
 }
 
-fn publication_json(p: &Publication) -> Value {
-    let data: Value = serde_json::from_slice(p.data.as_json()).unwrap_or(Value::Null);
-    json!({"offset": p.offset, "data": data})
+/// The history answer, serialised directly (a `serde_json::Value` would
+/// parse the spliced data back into maps).
+#[derive(serde::Serialize)]
+struct HistoryOut<'a> {
+    epoch: &'a str,
+    offset: u64,
+    complete: bool,
+    publications: Vec<PublicationOut<'a>>,
+}
+
+/// A publication as history answers it: the data spliced in byte for byte,
+/// as WebSocket pushes carry it (not re-serialised, which would reorder
+/// object keys and reformat numbers).
+#[derive(serde::Serialize)]
+struct PublicationOut<'a> {
+    offset: u64,
+    data: &'a RawValue,
+}
+
+fn publication_out(p: &Publication) -> PublicationOut<'_> {
+    // Publication data is validated JSON when published; `null` only if a
+    // stored stream held something else.
+    let data = serde_json::from_slice::<&RawValue>(p.data.as_json()).unwrap_or_else(|_| null_raw());
+    PublicationOut {
+        offset: p.offset,
+        data,
+    }
+}
+
+fn null_raw() -> &'static RawValue {
+    // A literal that always parses.
+    serde_json::from_str("null").expect("null is JSON")
 }
 
 /// Asks every shard the same question and collects the answers.
@@ -387,8 +418,10 @@ pub fn resident_bytes() -> Option<u64> {
     Some(pages * u64::try_from(page).ok()?)
 }
 
-fn json_response(status: StatusCode, body: &Value) -> Reply {
-    let mut r = Response::new(Full::new(Bytes::from(body.to_string())));
+fn json_response(status: StatusCode, body: &impl serde::Serialize) -> Reply {
+    // Serialising our own types and values cannot fail (string keys only).
+    let text = serde_json::to_vec(body).unwrap_or_else(|_| b"{}".to_vec());
+    let mut r = Response::new(Full::new(Bytes::from(text)));
     *r.status_mut() = status;
     r.headers_mut().insert(
         hyper::header::CONTENT_TYPE,
