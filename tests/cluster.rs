@@ -6,7 +6,8 @@
 //! Redis). What they check is the delivery contract across servers
 //! (docs/PROTOCOL.md): one order per channel for every subscriber on every
 //! server, no duplicates, and no silent gap across a Redis restart or a
-//! server crash; and that a crashed server's clients leave presence.
+//! server crash; that a crashed server's clients leave presence; and that
+//! the API's `disconnect` and `channels` reach every server of the cluster.
 //!
 //! Needs `redis-server` on the PATH (scripts/test installs it) and the
 //! binary: `cargo build -p wavecast && cargo test -p wavecast-tests --test
@@ -178,14 +179,23 @@ fn cluster_server_with_ttl(redis: &RedisServer, presence_ttl: &str) -> TestServe
 
 /// Waits until `/readyz` answers 200 (the server's Redis link is up).
 async fn wait_ready(server: &TestServer) {
-    let addr = server.addr();
-    eventually(T, "the server reports ready", || async move {
-        let r = http(
-            addr,
-            b"GET /readyz HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n",
-        )
-        .await;
-        (r.status == 200).then_some(())
+    wait_readyz(server.addr(), 200, "the server reports ready").await;
+}
+
+/// The status `/readyz` answers now.
+async fn readyz(addr: SocketAddr) -> u16 {
+    http(
+        addr,
+        b"GET /readyz HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n",
+    )
+    .await
+    .status
+}
+
+/// Waits until `/readyz` answers `status` (503 while Redis is down).
+async fn wait_readyz(addr: SocketAddr, status: u16, what: &str) {
+    eventually(T, what, || async move {
+        (readyz(addr).await == status).then_some(())
     })
     .await;
 }
@@ -530,15 +540,7 @@ async fn restart_scenario(persist: bool) {
     // The servers notice and report not ready.
     for s in [&a, &b] {
         let addr = s.addr();
-        eventually(T, "not ready while redis is down", || async move {
-            let r = http(
-                addr,
-                b"GET /readyz HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n",
-            )
-            .await;
-            (r.status == 503).then_some(())
-        })
-        .await;
+        wait_readyz(addr, 503, "not ready while redis is down").await;
     }
     redis.launch();
     let (acked, unacked, failures) = publisher.await.expect("publisher failed");
@@ -1043,12 +1045,7 @@ async fn behind_nginx_clients_spread_and_recover() {
 async fn server_starts_before_redis_and_connects_when_it_comes() {
     let mut redis = RedisServer::unstarted();
     let a = cluster_server(&redis);
-    let r = http(
-        a.addr(),
-        b"GET /readyz HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n",
-    )
-    .await;
-    assert_eq!(r.status, 503, "not ready without redis: {}", r.text());
+    assert_eq!(readyz(a.addr()).await, 503, "not ready without redis");
     let mut c = a.client(Enc::Json).await;
     assert_eq!(
         c.err("publish", json!({"channel": "early", "data": 1}))
@@ -1288,15 +1285,7 @@ async fn redis_expiry_matches_the_in_memory_hub() {
         wavecast_tests::Server::start(&["--api-key", KEY, "--config", &path, "--redis", &url]);
     let single = wavecast_tests::Server::start(&["--api-key", KEY, "--config", &path]);
     let addr = clustered.addr();
-    eventually(T, "the clustered server is ready", || async move {
-        let r = http(
-            addr,
-            b"GET /readyz HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n",
-        )
-        .await;
-        (r.status == 200).then_some(())
-    })
-    .await;
+    wait_readyz(addr, 200, "the clustered server is ready").await;
     let (from_redis, from_memory) = tokio::join!(
         expiry_answers(clustered.addr()),
         expiry_answers(single.addr())
@@ -1426,4 +1415,340 @@ async fn bench_spreads_subscribers_over_the_servers_of_a_cluster() {
         report["server_rss_after"].as_u64() > Some(0),
         "memory summed over both servers: {report}"
     );
+}
+
+// ---------------------------------------------------------------------------
+// Cluster-wide API: disconnect and channels over Redis control topics
+
+/// A server's instance id (`/api/info`): its clients' ids start with it.
+async fn instance_of(server: &TestServer) -> String {
+    server.api_ok("/api/info", &json!({})).await["instance"]
+        .as_str()
+        .expect("instance")
+        .to_owned()
+}
+
+/// The control topic a server with this instance id listens on.
+fn control_topic(instance: &str) -> String {
+    format!("wc:ctl:{instance}")
+}
+
+/// The topic every server listens on for cluster-wide requests.
+const CONTROL_ALL: &str = "wc:ctl";
+
+/// The id of the one client in `channel`'s presence (read on `server`),
+/// which must start with `instance`.
+async fn only_client(server: &TestServer, channel: &str, instance: &str) -> String {
+    let ids = presence_of_size(server, channel, 1).await;
+    let id = ids.into_iter().next().expect("one client");
+    assert!(
+        id.starts_with(&format!("{instance}-")),
+        "client id {id} does not start with its server's instance {instance}"
+    );
+    id
+}
+
+/// `POST /api/disconnect` of `client`: status and body.
+async fn api_disconnect(server: &TestServer, client: &str, reconnect: bool) -> HttpReply {
+    let body = json!({"client": client, "reconnect": reconnect}).to_string();
+    api(server.addr(), Some(KEY), "/api/disconnect", body.as_bytes()).await
+}
+
+/// A `redis-cli SUBSCRIBE` process that listens on control topics and
+/// never answers, as a server that has stalled would. Killed by its PID on
+/// drop.
+struct SilentSubscriber(Child);
+
+impl SilentSubscriber {
+    fn start(redis: &RedisServer, topics: &[&str]) -> SilentSubscriber {
+        let child = Command::new("redis-cli")
+            .args(["-p", &redis.port.to_string(), "SUBSCRIBE"])
+            .args(topics)
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("run redis-cli");
+        SilentSubscriber(child)
+    }
+}
+
+impl Drop for SilentSubscriber {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+impl RedisServer {
+    /// Runs `redis-cli` with `args`; returns its output, trimmed.
+    fn cli(&self, args: &[&str]) -> String {
+        let out = Command::new("redis-cli")
+            .args(["-p", &self.port.to_string()])
+            .args(args)
+            .output()
+            .expect("run redis-cli");
+        String::from_utf8_lossy(&out.stdout).trim().to_owned()
+    }
+}
+
+/// A client connected to server b is disconnected through server a's API,
+/// with the close code the request asks for; only that client goes, and a
+/// second disconnect of it finds nobody.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn api_disconnect_reaches_a_client_on_another_server() {
+    let redis = RedisServer::start();
+    let a = cluster_server(&redis);
+    let b = cluster_server(&redis);
+    wait_ready(&a).await;
+    wait_ready(&b).await;
+    let b_instance = instance_of(&b).await;
+    assert_ne!(instance_of(&a).await, b_instance);
+    for (reconnect, code) in [(true, CLOSE_DISCONNECTED), (false, CLOSE_FORCE_DISCONNECT)] {
+        let ch = format!("remote-disconnect-{reconnect}");
+        let mut victim = b.client(Enc::Json).await;
+        victim.subscribe(&ch).await;
+        let victim_id = only_client(&a, &ch, &b_instance).await;
+        let mut bystander = b.client(Enc::MsgPack).await;
+        bystander.subscribe(&ch).await;
+        presence_of_size(&a, &ch, 2).await;
+
+        let r = api_disconnect(&a, &victim_id, reconnect).await;
+        assert_eq!(r.status, 200, "{}", r.text());
+        assert_eq!(r.json(), json!({"disconnected": victim_id}));
+        assert_eq!(
+            victim.close_code().await,
+            Some(code),
+            "reconnect: {reconnect}"
+        );
+        // Only the victim: the other client of b still gets publications.
+        let offset = a.api_publish(&ch, &json!("still here")).await;
+        assert_eq!(bystander.next_pub(&ch).await, (offset, json!("still here")));
+        presence_of_size(&a, &ch, 1).await;
+        let r = api_disconnect(&a, &victim_id, reconnect).await;
+        assert_eq!(r.status, 404, "{}", r.text());
+        bystander.close().await;
+    }
+}
+
+/// A client id of an instance that no running server has is "not found",
+/// the same answer as an unknown client of the asked server and as a
+/// client id that is not one at all.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn api_disconnect_of_a_gone_instance_is_not_found() {
+    let redis = RedisServer::start();
+    let a = cluster_server(&redis);
+    let b = cluster_server(&redis);
+    wait_ready(&a).await;
+    wait_ready(&b).await;
+    let a_instance = instance_of(&a).await;
+    let b_instance = instance_of(&b).await;
+    let ch = "gone-instance";
+    let mut on_b = b.client(Enc::Json).await;
+    on_b.subscribe(ch).await;
+    let b_client = only_client(&a, ch, &b_instance).await;
+    // b goes away (killed): its control topic has no listener any more.
+    drop(on_b);
+    drop(b);
+    let b_topic = control_topic(&b_instance);
+    eventually(T, "the killed server's control topic is gone", || async {
+        (redis.numsub(&b_topic) == 0).then_some(())
+    })
+    .await;
+
+    let unknown_local = api_disconnect(&a, &format!("{a_instance}-0-999999"), true).await;
+    assert_eq!(unknown_local.status, 404, "{}", unknown_local.text());
+    let code = unknown_local.error_code();
+    // An instance id that no server ever had (it differs from a's).
+    let never = if a_instance == "abcdef" {
+        "fedcba"
+    } else {
+        "abcdef"
+    };
+    for id in [
+        b_client.clone(),
+        format!("{never}-0-1"),
+        "no-such-client".to_owned(),
+        String::new(),
+        "-".to_owned(),
+        format!("{b_instance}-"),
+    ] {
+        let r = api_disconnect(&a, &id, false).await;
+        assert_eq!(r.status, 404, "{id:?}: {}", r.text());
+        assert_eq!(r.error_code(), code, "{id:?}");
+    }
+}
+
+/// `/api/channels` on either server lists the channels whose subscribers
+/// are on a, on b, or on both, with the counts summed over the servers.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn api_channels_sums_subscribers_over_the_cluster() {
+    let redis = RedisServer::start();
+    let a = cluster_server(&redis);
+    let b = cluster_server(&redis);
+    wait_ready(&a).await;
+    wait_ready(&b).await;
+    let mut clients = Vec::new();
+    for (server, ch) in [
+        (&a, "only-a"),
+        (&a, "only-a"),
+        (&b, "only-b"),
+        (&a, "both"),
+        (&b, "both"),
+        (&b, "both"),
+    ] {
+        let mut c = server.client(Enc::Json).await;
+        c.subscribe(ch).await;
+        clients.push(c);
+    }
+    let expected = json!({"channels": {
+        "only-a": {"subscribers": 2},
+        "only-b": {"subscribers": 1},
+        "both": {"subscribers": 3},
+    }});
+    for s in [&a, &b] {
+        assert_eq!(s.api_ok("/api/channels", &json!({})).await, expected);
+    }
+    // The only subscriber of only-b leaves: the channel leaves the list.
+    clients.remove(2).close().await;
+    eventually(T, "only-b leaves a's channel list", || async {
+        let v = a.api_ok("/api/channels", &json!({})).await;
+        (v["channels"].get("only-b").is_none()).then_some(v)
+    })
+    .await;
+    assert_eq!(
+        a.api_ok("/api/channels", &json!({})).await,
+        json!({"channels": {
+            "only-a": {"subscribers": 2},
+            "both": {"subscribers": 3},
+        }})
+    );
+}
+
+/// A server that receives control requests but never answers: a
+/// disconnect aimed at it fails with 503 once the wait is over, and
+/// `/api/channels` answers with the servers that did answer. Malformed
+/// control messages and replies to unknown requests are ignored: the
+/// server goes on serving.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn silent_servers_and_garbage_on_control_topics() {
+    let redis = RedisServer::start();
+    let a = cluster_server(&redis);
+    wait_ready(&a).await;
+    let a_instance = instance_of(&a).await;
+    let silent = if a_instance == "abcdef" {
+        "fedcba"
+    } else {
+        "abcdef"
+    };
+    let silent_topic = control_topic(silent);
+    let _stalled = SilentSubscriber::start(&redis, &[&silent_topic, CONTROL_ALL]);
+    eventually(T, "the silent subscriber listens", || async {
+        (redis.numsub(&silent_topic) == 1 && redis.numsub(CONTROL_ALL) == 2).then_some(())
+    })
+    .await;
+
+    let r = api_disconnect(&a, &format!("{silent}-0-1"), true).await;
+    assert_eq!(r.status, 503, "{}", r.text());
+    assert_eq!(r.error_code(), E_NOT_AVAILABLE);
+    assert!(
+        r.json()["error"]["message"]
+            .as_str()
+            .is_some_and(|m| m.contains("did not answer")),
+        "{}",
+        r.text()
+    );
+
+    let ch = "partial";
+    let mut c = a.client(Enc::Json).await;
+    c.subscribe(ch).await;
+    assert_eq!(
+        a.api_ok("/api/channels", &json!({})).await,
+        json!({"channels": {"partial": {"subscribers": 1}}}),
+        "a's own channels, without the silent server's answer"
+    );
+
+    // Garbage and stray replies: each reaches a (PUBLISH counts it).
+    let a_topic = control_topic(&a_instance);
+    for (topic, msg) in [
+        (CONTROL_ALL, "not json"),
+        (CONTROL_ALL, r#"{"op":"frobnicate"}"#),
+        (
+            CONTROL_ALL,
+            r#"{"op":"channels","req":1,"from":"not:an:instance"}"#,
+        ),
+        (
+            a_topic.as_str(),
+            r#"{"op":"disconnect","req":1,"from":"wc:{x}:pub","client":"x","reconnect":true}"#,
+        ),
+        (
+            a_topic.as_str(),
+            r#"{"op":"disconnected","req":987654,"found":true}"#,
+        ),
+        (
+            a_topic.as_str(),
+            r#"{"op":"channel_counts","req":987654,"channels":{"bogus":7}}"#,
+        ),
+        (a_topic.as_str(), ""),
+    ] {
+        assert_ne!(
+            redis.cli(&["PUBLISH", topic, msg]),
+            "0",
+            "{msg:?} reached nobody"
+        );
+    }
+    // Still serving, with the same answers.
+    let offset = a.api_publish(ch, &json!("after garbage")).await;
+    assert_eq!(c.next_pub(ch).await, (offset, json!("after garbage")));
+    assert_eq!(
+        a.api_ok("/api/channels", &json!({})).await,
+        json!({"channels": {"partial": {"subscribers": 1}}})
+    );
+}
+
+/// With Redis down, the cluster-wide calls fail with 503 like the other
+/// calls that need the backbone; after Redis comes back (empty), the
+/// servers listen on their control topics again and the calls work.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn control_topics_come_back_after_a_redis_restart() {
+    let mut redis = RedisServer::start();
+    let a = cluster_server(&redis);
+    let b = cluster_server(&redis);
+    wait_ready(&a).await;
+    wait_ready(&b).await;
+    let b_instance = instance_of(&b).await;
+    let ch = "restart-control";
+    let mut victim = b.client(Enc::Json).await;
+    victim.subscribe(ch).await;
+    let victim_id = only_client(&a, ch, &b_instance).await;
+
+    redis.kill();
+    let addr = a.addr();
+    wait_readyz(addr, 503, "a is not ready while redis is down").await;
+    let r = api_disconnect(&a, &victim_id, true).await;
+    assert_eq!(r.status, 503, "{}", r.text());
+    assert_eq!(r.error_code(), E_NOT_AVAILABLE);
+    let r = api(a.addr(), Some(KEY), "/api/channels", b"{}").await;
+    assert_eq!(r.status, 503, "{}", r.text());
+    assert_eq!(r.error_code(), E_NOT_AVAILABLE);
+
+    redis.launch();
+    wait_ready(&a).await;
+    wait_ready(&b).await;
+    assert_eq!(redis.numsub(&control_topic(&b_instance)), 1);
+    assert_eq!(redis.numsub(CONTROL_ALL), 2);
+    // A new subscriber on b is counted by a. (Only its channel is
+    // checked: whether the victim's subscription outlives an empty Redis
+    // is the node's business, not this test's.)
+    let late_ch = "restart-control-late";
+    let mut late = b.client(Enc::Json).await;
+    late.subscribe(late_ch).await;
+    eventually(T, "a counts b's new subscriber", || async {
+        let v = a.api_ok("/api/channels", &json!({})).await;
+        (v["channels"][late_ch] == json!({"subscribers": 1})).then_some(())
+    })
+    .await;
+    let r = api_disconnect(&a, &victim_id, true).await;
+    assert_eq!(r.status, 200, "{}", r.text());
+    assert_eq!(victim.close_code().await, Some(CLOSE_DISCONNECTED));
 }

@@ -6,6 +6,15 @@
 //! are JSON `{"error": {"code": N, "message": "..."}}` with the codes of the
 //! WebSocket protocol and the HTTP status each code maps to
 //! (docs/PROTOCOL.md, "HTTP API").
+//!
+//! Most methods go to the backbone, which is already cluster-wide. The two
+//! that act on connections, `disconnect` and `channels`, ask this server's
+//! shards; in a cluster (`--redis`) they also reach the other servers
+//! through the backbone's control requests (see
+//! [`crate::redis_backbone`], "Control requests"): a disconnect goes to the
+//! server whose instance id starts the client id, and `channels` sums the
+//! counts of every server that answers within the bound (those that do not
+//! are left out, so a server dying mid-request cannot hang the call).
 
 use std::collections::BTreeMap;
 
@@ -17,9 +26,10 @@ use serde::Deserialize;
 use serde_json::value::RawValue;
 use serde_json::{json, Value};
 use tokio::sync::oneshot;
-use wavecast_core::protocol::{self, close, ErrorCode, Payload, Publication, StreamPosition};
+use wavecast_core::protocol::{self, ErrorCode, Payload, Publication, StreamPosition};
 
-use crate::backbone::{Control, ShardInfo, ShardMsg};
+use crate::backbone::{self, Control, ControlError, ShardInfo};
+use crate::server::instance_of;
 use crate::shard::Shard;
 
 /// Largest request body accepted, in bytes.
@@ -308,34 +318,34 @@ fn null_raw() -> &'static RawValue {
     serde_json::from_str("null").expect("null is JSON")
 }
 
-/// Asks every shard the same question and collects the answers.
+/// Asks every shard of this server the same question and collects the
+/// answers.
 pub(crate) async fn ask_shards<T>(
     shard: &Shard,
     make: impl Fn(oneshot::Sender<T>) -> Control,
 ) -> Vec<T> {
-    let mut waits = Vec::new();
-    for inbox in &shard.shared().shards {
-        let (tx, rx) = oneshot::channel();
-        if inbox.send(ShardMsg::Control(make(tx))).is_ok() {
-            waits.push(rx);
-        }
-    }
-    let mut out = Vec::new();
-    for rx in waits {
-        if let Ok(v) = rx.await {
-            out.push(v);
-        }
-    }
-    out
+    backbone::ask_shards(&shard.shared().shards, make).await
 }
 
 async fn channels(shard: &Shard) -> Result<Reply, ApiError> {
-    let mut counts: BTreeMap<String, usize> = BTreeMap::new();
-    for list in ask_shards(shard, Control::Channels).await {
-        for (c, n) in list {
-            *counts.entry(c).or_default() += n;
+    let backbone = &shard.shared().backbone;
+    let counts = if backbone.is_cluster() {
+        // Every server answers, this one included (over Redis too, so
+        // that all counts are taken the same way).
+        backbone
+            .cluster_channels()
+            .await
+            .map_err(|_| unavailable())?
+            .counts
+    } else {
+        let mut counts: BTreeMap<String, usize> = BTreeMap::new();
+        for list in ask_shards(shard, Control::Channels).await {
+            for (c, n) in list {
+                *counts.entry(c).or_default() += n;
+            }
         }
-    }
+        counts
+    };
     let map: BTreeMap<String, Value> = counts
         .into_iter()
         .filter(|(_, n)| *n > 0)
@@ -357,29 +367,61 @@ fn yes() -> bool {
 
 async fn disconnect(shard: &Shard, body: &[u8]) -> Result<Reply, ApiError> {
     let b: DisconnectBody = parse(body)?;
-    let code = if b.reconnect {
-        close::DISCONNECTED
-    } else {
-        close::FORCE_DISCONNECT
-    };
+    let shared = shard.shared();
     let client = b.client;
-    let found = ask_shards(shard, |reply| Control::Disconnect {
-        client: client.clone(),
-        code,
-        reply,
-    })
-    .await;
-    if found.into_iter().any(|f| f) {
+    let cluster = shared.backbone.is_cluster();
+    // Another server's client (by the instance id its id starts with) is
+    // its server's to close. A client id that is not one of ours is
+    // looked for here, which finds nothing, as it always did.
+    let remote = instance_of(&client)
+        .filter(|i| cluster && *i != shared.instance)
+        .map(str::to_owned);
+    let found = match remote {
+        Some(instance) => shared
+            .backbone
+            .disconnect_remote(instance, client.clone(), b.reconnect)
+            .await
+            .map_err(control_error)?,
+        None => {
+            let code = Control::disconnect_code(b.reconnect);
+            ask_shards(shard, |reply| Control::Disconnect {
+                client: client.clone(),
+                code,
+                reply,
+            })
+            .await
+            .into_iter()
+            .any(|f| f)
+        }
+    };
+    if found {
         Ok(json_response(
             StatusCode::OK,
             &json!({"disconnected": client}),
         ))
     } else {
+        let place = if cluster {
+            "in the cluster"
+        } else {
+            "on this server"
+        };
         Err(ApiError::new(
             ErrorCode::BadRequest,
-            format!("no client {client:?} on this server"),
+            format!("no client {client:?} {place}"),
         )
         .with_status(StatusCode::NOT_FOUND))
+    }
+}
+
+/// A failed request to another server: 503 either way, with the reason.
+fn control_error(e: ControlError) -> ApiError {
+    match e {
+        ControlError::Unavailable => unavailable(),
+        ControlError::NoReply { .. } => ApiError::new(
+            ErrorCode::NotAvailable,
+            format!("{e}; whether the client was disconnected is unknown, retry"),
+        )
+        .with_status(StatusCode::SERVICE_UNAVAILABLE),
     }
 }
 

@@ -9,8 +9,13 @@
 //!
 //! Across servers the sequencer is Redis: [`Backbone::start_redis`] starts
 //! a driver thread (`wavecast-redis`, see [`crate::redis_backbone`]) that
-//! consumes the same messages and answers with the same events.
+//! consumes the same messages and answers with the same events. In a
+//! cluster the backbone also carries the API's requests to other servers
+//! ([`Backbone::disconnect_remote`], [`Backbone::cluster_channels`]): the
+//! driver sends them over Redis pub/sub, and each server answers them
+//! through its shards with [`ask_shards`].
 
+use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -20,7 +25,7 @@ use tokio::sync::{mpsc, oneshot};
 use crate::inbox::Inbox;
 use wavecast_core::backbone::{Command, Event, HistoryPage, HistoryPolicy, NodeId};
 use wavecast_core::hub::{ChannelStats, Hub};
-use wavecast_core::protocol::{ClientInfo, Payload, StreamPosition};
+use wavecast_core::protocol::{close, ClientInfo, Payload, StreamPosition};
 use wavecast_core::Timestamp;
 
 /// A message for a shard: an event from the backbone or a request of the
@@ -52,6 +57,41 @@ pub enum Control {
     },
     /// Counts for `/api/info` and `/metrics`.
     Info(oneshot::Sender<ShardInfo>),
+}
+
+impl Control {
+    /// The close code of an API disconnect: 4004 lets the client reconnect,
+    /// 4501 tells it not to. One place, so that a disconnect asked on
+    /// another server closes with the same code as a local one.
+    pub fn disconnect_code(reconnect: bool) -> u16 {
+        if reconnect {
+            close::DISCONNECTED
+        } else {
+            close::FORCE_DISCONNECT
+        }
+    }
+}
+
+/// Asks every shard in `shards` the same question and collects the answers
+/// of those that give one (a stopping shard drops the question).
+pub(crate) async fn ask_shards<T>(
+    shards: &[ShardInbox],
+    make: impl Fn(oneshot::Sender<T>) -> Control,
+) -> Vec<T> {
+    let mut waits = Vec::new();
+    for inbox in shards {
+        let (tx, rx) = oneshot::channel();
+        if inbox.send(ShardMsg::Control(make(tx))).is_ok() {
+            waits.push(rx);
+        }
+    }
+    let mut out = Vec::new();
+    for rx in waits {
+        if let Ok(v) = rx.await {
+            out.push(v);
+        }
+    }
+    out
 }
 
 /// One shard's counts.
@@ -93,12 +133,61 @@ pub(crate) enum ToHub {
     /// Answer once everything sent before has reached the backbone (at
     /// shutdown, so that the leaves of closed connections are not lost).
     Flush(oneshot::Sender<()>),
+    /// Disconnect a client held by another server of the cluster (HTTP
+    /// API); the reply says whether that server found it.
+    RemoteDisconnect {
+        instance: String,
+        client: String,
+        reconnect: bool,
+        reply: oneshot::Sender<Result<bool, ControlError>>,
+    },
+    /// Every server's channels with their subscriber counts (HTTP API).
+    ClusterChannels(oneshot::Sender<ClusterChannels>),
 }
 
 /// The backbone is gone (the server is stopping).
 #[derive(Debug, Clone, Copy, thiserror::Error)]
 #[error("backbone unavailable")]
 pub struct Unavailable;
+
+/// A request to another server of the cluster failed.
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum ControlError {
+    /// The backbone (the link to Redis) is unavailable.
+    #[error("backbone unavailable")]
+    Unavailable,
+    /// The server that holds the client received the request but did not
+    /// answer in time: it may be overloaded or stopping. Whether the client
+    /// was disconnected is unknown.
+    #[error("server {instance} did not answer within {waited:?}")]
+    NoReply {
+        /// The instance id of the silent server.
+        instance: String,
+        /// How long its answer was waited for.
+        waited: Duration,
+    },
+}
+
+impl From<Unavailable> for ControlError {
+    fn from(_: Unavailable) -> Self {
+        ControlError::Unavailable
+    }
+}
+
+/// The channels of a cluster, as the servers that answered in time count
+/// them.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ClusterChannels {
+    /// Channel name to its live subscribers, summed over the servers that
+    /// answered (channels without subscribers are left out).
+    pub counts: BTreeMap<String, usize>,
+    /// How many servers received the question.
+    pub asked: usize,
+    /// How many of them answered in time; fewer than `asked` when a server
+    /// died or stalled during the request, and then its channels are
+    /// missing from `counts`.
+    pub answered: usize,
+}
 
 /// A handle to the backbone, cheap to clone.
 #[derive(Debug, Clone)]
@@ -107,6 +196,8 @@ pub struct Backbone {
     /// True while the backbone can serve (always, in memory; while the link
     /// is up, with Redis): `/readyz` reports it.
     ready: Arc<AtomicBool>,
+    /// True with Redis: other servers may hold clients and channels.
+    cluster: bool,
 }
 
 impl std::fmt::Debug for ToHub {
@@ -136,6 +227,7 @@ impl Backbone {
         Ok(Backbone {
             tx,
             ready: Arc::new(AtomicBool::new(true)),
+            cluster: false,
         })
     }
 
@@ -150,7 +242,17 @@ impl Backbone {
     ) -> Result<Backbone, crate::redis_backbone::RedisStartError> {
         let ready = Arc::new(AtomicBool::new(false));
         let tx = crate::redis_backbone::spawn(options, shards, ready.clone())?;
-        Ok(Backbone { tx, ready })
+        Ok(Backbone {
+            tx,
+            ready,
+            cluster: true,
+        })
+    }
+
+    /// True if this server is part of a cluster (Redis backbone): the API
+    /// then asks the other servers too for disconnects and channels.
+    pub fn is_cluster(&self) -> bool {
+        self.cluster
     }
 
     /// True while the backbone can serve requests (the link to Redis is
@@ -164,6 +266,17 @@ impl Backbone {
         let _ = self.tx.send(ToHub::Command(node, cmd));
     }
 
+    /// Sends the driver a request and waits for its answer; the driver
+    /// gone (shutting down) is "unavailable".
+    async fn ask<T>(
+        &self,
+        make: impl FnOnce(oneshot::Sender<T>) -> ToHub,
+    ) -> Result<T, Unavailable> {
+        let (reply, rx) = oneshot::channel();
+        self.tx.send(make(reply)).map_err(|_| Unavailable)?;
+        rx.await.map_err(|_| Unavailable)
+    }
+
     /// Publishes (HTTP API).
     pub async fn publish(
         &self,
@@ -171,16 +284,13 @@ impl Backbone {
         data: Payload,
         history: HistoryPolicy,
     ) -> Result<StreamPosition, Unavailable> {
-        let (reply, rx) = oneshot::channel();
-        self.tx
-            .send(ToHub::Publish {
-                channel,
-                data,
-                history,
-                reply,
-            })
-            .map_err(|_| Unavailable)?;
-        rx.await.map_err(|_| Unavailable)
+        self.ask(|reply| ToHub::Publish {
+            channel,
+            data,
+            history,
+            reply,
+        })
+        .await
     }
 
     /// Reads history (HTTP API).
@@ -190,43 +300,57 @@ impl Backbone {
         since: Option<StreamPosition>,
         limit: Option<usize>,
     ) -> Result<HistoryPage, Unavailable> {
-        let (reply, rx) = oneshot::channel();
-        self.tx
-            .send(ToHub::History {
-                channel,
-                since,
-                limit,
-                reply,
-            })
-            .map_err(|_| Unavailable)?;
-        rx.await.map_err(|_| Unavailable)
+        self.ask(|reply| ToHub::History {
+            channel,
+            since,
+            limit,
+            reply,
+        })
+        .await
     }
 
     /// Presence (HTTP API).
     pub async fn presence(&self, channel: String) -> Result<Vec<ClientInfo>, Unavailable> {
-        let (reply, rx) = oneshot::channel();
-        self.tx
-            .send(ToHub::Presence { channel, reply })
-            .map_err(|_| Unavailable)?;
-        rx.await.map_err(|_| Unavailable)
+        self.ask(|reply| ToHub::Presence { channel, reply }).await
     }
 
     /// Waits until every command sent before has reached the backbone
     /// (with Redis: has been executed by Redis). The server calls it at
     /// shutdown, after its connections are closed.
     pub async fn flush(&self) -> Result<(), Unavailable> {
-        let (reply, rx) = oneshot::channel();
-        self.tx.send(ToHub::Flush(reply)).map_err(|_| Unavailable)?;
-        rx.await.map_err(|_| Unavailable)
+        self.ask(ToHub::Flush).await
+    }
+
+    /// Asks the server `instance` of the cluster to disconnect `client`
+    /// (HTTP API); true if it found the client. `Ok(false)` also when no
+    /// server with that instance id is running. Without a cluster there is
+    /// no other server: always `Ok(false)`.
+    pub async fn disconnect_remote(
+        &self,
+        instance: String,
+        client: String,
+        reconnect: bool,
+    ) -> Result<bool, ControlError> {
+        self.ask(|reply| ToHub::RemoteDisconnect {
+            instance,
+            client,
+            reconnect,
+            reply,
+        })
+        .await
+        .map_err(|_| ControlError::Unavailable)?
+    }
+
+    /// Every server's channels with live subscribers, this one's included,
+    /// summed per channel (HTTP API, cluster only). Waits a bounded time
+    /// for the servers' answers, then answers with those that arrived.
+    pub async fn cluster_channels(&self) -> Result<ClusterChannels, Unavailable> {
+        self.ask(ToHub::ClusterChannels).await
     }
 
     /// What the hub knows of every channel (HTTP API).
     pub async fn channels(&self) -> Result<Vec<ChannelStats>, Unavailable> {
-        let (reply, rx) = oneshot::channel();
-        self.tx
-            .send(ToHub::Channels(reply))
-            .map_err(|_| Unavailable)?;
-        rx.await.map_err(|_| Unavailable)
+        self.ask(ToHub::Channels).await
     }
 }
 
@@ -299,5 +423,12 @@ fn handle(hub: &mut Hub, now: Timestamp, msg: ToHub) {
         ToHub::Flush(reply) => {
             let _ = reply.send(());
         }
+        // One server and no other: nobody else can hold the client.
+        ToHub::RemoteDisconnect { reply, .. } => {
+            let _ = reply.send(Ok(false));
+        }
+        // The API counts a lone server's channels from its shards; this
+        // is never asked. Dropping the slot answers "unavailable".
+        ToHub::ClusterChannels(_) => {}
     }
 }

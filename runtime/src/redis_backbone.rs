@@ -23,6 +23,9 @@
 //! - `wc:{CH}:pub`: the pub/sub topic: `p\nEPOCH\nOFFSET\nDATA` for a
 //!   publication, `j\nCLIENT\nUSER` / `l\nCLIENT\nUSER` for join/leave.
 //!
+//! And per server, two control topics (see "Control requests"): `wc:ctl`,
+//! which every server subscribes to, and `wc:ctl:INSTANCE`, its own.
+//!
 //! Every write is one Lua script, so each is atomic: a publish increments
 //! the offset, appends to the stream and PUBLISHes in one step, which makes
 //! the pub/sub order the offset order for every server. A history read
@@ -58,13 +61,34 @@
 //! channel list of `/api/info` counts this server's channels only (the
 //! others' are in Redis, not read for it).
 //!
+//! # Control requests
+//!
+//! The HTTP API's `disconnect` and `channels` reach the whole cluster
+//! through small JSON messages (`ControlMsg`) on control topics, carried
+//! by the same pub/sub connection (its SUBSCRIBEs are restored with the
+//! channels' after a reconnect). A client id starts with the instance id
+//! of the server that holds it, so a disconnect is PUBLISHed to
+//! `wc:ctl:INSTANCE`; a channel count is PUBLISHed to `wc:ctl`, which
+//! every server, this one included, receives. Each server answers through
+//! its shards and PUBLISHes the reply, tagged with the request's id, to
+//! the asker's own topic. PUBLISH's answer is how many servers got the
+//! request, hence how many replies to expect: 0 for a disconnect means no
+//! such server is running (the client is not found). The driver waits at
+//! most [`CONTROL_TIMEOUT`]: a disconnect without any reply by then fails
+//! ([`ControlError::NoReply`]); a channel count answers with the replies
+//! that arrived (a server may die mid-request). Replies to unknown or
+//! expired requests, and messages that do not parse, are ignored (the
+//! latter with a warning). Requests in flight when the link is lost fail
+//! with "unavailable". The pending requests live in the driver's own state,
+//! so nothing on the fan-out path takes a lock for them.
+//!
 //! Ordering: the driver sends commands to Redis in the order it receives
 //! them. A subscribe is completed (SUBSCRIBE acknowledged, epoch ensured)
 //! before the next message is read, so the node's position read that follows
 //! it sees the epoch its publications will carry, and no publication after
 //! that position can be missed by the subscription.
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
@@ -73,7 +97,7 @@ use bytes::Bytes;
 use futures_util::StreamExt;
 use redis::aio::{MultiplexedConnection, PubSubSink, PubSubStream};
 use redis::{AsyncConnectionConfig, RedisError, Script, Value};
-use tokio::sync::mpsc;
+use tokio::sync::{mpsc, oneshot};
 use tokio::time::Instant;
 use wavecast_core::backbone::{
     BackboneError, Command, Event, HistoryPage, HistoryPolicy, NodeId, Reply, RequestId,
@@ -81,7 +105,10 @@ use wavecast_core::backbone::{
 use wavecast_core::hub::{ChannelStats, NO_EPOCH};
 use wavecast_core::protocol::{ClientInfo, Payload, Publication, StreamPosition};
 
-use crate::backbone::{ShardInbox, ShardMsg, ToHub};
+use crate::backbone::{
+    ask_shards, ClusterChannels, Control, ControlError, ShardInbox, ShardMsg, ToHub,
+};
+use crate::server::is_instance;
 
 /// First delay before reconnecting after a lost link.
 const MIN_BACKOFF: Duration = Duration::from_millis(100);
@@ -101,6 +128,11 @@ const MAX_HISTORY_SIZE: usize = u32::MAX as usize;
 const REFRESH_BATCH: usize = 256;
 /// Topics per SUBSCRIBE when resubscribing.
 const SUBSCRIBE_BATCH: usize = 512;
+/// How long a control request (an API disconnect or channel count over
+/// the cluster) waits for the other servers' replies.
+pub const CONTROL_TIMEOUT: Duration = Duration::from_secs(2);
+/// The control topic every server subscribes to: requests for all.
+const CONTROL_ALL: &str = "wc:ctl";
 
 /// Settings of the Redis backbone.
 #[derive(Debug, Clone)]
@@ -111,6 +143,9 @@ pub struct RedisOptions {
     /// without a refresh (refreshed every third of it): a crashed server's
     /// clients leave presence within this time.
     pub presence_ttl: Duration,
+    /// This server's instance id (the start of its client ids): other
+    /// servers address its control requests and replies by it.
+    pub instance: String,
 }
 
 /// The Redis backbone could not start; the operator must fix the setting.
@@ -342,6 +377,144 @@ fn channel_of(topic: &str) -> Option<&str> {
     topic.strip_prefix("wc:{")?.strip_suffix("}:pub")
 }
 
+/// The control topic of one server: requests for it and replies to it.
+/// (Channel topics start with `wc:{`, so the two never meet.)
+fn control_topic(instance: &str) -> String {
+    format!("{CONTROL_ALL}:{instance}")
+}
+
+fn is_control_topic(topic: &str) -> bool {
+    topic == CONTROL_ALL || topic.starts_with("wc:ctl:")
+}
+
+/// A message between servers on a control topic, as JSON with an `op`
+/// field: `{"op":"disconnect","req":7,"from":"0a1b2c","client":"...",
+/// "reconnect":true}`, `{"op":"disconnected","req":7,"found":true}`,
+/// `{"op":"channels","req":8,"from":"0a1b2c"}`,
+/// `{"op":"channel_counts","req":8,"channels":{"news":2}}`. `req` is the
+/// asker's request id, unique among its requests; `from` its instance id,
+/// whose topic gets the reply.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(tag = "op", rename_all = "snake_case")]
+enum ControlMsg {
+    /// Close `client` if you hold it (4004 if `reconnect`, else 4501).
+    Disconnect {
+        req: u64,
+        from: String,
+        client: String,
+        reconnect: bool,
+    },
+    /// Count the live subscribers of your channels.
+    Channels { req: u64, from: String },
+    /// The reply to `Disconnect`.
+    Disconnected { req: u64, found: bool },
+    /// The reply to `Channels`: channels with at least one subscriber.
+    ChannelCounts {
+        req: u64,
+        channels: BTreeMap<String, usize>,
+    },
+}
+
+/// A control request of this server that waits for replies.
+struct Pending {
+    what: Waiting,
+    /// How many servers received the request (PUBLISH's answer); `None`
+    /// until Redis has answered the PUBLISH (a reply may come first).
+    receivers: Option<usize>,
+    /// Replies received so far.
+    answers: usize,
+}
+
+/// What a pending request collects, and who waits for it.
+enum Waiting {
+    Disconnect {
+        instance: String,
+        /// True once any reply found the client. (Two servers could share
+        /// an instance id: any one finding it is enough.)
+        found: bool,
+        reply: oneshot::Sender<Result<bool, ControlError>>,
+    },
+    Channels {
+        counts: BTreeMap<String, usize>,
+        reply: oneshot::Sender<ClusterChannels>,
+    },
+}
+
+impl Pending {
+    /// True when nothing more can change the answer.
+    fn settled(&self) -> bool {
+        let all = self.receivers.is_some_and(|n| self.answers >= n);
+        match &self.what {
+            Waiting::Disconnect { found, .. } => *found || all,
+            Waiting::Channels { .. } => all,
+        }
+    }
+
+    /// Answers the API with what was collected; `expired` if the time is
+    /// up before every reply came.
+    fn finish(self, expired: bool) {
+        match self.what {
+            Waiting::Disconnect {
+                instance,
+                found,
+                reply,
+            } => {
+                let r = if found {
+                    Ok(true)
+                } else if expired {
+                    Err(ControlError::NoReply {
+                        instance,
+                        waited: CONTROL_TIMEOUT,
+                    })
+                } else {
+                    Ok(false)
+                };
+                let _ = reply.send(r);
+            }
+            Waiting::Channels { counts, reply } => {
+                let asked = self.receivers.unwrap_or(self.answers);
+                if expired {
+                    tracing::warn!(
+                        asked,
+                        answered = self.answers,
+                        "channel count: some servers did not answer in time; answering without them"
+                    );
+                }
+                let _ = reply.send(ClusterChannels {
+                    counts,
+                    asked,
+                    answered: self.answers,
+                });
+            }
+        }
+    }
+}
+
+/// What the driver's own tasks report about its control requests.
+enum ControlEvent {
+    /// Redis delivered the request to this many servers.
+    Published { req: u64, receivers: usize },
+    /// The PUBLISH failed (the link is reported lost separately).
+    Failed(u64),
+    /// The request's time is up.
+    Expired(u64),
+}
+
+/// PUBLISHes a control message; returns how many servers received it.
+async fn publish_control(
+    conn: &mut MultiplexedConnection,
+    topic: &str,
+    msg: &ControlMsg,
+) -> Result<usize, RedisError> {
+    // Our own enum with string keys: serialising cannot fail.
+    let payload = serde_json::to_vec(msg).unwrap_or_default();
+    redis::cmd("PUBLISH")
+        .arg(topic)
+        .arg(payload)
+        .query_async(conn)
+        .await
+}
+
 /// A client of this server present in a channel, as the driver remembers
 /// it to refresh its entry and to write it again after Redis lost it.
 #[derive(Debug, Clone)]
@@ -385,6 +558,7 @@ pub(crate) fn spawn(
                 }
             };
             let (lost_tx, lost_rx) = mpsc::unbounded_channel();
+            let (control_tx, control_rx) = mpsc::unbounded_channel();
             let driver = Driver {
                 client,
                 shards: Arc::new(shards),
@@ -396,8 +570,12 @@ pub(crate) fn spawn(
                 removals: Vec::new(),
                 lost_tx,
                 generation: 0,
+                instance: options.instance,
+                pending: HashMap::new(),
+                next_request: 0,
+                control_tx,
             };
-            rt.block_on(driver.run(rx, lost_rx));
+            rt.block_on(driver.run(rx, lost_rx, control_rx));
         })
         .map_err(RedisStartError::Thread)?;
     Ok(tx)
@@ -420,6 +598,14 @@ struct Driver {
     /// Requests report a lost link here, with their link's generation.
     lost_tx: mpsc::UnboundedSender<u64>,
     generation: u64,
+    /// This server's instance id: its control topic is named after it.
+    instance: String,
+    /// This server's control requests waiting for replies, by request id.
+    pending: HashMap<u64, Pending>,
+    /// The last request id given out.
+    next_request: u64,
+    /// The driver's tasks report on control requests here.
+    control_tx: mpsc::UnboundedSender<ControlEvent>,
 }
 
 /// The link failed while the driver used it.
@@ -430,6 +616,7 @@ impl Driver {
         mut self,
         mut rx: mpsc::UnboundedReceiver<ToHub>,
         mut lost_rx: mpsc::UnboundedReceiver<u64>,
+        mut control_rx: mpsc::UnboundedReceiver<ControlEvent>,
     ) {
         let mut link: Option<Link> = None;
         let mut backoff = MIN_BACKOFF;
@@ -443,6 +630,8 @@ impl Driver {
                         Some(msg) => self.handle_down(msg),
                         None => return,
                     },
+                    // Late reports of requests that the lost link failed.
+                    Some(event) = control_rx.recv() => self.control_event(event),
                     _ = tokio::time::sleep_until(next_attempt) => {
                         match self.connect().await {
                             Ok(l) => {
@@ -474,11 +663,15 @@ impl Driver {
                 },
                 msg = l.stream.next() => match msg {
                     Some(msg) => {
-                        self.dispatch(&msg);
+                        self.dispatch(l, &msg);
                         false
                     }
                     None => true,
                 },
+                Some(event) = control_rx.recv() => {
+                    self.control_event(event);
+                    false
+                }
                 g = lost_rx.recv() => g == Some(generation),
                 _ = refresh.tick() => {
                     self.refresh(l);
@@ -489,6 +682,9 @@ impl Driver {
                 tracing::warn!("lost the link to redis; reconnecting");
                 self.ready.store(false, Ordering::Release);
                 link = None;
+                // Their replies would come over the lost connection:
+                // dropping the reply slots answers "unavailable".
+                self.pending.clear();
                 next_attempt = Instant::now() + MIN_BACKOFF;
                 backoff = MIN_BACKOFF * 2;
             }
@@ -512,7 +708,12 @@ impl Driver {
         for script in self.scripts.all() {
             script.prepare_invoke().load_async(&mut conn).await?;
         }
-        let topics: Vec<String> = self.subs.keys().map(|c| topic(c)).collect();
+        // The control topics first: they are what other servers' API
+        // requests reach this one by.
+        let topics: Vec<String> = [CONTROL_ALL.to_owned(), control_topic(&self.instance)]
+            .into_iter()
+            .chain(self.subs.keys().map(|c| topic(c)))
+            .collect();
         for chunk in topics.chunks(SUBSCRIBE_BATCH) {
             tokio::time::timeout(RESPONSE_TIMEOUT, sink.subscribe(chunk))
                 .await
@@ -672,7 +873,7 @@ impl Driver {
                 let _ = reply.send(self.channel_stats());
             }
             // Nothing can reach Redis now: dropping the slot says so.
-            ToHub::Flush(_) => {}
+            ToHub::Flush(_) | ToHub::RemoteDisconnect { .. } | ToHub::ClusterChannels(_) => {}
         }
     }
 
@@ -854,6 +1055,40 @@ impl Driver {
                     Err(e) => Some(e),
                 }
             }),
+            ToHub::RemoteDisconnect {
+                instance,
+                client,
+                reconnect,
+                reply,
+            } => {
+                // The API passes only instance ids; anything else could
+                // name no server's topic.
+                if !is_instance(&instance) {
+                    let _ = reply.send(Ok(false));
+                    return Ok(());
+                }
+                let topic = control_topic(&instance);
+                let what = Waiting::Disconnect {
+                    instance,
+                    found: false,
+                    reply,
+                };
+                self.control_request(link, topic, what, |req, from| ControlMsg::Disconnect {
+                    req,
+                    from,
+                    client,
+                    reconnect,
+                });
+            }
+            ToHub::ClusterChannels(reply) => {
+                let what = Waiting::Channels {
+                    counts: BTreeMap::new(),
+                    reply,
+                };
+                self.control_request(link, CONTROL_ALL.to_owned(), what, |req, from| {
+                    ControlMsg::Channels { req, from }
+                });
+            }
         }
         Ok(())
     }
@@ -937,9 +1172,171 @@ impl Driver {
         send_reply(&self.shards, node, request, reply);
     }
 
-    /// A pub/sub message: to every shard subscribed to its channel.
-    fn dispatch(&self, msg: &redis::Msg) {
-        let Some(channel) = channel_of(msg.get_channel_name()) else {
+    /// Sends a control request to `topic` and keeps it pending until its
+    /// replies are in or [`CONTROL_TIMEOUT`] has passed.
+    fn control_request(
+        &mut self,
+        link: &Link,
+        topic: String,
+        what: Waiting,
+        make: impl FnOnce(u64, String) -> ControlMsg,
+    ) {
+        self.next_request = self.next_request.wrapping_add(1);
+        let req = self.next_request;
+        let msg = make(req, self.instance.clone());
+        self.pending.insert(
+            req,
+            Pending {
+                what,
+                receivers: None,
+                answers: 0,
+            },
+        );
+        let events = self.control_tx.clone();
+        self.spawn(link, move |_, mut conn| async move {
+            match publish_control(&mut conn, &topic, &msg).await {
+                Ok(receivers) => {
+                    let _ = events.send(ControlEvent::Published { req, receivers });
+                    None
+                }
+                Err(e) => {
+                    let _ = events.send(ControlEvent::Failed(req));
+                    Some(e)
+                }
+            }
+        });
+        let events = self.control_tx.clone();
+        tokio::spawn(async move {
+            tokio::time::sleep(CONTROL_TIMEOUT).await;
+            let _ = events.send(ControlEvent::Expired(req));
+        });
+    }
+
+    fn control_event(&mut self, event: ControlEvent) {
+        match event {
+            ControlEvent::Published { req, receivers } => {
+                if let Some(p) = self.pending.get_mut(&req) {
+                    p.receivers = Some(receivers);
+                    self.settle(req);
+                }
+            }
+            // Dropping the reply slot answers "unavailable".
+            ControlEvent::Failed(req) => {
+                self.pending.remove(&req);
+            }
+            ControlEvent::Expired(req) => {
+                if let Some(p) = self.pending.remove(&req) {
+                    p.finish(true);
+                }
+            }
+        }
+    }
+
+    /// Answers request `req` if its replies are all in.
+    fn settle(&mut self, req: u64) {
+        if self.pending.get(&req).is_some_and(Pending::settled) {
+            if let Some(p) = self.pending.remove(&req) {
+                p.finish(false);
+            }
+        }
+    }
+
+    /// A message on a control topic: a request of another server (or of
+    /// this one) is answered through the shards; a reply goes to the
+    /// request waiting for it.
+    fn control_message(&mut self, link: &Link, payload: &[u8]) {
+        let msg: ControlMsg = match serde_json::from_slice(payload) {
+            Ok(m) => m,
+            Err(e) => {
+                tracing::warn!(error = %e, "unreadable control message from redis; ignored");
+                return;
+            }
+        };
+        match msg {
+            ControlMsg::Disconnect {
+                req,
+                from,
+                client,
+                reconnect,
+            } => {
+                if !is_instance(&from) {
+                    tracing::warn!(from, "control request from an invalid instance id; ignored");
+                    return;
+                }
+                let shards = self.shards.clone();
+                let code = Control::disconnect_code(reconnect);
+                self.spawn(link, move |_, mut conn| async move {
+                    let found = ask_shards(&shards, |reply| Control::Disconnect {
+                        client: client.clone(),
+                        code,
+                        reply,
+                    })
+                    .await
+                    .into_iter()
+                    .any(|f| f);
+                    let reply = ControlMsg::Disconnected { req, found };
+                    publish_control(&mut conn, &control_topic(&from), &reply)
+                        .await
+                        .err()
+                });
+            }
+            ControlMsg::Channels { req, from } => {
+                if !is_instance(&from) {
+                    tracing::warn!(from, "control request from an invalid instance id; ignored");
+                    return;
+                }
+                let shards = self.shards.clone();
+                self.spawn(link, move |_, mut conn| async move {
+                    let mut channels: BTreeMap<String, usize> = BTreeMap::new();
+                    for list in ask_shards(&shards, Control::Channels).await {
+                        for (c, n) in list.into_iter().filter(|(_, n)| *n > 0) {
+                            *channels.entry(c).or_default() += n;
+                        }
+                    }
+                    let reply = ControlMsg::ChannelCounts { req, channels };
+                    publish_control(&mut conn, &control_topic(&from), &reply)
+                        .await
+                        .err()
+                });
+            }
+            ControlMsg::Disconnected { req, found } => match self.pending.get_mut(&req) {
+                Some(Pending {
+                    what: Waiting::Disconnect { found: f, .. },
+                    answers,
+                    ..
+                }) => {
+                    *f |= found;
+                    *answers += 1;
+                    self.settle(req);
+                }
+                _ => tracing::debug!(req, "reply to an unknown or expired request; ignored"),
+            },
+            ControlMsg::ChannelCounts { req, channels } => match self.pending.get_mut(&req) {
+                Some(Pending {
+                    what: Waiting::Channels { counts, .. },
+                    answers,
+                    ..
+                }) => {
+                    for (c, n) in channels {
+                        let sum = counts.entry(c).or_default();
+                        *sum = sum.saturating_add(n);
+                    }
+                    *answers += 1;
+                    self.settle(req);
+                }
+                _ => tracing::debug!(req, "reply to an unknown or expired request; ignored"),
+            },
+        }
+    }
+
+    /// A pub/sub message: to every shard subscribed to its channel, or,
+    /// on a control topic, to [`Driver::control_message`].
+    fn dispatch(&mut self, link: &Link, msg: &redis::Msg) {
+        let name = msg.get_channel_name();
+        let Some(channel) = channel_of(name) else {
+            if is_control_topic(name) {
+                self.control_message(link, msg.get_payload_bytes());
+            }
             return;
         };
         let Some(nodes) = self.subs.get(channel) else {
@@ -1199,6 +1596,7 @@ mod tests {
         let options = RedisOptions {
             url: "http://127.0.0.1:6379".into(),
             presence_ttl: Duration::from_secs(15),
+            instance: "0a1b2c".into(),
         };
         let r = crate::backbone::Backbone::start_redis(options, Vec::new());
         assert!(matches!(r, Err(RedisStartError::Url { .. })), "{r:?}");
@@ -1248,6 +1646,57 @@ mod tests {
         assert_eq!(parse_message("c", b"p\ne\nx\n1"), None);
         assert_eq!(parse_message("c", b"z\n1"), None);
         assert_eq!(parse_message("c", b"p"), None);
+    }
+
+    #[test]
+    fn control_messages_round_trip_and_garbage_is_refused() {
+        let msgs = [
+            ControlMsg::Disconnect {
+                req: 1,
+                from: "0a1b2c".into(),
+                client: "ffffff-0-3".into(),
+                reconnect: false,
+            },
+            ControlMsg::Channels {
+                req: 2,
+                from: "0a1b2c".into(),
+            },
+            ControlMsg::Disconnected {
+                req: 1,
+                found: true,
+            },
+            ControlMsg::ChannelCounts {
+                req: 2,
+                channels: BTreeMap::from([("news".to_owned(), 3)]),
+            },
+        ];
+        for m in msgs {
+            let text = serde_json::to_vec(&m).expect("serialise");
+            assert_eq!(serde_json::from_slice::<ControlMsg>(&text).ok(), Some(m));
+        }
+        let documented = br#"{"op":"disconnected","req":7,"found":true}"#;
+        assert_eq!(
+            serde_json::from_slice::<ControlMsg>(documented).ok(),
+            Some(ControlMsg::Disconnected {
+                req: 7,
+                found: true
+            })
+        );
+        for bad in [
+            &b""[..],
+            b"not json",
+            b"{}",
+            br#"{"op":"frobnicate","req":1}"#,
+            br#"{"op":"disconnected","req":-1,"found":true}"#,
+            br#"{"op":"channel_counts","req":1,"channels":{"a":"x"}}"#,
+        ] {
+            assert!(
+                serde_json::from_slice::<ControlMsg>(bad).is_err(),
+                "{bad:?}"
+            );
+        }
+        assert!(is_control_topic(&control_topic("0a1b2c")) && is_control_topic(CONTROL_ALL));
+        assert_eq!(channel_of(&control_topic("0a1b2c")), None);
     }
 
     #[test]

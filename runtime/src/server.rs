@@ -29,8 +29,29 @@ pub struct Shared {
     /// Each shard's inbox, by shard index (= its node id).
     pub shards: Vec<ShardInbox>,
     /// A short id of this process, unique in practice: client ids start
-    /// with it, so they are never reused across restarts or servers.
+    /// with it, so they are never reused across restarts or servers, and
+    /// in a cluster the API knows from a client id which server holds it.
     pub instance: String,
+}
+
+/// Largest instance id [`instance_of`] accepts (ours have 6 characters).
+const MAX_INSTANCE_LEN: usize = 16;
+
+/// True if `s` looks like an instance id (lowercase hex digits, as
+/// [`run`] makes them). The Redis backbone names a server's control topic
+/// after it, so it must never hold anything else.
+pub(crate) fn is_instance(s: &str) -> bool {
+    !s.is_empty()
+        && s.len() <= MAX_INSTANCE_LEN
+        && s.bytes()
+            .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
+}
+
+/// The instance id a client id starts with (client ids are
+/// `INSTANCE-SHARD-N`), or `None` if `client` is not one of ours.
+pub(crate) fn instance_of(client: &str) -> Option<&str> {
+    let (instance, rest) = client.split_once('-')?;
+    (is_instance(instance) && !rest.is_empty()).then_some(instance)
 }
 
 impl Shared {
@@ -85,11 +106,13 @@ pub fn run(config: Config) -> Result<(), ServerError> {
     let inboxes: Vec<ShardInbox> = (0..listeners.len())
         .map(|_| Arc::new(Inbox::new()))
         .collect();
+    let instance = format!("{:06x}", seed & 0xff_ffff);
     let backbone = match &config.redis {
         Some(url) => Backbone::start_redis(
             crate::redis_backbone::RedisOptions {
                 url: url.clone(),
                 presence_ttl: config.redis_presence_ttl,
+                instance: instance.clone(),
             },
             inboxes.clone(),
         )?,
@@ -105,7 +128,7 @@ pub fn run(config: Config) -> Result<(), ServerError> {
         shutdown: stop_rx,
         backbone,
         shards: inboxes.clone(),
-        instance: format!("{:06x}", seed & 0xff_ffff),
+        instance,
     });
     let mut threads = Vec::new();
     for (i, (listener, inbox)) in listeners.into_iter().zip(inboxes.clone()).enumerate() {
@@ -182,4 +205,27 @@ fn bind(addr: SocketAddr) -> Result<std::net::TcpListener, ServerError> {
     socket.bind(&addr.into()).map_err(err)?;
     socket.listen(4096).map_err(err)?;
     Ok(socket.into())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn client_ids_name_their_instance() {
+        assert_eq!(instance_of("0a1b2c-1-17"), Some("0a1b2c"));
+        for garbled in [
+            "",
+            "-",
+            "0a1b2c",
+            "0a1b2c-",
+            "no-such-client",
+            "-1-2",
+            "A1B2C3-0-1",
+        ] {
+            assert_eq!(instance_of(garbled), None, "{garbled:?}");
+        }
+        assert!(!is_instance("0123456789abcdef0"), "too long");
+        assert!(!is_instance("ab:cd"));
+    }
 }
