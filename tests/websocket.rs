@@ -950,6 +950,68 @@ fn frames_pipelined_behind_the_request_are_handled() {
     );
 }
 
+/// Reads from `stream` until `want` has arrived; returns everything read.
+fn read_until(stream: &mut TcpStream, want: &[u8]) -> Vec<u8> {
+    let mut all = Vec::new();
+    let deadline = Instant::now() + T;
+    stream.set_read_timeout(Some(T)).unwrap();
+    while !all.windows(want.len()).any(|w| w == want) {
+        assert!(
+            Instant::now() < deadline,
+            "never got {:?}: {:?}",
+            String::from_utf8_lossy(want),
+            String::from_utf8_lossy(&all)
+        );
+        let mut chunk = [0u8; 1024];
+        let n = std::io::Read::read(stream, &mut chunk).unwrap();
+        assert!(n > 0, "closed early: {:?}", String::from_utf8_lossy(&all));
+        all.extend_from_slice(&chunk[..n]);
+    }
+    all
+}
+
+/// A proxy that keeps its upstream connections open sends an upgrade on a
+/// connection that already carried plain HTTP requests: it is upgraded
+/// like one on a fresh connection, frames sent in the same write are not
+/// lost, and a refused one gets the handshake's own answer.
+#[test]
+fn upgrade_on_a_keep_alive_connection_after_http_requests() {
+    let server = Server::echo(&[]);
+    let addr = server.addr();
+    let mut stream = TcpStream::connect(addr).unwrap();
+    let health = Request::get(addr, "/healthz").set("Connection", "keep-alive");
+    for _ in 0..2 {
+        stream.write_all(&health.to_bytes()).unwrap();
+        let resp = read_until(&mut stream, b"\r\n\r\nok\n");
+        assert!(resp.starts_with(b"HTTP/1.1 200"), "{resp:?}");
+    }
+    let mut bytes = Request::upgrade(addr, "/echo").to_bytes();
+    let mut frame = bytes::BytesMut::new();
+    wavecast_core::frame::encode_masked(true, OpCode::Text, b"early", [1, 2, 3, 4], &mut frame);
+    bytes.extend_from_slice(&frame);
+    stream.write_all(&bytes).unwrap();
+    let all = read_until(&mut stream, b"\x81\x05early");
+    let text = String::from_utf8_lossy(&all).to_ascii_lowercase();
+    assert!(text.starts_with("http/1.1 101 "), "{text:?}");
+    assert!(
+        text.contains(&format!(
+            "sec-websocket-accept: {}",
+            wavecast_tests::SAMPLE_ACCEPT.to_ascii_lowercase()
+        )),
+        "{text:?}"
+    );
+
+    // Refused: the handshake's status and headers, as on a fresh connection.
+    let mut stream = TcpStream::connect(addr).unwrap();
+    stream.write_all(&health.to_bytes()).unwrap();
+    read_until(&mut stream, b"\r\n\r\nok\n");
+    let bad = Request::upgrade(addr, "/echo").set("Sec-WebSocket-Version", "8");
+    stream.write_all(&bad.to_bytes()).unwrap();
+    let resp = String::from_utf8_lossy(&read_until(&mut stream, b"\r\n\r\n")).to_ascii_lowercase();
+    assert!(resp.starts_with("http/1.1 426"), "{resp:?}");
+    assert!(resp.contains("sec-websocket-version: 13"), "{resp:?}");
+}
+
 // ---------------------------------------------------------------------------
 // Garbage input never crashes the server
 // ---------------------------------------------------------------------------

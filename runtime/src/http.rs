@@ -1,7 +1,14 @@
-//! The HTTP side of the port: every request that is not a WebSocket upgrade.
+//! The HTTP side of the port: every connection whose first request is not
+//! a WebSocket upgrade.
 //!
 //! The shard has already read the request head (to route it); hyper gets
 //! the stream with those bytes put back in front ([`crate::io::Rewind`]).
+//! A later request on the same keep-alive connection may still be an
+//! upgrade (a proxy that keeps upstream connections open sends them so):
+//! it is decided like one on a fresh connection ([`crate::shard::admit`]),
+//! answered 101 by hyper, and the socket is then taken back from hyper and
+//! handed to the shard ([`crate::shard::adopt`]) with any bytes hyper had
+//! already read past the request.
 
 use std::convert::Infallible;
 use std::rc::Rc;
@@ -12,36 +19,41 @@ use hyper::body::Incoming;
 use hyper::{Method, Request, Response, StatusCode};
 use hyper_util::rt::TokioIo;
 use tokio::net::TcpStream;
+use wavecast_core::handshake::RequestHead;
 
 use crate::io::Rewind;
-use crate::shard::Shard;
+use crate::shard::{self, Shard};
+
+/// The connection hyper serves (what an upgrade is downcast back to).
+type Conn = TokioIo<Rewind<TcpStream>>;
 
 /// Serves HTTP/1.1 on `stream` until the client is done.
 pub async fn serve(shard: Rc<Shard>, prefix: Vec<u8>, stream: TcpStream) {
-    let io = TokioIo::new(Rewind::new(prefix, stream));
+    let io: Conn = TokioIo::new(Rewind::new(prefix, stream));
     let service = hyper::service::service_fn(move |req| {
         let shard = shard.clone();
-        async move { Ok::<_, Infallible>(route(&shard, req).await) }
+        async move { Ok::<_, Infallible>(route(shard, req).await) }
     });
     if let Err(e) = hyper::server::conn::http1::Builder::new()
         .keep_alive(true)
         // A client may send its last requests and half-close: answer them.
         .half_close(true)
         .serve_connection(io, service)
+        .with_upgrades()
         .await
     {
         tracing::debug!(error = %e, "http connection ended with an error");
     }
 }
 
-async fn route(shard: &Shard, req: Request<Incoming>) -> Response<Full<Bytes>> {
+async fn route(shard: Rc<Shard>, req: Request<Incoming>) -> Response<Full<Bytes>> {
     if req.uri().path().starts_with("/api/") {
-        return crate::api::handle(shard, req).await;
+        return crate::api::handle(&shard, req).await;
     }
     match (req.method(), req.uri().path()) {
         (&Method::GET | &Method::HEAD, "/healthz") => text(StatusCode::OK, "ok\n"),
         (&Method::GET, "/metrics") => {
-            let body = crate::metrics::render(shard).await;
+            let body = crate::metrics::render(&shard).await;
             let mut r = Response::new(Full::new(Bytes::from(body)));
             r.headers_mut().insert(
                 hyper::header::CONTENT_TYPE,
@@ -61,12 +73,91 @@ async fn route(shard: &Shard, req: Request<Incoming>) -> Response<Full<Bytes>> {
             }
         }
         (_, "/healthz" | "/readyz") => text(StatusCode::METHOD_NOT_ALLOWED, "use GET\n"),
-        (_, "/ws" | "/echo") => text(
-            StatusCode::UPGRADE_REQUIRED,
-            "this endpoint takes WebSocket upgrades\n",
-        ),
+        (_, "/ws" | "/echo") => {
+            let head = head_of(&req);
+            if head.wants_websocket() {
+                upgrade(shard, req, &head)
+            } else {
+                text(
+                    StatusCode::UPGRADE_REQUIRED,
+                    "this endpoint takes WebSocket upgrades\n",
+                )
+            }
+        }
         _ => text(StatusCode::NOT_FOUND, "not found\n"),
     }
+}
+
+/// The request's head as the core's handshake reads it.
+fn head_of(req: &Request<Incoming>) -> RequestHead {
+    RequestHead {
+        method: req.method().as_str().to_owned(),
+        path: req.uri().path().to_owned(),
+        query: req.uri().query().map(str::to_owned),
+        version: u8::from(req.version() != hyper::Version::HTTP_10),
+        headers: req
+            .headers()
+            .iter()
+            .map(|(n, v)| (n.as_str().to_owned(), v.as_bytes().to_vec()))
+            .collect(),
+        // hyper has consumed the head; what it read beyond comes back with
+        // the upgraded connection.
+        head_len: 0,
+    }
+}
+
+/// An upgrade on a keep-alive connection: the same decision as on a fresh
+/// one; on success hyper sends the 101 and the socket goes to the shard.
+fn upgrade(
+    shard: Rc<Shard>,
+    mut req: Request<Incoming>,
+    head: &RequestHead,
+) -> Response<Full<Bytes>> {
+    let (accepted, endpoint) = match shard::admit(&shard, head) {
+        Ok(ok) => ok,
+        Err(refusal) => return raw_response(&refusal),
+    };
+    let on_upgrade = hyper::upgrade::on(&mut req);
+    tokio::task::spawn_local(async move {
+        let parts = match on_upgrade.await.map(|u| u.downcast::<Conn>()) {
+            Ok(Ok(parts)) => parts,
+            _ => {
+                // The 101 never went out, or the connection is not ours.
+                shard.shared().release_connection();
+                return;
+            }
+        };
+        let (mut leftover, stream) = parts.io.into_inner().into_parts();
+        leftover.extend_from_slice(&parts.read_buf);
+        shard::adopt(&shard, stream, endpoint, &leftover);
+    });
+    raw_response(&accepted.response)
+}
+
+/// A response the core built as bytes (a 101, or a refusal), as hyper's.
+fn raw_response(bytes: &[u8]) -> Response<Full<Bytes>> {
+    let mut headers = [httparse::EMPTY_HEADER; 16];
+    let mut parsed = httparse::Response::new(&mut headers);
+    let (status, body_at) = match parsed.parse(bytes) {
+        Ok(httparse::Status::Complete(n)) => (parsed.code.unwrap_or(500), n),
+        // Our own responses always parse; never send a half-made one.
+        _ => return text(StatusCode::INTERNAL_SERVER_ERROR, "internal error\n"),
+    };
+    let mut r = Response::new(Full::new(Bytes::copy_from_slice(&bytes[body_at..])));
+    *r.status_mut() = StatusCode::from_u16(status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+    for h in parsed.headers.iter() {
+        // hyper sets the length of the body it sends itself.
+        if h.name.eq_ignore_ascii_case("content-length") {
+            continue;
+        }
+        if let (Ok(name), Ok(value)) = (
+            hyper::header::HeaderName::from_bytes(h.name.as_bytes()),
+            hyper::header::HeaderValue::from_bytes(h.value),
+        ) {
+            r.headers_mut().append(name, value);
+        }
+    }
+    r
 }
 
 /// A plain-text response.

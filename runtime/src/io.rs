@@ -26,6 +26,16 @@ impl<S> Rewind<S> {
     }
 }
 
+impl<S> Rewind<S> {
+    /// The bytes of the prefix not read yet, and the stream (an HTTP
+    /// connection that hyper upgraded is taken back this way).
+    pub fn into_parts(self) -> (Vec<u8>, S) {
+        let mut prefix = self.prefix;
+        prefix.drain(..self.pos);
+        (prefix, self.inner)
+    }
+}
+
 impl<S: AsyncRead + Unpin> AsyncRead for Rewind<S> {
     fn poll_read(
         mut self: Pin<&mut Self>,

@@ -467,23 +467,47 @@ async fn handle_socket(shard: Rc<Shard>, stream: TcpStream) {
         crate::http::serve(shard, buf, stream).await;
         return;
     }
+    let endpoint = match admit(&shard, &head) {
+        Ok((accepted, endpoint)) => {
+            if stream.write_all(&accepted.response).await.is_err() {
+                shard.shared.release_connection();
+                return;
+            }
+            endpoint
+        }
+        Err(response) => {
+            let _ = stream.write_all(&response).await;
+            return;
+        }
+    };
+    let leftover = buf.split_off(head.head_len);
+    drop(buf);
+    drop(head);
+    adopt(&shard, stream, endpoint, &leftover);
+}
+
+/// Decides an upgrade request: the endpoint its path names, the handshake,
+/// shutdown and the connection limit. `Ok`: a connection slot is reserved
+/// and the 101 response is to be sent. `Err`: the complete refusal to send.
+/// Shared by upgrades on a fresh connection and those that arrive on an
+/// HTTP keep-alive connection ([`crate::http`]).
+pub(crate) fn admit(
+    shard: &Shard,
+    head: &RequestHead,
+) -> Result<(handshake::Accepted, Endpoint), Vec<u8>> {
     let pubsub = head.path == "/ws";
     match head.path.as_str() {
         "/ws" => {}
         "/echo" if shard.shared.config.echo => {}
         _ => {
-            let resp = handshake::reject_response(404, "Not Found", "no WebSocket endpoint here\n");
-            let _ = stream.write_all(&resp).await;
-            return;
+            return Err(handshake::reject_response(
+                404,
+                "Not Found",
+                "no WebSocket endpoint here\n",
+            ))
         }
     }
-    let accepted = match handshake::accept(&head, &shard.handshake) {
-        Ok(a) => a,
-        Err(e) => {
-            let _ = stream.write_all(&e.response()).await;
-            return;
-        }
-    };
+    let accepted = handshake::accept(head, &shard.handshake).map_err(|e| e.response())?;
     let endpoint = if pubsub {
         // The handshake only picks subprotocols we speak; none means JSON.
         let encoding =
@@ -493,23 +517,27 @@ async fn handle_socket(shard: Rc<Shard>, stream: TcpStream) {
         Endpoint::Echo
     };
     if shard.shutting_down() {
-        let resp = handshake::reject_response(503, "Service Unavailable", "shutting down\n");
-        let _ = stream.write_all(&resp).await;
-        return;
+        return Err(handshake::reject_response(
+            503,
+            "Service Unavailable",
+            "shutting down\n",
+        ));
     }
     if !shard.shared.try_reserve_connection() {
-        let resp = handshake::reject_response(503, "Service Unavailable", "at max connections\n");
-        let _ = stream.write_all(&resp).await;
-        return;
+        return Err(handshake::reject_response(
+            503,
+            "Service Unavailable",
+            "at max connections\n",
+        ));
     }
-    if stream.write_all(&accepted.response).await.is_err() {
-        shard.shared.release_connection();
-        return;
-    }
-    let leftover = buf.split_off(head.head_len);
-    drop(buf);
-    drop(head);
-    // Out of tokio, into the shard's epoll set (still non-blocking).
+    Ok((accepted, endpoint))
+}
+
+/// Takes an upgraded socket (101 sent, connection slot reserved by
+/// [`admit`]) out of tokio and into the node and the shard's epoll set.
+/// `leftover`: bytes the client sent after its request head.
+pub(crate) fn adopt(shard: &Shard, stream: TcpStream, endpoint: Endpoint, leftover: &[u8]) {
+    // Still non-blocking once out of tokio.
     let stream = match stream.into_std() {
         Ok(s) => s,
         Err(_) => {
@@ -521,8 +549,7 @@ async fn handle_socket(shard: Rc<Shard>, stream: TcpStream) {
     let id = shard
         .node
         .borrow_mut()
-        .handle_connect(now, endpoint, &leftover);
-    drop(leftover);
+        .handle_connect(now, endpoint, leftover);
     let key = id.index() as u64;
     let watched = match shard
         .poller
