@@ -52,6 +52,7 @@ impl OutQueue {
     ///
     /// The check is on what is already queued, so a single frame larger than
     /// the budget still goes to a connection that is keeping up.
+    #[inline]
     pub fn push(&mut self, frame: Bytes, budget: usize) -> Result<(), OverBudget> {
         if self.queued > budget {
             return Err(OverBudget {
@@ -64,6 +65,7 @@ impl OutQueue {
     }
 
     /// Queues `frame` whatever the budget (control frames, the close frame).
+    #[inline]
     pub fn push_unchecked(&mut self, frame: Bytes) {
         if frame.is_empty() {
             return;
@@ -97,11 +99,13 @@ impl OutQueue {
     }
 
     /// Bytes queued and not yet written.
+    #[inline]
     pub fn len(&self) -> usize {
         self.queued
     }
 
     /// True when nothing is waiting to be written.
+    #[inline]
     pub fn is_empty(&self) -> bool {
         self.queued == 0
     }
@@ -129,6 +133,7 @@ impl OutQueue {
     }
 
     /// Records that the driver wrote `n` more bytes from the front.
+    #[inline]
     pub fn advance(&mut self, mut n: usize) {
         n = n.min(self.queued);
         self.queued -= n;

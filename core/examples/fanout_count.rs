@@ -1,0 +1,91 @@
+//! Fan-out for instruction counts: a node with 10,000 JSON subscribers of
+//! one channel, then N publications each delivered to all of them and the
+//! queues drained, as the criterion bench `fanout` does, but as a plain
+//! program so that valgrind's callgrind can count it. Instructions per
+//! publication = (count with N) - (count with 0), divided by N: stable on
+//! this noisy machine where timings are not (docs/BENCHMARKS.md).
+//!
+//! ```sh
+//! cargo build --release -p wavecast-core --example fanout_count
+//! valgrind --tool=callgrind --callgrind-out-file=/dev/null target/release/examples/fanout_count 0
+//! valgrind --tool=callgrind --callgrind-out-file=/dev/null target/release/examples/fanout_count 20
+//! ```
+
+use bytes::BytesMut;
+use wavecast_core::backbone::{Event, NodeId};
+use wavecast_core::frame::{self, OpCode};
+use wavecast_core::hub::Hub;
+use wavecast_core::node::{Endpoint, Node, NodeConfig};
+use wavecast_core::protocol::{Encoding, Payload, Publication};
+use wavecast_core::Timestamp;
+
+const SUBSCRIBERS: usize = 10_000;
+
+fn main() {
+    let publications: u64 = match std::env::args().nth(1).map(|a| a.parse()) {
+        Some(Ok(n)) => n,
+        _ => {
+            eprintln!("usage: fanout_count PUBLICATIONS");
+            std::process::exit(2);
+        }
+    };
+    let now = Timestamp::ZERO;
+    let mut node = Node::new(NodeConfig::default());
+    let mut hub = Hub::new(1);
+    let mut sub = BytesMut::new();
+    frame::encode_masked(
+        true,
+        OpCode::Text,
+        br#"{"id":1,"subscribe":{"channel":"news"}}"#,
+        [1, 2, 3, 4],
+        &mut sub,
+    );
+    let ids: Vec<_> = (0..SUBSCRIBERS)
+        .map(|_| node.handle_connect(now, Endpoint::PubSub(Encoding::Json), &sub))
+        .collect();
+    loop {
+        let mut moved = false;
+        while let Some(cmd) = node.poll_backbone() {
+            hub.handle_command(now, NodeId(0), cmd);
+            moved = true;
+        }
+        while let Some((_, ev)) = hub.poll_event() {
+            node.handle_backbone(now, ev);
+            moved = true;
+        }
+        if !moved {
+            break;
+        }
+    }
+    // The subscribe replies, written.
+    for &id in &ids {
+        if let Some(q) = node.queue(id) {
+            let n = q.len();
+            q.advance(n);
+        }
+    }
+    while node.poll_transmit().is_some() {}
+    let epoch = hub.channels()[0].epoch.clone();
+    let data =
+        Payload::from_json(br#"{"symbol":"ACME","price":101.25,"seq":1}"#).expect("valid JSON");
+    for offset in 1..=publications {
+        node.handle_backbone(
+            now,
+            Event::Publication {
+                channel: "news".into(),
+                epoch: epoch.clone(),
+                publication: Publication {
+                    offset,
+                    data: data.clone(),
+                },
+            },
+        );
+        while let Some(id) = node.poll_transmit() {
+            if let Some(q) = node.queue(id) {
+                let n = q.len();
+                q.advance(n);
+            }
+        }
+    }
+    assert_eq!(node.subscribers("news"), SUBSCRIBERS);
+}
