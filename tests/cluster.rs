@@ -1752,3 +1752,37 @@ async fn control_topics_come_back_after_a_redis_restart() {
     assert_eq!(r.status, 200, "{}", r.text());
     assert_eq!(victim.close_code().await, Some(CLOSE_DISCONNECTED));
 }
+
+/// deploy/nginx.conf keeps idle upstream connections (`keepalive`), so
+/// nginx sends a WebSocket upgrade on a connection that already carried
+/// API calls; the server upgrades it like a fresh one, and the API and
+/// pushes keep working through nginx.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn behind_nginx_upgrades_reuse_keep_alive_upstream_connections() {
+    let server = TestServer::start(&[]);
+    // One upstream: nginx's idle connection to it is the one it reuses.
+    let nginx = Nginx::start(&[server.addr()]);
+    let front = nginx.addr();
+    let ch = "through-keepalive";
+    let publish = |n: u64| {
+        let body = json!({"channel": ch, "data": {"n": n}}).to_string();
+        async move { api(front, Some(KEY), "/api/publish", body.as_bytes()).await }
+    };
+    for n in 1..=3 {
+        let r = publish(n).await;
+        assert_eq!(r.status, 200, "API through nginx: {}", r.text());
+    }
+    for round in 0..3 {
+        let mut c = Client::connect(front, Enc::Json).await;
+        let r = c.subscribe(ch).await;
+        let offset = r["offset"].as_u64().expect("offset");
+        let n = 10 + round;
+        let r = publish(n).await;
+        assert_eq!(r.status, 200, "API through nginx: {}", r.text());
+        assert_eq!(
+            collect(&mut c, ch, 1).await,
+            vec![(offset + 1, json!({"n": n}))],
+            "round {round}"
+        );
+    }
+}
