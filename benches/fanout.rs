@@ -5,19 +5,18 @@
 
 use bytes::BytesMut;
 use criterion::{criterion_group, criterion_main, Criterion, Throughput};
-use wavecast_core::backbone::{Event, NodeId};
+use wavecast_core::backbone::Event;
 use wavecast_core::frame::{self, OpCode};
-use wavecast_core::hub::Hub;
-use wavecast_core::node::{Endpoint, Node, NodeConfig};
+use wavecast_core::node::{Endpoint, NodeConfig};
 use wavecast_core::protocol::{Encoding, Payload, Publication};
+use wavecast_core::standalone::Standalone;
 use wavecast_core::Timestamp;
 
 fn bench_fanout(c: &mut Criterion) {
     let mut group = c.benchmark_group("fanout");
     for subscribers in [1_000usize, 10_000] {
         let now = Timestamp::ZERO;
-        let mut node = Node::new(NodeConfig::default());
-        let mut hub = Hub::new(1);
+        let mut core = Standalone::new(NodeConfig::default(), 1);
         let mut sub = BytesMut::new();
         frame::encode_masked(
             true,
@@ -27,22 +26,13 @@ fn bench_fanout(c: &mut Criterion) {
             &mut sub,
         );
         let ids: Vec<_> = (0..subscribers)
-            .map(|_| node.handle_connect(now, Endpoint::PubSub(Encoding::Json), &sub))
+            .map(|_| {
+                core.node
+                    .handle_connect(now, Endpoint::PubSub(Encoding::Json), &sub)
+            })
             .collect();
-        loop {
-            let mut moved = false;
-            while let Some(cmd) = node.poll_backbone() {
-                hub.handle_command(now, NodeId(0), cmd);
-                moved = true;
-            }
-            while let Some((_, ev)) = hub.poll_event() {
-                node.handle_backbone(now, ev);
-                moved = true;
-            }
-            if !moved {
-                break;
-            }
-        }
+        core.pump(now);
+        let Standalone { mut node, hub } = core;
         let epoch = hub.channels()[0].epoch.clone();
         let data = Payload::from_json(br#"{"symbol":"ACME","price":101.25,"seq":1}"#).unwrap();
         let mut offset = 0u64;

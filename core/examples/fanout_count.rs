@@ -12,11 +12,11 @@
 //! ```
 
 use bytes::BytesMut;
-use wavecast_core::backbone::{Event, NodeId};
+use wavecast_core::backbone::Event;
 use wavecast_core::frame::{self, OpCode};
-use wavecast_core::hub::Hub;
-use wavecast_core::node::{Endpoint, Node, NodeConfig};
+use wavecast_core::node::{Endpoint, NodeConfig};
 use wavecast_core::protocol::{Encoding, Payload, Publication};
+use wavecast_core::standalone::Standalone;
 use wavecast_core::Timestamp;
 
 const SUBSCRIBERS: usize = 10_000;
@@ -30,8 +30,7 @@ fn main() {
         }
     };
     let now = Timestamp::ZERO;
-    let mut node = Node::new(NodeConfig::default());
-    let mut hub = Hub::new(1);
+    let mut core = Standalone::new(NodeConfig::default(), 1);
     let mut sub = BytesMut::new();
     frame::encode_masked(
         true,
@@ -41,22 +40,13 @@ fn main() {
         &mut sub,
     );
     let ids: Vec<_> = (0..SUBSCRIBERS)
-        .map(|_| node.handle_connect(now, Endpoint::PubSub(Encoding::Json), &sub))
+        .map(|_| {
+            core.node
+                .handle_connect(now, Endpoint::PubSub(Encoding::Json), &sub)
+        })
         .collect();
-    loop {
-        let mut moved = false;
-        while let Some(cmd) = node.poll_backbone() {
-            hub.handle_command(now, NodeId(0), cmd);
-            moved = true;
-        }
-        while let Some((_, ev)) = hub.poll_event() {
-            node.handle_backbone(now, ev);
-            moved = true;
-        }
-        if !moved {
-            break;
-        }
-    }
+    core.pump(now);
+    let Standalone { mut node, hub } = core;
     // The subscribe replies, written.
     for &id in &ids {
         if let Some(q) = node.queue(id) {

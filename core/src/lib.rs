@@ -20,6 +20,9 @@
 //!   closing, closed) with heartbeats; it owns a decoder, an assembler and a
 //!   queue.
 //!
+//! - [`standalone`] wires one node to the in-memory hub with no I/O, for
+//!   benches, examples and tests of the core alone.
+//!
 //! The driver (the runtime, a test, the model) feeds a connection with
 //! `handle_read(now, bytes)` / `handle_timeout(now)` and drains it in this
 //! order: `poll_event()` until `None` (messages for the application), then
@@ -40,6 +43,7 @@ pub mod namespace;
 pub mod node;
 pub mod protocol;
 pub mod queue;
+pub mod standalone;
 pub mod time;
 
 pub use time::Timestamp;

@@ -3,11 +3,12 @@
 //! holds a reference to the same bytes (checked by pointer identity).
 
 use bytes::BytesMut;
-use wavecast_core::backbone::{Event, NodeId};
+use wavecast_core::backbone::Event;
 use wavecast_core::frame::{self, OpCode};
 use wavecast_core::hub::Hub;
 use wavecast_core::node::{ConnId, Endpoint, Node, NodeConfig};
 use wavecast_core::protocol::{Encoding, Payload, Publication};
+use wavecast_core::standalone::Standalone;
 use wavecast_core::Timestamp;
 
 fn subscribe_frame(id: u64, channel: &str) -> Vec<u8> {
@@ -21,8 +22,7 @@ fn subscribe_frame(id: u64, channel: &str) -> Vec<u8> {
 /// replies drained, and the hub that sequences for it.
 fn subscribed_node(n: usize, m: usize) -> (Node, Hub, Vec<ConnId>) {
     let now = Timestamp::ZERO;
-    let mut node = Node::new(NodeConfig::default());
-    let mut hub = Hub::new(7);
+    let mut core = Standalone::new(NodeConfig::default(), 7);
     let mut ids = Vec::new();
     for i in 0..n + m {
         let enc = if i < n {
@@ -45,9 +45,10 @@ fn subscribed_node(n: usize, m: usize) -> (Node, Hub, Vec<ConnId>) {
             frame::encode_masked(true, OpCode::Binary, &payload, [1, 2, 3, 4], &mut out);
             out.to_vec()
         };
-        ids.push(node.handle_connect(now, Endpoint::PubSub(enc), &sub));
+        ids.push(core.node.handle_connect(now, Endpoint::PubSub(enc), &sub));
     }
-    pump(&mut node, &mut hub, now);
+    core.pump(now);
+    let Standalone { mut node, hub } = core;
     for &id in &ids {
         let q = node.queue(id).unwrap();
         let n = q.len();
@@ -55,23 +56,6 @@ fn subscribed_node(n: usize, m: usize) -> (Node, Hub, Vec<ConnId>) {
     }
     assert_eq!(node.subscribers("news"), n + m);
     (node, hub, ids)
-}
-
-fn pump(node: &mut Node, hub: &mut Hub, now: Timestamp) {
-    loop {
-        let mut moved = false;
-        while let Some(cmd) = node.poll_backbone() {
-            hub.handle_command(now, NodeId(0), cmd);
-            moved = true;
-        }
-        while let Some((_, ev)) = hub.poll_event() {
-            node.handle_backbone(now, ev);
-            moved = true;
-        }
-        if !moved {
-            break;
-        }
-    }
 }
 
 #[test]

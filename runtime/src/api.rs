@@ -338,13 +338,7 @@ async fn channels(shard: &Shard) -> Result<Reply, ApiError> {
             .map_err(|_| unavailable())?
             .counts
     } else {
-        let mut counts: BTreeMap<String, usize> = BTreeMap::new();
-        for list in ask_shards(shard, Control::Channels).await {
-            for (c, n) in list {
-                *counts.entry(c).or_default() += n;
-            }
-        }
-        counts
+        backbone::local_channels(&shard.shared().shards).await
     };
     let map: BTreeMap<String, Value> = counts
         .into_iter()
@@ -384,14 +378,7 @@ async fn disconnect(shard: &Shard, body: &[u8]) -> Result<Reply, ApiError> {
             .map_err(control_error)?,
         None => {
             let code = Control::disconnect_code(b.reconnect);
-            ask_shards(shard, |reply| Control::Disconnect {
-                client: client.clone(),
-                code,
-                reply,
-            })
-            .await
-            .into_iter()
-            .any(|f| f)
+            backbone::disconnect_local(&shared.shards, &client, code).await
         }
     };
     if found {

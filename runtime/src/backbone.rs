@@ -94,6 +94,31 @@ pub(crate) async fn ask_shards<T>(
     out
 }
 
+/// This server's channels with live subscribers, counts summed over its
+/// shards (the API's `channels`, and this server's answer to a cluster's).
+pub(crate) async fn local_channels(shards: &[ShardInbox]) -> BTreeMap<String, usize> {
+    let mut counts: BTreeMap<String, usize> = BTreeMap::new();
+    for list in ask_shards(shards, Control::Channels).await {
+        for (c, n) in list.into_iter().filter(|(_, n)| *n > 0) {
+            *counts.entry(c).or_default() += n;
+        }
+    }
+    counts
+}
+
+/// Closes `client` with `code` if one of this server's shards holds it;
+/// true if one did (the API's `disconnect`, locally or for a cluster).
+pub(crate) async fn disconnect_local(shards: &[ShardInbox], client: &str, code: u16) -> bool {
+    ask_shards(shards, |reply| Control::Disconnect {
+        client: client.to_owned(),
+        code,
+        reply,
+    })
+    .await
+    .into_iter()
+    .any(|found| found)
+}
+
 /// One shard's counts.
 #[derive(Debug, Clone, Default)]
 pub struct ShardInfo {

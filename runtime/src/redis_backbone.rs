@@ -106,7 +106,8 @@ use wavecast_core::hub::{ChannelStats, NO_EPOCH};
 use wavecast_core::protocol::{ClientInfo, Payload, Publication, StreamPosition};
 
 use crate::backbone::{
-    ask_shards, ClusterChannels, Control, ControlError, ShardInbox, ShardMsg, ToHub,
+    disconnect_local, local_channels, ClusterChannels, Control, ControlError, ShardInbox, ShardMsg,
+    ToHub,
 };
 use crate::server::is_instance;
 
@@ -923,13 +924,15 @@ impl Driver {
                     data,
                     history,
                 } => {
-                    let shards = self.shards.clone();
-                    self.spawn(link, move |scripts, mut conn| async move {
-                        let r = publish(&scripts, &mut conn, &channel, &data, history).await;
-                        let (reply, err) = split(r);
-                        send_reply(&shards, node, request, Reply::Published(reply));
-                        err
-                    });
+                    self.spawn_request(
+                        link,
+                        node,
+                        request,
+                        Reply::Published,
+                        move |scripts, mut conn| async move {
+                            publish(&scripts, &mut conn, &channel, &data, history).await
+                        },
+                    );
                 }
                 Command::History {
                     request,
@@ -937,22 +940,26 @@ impl Driver {
                     since,
                     limit,
                 } => {
-                    let shards = self.shards.clone();
-                    self.spawn(link, move |scripts, mut conn| async move {
-                        let r = history(&scripts, &mut conn, &channel, since.as_ref(), limit).await;
-                        let (reply, err) = split(r);
-                        send_reply(&shards, node, request, Reply::History(reply));
-                        err
-                    });
+                    self.spawn_request(
+                        link,
+                        node,
+                        request,
+                        Reply::History,
+                        move |scripts, mut conn| async move {
+                            history(&scripts, &mut conn, &channel, since.as_ref(), limit).await
+                        },
+                    );
                 }
                 Command::Presence { request, channel } => {
-                    let shards = self.shards.clone();
-                    self.spawn(link, move |scripts, mut conn| async move {
-                        let r = presence(&scripts, &mut conn, &channel).await;
-                        let (reply, err) = split(r);
-                        send_reply(&shards, node, request, Reply::Presence(reply));
-                        err
-                    });
+                    self.spawn_request(
+                        link,
+                        node,
+                        request,
+                        Reply::Presence,
+                        move |scripts, mut conn| async move {
+                            presence(&scripts, &mut conn, &channel).await
+                        },
+                    );
                 }
                 Command::PresenceAdd {
                     channel,
@@ -1112,6 +1119,31 @@ impl Driver {
         });
     }
 
+    /// Runs one node's request on the link ([`Self::spawn`]) and sends the
+    /// node its reply, built by `wrap` from the outcome.
+    fn spawn_request<T, F, Fut>(
+        &self,
+        link: &Link,
+        node: NodeId,
+        request: RequestId,
+        wrap: fn(Result<T, BackboneError>) -> Reply,
+        f: F,
+    ) where
+        T: Send + 'static,
+        F: FnOnce(Arc<Scripts>, MultiplexedConnection) -> Fut,
+        Fut: std::future::Future<Output = Result<T, RedisError>> + Send + 'static,
+    {
+        let shards = self.shards.clone();
+        self.spawn(link, move |scripts, conn| {
+            let run = f(scripts, conn);
+            async move {
+                let (reply, err) = split(run.await);
+                send_reply(&shards, node, request, wrap(reply));
+                err
+            }
+        });
+    }
+
     /// Removes `node` from the channel's subscribers; true if it was the
     /// last one (the server's subscription must go).
     fn unsubscribed(&mut self, node: NodeId, channel: &str) -> bool {
@@ -1266,14 +1298,7 @@ impl Driver {
                 let shards = self.shards.clone();
                 let code = Control::disconnect_code(reconnect);
                 self.spawn(link, move |_, mut conn| async move {
-                    let found = ask_shards(&shards, |reply| Control::Disconnect {
-                        client: client.clone(),
-                        code,
-                        reply,
-                    })
-                    .await
-                    .into_iter()
-                    .any(|f| f);
+                    let found = disconnect_local(&shards, &client, code).await;
                     let reply = ControlMsg::Disconnected { req, found };
                     publish_control(&mut conn, &control_topic(&from), &reply)
                         .await
@@ -1287,12 +1312,7 @@ impl Driver {
                 }
                 let shards = self.shards.clone();
                 self.spawn(link, move |_, mut conn| async move {
-                    let mut channels: BTreeMap<String, usize> = BTreeMap::new();
-                    for list in ask_shards(&shards, Control::Channels).await {
-                        for (c, n) in list.into_iter().filter(|(_, n)| *n > 0) {
-                            *channels.entry(c).or_default() += n;
-                        }
-                    }
+                    let channels = local_channels(&shards).await;
                     let reply = ControlMsg::ChannelCounts { req, channels };
                     publish_control(&mut conn, &control_topic(&from), &reply)
                         .await

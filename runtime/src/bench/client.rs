@@ -833,6 +833,20 @@ async fn read_acks<R: AsyncRead + Unpin>(
     }
 }
 
+/// Appends what the API connection has next to `buf`; its end is an error
+/// (responses are still owed).
+async fn read_more<R: AsyncRead + Unpin>(rd: &mut R, buf: &mut BytesMut) -> Result<(), BenchError> {
+    buf.reserve(READ_CHUNK);
+    let n = rd
+        .read_buf(buf)
+        .await
+        .map_err(|e| BenchError::io("reading an API response", e))?;
+    if n == 0 {
+        return Err(BenchError::Server("closed the API connection".into()));
+    }
+    Ok(())
+}
+
 /// Reads pipelined HTTP/1.1 responses to `POST /api/publish`: 200 is an
 /// acknowledgement, anything else a refusal.
 async fn read_api_responses<R: AsyncRead + Unpin>(
@@ -848,14 +862,7 @@ async fn read_api_responses<R: AsyncRead + Unpin>(
             if buf.len() > MAX_HEAD {
                 return Err(BenchError::Server("API response head too long".into()));
             }
-            buf.reserve(READ_CHUNK);
-            let n = rd
-                .read_buf(&mut buf)
-                .await
-                .map_err(|e| BenchError::io("reading an API response", e))?;
-            if n == 0 {
-                return Err(BenchError::Server("closed the API connection".into()));
-            }
+            read_more(&mut rd, &mut buf).await?;
         };
         let head = String::from_utf8_lossy(&buf[..head_len]).into_owned();
         let status = head.split(' ').nth(1).unwrap_or("").to_string();
@@ -872,14 +879,7 @@ async fn read_api_responses<R: AsyncRead + Unpin>(
             return Err(BenchError::Server("API response body too large".into()));
         }
         while buf.len() < head_len + body_len {
-            buf.reserve(READ_CHUNK);
-            let n = rd
-                .read_buf(&mut buf)
-                .await
-                .map_err(|e| BenchError::io("reading an API response", e))?;
-            if n == 0 {
-                return Err(BenchError::Server("closed the API connection".into()));
-            }
+            read_more(&mut rd, &mut buf).await?;
         }
         if status == "200" {
             acks.ack();
