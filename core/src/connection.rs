@@ -17,6 +17,14 @@
 //! heartbeat_timeout` is closed. Any bytes count as a sign of life, not only
 //! pongs, so a busy client is never expired. `handle_timeout` is safe to
 //! call early or twice: it recomputes from the stored instants.
+//!
+//! Bounds: everything queued for the peer counts against
+//! `max_queued_bytes`, pongs included, and at most one pong waits at a time
+//! (a later ping replaces its answer, RFC 6455 section 5.5.3), so a peer
+//! that pings without reading cannot grow the queue. A peer that takes no
+//! bytes at all for `heartbeat_interval + heartbeat_timeout` while some are
+//! waiting for it is closed as a slow consumer too: sending is not a sign
+//! that it reads.
 
 use std::collections::VecDeque;
 use std::rc::Rc;
@@ -87,6 +95,9 @@ pub enum CloseCause {
     Message(MessageError),
     /// Nothing arrived for heartbeat interval + timeout.
     HeartbeatTimeout,
+    /// Bytes waited for the peer for heartbeat interval + timeout and it
+    /// took none of them (it may still be sending).
+    WriteStalled,
     /// The outbound queue went over its budget.
     SlowConsumer(OverBudget),
     /// The transport ended without a close handshake (or the peer never
@@ -104,7 +115,9 @@ impl CloseCause {
             CloseCause::Frame(e) => e.close_code(),
             CloseCause::Message(e) => e.close_code(),
             CloseCause::HeartbeatTimeout => config.heartbeat_close_code,
-            CloseCause::SlowConsumer(_) => config.slow_consumer_close_code,
+            CloseCause::SlowConsumer(_) | CloseCause::WriteStalled => {
+                config.slow_consumer_close_code
+            }
             CloseCause::Abnormal => CloseCode::ABNORMAL,
         }
     }
@@ -133,7 +146,12 @@ pub struct Connection {
     events: VecDeque<Event>,
     last_seen: Timestamp,
     next_ping: Timestamp,
-    close_deadline: Option<Timestamp>,
+    /// While open: when the bytes waiting in the queue will have waited too
+    /// long for the peer to take any (set while the queue is not empty).
+    /// While closing or closed: when to stop waiting for the close
+    /// handshake or for the last bytes to be written. One field for both
+    /// keeps an idle connection small.
+    deadline: Option<Timestamp>,
     /// Set once the close cause is known; reported with `Event::Closed`.
     /// Boxed: only a closing connection has one.
     cause: Option<Box<CloseCause>>,
@@ -159,7 +177,7 @@ impl Connection {
             events: VecDeque::new(),
             last_seen: now,
             next_ping: now + config.heartbeat_interval,
-            close_deadline: None,
+            deadline: None,
             cause: None,
             config,
         }
@@ -215,7 +233,7 @@ impl Connection {
             // gone, so they can never be written; don't wait out the
             // close timeout for them.
             self.queue.clear();
-            self.close_deadline = None;
+            self.deadline = None;
             return;
         }
         let cause = match self.cause.take() {
@@ -231,14 +249,14 @@ impl Connection {
     pub fn handle_timeout(&mut self, now: Timestamp) {
         match self.state {
             State::Closed => {
-                if self.close_deadline.is_some_and(|d| now >= d) {
+                if self.deadline.is_some_and(|d| now >= d) {
                     // The peer stopped reading: drop what it never took.
                     self.queue.clear();
-                    self.close_deadline = None;
+                    self.deadline = None;
                 }
             }
             State::Closing => {
-                if self.close_deadline.is_some_and(|d| now >= d) {
+                if self.deadline.is_some_and(|d| now >= d) {
                     // The peer never answered our close frame.
                     self.queue.clear();
                     let cause = self.cause.take().map_or(CloseCause::Abnormal, |c| *c);
@@ -246,13 +264,21 @@ impl Connection {
                 }
             }
             State::Open => {
+                if self.stalled_at().is_some_and(|d| now >= d) {
+                    // The peer has not taken a byte for a whole heartbeat:
+                    // whatever it sends, it does not read.
+                    self.queue.discard_unstarted();
+                    let code = self.config.slow_consumer_close_code;
+                    self.start_close(now, code, "slow consumer", CloseCause::WriteStalled);
+                    return;
+                }
                 if now >= self.expiry() {
                     let code = self.config.heartbeat_close_code;
                     self.start_close(now, code, "heartbeat timeout", CloseCause::HeartbeatTimeout);
                     return;
                 }
                 if now >= self.next_ping {
-                    self.queue.push_unchecked(frame::encode(OpCode::Ping, b""));
+                    self.enqueue(now, frame::encode(OpCode::Ping, b""));
                     self.next_ping = now + self.config.heartbeat_interval;
                 }
             }
@@ -263,13 +289,60 @@ impl Connection {
     pub fn poll_timeout(&self) -> Option<Timestamp> {
         match self.state {
             State::Closed if self.queue.is_empty() => None,
-            State::Closed | State::Closing => self.close_deadline,
-            State::Open => Some(self.next_ping.min(self.expiry())),
+            State::Closed | State::Closing => self.deadline,
+            State::Open => {
+                let next = self.next_ping.min(self.expiry());
+                Some(self.stalled_at().map_or(next, |d| d.min(next)))
+            }
         }
     }
 
     fn expiry(&self) -> Timestamp {
-        self.last_seen + self.config.heartbeat_interval + self.config.heartbeat_timeout
+        self.last_seen + self.patience()
+    }
+
+    /// While open: when the waiting bytes will have waited too long. The
+    /// queue is checked too, so a driver that advanced the queue directly
+    /// (tests) never gets a stale deadline.
+    fn stalled_at(&self) -> Option<Timestamp> {
+        self.deadline.filter(|_| !self.queue.is_empty())
+    }
+
+    /// How long the peer may be silent, or take none of our bytes.
+    fn patience(&self) -> Duration {
+        self.config.heartbeat_interval + self.config.heartbeat_timeout
+    }
+
+    /// The driver wrote `n` bytes of the queue.
+    #[inline]
+    pub fn handle_written(&mut self, now: Timestamp, n: usize) {
+        self.queue.advance(n);
+        if self.state == State::Open {
+            self.deadline = if self.queue.is_empty() {
+                None
+            } else if n > 0 {
+                Some(now + self.patience())
+            } else {
+                self.deadline
+            };
+        }
+    }
+
+    /// Queues a frame whatever the budget (control frames: one heartbeat
+    /// ping per interval, our one close frame), starting the write-stall
+    /// clock if the queue was empty.
+    fn enqueue(&mut self, now: Timestamp, frame: Bytes) {
+        self.start_stall_clock(now);
+        self.queue.push_unchecked(frame);
+    }
+
+    /// Bytes are about to wait in an empty queue of an open connection: the
+    /// peer has `patience()` to start taking them.
+    #[inline]
+    fn start_stall_clock(&mut self, now: Timestamp) {
+        if self.state == State::Open && self.queue.is_empty() {
+            self.deadline = Some(now + self.patience());
+        }
     }
 
     /// The next event for the application.
@@ -284,6 +357,12 @@ impl Connection {
         event
     }
 
+    /// True if events wait to be taken with [`Connection::poll_event`].
+    #[inline]
+    pub fn has_events(&self) -> bool {
+        !self.events.is_empty()
+    }
+
     /// Queues one complete, already-encoded server frame (shared bytes).
     ///
     /// Over the byte budget the connection is closed as a slow consumer:
@@ -293,15 +372,22 @@ impl Connection {
         if self.state != State::Open {
             return Err(SendError::NotOpen);
         }
+        self.start_stall_clock(now);
         match self.queue.push(frame, self.config.max_queued_bytes) {
             Ok(()) => Ok(()),
             Err(over) => {
-                self.queue.discard_unstarted();
-                let code = self.config.slow_consumer_close_code;
-                self.start_close(now, code, "slow consumer", CloseCause::SlowConsumer(over));
+                self.slow_consumer(now, over);
                 Err(SendError::SlowConsumer(over))
             }
         }
+    }
+
+    /// Over budget: what is queued is dropped (but for a partly written
+    /// frame), the close frame goes out, and nothing waits for this client.
+    fn slow_consumer(&mut self, now: Timestamp, over: OverBudget) {
+        self.queue.discard_unstarted();
+        let code = self.config.slow_consumer_close_code;
+        self.start_close(now, code, "slow consumer", CloseCause::SlowConsumer(over));
     }
 
     /// Starts the close handshake with `code` (the application's decision).
@@ -349,18 +435,27 @@ impl Connection {
                 // RFC 6455 5.5.3: answer with a pong of the same payload,
                 // unless we already sent our close frame.
                 if self.state == State::Open {
-                    self.queue
-                        .push_unchecked(frame::encode(OpCode::Pong, &payload));
+                    self.start_stall_clock(now);
+                    let pong = frame::encode(OpCode::Pong, &payload);
+                    if let Err(over) = self.queue.push_pong(pong, self.config.max_queued_bytes) {
+                        self.slow_consumer(now, over);
+                    }
                 }
             }
             Message::Pong(_) => {}
             Message::Close(peer) => match self.state {
                 State::Open => {
-                    // Echo the peer's code (RFC 6455 5.5.1) and end.
+                    // Echo the peer's code (RFC 6455 5.5.1) and end. The
+                    // reply counts against the budget: over it, what the
+                    // peer never took is dropped first, so a connection
+                    // holds at most its budget plus this one frame.
                     let payload = match &peer {
                         Some(f) => message::encode_close_payload(f.code, ""),
                         None => Vec::new(),
                     };
+                    if self.queue.len() > self.config.max_queued_bytes {
+                        self.queue.discard_unstarted();
+                    }
                     self.queue
                         .push_unchecked(frame::encode(OpCode::Close, &payload));
                     self.finish(now, CloseCause::Peer(peer));
@@ -394,7 +489,7 @@ impl Connection {
         self.queue
             .push_unchecked(frame::encode(OpCode::Close, &payload));
         self.state = State::Closing;
-        self.close_deadline = Some(now + self.config.close_timeout);
+        self.deadline = Some(now + self.config.close_timeout);
         self.cause = Some(Box::new(cause));
     }
 
@@ -402,7 +497,7 @@ impl Connection {
         self.state = State::Closed;
         // The last frames (our close) get `close_timeout` to be written; a
         // peer that reads nothing must not pin the connection forever.
-        self.close_deadline = if self.queue.is_empty() {
+        self.deadline = if self.queue.is_empty() {
             None
         } else {
             Some(now + self.config.close_timeout)

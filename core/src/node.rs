@@ -14,7 +14,10 @@
 //!    `handle_written`, `handle_backbone`, `handle_timeout` (safe early or
 //!    twice);
 //! 2. drains it, in this order: `poll_backbone()` (send each command to the
-//!    backbone), `poll_transmit()` (write each returned connection's
+//!    backbone), `poll_reading()` (stop or resume reading a connection:
+//!    one with `max_requests_in_flight` commands waiting has the rest of
+//!    its input held until replies drain), `poll_transmit()` (write each
+//!    returned connection's
 //!    `queue`, report with `handle_written`), then `poll_finished()` (drop
 //!    those transports: the node keeps nothing of them), then
 //!    `poll_timeout()` (when to call `handle_timeout` next).
@@ -101,7 +104,7 @@ pub enum Endpoint {
 }
 
 /// Settings of a node.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Hash)]
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub struct NodeConfig {
     /// Settings of every connection.
     pub connection: ConnectionConfig,
@@ -110,6 +113,28 @@ pub struct NodeConfig {
     /// Prefix of this node's client ids: unique per node in the cluster and
     /// per process start, so client ids are never reused.
     pub client_prefix: String,
+    /// Most commands of one connection that may wait for the backbone at
+    /// once. A connection at the bound has the rest of its input held (its
+    /// events stay in its `Connection`) and the driver is told to stop
+    /// reading it ([`Node::poll_reading`]) until replies drain: a client
+    /// that pipelines faster than the sequencer answers is slowed through
+    /// TCP, not buffered.
+    pub max_requests_in_flight: usize,
+}
+
+/// Default of [`NodeConfig::max_requests_in_flight`]: enough for a client
+/// that resubscribes to dozens of channels at once to pipeline them.
+pub const MAX_REQUESTS_IN_FLIGHT: usize = 32;
+
+impl Default for NodeConfig {
+    fn default() -> Self {
+        NodeConfig {
+            connection: ConnectionConfig::default(),
+            namespaces: Namespaces::default(),
+            client_prefix: String::new(),
+            max_requests_in_flight: MAX_REQUESTS_IN_FLIGHT,
+        }
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
@@ -128,6 +153,11 @@ struct Client {
     timer: Option<Timestamp>,
     /// Already listed in `Node::transmit`.
     listed: bool,
+    /// Held back: at `max_requests_in_flight` with input left to handle;
+    /// the driver was told to stop reading it.
+    paused: bool,
+    /// Requests of this connection waiting for the backbone.
+    in_flight: u16,
     /// Channels subscribed or being subscribed.
     subs: Vec<String>,
     /// The user the connection belongs to (empty: anonymous).
@@ -218,6 +248,19 @@ enum Pending {
     },
 }
 
+impl Pending {
+    /// The connection that waits for this request (none for a gap fill).
+    fn conn(&self) -> Option<ConnId> {
+        match self {
+            Pending::Subscribe { conn, .. }
+            | Pending::Publish { conn, .. }
+            | Pending::History { conn, .. }
+            | Pending::Presence { conn, .. } => Some(*conn),
+            Pending::Fill { .. } => None,
+        }
+    }
+}
+
 /// A deliberately planted bug (feature `mutations`, tests only): the
 /// model-based tests (`core/tests/node_model.rs`) must fail with each one
 /// switched on, which shows that they can find such bugs.
@@ -255,6 +298,11 @@ pub struct Node {
     backbone: VecDeque<BbCommand>,
     /// Scratch list of a fan-out's recipients (see `deliver`).
     targets: Vec<ConnId>,
+    /// Paused connections whose requests drained below the bound: their
+    /// held input is handled at the end of the current input.
+    unpaused: Vec<ConnId>,
+    /// Changes of whether the driver should read a connection.
+    reading: VecDeque<(ConnId, bool)>,
     #[cfg(feature = "mutations")]
     mutation: Option<Mutation>,
 }
@@ -285,6 +333,8 @@ impl Node {
             next_request: 1,
             backbone: VecDeque::new(),
             targets: Vec::new(),
+            unpaused: Vec::new(),
+            reading: VecDeque::new(),
             #[cfg(feature = "mutations")]
             mutation: None,
         }
@@ -324,6 +374,8 @@ impl Node {
             endpoint,
             timer: None,
             listed: false,
+            paused: false,
+            in_flight: 0,
             subs: Vec::new(),
             user: String::new(),
         };
@@ -369,7 +421,7 @@ impl Node {
 
     /// The driver wrote `n` bytes of a connection's queue.
     pub fn handle_written(&mut self, now: Timestamp, id: ConnId, n: usize) {
-        self.with_conn(now, id, |c| c.queue().advance(n));
+        self.with_conn(now, id, |c| c.handle_written(now, n));
     }
 
     /// Closes a connection with `code` (e.g. an operator's disconnect).
@@ -412,6 +464,17 @@ impl Node {
     /// The next command for the backbone.
     pub fn poll_backbone(&mut self) -> Option<BbCommand> {
         self.backbone.pop_front()
+    }
+
+    /// The next change of whether the driver should read a connection's
+    /// transport: `(id, false)` when the connection has
+    /// `max_requests_in_flight` commands waiting for the backbone and
+    /// input left that it has not handled (stop reading it, so its peer is
+    /// slowed by TCP), `(id, true)` once that input is handled (read it
+    /// again). A driver that keeps reading anyway loses nothing; the node
+    /// then holds what it read.
+    pub fn poll_reading(&mut self) -> Option<(ConnId, bool)> {
+        self.reading.pop_front()
     }
 
     /// The next connection with bytes to write.
@@ -525,11 +588,29 @@ impl Node {
     /// Drains a connection's events, lists it for writing, re-arms its
     /// timer, and releases it once it is finished.
     fn after(&mut self, now: Timestamp, id: ConnId) {
+        let max = self.config.max_requests_in_flight;
         loop {
-            let Some(client) = self.client_mut(id) else {
+            let Some(client) = client_in(&mut self.slots, id) else {
                 return;
             };
+            if usize::from(client.in_flight) >= max
+                && client.conn.state() == crate::connection::State::Open
+                && client.conn.has_events()
+            {
+                // Hold the rest of its input until replies drain. A
+                // connection that is closing is not held: its last
+                // commands are handled and its end released at once.
+                if !client.paused {
+                    client.paused = true;
+                    self.reading.push_back((id, false));
+                }
+                break;
+            }
             let Some(event) = client.conn.poll_event() else {
+                if client.paused {
+                    client.paused = false;
+                    self.reading.push_back((id, true));
+                }
                 break;
             };
             match (client.endpoint, event) {
@@ -612,6 +693,46 @@ impl Node {
         r
     }
 
+    /// Records a request waiting for the backbone and queues its command
+    /// (built from the new request id); the connection behind it, if any,
+    /// counts it against `max_requests_in_flight`.
+    fn ask(&mut self, pending: Pending, command: impl FnOnce(RequestId) -> BbCommand) -> RequestId {
+        let request = self.request_id();
+        if let Some(client) = pending.conn().and_then(|c| client_in(&mut self.slots, c)) {
+            client.in_flight = client.in_flight.saturating_add(1);
+        }
+        self.requests.insert(request, pending);
+        self.backbone.push_back(command(request));
+        request
+    }
+
+    /// Forgets a request (answered, failed or abandoned); a connection held
+    /// back at the bound is handled again once below it.
+    fn take_request(&mut self, request: RequestId) -> Option<Pending> {
+        let pending = self.requests.remove(&request)?;
+        if let Some(conn) = pending.conn() {
+            self.request_done(conn);
+        }
+        Some(pending)
+    }
+
+    fn request_done(&mut self, conn: ConnId) {
+        let max = self.config.max_requests_in_flight;
+        if let Some(client) = client_in(&mut self.slots, conn) {
+            client.in_flight = client.in_flight.saturating_sub(1);
+            if client.paused && usize::from(client.in_flight) < max {
+                self.unpaused.push(conn);
+            }
+        }
+    }
+
+    /// Handles the held input of connections that dropped below the bound.
+    fn resume_unpaused(&mut self, now: Timestamp) {
+        while let Some(id) = self.unpaused.pop() {
+            self.after(now, id);
+        }
+    }
+
     // ---------------------------------------------------------------
     // Client commands
 
@@ -679,14 +800,13 @@ impl Node {
                         self.deliver(now, &channel, publication);
                     }
                 }
-                let request = self.request_id();
-                self.requests
-                    .insert(request, Pending::Publish { conn: id, id: rid });
-                self.backbone.push_back(BbCommand::Publish {
-                    request,
-                    channel,
-                    data,
-                    history: options.history(),
+                self.ask(Pending::Publish { conn: id, id: rid }, |request| {
+                    BbCommand::Publish {
+                        request,
+                        channel,
+                        data,
+                        history: options.history(),
+                    }
                 });
             }
             Command::Presence { channel } => {
@@ -695,27 +815,24 @@ impl Node {
                     self.reply(now, id, enc, rid, &reply);
                     return;
                 }
-                let request = self.request_id();
-                self.requests
-                    .insert(request, Pending::Presence { conn: id, id: rid });
-                self.backbone
-                    .push_back(BbCommand::Presence { request, channel });
+                self.ask(Pending::Presence { conn: id, id: rid }, |request| {
+                    BbCommand::Presence { request, channel }
+                });
             }
             Command::History {
                 channel,
                 since,
                 limit,
             } => {
-                let request = self.request_id();
-                self.requests
-                    .insert(request, Pending::History { conn: id, id: rid });
                 let cap = options.history_size;
                 let limit = Some(limit.map_or(cap, |l| (l as usize).min(cap)));
-                self.backbone.push_back(BbCommand::History {
-                    request,
-                    channel,
-                    since,
-                    limit,
+                self.ask(Pending::History { conn: id, id: rid }, |request| {
+                    BbCommand::History {
+                        request,
+                        channel,
+                        since,
+                        limit,
+                    }
                 });
             }
         }
@@ -757,37 +874,31 @@ impl Node {
             client.subs.reserve_exact(1);
         }
         client.subs.push(channel.clone());
-        let request = self.request_id();
-        let ch = match self.channels.get_mut(&channel) {
-            Some(ch) => ch,
-            None => {
-                self.backbone.push_back(BbCommand::Subscribe {
-                    channel: channel.clone(),
-                });
-                self.channels
-                    .entry(channel.clone())
-                    .or_insert(Channel::new(options))
-            }
-        };
-        ch.pending.insert(id, request);
-        let recovering = recover.is_some();
-        self.requests.insert(
-            request,
-            Pending::Subscribe {
-                conn: id,
-                id: rid,
+        if !self.channels.contains_key(&channel) {
+            self.backbone.push_back(BbCommand::Subscribe {
                 channel: channel.clone(),
-                recover: recovering,
-            },
-        );
+            });
+            self.channels.insert(channel.clone(), Channel::new(options));
+        }
+        let recovering = recover.is_some();
+        let pending = Pending::Subscribe {
+            conn: id,
+            id: rid,
+            channel: channel.clone(),
+            recover: recovering,
+        };
         // Without recover only the position is needed (limit 0).
         let limit = if recovering { None } else { Some(0) };
-        self.backbone.push_back(BbCommand::History {
+        let name = channel.clone();
+        let request = self.ask(pending, |request| BbCommand::History {
             request,
-            channel,
+            channel: name,
             since: recover,
             limit,
         });
+        if let Some(ch) = self.channels.get_mut(&channel) {
+            ch.pending.insert(id, request);
+        }
     }
 
     /// Removes a connection's subscription (or pending subscribe) to
@@ -806,14 +917,16 @@ impl Node {
             return;
         };
         let was_live = ch.live.remove(&id).is_some();
-        if let Some(request) = ch.pending.remove(&id) {
-            self.requests.remove(&request);
+        let pending = ch.pending.remove(&id);
+        let (presence, join_leave) = (ch.options.presence, ch.options.join_leave);
+        if let Some(request) = pending {
+            self.take_request(request);
         }
-        if was_live && ch.options.presence {
+        if was_live && presence {
             self.backbone.push_back(BbCommand::PresenceRemove {
                 channel: channel.to_string(),
                 info: ClientInfo { client, user },
-                announce: ch.options.join_leave,
+                announce: join_leave,
             });
         }
         self.drop_if_empty(channel);
@@ -854,6 +967,9 @@ impl Node {
         }
         // Requests this connection made that are still in flight are
         // dropped here, so nothing of it outlives it.
+        if let Some(client) = self.client_mut(id) {
+            client.in_flight = 0;
+        }
         self.requests.retain(|_, p| match p {
             Pending::Subscribe { conn, .. }
             | Pending::Publish { conn, .. }
@@ -916,6 +1032,7 @@ impl Node {
             BbEvent::Reply { request, reply } => self.on_reply(now, request, reply),
             BbEvent::Reset => self.on_reset(now),
         }
+        self.resume_unpaused(now);
     }
 
     fn on_presence_push(&mut self, now: Timestamp, channel: &str, push: Push) {
@@ -964,29 +1081,36 @@ impl Node {
                     if self.mutation == Some(Mutation::IgnoreGap) {
                         return self.deliver(now, channel, publication);
                     }
-                    let request = self.request_id();
+                    let since = Some(StreamPosition {
+                        epoch: e.clone(),
+                        offset,
+                    });
+                    let request = self.fill(channel, since);
                     let ch = self.channels.get_mut(channel).expect("checked above");
                     ch.held.push(Held { epoch, publication });
                     ch.sync = Sync::Filling {
-                        epoch: e.clone(),
+                        epoch: e,
                         offset,
                         request,
                     };
-                    self.requests.insert(
-                        request,
-                        Pending::Fill {
-                            channel: channel.to_string(),
-                        },
-                    );
-                    self.backbone.push_back(BbCommand::History {
-                        request,
-                        channel: channel.to_string(),
-                        since: Some(StreamPosition { epoch: e, offset }),
-                        limit: None,
-                    });
                 }
             }
         }
+    }
+
+    /// Asks the backbone for a channel's history after `since`, to fill a
+    /// gap.
+    fn fill(&mut self, channel: &str, since: Option<StreamPosition>) -> RequestId {
+        let name = channel.to_string();
+        let pending = Pending::Fill {
+            channel: name.clone(),
+        };
+        self.ask(pending, |request| BbCommand::History {
+            request,
+            channel: name,
+            since,
+            limit: None,
+        })
     }
 
     /// Delivers the next publication of a synced channel to every live
@@ -1116,7 +1240,7 @@ impl Node {
     }
 
     fn on_reply(&mut self, now: Timestamp, request: RequestId, reply: backbone::Reply) {
-        let Some(pending) = self.requests.remove(&request) else {
+        let Some(pending) = self.take_request(request) else {
             return; // its connection or channel is gone
         };
         match (pending, reply) {
@@ -1377,6 +1501,9 @@ impl Node {
         let requests = std::mem::take(&mut self.requests);
         let e = BackboneError::Unavailable;
         for (_, pending) in requests {
+            if let Some(conn) = pending.conn() {
+                self.request_done(conn);
+            }
             // Gap fills are asked again below, channel by channel.
             if !matches!(pending, Pending::Fill { .. }) {
                 self.fail_request(now, pending, &e);
@@ -1398,27 +1525,19 @@ impl Node {
             };
             // Publications may have been missed while the link was down:
             // fill from history before delivering anything newer.
-            let request = self.request_id();
+            let since = Some(StreamPosition {
+                epoch: epoch.clone(),
+                offset,
+            });
+            let request = self.fill(&channel, since);
             let ch = self.channels.get_mut(&channel).expect("present");
             ch.sync = Sync::Filling {
-                epoch: epoch.clone(),
+                epoch,
                 offset,
                 request,
             };
             let live: Vec<ConnId> = ch.live.keys().copied().collect();
             let options = ch.options;
-            self.requests.insert(
-                request,
-                Pending::Fill {
-                    channel: channel.clone(),
-                },
-            );
-            self.backbone.push_back(BbCommand::History {
-                request,
-                channel: channel.clone(),
-                since: Some(StreamPosition { epoch, offset }),
-                limit: None,
-            });
             if options.presence {
                 for id in live {
                     let client = self.client_id(id);

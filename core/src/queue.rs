@@ -36,8 +36,14 @@ pub struct OutQueue {
     head: Option<Bytes>,
     /// The frames behind `head`.
     rest: VecDeque<Bytes>,
-    /// Bytes of the front frame already written.
-    written: usize,
+    /// Bytes of the front frame already written (frames are far below
+    /// 4 GiB: client messages are capped by `max_message_size`, API bodies
+    /// by the API's limit). Packed with `pong` into one word: the queue is
+    /// part of every idle connection.
+    written: u32,
+    /// Where the pending pong is: 0 when none, else 1 + its index from the
+    /// front. At most one pong waits at a time ([`OutQueue::push_pong`]).
+    pong: u32,
     /// Bytes queued and not yet written.
     queued: usize,
 }
@@ -64,6 +70,40 @@ impl OutQueue {
         Ok(())
     }
 
+    /// Queues a pong, keeping at most one pong waiting: a pong queued
+    /// earlier and not started yet is replaced in place by this one (RFC
+    /// 6455 section 5.5.3 lets an endpoint answer only the most recent of
+    /// several pings it has not answered yet), which costs nothing against
+    /// the budget. Otherwise the pong is queued like any frame, under the
+    /// budget, so a peer that pings and never reads fills its budget like
+    /// any slow consumer instead of the server's memory.
+    pub fn push_pong(&mut self, frame: Bytes, budget: usize) -> Result<(), OverBudget> {
+        if let Some(index) = self.pending_pong() {
+            let slot = if index == 0 {
+                self.head.as_mut()
+            } else {
+                self.rest.get_mut(index - 1)
+            };
+            if let Some(slot) = slot {
+                self.queued = self.queued - slot.len() + frame.len();
+                *slot = frame;
+                return Ok(());
+            }
+        }
+        self.push(frame, budget)?;
+        self.pong = u32::try_from(self.frames()).unwrap_or(0);
+        Ok(())
+    }
+
+    /// The index from the front of a pong that is queued and not started.
+    fn pending_pong(&self) -> Option<usize> {
+        match self.pong {
+            0 => None,
+            1 if self.written > 0 => None,
+            n => Some(n as usize - 1),
+        }
+    }
+
     /// Queues `frame` whatever the budget (control frames, the close frame).
     #[inline]
     pub fn push_unchecked(&mut self, frame: Bytes) {
@@ -83,8 +123,10 @@ impl OutQueue {
     pub fn discard_unstarted(&mut self) {
         match &self.head {
             Some(front) if self.written > 0 => {
-                self.queued = front.len() - self.written;
+                self.queued = front.len() - self.written as usize;
                 self.rest = VecDeque::new();
+                // Only a started pong at the front survives the discard.
+                self.pong = u32::from(self.pong == 1);
             }
             _ => self.clear(),
         }
@@ -95,6 +137,7 @@ impl OutQueue {
         self.head = None;
         self.rest = VecDeque::new();
         self.written = 0;
+        self.pong = 0;
         self.queued = 0;
     }
 
@@ -120,7 +163,7 @@ impl OutQueue {
     pub fn slices(&self) -> impl Iterator<Item = &[u8]> {
         self.iter().take(MAX_SLICES).enumerate().map(move |(i, f)| {
             if i == 0 {
-                &f[self.written..]
+                &f[self.written as usize..]
             } else {
                 &f[..]
             }
@@ -141,13 +184,15 @@ impl OutQueue {
             let Some(front) = &self.head else {
                 break;
             };
-            let left = front.len() - self.written;
+            let left = front.len() - self.written as usize;
             if n >= left {
                 n -= left;
                 self.written = 0;
                 self.head = self.rest.pop_front();
+                self.pong = self.pong.saturating_sub(1);
             } else {
-                self.written += n;
+                // n < left <= the frame's length, which fits in u32.
+                self.written += n as u32;
                 n = 0;
             }
         }
@@ -246,6 +291,47 @@ mod tests {
         q.push_unchecked(Bytes::from_static(b"9"));
         q.discard_unstarted();
         assert!(q.is_empty());
+    }
+
+    #[test]
+    fn at_most_one_pong_waits_and_the_latest_replaces_it() {
+        let mut q = OutQueue::new();
+        q.push(Bytes::from_static(b"data"), 100).unwrap();
+        q.push_pong(Bytes::from_static(b"p1"), 100).unwrap();
+        q.push(Bytes::from_static(b"more"), 100).unwrap();
+        q.push_pong(Bytes::from_static(b"pong2"), 100).unwrap();
+        assert_eq!(collect(&q), b"datapong2more", "replaced in place");
+        assert_eq!((q.frames(), q.len()), (3, 13));
+        // Once the pong is started it is no longer replaced: the next one
+        // queues behind it.
+        q.advance(5);
+        q.push_pong(Bytes::from_static(b"p3"), 100).unwrap();
+        assert_eq!(collect(&q), b"ong2morep3");
+        q.push_pong(Bytes::from_static(b"p4"), 100).unwrap();
+        assert_eq!(collect(&q), b"ong2morep4");
+        q.advance(q.len());
+        assert!(q.is_empty());
+        q.push_pong(Bytes::from_static(b"p5"), 100).unwrap();
+        assert_eq!(collect(&q), b"p5");
+    }
+
+    #[test]
+    fn a_pong_counts_against_the_budget() {
+        let mut q = OutQueue::new();
+        q.push(Bytes::from(vec![0; 10]), 8).unwrap();
+        assert!(q.push_pong(Bytes::from_static(b"pp"), 8).is_err());
+        assert_eq!(q.len(), 10, "refused: nothing queued");
+    }
+
+    #[test]
+    fn discarding_forgets_an_unstarted_pong() {
+        let mut q = OutQueue::new();
+        q.push(Bytes::from_static(b"abcd"), 100).unwrap();
+        q.push_pong(Bytes::from_static(b"p1"), 100).unwrap();
+        q.advance(1);
+        q.discard_unstarted();
+        q.push_pong(Bytes::from_static(b"p2"), 100).unwrap();
+        assert_eq!(collect(&q), b"bcdp2");
     }
 
     #[test]

@@ -73,11 +73,116 @@ fn ping_is_answered_with_pong_of_same_payload() {
 fn empty_and_max_size_pings_are_answered() {
     let mut c = Connection::new(t(0), config());
     c.handle_read(t(1), &client_frame(true, OpCode::Ping, b""));
+    let out = written(&mut c);
+    assert_eq!(out.len(), 1);
+    assert!(out[0].payload.is_empty());
     c.handle_read(t(1), &client_frame(true, OpCode::Ping, &[7; 125]));
     let out = written(&mut c);
-    assert_eq!(out.len(), 2);
-    assert!(out[0].payload.is_empty());
-    assert_eq!(&out[1].payload[..], &[7; 125][..]);
+    assert_eq!(out.len(), 1);
+    assert_eq!(&out[0].payload[..], &[7; 125][..]);
+}
+
+#[test]
+fn pings_not_yet_answered_get_one_pong_for_the_latest() {
+    // RFC 6455 5.5.3: an endpoint may answer only the most recent of the
+    // pings it has not answered yet. At most one pong waits at a time.
+    let mut c = Connection::new(t(0), config());
+    let mut input = client_frame(true, OpCode::Ping, b"one");
+    input.extend(client_frame(true, OpCode::Ping, b"two"));
+    input.extend(client_frame(true, OpCode::Text, b"msg"));
+    input.extend(client_frame(true, OpCode::Ping, b"three"));
+    c.handle_read(t(1), &input);
+    let out = written(&mut c);
+    assert_eq!(out.len(), 1);
+    assert_eq!(out[0].opcode, OpCode::Pong);
+    assert_eq!(&out[0].payload[..], b"three");
+    assert_eq!(
+        events(&mut c),
+        vec![Event::Text(Bytes::from_static(b"msg"))]
+    );
+}
+
+#[test]
+fn a_ping_flood_that_never_reads_holds_one_pong_and_is_closed_as_slow() {
+    let mut c = Connection::new(t(0), config());
+    let ping = client_frame(true, OpCode::Ping, &[1; 125]);
+    let mut burst = Vec::new();
+    for _ in 0..100 {
+        burst.extend_from_slice(&ping);
+    }
+    // Ten thousand pings over 20 s, nothing ever written: the queue holds
+    // one pong, never more, and every read is a sign of life...
+    let mut ms = 0;
+    while c.state() == State::Open {
+        assert!(ms <= 15_000, "still open after 15 s");
+        c.handle_read(t(ms), &burst);
+        // One pong (2 + 125 bytes) and at most one heartbeat ping (2).
+        assert!(
+            c.queued_bytes() <= 129,
+            "one pong at most, not {}",
+            c.queued_bytes()
+        );
+        c.handle_timeout(t(ms));
+        ms += 200;
+    }
+    // ...but the peer took none of our bytes for interval + timeout (15 s
+    // after the first pong waited): it is closed as a slow consumer.
+    assert_eq!(ms, 15_200);
+    let out = written(&mut c);
+    assert_eq!(
+        close_code(out.last().unwrap()),
+        Some(CloseCode::POLICY_VIOLATION.0)
+    );
+    c.handle_timeout(t(40_000));
+    assert!(c.is_finished());
+    assert_eq!(
+        events(&mut c),
+        vec![Event::Closed(CloseCause::WriteStalled)]
+    );
+}
+
+#[test]
+fn a_pong_counts_against_the_budget() {
+    let mut c = Connection::new(t(0), config());
+    c.send(t(1), frame::encode(OpCode::Text, &[b'a'; 120]))
+        .unwrap();
+    c.handle_read(t(2), &client_frame(true, OpCode::Ping, b"p"));
+    assert_eq!(c.state(), State::Closing, "over budget: closed, not queued");
+    let out = written(&mut c);
+    assert_eq!(out.len(), 1, "queued data dropped, only the close frame");
+    assert_eq!(close_code(&out[0]), Some(CloseCode::POLICY_VIOLATION.0));
+}
+
+#[test]
+fn a_reader_that_takes_bytes_is_never_stalled() {
+    let mut c = Connection::new(t(0), config());
+    let frame = frame::encode(OpCode::Text, &[b'a'; 40]);
+    // Something always waits, but the peer takes a little every second.
+    for s in 0..60u64 {
+        let now = t(s * 1000);
+        c.send(now, frame.clone()).unwrap();
+        c.handle_read(now, &client_frame(true, OpCode::Pong, b""));
+        c.handle_written(now, if s == 0 { 30 } else { 42 });
+        c.handle_timeout(now);
+        assert_eq!(c.state(), State::Open, "second {s}");
+    }
+}
+
+#[test]
+fn bytes_waiting_with_no_progress_close_a_peer_that_still_sends() {
+    let mut c = Connection::new(t(0), config());
+    c.send(t(0), frame::encode(OpCode::Text, b"hello")).unwrap();
+    c.handle_written(t(0), 2);
+    assert_eq!(c.poll_timeout(), Some(t(10_000)), "the ping comes first");
+    for s in 1..15u64 {
+        c.handle_read(t(s * 1000), &client_frame(true, OpCode::Text, b"x"));
+        c.handle_timeout(t(s * 1000));
+        assert_eq!(c.state(), State::Open);
+    }
+    // Last progress at 0: stalled at interval + timeout = 15 s.
+    assert_eq!(c.poll_timeout(), Some(t(15_000)));
+    c.handle_timeout(t(15_000));
+    assert_eq!(c.state(), State::Closing);
 }
 
 #[test]

@@ -309,6 +309,7 @@ fn node_config(i: usize) -> NodeConfig {
         },
         namespaces: namespaces(),
         client_prefix: format!("n{i}-"),
+        ..NodeConfig::default()
     }
 }
 

@@ -1,0 +1,114 @@
+//! A node's bound on each connection's requests in flight: a client that
+//! pipelines commands faster than the backbone answers them has the rest of
+//! its input held, and the driver is told to stop reading it until replies
+//! drain (`Node::poll_reading`); nothing is lost and order is kept.
+
+use bytes::BytesMut;
+use wavecast_core::backbone::{Command as BbCommand, Event as BbEvent, Reply};
+use wavecast_core::frame::{self, OpCode};
+use wavecast_core::node::{ConnId, Endpoint, Node, NodeConfig};
+use wavecast_core::protocol::{Encoding, StreamPosition};
+use wavecast_core::Timestamp;
+
+fn publish(id: u64) -> Vec<u8> {
+    let json = format!(r#"{{"id":{id},"publish":{{"channel":"a","data":{id}}}}}"#);
+    let mut out = BytesMut::new();
+    frame::encode_masked(true, OpCode::Text, json.as_bytes(), [1, 2, 3, 4], &mut out);
+    out.to_vec()
+}
+
+fn node(max: usize) -> Node {
+    Node::new(NodeConfig {
+        max_requests_in_flight: max,
+        ..NodeConfig::default()
+    })
+}
+
+/// The publishes the node sent to the backbone, with their request ids.
+fn sent(node: &mut Node) -> Vec<(wavecast_core::backbone::RequestId, String)> {
+    std::iter::from_fn(|| node.poll_backbone())
+        .map(|c| match c {
+            BbCommand::Publish { request, data, .. } => (
+                request,
+                String::from_utf8_lossy(data.as_json()).into_owned(),
+            ),
+            other => panic!("unexpected command {other:?}"),
+        })
+        .collect()
+}
+
+fn readings(node: &mut Node) -> Vec<(ConnId, bool)> {
+    std::iter::from_fn(|| node.poll_reading()).collect()
+}
+
+fn published(node: &mut Node, request: wavecast_core::backbone::RequestId, offset: u64) {
+    node.handle_backbone(
+        Timestamp::ZERO,
+        BbEvent::Reply {
+            request,
+            reply: Reply::Published(Ok(StreamPosition {
+                epoch: "e".into(),
+                offset,
+            })),
+        },
+    );
+}
+
+#[test]
+fn a_pipelining_client_is_held_at_the_bound_and_resumed_in_order() {
+    let now = Timestamp::ZERO;
+    let mut node = node(2);
+    let id = node.handle_connect(now, Endpoint::PubSub(Encoding::Json), b"");
+    let burst: Vec<u8> = (1..=5).flat_map(publish).collect();
+    node.handle_read(now, id, &burst);
+    let first = sent(&mut node);
+    assert_eq!(first.len(), 2, "two in flight at most: {first:?}");
+    assert_eq!(readings(&mut node), vec![(id, false)], "stop reading it");
+    assert_eq!(node.requests_in_flight(), 2);
+
+    // Each reply lets one more command through, in the order sent.
+    let mut order: Vec<String> = first.iter().map(|(_, d)| d.clone()).collect();
+    let mut waiting: Vec<_> = first.into_iter().map(|(r, _)| r).collect();
+    let mut offset = 0;
+    while let Some(request) = waiting.first().copied() {
+        waiting.remove(0);
+        offset += 1;
+        published(&mut node, request, offset);
+        for (r, d) in sent(&mut node) {
+            waiting.push(r);
+            order.push(d);
+        }
+        assert!(node.requests_in_flight() <= 2);
+    }
+    assert_eq!(order, ["1", "2", "3", "4", "5"]);
+    assert_eq!(readings(&mut node), vec![(id, true)], "read it again");
+    assert_eq!(node.requests_in_flight(), 0);
+}
+
+#[test]
+fn a_client_within_the_bound_is_never_held() {
+    let now = Timestamp::ZERO;
+    let mut node = node(8);
+    let id = node.handle_connect(now, Endpoint::PubSub(Encoding::Json), b"");
+    let burst: Vec<u8> = (1..=8).flat_map(publish).collect();
+    node.handle_read(now, id, &burst);
+    assert_eq!(sent(&mut node).len(), 8);
+    assert!(readings(&mut node).is_empty());
+}
+
+#[test]
+fn a_held_client_that_closes_is_released_with_its_requests() {
+    let now = Timestamp::ZERO;
+    let mut node = node(1);
+    let id = node.handle_connect(now, Endpoint::PubSub(Encoding::Json), b"");
+    let burst: Vec<u8> = (1..=4).flat_map(publish).collect();
+    node.handle_read(now, id, &burst);
+    assert_eq!(sent(&mut node).len(), 1);
+    node.handle_eof(now, id);
+    // Closed: its held commands are handled (the node does not hold a
+    // closing connection), and everything of it goes.
+    let _ = sent(&mut node);
+    assert_eq!(node.poll_finished(), Some(id));
+    assert_eq!(node.connections(), 0);
+    assert_eq!(node.requests_in_flight(), 0);
+}
