@@ -24,6 +24,28 @@
 //! trimmed from the front by count (at publish) and by age (at publish, at
 //! read and at timeouts). Contiguity is what makes the completeness answer
 //! of a history read a simple comparison.
+//!
+//! Memory budget: all history together is held to a [`HistoryBudget`] (most
+//! channels holding history, most bytes of history: payload plus
+//! [`ENTRY_OVERHEAD`] per publication), checked after every publication.
+//! Over either limit the hub evicts the oldest history first, across
+//! channels: the hub's oldest kept publication (by a hub-wide sequence
+//! number, found through an ordered index, O(log n)) while over the byte
+//! limit; the whole history of the channel holding it while over the
+//! channel limit. A publication larger than the whole byte budget is
+//! delivered to the subscribers but not kept (and, as with history size 0,
+//! the channel's earlier history goes with it). Only history counts: a
+//! channel with subscribers or presence and no history is held by its
+//! clients, not by the hub, and is not limited here.
+//!
+//! Eviction needs no epoch change to stay honest, because it only ever
+//! trims a channel's history from the front, like count and age do: the
+//! offsets kept stay a contiguous run ending at top, and a read from any
+//! position before the first kept offset reports `complete: false` (so a
+//! recovering client is told `recovered: false`), while a position at or
+//! after it has lost nothing and recovers exactly. A channel that eviction
+//! leaves with nothing (no history, subscribers or presence) is dropped
+//! like an expired one, so its next use gets a new epoch.
 
 use std::collections::{btree_map, BTreeMap, BTreeSet, VecDeque};
 use std::time::Duration;
@@ -58,6 +80,80 @@ pub struct ChannelStats {
 struct Entry {
     publication: Publication,
     at: Timestamp,
+    /// The hub-wide sequence number of the publication among all kept ones:
+    /// the order of eviction under the budget (oldest first).
+    seq: u64,
+}
+
+impl Entry {
+    /// What the entry counts against [`HistoryBudget::max_bytes`].
+    fn cost(&self) -> usize {
+        entry_cost(&self.publication.data)
+    }
+}
+
+/// What a kept publication with this payload counts against
+/// [`HistoryBudget::max_bytes`]: its JSON text plus [`ENTRY_OVERHEAD`].
+fn entry_cost(data: &Payload) -> usize {
+    data.len().saturating_add(ENTRY_OVERHEAD)
+}
+
+/// Bytes counted for each kept publication on top of its payload: the
+/// history entry itself (offset, payload handle, times: 56 bytes), the
+/// shared allocation header of its bytes, and allocator rounding. A fixed
+/// figure, so that a flood of tiny publications is bounded too.
+pub const ENTRY_OVERHEAD: usize = 128;
+
+/// The server-wide memory budget of history: what the hub keeps once the
+/// publishers are gone. Over either limit the hub evicts the oldest history
+/// first (see [`Hub`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct HistoryBudget {
+    /// Most channels holding history at once. A channel with subscribers or
+    /// presence but no history does not count: it is held by its
+    /// subscribers (each bounded by the server's connection limits), and
+    /// goes away with them; only history pins memory after everyone left.
+    pub max_channels: usize,
+    /// Most bytes of history in total: the payload bytes of every kept
+    /// publication plus [`ENTRY_OVERHEAD`] each.
+    pub max_bytes: usize,
+}
+
+impl HistoryBudget {
+    /// Default [`HistoryBudget::max_channels`]: 10,000. With the default
+    /// namespace policy (100 publications kept per channel) and typical
+    /// small messages (~256 bytes with overhead), 10,000 full channels are
+    /// about the default byte budget, so the two limits meet.
+    pub const DEFAULT_MAX_CHANNELS: usize = 10_000;
+    /// Default [`HistoryBudget::max_bytes`]: 256 MiB. Sized for a 24 GiB
+    /// machine: about 1% of it, leaving the rest to what scales with the
+    /// clients (the default 100,000 connections with up to 1 MiB of queued
+    /// frames each, socket buffers); allocator slack and channel overhead
+    /// keep the resident cost of full history well under 1 GiB.
+    pub const DEFAULT_MAX_BYTES: usize = 256 * 1024 * 1024;
+    /// No limit (tests, and what the hub did before it had a budget).
+    pub const UNLIMITED: HistoryBudget = HistoryBudget {
+        max_channels: usize::MAX,
+        max_bytes: usize::MAX,
+    };
+}
+
+impl Default for HistoryBudget {
+    fn default() -> Self {
+        HistoryBudget {
+            max_channels: HistoryBudget::DEFAULT_MAX_CHANNELS,
+            max_bytes: HistoryBudget::DEFAULT_MAX_BYTES,
+        }
+    }
+}
+
+/// What the kept history costs now, against the [`HistoryBudget`].
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash)]
+struct Usage {
+    /// Sum of [`Entry::cost`] over every kept publication.
+    bytes: usize,
+    /// Channels with at least one kept publication.
+    channels: usize,
 }
 
 /// A present client: which node it is on (so `remove_node` finds it) and
@@ -84,6 +180,28 @@ struct Channel {
     presence: BTreeMap<String, Present>,
     /// The deadline registered for this channel in `Hub::wakeups`, if any.
     wake: Option<Timestamp>,
+    /// The sequence number under which this channel is filed in
+    /// `Hub::oldest`, if it is. Always set while history is kept.
+    indexed: Cache<Option<u64>>,
+}
+
+/// Bookkeeping that only speeds up what the rest of the state determines:
+/// equal and hashed alike whatever it holds, so that two hubs that differ
+/// only in it (an index entry filed earlier or later) are the same state
+/// for the model checker.
+#[derive(Debug, Clone, Default)]
+struct Cache<T>(T);
+
+impl<T> PartialEq for Cache<T> {
+    fn eq(&self, _: &Self) -> bool {
+        true
+    }
+}
+
+impl<T> Eq for Cache<T> {}
+
+impl<T> std::hash::Hash for Cache<T> {
+    fn hash<H: std::hash::Hasher>(&self, _: &mut H) {}
 }
 
 impl Channel {
@@ -96,6 +214,7 @@ impl Channel {
             subscribers: BTreeSet::new(),
             presence: BTreeMap::new(),
             wake: None,
+            indexed: Cache(None),
         }
     }
 
@@ -108,10 +227,37 @@ impl Channel {
         self.history.front().map(|e| e.at + self.ttl)
     }
 
+    /// Keeps a publication, counting it in `usage`.
+    fn push(&mut self, entry: Entry, usage: &mut Usage) {
+        if self.history.is_empty() {
+            usage.channels = usage.channels.saturating_add(1);
+        }
+        usage.bytes = usage.bytes.saturating_add(entry.cost());
+        self.history.push_back(entry);
+    }
+
+    /// Drops the oldest kept publication, if any, from history and from
+    /// `usage`; false if none was kept.
+    fn pop_front(&mut self, usage: &mut Usage) -> bool {
+        let Some(entry) = self.history.pop_front() else {
+            return false;
+        };
+        usage.bytes = usage.bytes.saturating_sub(entry.cost());
+        if self.history.is_empty() {
+            usage.channels = usage.channels.saturating_sub(1);
+        }
+        true
+    }
+
+    /// Drops all kept publications.
+    fn clear(&mut self, usage: &mut Usage) {
+        while self.pop_front(usage) {}
+    }
+
     /// Drops the publications that are `ttl` old at `now`.
-    fn expire(&mut self, now: Timestamp) {
+    fn expire(&mut self, now: Timestamp, usage: &mut Usage) {
         while self.history.front().is_some_and(|e| e.at + self.ttl <= now) {
-            self.history.pop_front();
+            self.pop_front(usage);
         }
     }
 
@@ -120,8 +266,14 @@ impl Channel {
     /// epoch, exactly as if it had been dropped on time. This keeps the
     /// hub's answers independent of when the driver calls
     /// `handle_timeout`.
-    fn restart_if_empty(&mut self, now: Timestamp, seed: u64, created: &mut u64) {
-        self.expire(now);
+    fn restart_if_empty(
+        &mut self,
+        now: Timestamp,
+        seed: u64,
+        created: &mut u64,
+        usage: &mut Usage,
+    ) {
+        self.expire(now, usage);
         if self.is_empty() {
             self.epoch = Hub::next_epoch(seed, created);
             self.top = 0;
@@ -152,6 +304,20 @@ pub struct Hub {
     /// which case the timeout just registers the new deadline; it is never
     /// late.
     wakeups: BTreeSet<(Timestamp, String)>,
+    budget: HistoryBudget,
+    usage: Usage,
+    /// The sequence number of the next kept publication.
+    next_seq: u64,
+    /// The eviction order: one entry per channel with history (see
+    /// `Channel::indexed`), a sequence number at or before that of its
+    /// oldest kept publication. Like `wakeups` it may be early (the front
+    /// moved on since, by count or age), in which case eviction files it
+    /// again under the right number; so the first entry that is up to date
+    /// holds the hub's oldest publication, and no publication's trim
+    /// touches the index.
+    /// It is derived from the kept publications' sequence numbers (which
+    /// alone decide what eviction takes), hence a [`Cache`].
+    oldest: Cache<BTreeSet<(u64, String)>>,
 }
 
 /// The epoch of a channel that the hub does not know, returned by reads of
@@ -176,14 +342,45 @@ impl Hub {
     /// runs and processes (the runtime passes a random value, the model a
     /// fixed one), so that a client's position from a previous run of the
     /// server is never taken for a position in this one.
+    ///
+    /// History is held to the default [`HistoryBudget`].
     pub fn new(epoch_seed: u64) -> Hub {
+        Hub::with_budget(epoch_seed, HistoryBudget::default())
+    }
+
+    /// A hub with no channels whose history is held to `budget`.
+    pub fn with_budget(epoch_seed: u64, budget: HistoryBudget) -> Hub {
         Hub {
             seed: epoch_seed,
             created: 0,
             channels: BTreeMap::new(),
             events: VecDeque::new(),
             wakeups: BTreeSet::new(),
+            budget,
+            usage: Usage::default(),
+            next_seq: 0,
+            oldest: Cache(BTreeSet::new()),
         }
+    }
+
+    /// The budget the hub's history is held to.
+    pub fn budget(&self) -> HistoryBudget {
+        self.budget
+    }
+
+    /// Bytes of history kept now, as counted against
+    /// [`HistoryBudget::max_bytes`] (entries past their age included until
+    /// a publish, read or timeout removes them). Never above the budget
+    /// after a call returns.
+    pub fn history_bytes(&self) -> usize {
+        self.usage.bytes
+    }
+
+    /// Channels holding history now, as counted against
+    /// [`HistoryBudget::max_channels`]. Never above the budget after a call
+    /// returns.
+    pub fn channels_with_history(&self) -> usize {
+        self.usage.channels
     }
 
     fn next_epoch(seed: u64, created: &mut u64) -> String {
@@ -201,6 +398,7 @@ impl Hub {
                     &mut self.channels,
                     self.seed,
                     &mut self.created,
+                    &mut self.usage,
                     now,
                     channel,
                 )
@@ -281,6 +479,7 @@ impl Hub {
             &mut self.channels,
             self.seed,
             &mut self.created,
+            &mut self.usage,
             now,
             channel.clone(),
         );
@@ -311,14 +510,61 @@ impl Hub {
         let Some(ch) = self.channels.get_mut(name) else {
             return;
         };
-        ch.expire(now);
+        ch.expire(now, &mut self.usage);
         if !ch.is_empty() {
             return;
         }
         if let Some(wake) = ch.wake {
             self.wakeups.remove(&(wake, name.to_owned()));
         }
+        if let Some(seq) = ch.indexed.0 {
+            self.oldest.0.remove(&(seq, name.to_owned()));
+        }
         self.channels.remove(name);
+    }
+
+    /// Evicts the oldest history until the kept history is within the
+    /// budget again. Over the byte budget, the hub's oldest publications go
+    /// one by one; over the channel budget, the whole history of the
+    /// channel holding the oldest publication goes. A channel left with
+    /// nothing is dropped, so its next use gets a new epoch. Each step is
+    /// O(log n) in the channels with history.
+    fn enforce_budget(&mut self, now: Timestamp) {
+        while self.usage.bytes > self.budget.max_bytes
+            || self.usage.channels > self.budget.max_channels
+        {
+            let whole_channel = self.usage.channels > self.budget.max_channels;
+            let Some((seq, name)) = self.oldest.0.pop_first() else {
+                break;
+            };
+            let Some(ch) = self.channels.get_mut(&name) else {
+                continue;
+            };
+            if ch.indexed.0 != Some(seq) {
+                continue;
+            }
+            ch.indexed.0 = None;
+            let Some(front) = ch.history.front() else {
+                // Its history expired since it was filed.
+                continue;
+            };
+            if front.seq == seq {
+                if whole_channel {
+                    ch.clear(&mut self.usage);
+                } else {
+                    ch.pop_front(&mut self.usage);
+                }
+            }
+            // File it again under its (new) oldest publication, or drop it
+            // if nothing is left.
+            match ch.history.front() {
+                Some(front) => {
+                    ch.indexed.0 = Some(front.seq);
+                    self.oldest.0.insert((front.seq, name));
+                }
+                None => self.drop_if_empty(now, &name),
+            }
+        }
     }
 
     /// The next event to deliver, and to which node. Events for one node
@@ -344,7 +590,7 @@ impl Hub {
         // the channel is created.
         let ch = match self.channels.get_mut(channel) {
             Some(ch) => {
-                ch.restart_if_empty(now, self.seed, &mut self.created);
+                ch.restart_if_empty(now, self.seed, &mut self.created, &mut self.usage);
                 ch
             }
             None => {
@@ -359,7 +605,7 @@ impl Hub {
             // recovering client that its position cannot be continued.
             ch.epoch = Hub::next_epoch(self.seed, &mut self.created);
             ch.top = 0;
-            ch.history.clear();
+            ch.clear(&mut self.usage);
         }
         ch.top += 1;
         let publication = Publication {
@@ -370,16 +616,31 @@ impl Hub {
         // driver's clock does, so expiry stays a front trim.
         let at = ch.history.back().map_or(now, |e| e.at.max(now));
         ch.ttl = history.ttl;
-        if history.size > 0 {
-            ch.history.push_back(Entry {
-                publication: publication.clone(),
-                at,
-            });
+        // A publication larger than the whole byte budget is delivered but
+        // not kept; what was kept before it then no longer runs up to top,
+        // so it goes too (exactly as with history size 0).
+        let keep = entry_cost(&publication.data) <= self.budget.max_bytes;
+        let size = if keep { history.size } else { 0 };
+        if size > 0 {
+            let seq = self.next_seq;
+            self.next_seq = self.next_seq.wrapping_add(1);
+            ch.push(
+                Entry {
+                    publication: publication.clone(),
+                    at,
+                    seq,
+                },
+                &mut self.usage,
+            );
+            if ch.indexed.0.is_none() {
+                ch.indexed.0 = Some(seq);
+                self.oldest.0.insert((seq, channel.to_owned()));
+            }
         }
-        while ch.history.len() > history.size {
-            ch.history.pop_front();
+        while ch.history.len() > size {
+            ch.pop_front(&mut self.usage);
         }
-        ch.expire(now);
+        ch.expire(now, &mut self.usage);
         for &node in &ch.subscribers {
             let event = Event::Publication {
                 channel: channel.to_owned(),
@@ -400,6 +661,7 @@ impl Hub {
         if ch.is_empty() {
             self.drop_if_empty(now, channel);
         }
+        self.enforce_budget(now);
         position
     }
 
@@ -522,7 +784,7 @@ impl Hub {
                     }
                 }
             }
-            ch.expire(now);
+            ch.expire(now, &mut self.usage);
             if ch.is_empty() {
                 emptied.push(name.clone());
             }
@@ -543,7 +805,7 @@ impl Hub {
                 continue;
             };
             ch.wake = None;
-            ch.expire(now);
+            ch.expire(now, &mut self.usage);
             if let Some(deadline) = ch.deadline() {
                 register_wakeup(&mut self.wakeups, ch, &name, deadline);
             }
@@ -566,13 +828,14 @@ fn channel_entry<'a>(
     channels: &'a mut BTreeMap<String, Channel>,
     seed: u64,
     created: &mut u64,
+    usage: &mut Usage,
     now: Timestamp,
     name: String,
 ) -> &'a mut Channel {
     match channels.entry(name) {
         btree_map::Entry::Occupied(entry) => {
             let ch = entry.into_mut();
-            ch.restart_if_empty(now, seed, created);
+            ch.restart_if_empty(now, seed, created, usage);
             ch
         }
         btree_map::Entry::Vacant(entry) => {

@@ -14,7 +14,7 @@ use proptest::prelude::*;
 use wavecast_core::backbone::{
     Command, Event, HistoryPage, HistoryPolicy, NodeId, Reply, RequestId,
 };
-use wavecast_core::hub::{Hub, NO_EPOCH};
+use wavecast_core::hub::{HistoryBudget, Hub, ENTRY_OVERHEAD, NO_EPOCH};
 use wavecast_core::protocol::{ClientInfo, Payload, Publication, StreamPosition};
 use wavecast_core::Timestamp;
 
@@ -1081,5 +1081,344 @@ proptest! {
     #[test]
     fn hub_matches_the_reference_model(ops in proptest::collection::vec(op(), 1..60)) {
         run_ops(ops)?;
+    }
+}
+
+// ---------------------------------------------------------------------------
+// The memory budget of history (HistoryBudget).
+
+fn big(i: u64, len: usize) -> Payload {
+    // A JSON string of `len` bytes in all, quotes included.
+    let body = format!("{i:0>width$}", width = len - 2);
+    Payload::from_json(format!("\"{body}\"").as_bytes()).expect("valid JSON")
+}
+
+fn cost(len: usize) -> usize {
+    len + ENTRY_OVERHEAD
+}
+
+#[test]
+fn a_flood_of_large_publications_to_fresh_channels_stays_within_the_budget() {
+    let budget = HistoryBudget {
+        max_channels: 100,
+        max_bytes: 2 << 20,
+    };
+    let mut hub = Hub::with_budget(5, budget);
+    let default_policy = policy(100, 300);
+    let mut positions = Vec::new();
+    for i in 0..1200u64 {
+        let p = hub.publish(T0, &format!("flood{i}"), big(i, 60_000), default_policy);
+        assert!(hub.history_bytes() <= budget.max_bytes, "after {i}");
+        assert!(
+            hub.channels_with_history() <= budget.max_channels,
+            "after {i}"
+        );
+        assert!(
+            hub.channels().len() <= budget.max_channels,
+            "nothing else holds them"
+        );
+        positions.push(p);
+    }
+    // 2 MiB holds 34 such publications: the budget is full, not empty.
+    let fit = budget.max_bytes / cost(60_000);
+    assert_eq!(hub.channels_with_history(), fit);
+    assert_eq!(hub.history_bytes(), fit * cost(60_000));
+    // The newest are kept and recover exactly.
+    let last = positions.len() - 1;
+    let page = hub.history(T0, "flood1199", Some(&pos(&positions[last].epoch, 0)), None);
+    assert!(page.complete);
+    assert_eq!(page.publications[0].data, big(1199, 60_000));
+    // An evicted one is gone: recovery from it is incomplete, and its next
+    // use starts a new epoch.
+    let page = hub.history(T0, "flood0", Some(&pos(&positions[0].epoch, 0)), None);
+    assert!(!page.complete);
+    assert!(page.publications.is_empty());
+    let again = hub.publish(T0, "flood0", data(1), default_policy);
+    assert_ne!(again.epoch, positions[0].epoch);
+    assert_eq!(again.offset, 1);
+}
+
+#[test]
+fn eviction_takes_the_hubs_oldest_publication_first() {
+    let mut hub = Hub::with_budget(
+        2,
+        HistoryBudget {
+            max_channels: 10,
+            max_bytes: 3 * cost(100),
+        },
+    );
+    sub(&mut hub, N1, "a");
+    sub(&mut hub, N1, "b");
+    hub.publish(T0, "a", big(1, 100), keep_all()); // a:1
+    hub.publish(T0, "b", big(2, 100), keep_all()); // b:1
+    hub.publish(T0, "a", big(3, 100), keep_all()); // a:2
+    assert_eq!(hub.history_bytes(), 3 * cost(100));
+    hub.publish(T0, "b", big(4, 100), keep_all()); // b:2 evicts a:1
+    assert_eq!(offsets(&hub.history(T0, "a", None, None)), vec![2]);
+    assert_eq!(offsets(&hub.history(T0, "b", None, None)), vec![1, 2]);
+    hub.publish(T0, "a", big(5, 100), keep_all()); // a:3 evicts b:1
+    assert_eq!(offsets(&hub.history(T0, "a", None, None)), vec![2, 3]);
+    assert_eq!(offsets(&hub.history(T0, "b", None, None)), vec![2]);
+    // A bigger one evicts as many as it needs, oldest first.
+    hub.publish(T0, "b", big(6, 200), keep_all()); // b:3 evicts a:2, b:2
+    assert_eq!(offsets(&hub.history(T0, "a", None, None)), vec![3]);
+    assert_eq!(offsets(&hub.history(T0, "b", None, None)), vec![3]);
+    assert_eq!(hub.history_bytes(), cost(100) + cost(200));
+}
+
+#[test]
+fn over_the_channel_budget_the_channel_with_the_oldest_history_goes() {
+    let mut hub = Hub::with_budget(
+        2,
+        HistoryBudget {
+            max_channels: 2,
+            max_bytes: usize::MAX,
+        },
+    );
+    let a = hub.publish(T0, "a", data(1), keep_all());
+    hub.publish(T0, "b", data(2), keep_all());
+    hub.publish(T0, "a", data(3), keep_all());
+    hub.publish(T0, "c", data(4), keep_all()); // a holds the oldest: all of a goes
+    assert_eq!(hub.channels_with_history(), 2);
+    let names: Vec<String> = hub.channels().into_iter().map(|c| c.name).collect();
+    assert_eq!(names, vec!["b", "c"], "a had nothing else: dropped");
+    let page = hub.history(T0, "a", Some(&a), None);
+    assert!(!page.complete, "a's offset 2 is gone");
+    // A channel with subscribers and no history does not count.
+    for i in 0..10 {
+        sub(&mut hub, N2, &format!("live{i}"));
+        hub.publish(T0, &format!("live{i}"), data(i), policy(0, 60));
+    }
+    assert_eq!(hub.channels_with_history(), 2);
+    assert_eq!(hub.channels().len(), 12);
+    let names: Vec<String> = hub.channels().into_iter().map(|c| c.name).collect();
+    assert!(names.contains(&"b".to_owned()) && names.contains(&"c".to_owned()));
+}
+
+/// Eviction only trims a channel's history from the front, so a recovery
+/// from any position before the first kept offset is incomplete, and one
+/// from after it is exact: no epoch change is needed for that. A channel
+/// kept alive by a subscriber keeps its epoch even when eviction empties
+/// its history.
+#[test]
+fn recovery_from_an_evicted_position_is_incomplete_and_from_a_kept_one_exact() {
+    let mut hub = Hub::with_budget(
+        4,
+        HistoryBudget {
+            max_channels: 10,
+            max_bytes: 10 * cost(100),
+        },
+    );
+    sub(&mut hub, N1, "r");
+    for i in 1..=10 {
+        hub.publish(T0, "r", big(i, 100), keep_all());
+    }
+    let epoch = epoch_of(&hub, "r").unwrap();
+    // Four publications elsewhere evict r:1..=4.
+    for i in 0..4 {
+        hub.publish(T0, "other", big(i, 100), keep_all());
+    }
+    assert_eq!(
+        offsets(&hub.history(T0, "r", None, None)),
+        vec![5, 6, 7, 8, 9, 10]
+    );
+    for seen in 0..=10 {
+        let page = hub.history(T0, "r", Some(&pos(&epoch, seen)), None);
+        assert_eq!(page.epoch, epoch);
+        if seen < 4 {
+            assert!(!page.complete, "offsets {}..=4 were evicted", seen + 1);
+        } else {
+            assert!(page.complete, "nothing after {seen} was evicted");
+            assert_eq!(offsets(&page), (seen + 1..=10).collect::<Vec<_>>());
+        }
+    }
+    // Ten more elsewhere evict the rest of r; its subscriber keeps it.
+    for i in 4..14 {
+        hub.publish(T0, "other", big(i, 100), keep_all());
+    }
+    let page = hub.history(T0, "r", Some(&pos(&epoch, 9)), None);
+    assert_eq!((page.epoch.as_str(), page.top), (epoch.as_str(), 10));
+    assert!(!page.complete && page.publications.is_empty());
+    let page = hub.history(T0, "r", Some(&pos(&epoch, 10)), None);
+    assert!(page.complete, "a client at top lost nothing");
+}
+
+#[test]
+fn a_publication_larger_than_the_byte_budget_is_delivered_but_not_kept() {
+    let mut hub = Hub::with_budget(
+        6,
+        HistoryBudget {
+            max_channels: 10,
+            max_bytes: 1000,
+        },
+    );
+    sub(&mut hub, N1, "c");
+    hub.publish(T0, "c", big(1, 100), keep_all());
+    let p = hub.publish(T0, "c", big(2, 2000), keep_all());
+    assert_eq!(p.offset, 2);
+    let events = drain(&mut hub);
+    assert_eq!(offsets_to(&events, N1, "c"), vec![1, 2]);
+    assert_eq!(hub.history_bytes(), 0);
+    let page = hub.history(T0, "c", Some(&pos(&p.epoch, 0)), None);
+    assert!(!page.complete && page.publications.is_empty());
+    assert_eq!(page.top, 2);
+    // Without a subscriber the channel is dropped at once.
+    let q = hub.publish(T0, "lonely", big(3, 2000), keep_all());
+    assert!(hub.channels().iter().all(|c| c.name != "lonely"));
+    assert_ne!(
+        hub.publish(T0, "lonely", data(1), keep_all()).epoch,
+        q.epoch
+    );
+}
+
+// Random operations under a small budget: after every one, the kept bytes
+// and channels are within it and match what a full read returns; every page
+// is contiguous, holds what was published at those offsets, and is never
+// `complete` unless it holds every publication after the position.
+
+const BUDGET_CHANNELS: [&str; 5] = ["a", "b", "c", "d", "e"];
+
+#[derive(Debug, Clone)]
+enum BudgetOp {
+    Publish {
+        channel: usize,
+        len: usize,
+        size: usize,
+    },
+    Subscribe(usize),
+    Unsubscribe(usize),
+    /// From the `k`th position handed out for the channel (or none).
+    History {
+        channel: usize,
+        k: usize,
+        limit: Option<usize>,
+    },
+    Advance(u64),
+    Timeout,
+}
+
+fn budget_op() -> impl Strategy<Value = BudgetOp> {
+    let channel = 0..BUDGET_CHANNELS.len();
+    prop_oneof![
+        6 => (channel.clone(), prop_oneof![2usize..40, 100usize..400, Just(2000usize)], prop_oneof![Just(0usize), 1usize..8, Just(100)])
+            .prop_map(|(channel, len, size)| BudgetOp::Publish { channel, len, size }),
+        1 => channel.clone().prop_map(BudgetOp::Subscribe),
+        1 => channel.clone().prop_map(BudgetOp::Unsubscribe),
+        3 => (channel, any::<usize>(), proptest::option::of(0usize..6))
+            .prop_map(|(channel, k, limit)| BudgetOp::History { channel, k, limit }),
+        1 => (0u64..6).prop_map(BudgetOp::Advance),
+        1 => Just(BudgetOp::Timeout),
+    ]
+}
+
+fn run_budget_ops(
+    max_channels: usize,
+    max_bytes: usize,
+    ops: Vec<BudgetOp>,
+) -> Result<(), TestCaseError> {
+    let budget = HistoryBudget {
+        max_channels,
+        max_bytes,
+    };
+    let mut hub = Hub::with_budget(11, budget);
+    // Every publication ever made, by (epoch, offset); and each channel's
+    // positions handed out, to recover from.
+    let mut log: BTreeMap<(String, u64), Payload> = BTreeMap::new();
+    let mut handed: BTreeMap<usize, Vec<StreamPosition>> = BTreeMap::new();
+    let mut now = 0u64;
+    let mut n = 0u64;
+    for op in ops {
+        let t = secs(now);
+        match op {
+            BudgetOp::Publish { channel, len, size } => {
+                n += 1;
+                let payload = big(n, len.max(3));
+                let p = hub.publish(
+                    t,
+                    BUDGET_CHANNELS[channel],
+                    payload.clone(),
+                    policy(size, 10),
+                );
+                prop_assert!(log.insert((p.epoch.clone(), p.offset), payload).is_none());
+                handed.entry(channel).or_default().push(p);
+            }
+            BudgetOp::Subscribe(c) => sub(&mut hub, N1, BUDGET_CHANNELS[c]),
+            BudgetOp::Unsubscribe(c) => hub.handle_command(
+                t,
+                N1,
+                Command::Unsubscribe {
+                    channel: BUDGET_CHANNELS[c].into(),
+                },
+            ),
+            BudgetOp::History { channel, k, limit } => {
+                let list = handed.get(&channel).cloned().unwrap_or_default();
+                let since = (!list.is_empty()).then(|| list[k % list.len()].clone());
+                let page = hub.history(t, BUDGET_CHANNELS[channel], since.as_ref(), limit);
+                let offs = offsets(&page);
+                prop_assert!(
+                    offs.windows(2).all(|w| w[1] == w[0] + 1),
+                    "contiguous: {:?}",
+                    offs
+                );
+                prop_assert!(offs.last().is_none_or(|&o| o <= page.top));
+                for p in &page.publications {
+                    prop_assert_eq!(log.get(&(page.epoch.clone(), p.offset)), Some(&p.data));
+                }
+                if page.complete {
+                    let after = match &since {
+                        None => 0,
+                        Some(s) => {
+                            prop_assert_eq!(&s.epoch, &page.epoch, "complete across epochs");
+                            s.offset
+                        }
+                    };
+                    prop_assert!(
+                        offs.iter().copied().eq(after + 1..=page.top),
+                        "complete but {:?} is not all of {}..={}",
+                        offs,
+                        after + 1,
+                        page.top
+                    );
+                }
+            }
+            BudgetOp::Advance(s) => now += s,
+            BudgetOp::Timeout => hub.handle_timeout(t),
+        }
+        drain(&mut hub);
+        prop_assert!(hub.history_bytes() <= budget.max_bytes);
+        prop_assert!(hub.channels_with_history() <= budget.max_channels);
+        let stats = hub.channels();
+        prop_assert!(stats.iter().all(|s| s.kept as u64 <= s.top));
+        let counted = stats.iter().filter(|s| s.kept > 0).count();
+        prop_assert_eq!(counted, hub.channels_with_history());
+    }
+    // The accounting matches what is kept: read everything (which also
+    // drops what expired).
+    let t = secs(now);
+    let mut bytes = 0;
+    let mut channels = 0;
+    for name in BUDGET_CHANNELS {
+        let page = hub.history(t, name, None, None);
+        bytes += page
+            .publications
+            .iter()
+            .map(|p| cost(p.data.len()))
+            .sum::<usize>();
+        channels += usize::from(!page.publications.is_empty());
+    }
+    prop_assert_eq!(hub.history_bytes(), bytes);
+    prop_assert_eq!(hub.channels_with_history(), channels);
+    Ok(())
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 512, ..ProptestConfig::default() })]
+    #[test]
+    fn history_stays_within_the_budget_and_never_claims_complete_over_an_eviction(
+        max_channels in 0usize..4,
+        max_bytes in prop_oneof![Just(0usize), 100usize..3000],
+        ops in proptest::collection::vec(budget_op(), 1..80),
+    ) {
+        run_budget_ops(max_channels, max_bytes, ops)?;
     }
 }
