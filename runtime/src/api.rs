@@ -7,6 +7,11 @@
 //! WebSocket protocol and the HTTP status each code maps to
 //! (docs/PROTOCOL.md, "HTTP API").
 //!
+//! A body is read whole before anything is done: over [`MAX_BODY`] is 413
+//! (code 107; a `Content-Length` over it is refused unread), one that
+//! cannot be read (malformed chunked encoding, the client gone mid-body)
+//! is 400 (code 101), and one not whole within `http_timeout` is 408.
+//!
 //! Most methods go to the backbone, which is already cluster-wide. The two
 //! that act on connections, `disconnect` and `channels`, ask this server's
 //! shards; in a cluster (`--redis`) they also reach the other servers
@@ -19,8 +24,8 @@
 use std::collections::BTreeMap;
 
 use bytes::Bytes;
-use http_body_util::{BodyExt, Full, Limited};
-use hyper::body::Incoming;
+use http_body_util::{BodyExt, Full, LengthLimitError, Limited};
+use hyper::body::{Body as _, Incoming};
 use hyper::{Method, Request, Response, StatusCode};
 use serde::Deserialize;
 use serde_json::value::RawValue;
@@ -102,16 +107,25 @@ async fn handle_inner(shard: &Shard, req: Request<Incoming>) -> Result<Reply, Ap
             .with_status(StatusCode::METHOD_NOT_ALLOWED));
     }
     let path = req.uri().path().to_string();
-    let body = Limited::new(req.into_body(), MAX_BODY)
-        .collect()
+    let body = req.into_body();
+    if body.size_hint().lower() > MAX_BODY as u64 {
+        // A Content-Length over the limit: refused before any of it is read.
+        return Err(too_large());
+    }
+    // The body too must arrive within the head's deadline: hyper's header
+    // timer stops at the end of the head, and a body trickling in would
+    // hold the connection forever.
+    let timeout = shared.config.http_timeout;
+    let body = tokio::time::timeout(timeout, Limited::new(body, MAX_BODY).collect())
         .await
         .map_err(|_| {
             ApiError::new(
-                ErrorCode::LimitExceeded,
-                format!("request body over {MAX_BODY} bytes or unreadable"),
+                ErrorCode::BadRequest,
+                format!("request body not received within {timeout:?}"),
             )
-            .with_status(StatusCode::PAYLOAD_TOO_LARGE)
+            .with_status(StatusCode::REQUEST_TIMEOUT)
         })?
+        .map_err(body_error)?
         .to_bytes();
     match path.as_str() {
         "/api/publish" => publish(shard, &body).await,
@@ -126,6 +140,29 @@ async fn handle_inner(shard: &Shard, req: Request<Incoming>) -> Result<Reply, Ap
                 .with_status(StatusCode::NOT_FOUND),
         ),
     }
+}
+
+/// A body that could not be read whole: 413 only if it is over
+/// [`MAX_BODY`] (`Limited` says so with `LengthLimitError`); anything else
+/// (bad chunked encoding, the client gone mid-body) is the client's broken
+/// request, 400.
+fn body_error(e: Box<dyn std::error::Error + Send + Sync>) -> ApiError {
+    if e.downcast_ref::<LengthLimitError>().is_some() {
+        too_large()
+    } else {
+        ApiError::new(
+            ErrorCode::BadRequest,
+            format!("malformed or incomplete request body: {e}"),
+        )
+    }
+}
+
+fn too_large() -> ApiError {
+    ApiError::new(
+        ErrorCode::LimitExceeded,
+        format!("request body over {MAX_BODY} bytes"),
+    )
+    .with_status(StatusCode::PAYLOAD_TOO_LARGE)
 }
 
 fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
@@ -423,6 +460,9 @@ async fn info(shard: &Shard) -> Result<Reply, ApiError> {
         .await
         .map_err(|_| unavailable())?;
     let rss = resident_bytes();
+    // The in-memory hub's history against its budget; null with Redis,
+    // which holds the history itself.
+    let history = shard.shared().backbone.history_usage();
     Ok(json_response(
         StatusCode::OK,
         &json!({
@@ -432,6 +472,14 @@ async fn info(shard: &Shard) -> Result<Reply, ApiError> {
             "connections": connections,
             "channels": hub.len(),
             "queued_bytes": queued,
+            // Commands waiting for the sequencer, and events waiting in
+            // the shards' inboxes: both bounded by `backbone_queue`.
+            "backbone_queue": shard.shared().backbone.backlog().waiting(),
+            "inbox": shard.shared().shards.iter().map(|s| s.len()).sum::<usize>(),
+            "history_bytes": history.map(|h| h.bytes),
+            "history_channels": history.map(|h| h.channels),
+            "max_history_bytes": history.map(|h| h.budget.max_bytes),
+            "max_history_channels": history.map(|h| h.budget.max_channels),
             "memory": {"resident_bytes": rss},
             "uptime_seconds": shard.shared().origin.elapsed().as_secs(),
         }),

@@ -16,15 +16,16 @@
 //! through its shards with [`ask_shards`].
 
 use std::collections::BTreeMap;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use tokio::sync::{mpsc, oneshot};
 
+use crate::backlog::Backlog;
 use crate::inbox::Inbox;
 use wavecast_core::backbone::{Command, Event, HistoryPage, HistoryPolicy, NodeId};
-use wavecast_core::hub::{ChannelStats, Hub};
+use wavecast_core::hub::{ChannelStats, HistoryBudget, Hub};
 use wavecast_core::protocol::{close, ClientInfo, Payload, StreamPosition};
 use wavecast_core::Timestamp;
 
@@ -223,6 +224,41 @@ pub struct Backbone {
     ready: Arc<AtomicBool>,
     /// True with Redis: other servers may hold clients and channels.
     cluster: bool,
+    /// Commands sent by the shards and not yet taken by the backbone.
+    backlog: Arc<Backlog>,
+    /// The in-memory hub's history figures (`None` with Redis, whose
+    /// streams hold the history).
+    history: Option<Arc<HistoryFigures>>,
+}
+
+/// What the in-memory hub's history costs, against its budget
+/// (`/api/info`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct HistoryUsage {
+    /// Bytes of history kept (payloads plus a fixed overhead each).
+    pub bytes: usize,
+    /// Channels holding history.
+    pub channels: usize,
+    /// The budget.
+    pub budget: HistoryBudget,
+}
+
+/// The hub thread's latest history figures, stored after every message it
+/// handles, so that reading them never waits for the hub (nor needs a
+/// message the Redis driver would have to know).
+#[derive(Debug)]
+struct HistoryFigures {
+    bytes: AtomicUsize,
+    channels: AtomicUsize,
+    budget: HistoryBudget,
+}
+
+impl HistoryFigures {
+    fn store(&self, hub: &Hub) {
+        self.bytes.store(hub.history_bytes(), Ordering::Relaxed);
+        self.channels
+            .store(hub.channels_with_history(), Ordering::Relaxed);
+    }
 }
 
 impl std::fmt::Debug for ToHub {
@@ -232,14 +268,24 @@ impl std::fmt::Debug for ToHub {
 }
 
 impl Backbone {
-    /// Starts the in-memory backbone on its own thread. Events for node `i`
-    /// go to `shards[i]`. The thread ends when every handle is dropped.
+    /// Starts the in-memory backbone on its own thread, its history held
+    /// to `budget`. Events for node `i` go to `shards[i]`. The thread ends
+    /// when every handle is dropped.
     pub fn start_memory(
         origin: Instant,
         seed: u64,
+        budget: HistoryBudget,
         shards: Vec<ShardInbox>,
+        backlog: Arc<Backlog>,
     ) -> std::io::Result<Backbone> {
         let (tx, rx) = mpsc::unbounded_channel();
+        let hub_backlog = backlog.clone();
+        let figures = Arc::new(HistoryFigures {
+            bytes: AtomicUsize::new(0),
+            channels: AtomicUsize::new(0),
+            budget,
+        });
+        let hub_figures = figures.clone();
         std::thread::Builder::new()
             .name("wavecast-backbone".into())
             .spawn(move || {
@@ -247,12 +293,22 @@ impl Backbone {
                     .enable_time()
                     .build()
                     .expect("backbone runtime");
-                rt.block_on(run_hub(origin, Hub::new(seed), rx, Arc::new(shards)));
+                let hub = Hub::with_budget(seed, budget);
+                rt.block_on(run_hub(
+                    origin,
+                    hub,
+                    rx,
+                    Arc::new(shards),
+                    hub_figures,
+                    hub_backlog,
+                ));
             })?;
         Ok(Backbone {
             tx,
             ready: Arc::new(AtomicBool::new(true)),
             cluster: false,
+            backlog,
+            history: Some(figures),
         })
     }
 
@@ -264,13 +320,16 @@ impl Backbone {
     pub fn start_redis(
         options: crate::redis_backbone::RedisOptions,
         shards: Vec<ShardInbox>,
+        backlog: Arc<Backlog>,
     ) -> Result<Backbone, crate::redis_backbone::RedisStartError> {
         let ready = Arc::new(AtomicBool::new(false));
-        let tx = crate::redis_backbone::spawn(options, shards, ready.clone())?;
+        let tx = crate::redis_backbone::spawn(options, shards, ready.clone(), backlog.clone())?;
         Ok(Backbone {
             tx,
             ready,
             cluster: true,
+            backlog,
+            history: None,
         })
     }
 
@@ -286,9 +345,19 @@ impl Backbone {
         self.ready.load(Ordering::Acquire)
     }
 
-    /// Sends a node's command.
+    /// Sends a node's command. It counts against the backlog until the
+    /// backbone takes it: while [`Backbone::backlog`] is full, shards stop
+    /// reading their sockets.
     pub fn command(&self, node: NodeId, cmd: Command) {
-        let _ = self.tx.send(ToHub::Command(node, cmd));
+        self.backlog.sent();
+        if self.tx.send(ToHub::Command(node, cmd)).is_err() {
+            self.backlog.taken(1);
+        }
+    }
+
+    /// Commands the shards sent that the backbone has not taken yet.
+    pub fn backlog(&self) -> &Backlog {
+        &self.backlog
     }
 
     /// Sends the driver a request and waits for its answer; the driver
@@ -377,6 +446,16 @@ impl Backbone {
     pub async fn channels(&self) -> Result<Vec<ChannelStats>, Unavailable> {
         self.ask(ToHub::Channels).await
     }
+
+    /// The in-memory hub's history figures as of its latest message
+    /// (`/api/info`); `None` with Redis, where history lives in Redis.
+    pub fn history_usage(&self) -> Option<HistoryUsage> {
+        self.history.as_ref().map(|f| HistoryUsage {
+            bytes: f.bytes.load(Ordering::Relaxed),
+            channels: f.channels.load(Ordering::Relaxed),
+            budget: f.budget,
+        })
+    }
 }
 
 fn now(origin: Instant) -> Timestamp {
@@ -388,8 +467,16 @@ async fn run_hub(
     mut hub: Hub,
     mut rx: mpsc::UnboundedReceiver<ToHub>,
     shards: Arc<Vec<ShardInbox>>,
+    figures: Arc<HistoryFigures>,
+    backlog: Arc<Backlog>,
 ) {
     loop {
+        // A shard that cannot keep up with its inbox holds the sequencer
+        // back (and through the backlog, the shards' reading of clients),
+        // rather than letting the inbox grow.
+        while shards.iter().any(|s| s.len() > backlog.max()) {
+            tokio::time::sleep(INBOX_RECHECK).await;
+        }
         let deadline = hub
             .poll_timeout()
             .map(|t| origin + Duration::from_micros(t.as_micros()));
@@ -398,6 +485,7 @@ async fn run_hub(
                 m = rx.recv() => m,
                 _ = tokio::time::sleep_until(at.into()) => {
                     hub.handle_timeout(now(origin));
+                    figures.store(&hub);
                     continue;
                 }
             },
@@ -405,11 +493,13 @@ async fn run_hub(
         };
         let Some(msg) = msg else { break };
         let t = now(origin);
-        handle(&mut hub, t, msg);
-        // Take whatever else is waiting before delivering: one batch of
-        // events per wake-up.
-        while let Ok(msg) = rx.try_recv() {
-            handle(&mut hub, t, msg);
+        handle(&mut hub, t, msg, &figures, &backlog);
+        // Take more of what is waiting before delivering, so that a burst
+        // costs one batch of events per wake-up, but at most `HUB_BATCH`:
+        // while input keeps arriving, deliveries still go out.
+        for _ in 1..HUB_BATCH {
+            let Ok(msg) = rx.try_recv() else { break };
+            handle(&mut hub, t, msg, &figures, &backlog);
         }
         while let Some((node, event)) = hub.poll_event() {
             if let Some(shard) = shards.get(node.0 as usize) {
@@ -419,16 +509,32 @@ async fn run_hub(
     }
 }
 
-fn handle(hub: &mut Hub, now: Timestamp, msg: ToHub) {
+/// Most inputs the in-memory sequencer handles before it delivers what they
+/// produced (fairness between publishing and delivering).
+const HUB_BATCH: usize = 256;
+
+/// How often the sequencer looks again at a shard inbox that was over the
+/// bound.
+const INBOX_RECHECK: Duration = Duration::from_millis(1);
+
+fn handle(hub: &mut Hub, now: Timestamp, msg: ToHub, figures: &HistoryFigures, backlog: &Backlog) {
     match msg {
-        ToHub::Command(node, cmd) => hub.handle_command(now, node, cmd),
+        ToHub::Command(node, cmd) => {
+            backlog.taken(1);
+            hub.handle_command(now, node, cmd);
+            figures.store(hub);
+        }
         ToHub::Publish {
             channel,
             data,
             history,
             reply,
         } => {
-            let _ = reply.send(hub.publish(now, &channel, data, history));
+            let position = hub.publish(now, &channel, data, history);
+            // Before the reply: an API client that reads `/api/info` after
+            // its publish sees the figures of after it.
+            figures.store(hub);
+            let _ = reply.send(position);
         }
         ToHub::History {
             channel,
@@ -436,7 +542,9 @@ fn handle(hub: &mut Hub, now: Timestamp, msg: ToHub) {
             limit,
             reply,
         } => {
-            let _ = reply.send(hub.history(now, &channel, since.as_ref(), limit));
+            let page = hub.history(now, &channel, since.as_ref(), limit);
+            figures.store(hub);
+            let _ = reply.send(page);
         }
         ToHub::Presence { channel, reply } => {
             let _ = reply.send(hub.presence(&channel));
@@ -455,5 +563,80 @@ fn handle(hub: &mut Hub, now: Timestamp, msg: ToHub) {
         // The API counts a lone server's channels from its shards; this
         // is never asked. Dropping the slot answers "unavailable".
         ToHub::ClusterChannels(_) => {}
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use wavecast_core::protocol::Payload;
+
+    /// The in-memory sequencer delivers after at most `HUB_BATCH` inputs,
+    /// not once its input runs dry, and takes no more input while a
+    /// shard's inbox is over the bound: with ten thousand publishes
+    /// waiting and a shard that reads nothing, exactly one batch is taken.
+    #[tokio::test]
+    async fn the_sequencer_delivers_in_batches_and_waits_for_a_full_inbox() {
+        let inbox: ShardInbox = Arc::new(Inbox::new());
+        let backlog = Arc::new(Backlog::new(100));
+        let (tx, rx) = mpsc::unbounded_channel();
+        let node = NodeId(0);
+        // A subscriber on node 0, then 10,000 publishes from it.
+        backlog.sent();
+        let subscribe = Command::Subscribe {
+            channel: "a".into(),
+        };
+        tx.send(ToHub::Command(node, subscribe)).unwrap();
+        let total = 10_000;
+        for i in 0..total {
+            backlog.sent();
+            let publish = Command::Publish {
+                request: wavecast_core::backbone::RequestId(i),
+                channel: "a".into(),
+                data: Payload::null(),
+                history: HistoryPolicy {
+                    size: 10,
+                    ttl: Duration::from_secs(60),
+                },
+            };
+            tx.send(ToHub::Command(node, publish)).unwrap();
+        }
+        let figures = Arc::new(HistoryFigures {
+            bytes: AtomicUsize::new(0),
+            channels: AtomicUsize::new(0),
+            budget: HistoryBudget::default(),
+        });
+        let hub = tokio::spawn(run_hub(
+            Instant::now(),
+            Hub::new(1),
+            rx,
+            Arc::new(vec![inbox.clone()]),
+            figures,
+            backlog.clone(),
+        ));
+        // One batch: the subscribe and 255 publishes, each giving the shard
+        // a publication and a reply.
+        let first = 2 * (HUB_BATCH - 1);
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+        while inbox.len() < first {
+            assert!(tokio::time::Instant::now() < deadline, "nothing delivered");
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        // The inbox is over the bound and nobody drains it: the sequencer
+        // holds, whatever time it is given.
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        assert_eq!(inbox.len(), first);
+        assert_eq!(backlog.waiting(), total as usize + 1 - HUB_BATCH);
+        // Drained, it goes on, and takes everything in the end.
+        let mut batch = Vec::new();
+        let mut got = 0;
+        while got < 2 * total as usize {
+            assert!(inbox.drain(&mut batch).await);
+            got += batch.len();
+            batch.clear();
+        }
+        assert_eq!(backlog.waiting(), 0);
+        drop(tx);
+        hub.await.unwrap();
     }
 }

@@ -12,6 +12,7 @@ use std::time::Duration;
 use std::collections::BTreeMap;
 
 use serde::Deserialize;
+use wavecast_core::hub::HistoryBudget;
 use wavecast_core::namespace::{NamespaceOptions, Namespaces};
 
 /// Flags of `wavecast serve`; each also reads `WAVECAST_<NAME>`.
@@ -32,12 +33,30 @@ pub struct ServeArgs {
     /// Most WebSocket connections held at once; beyond it the handshake gets 503 [default: 100000].
     #[arg(long, env = "WAVECAST_MAX_CONNECTIONS")]
     pub max_connections: Option<usize>,
+    /// Most plain HTTP (keep-alive) connections held at once; beyond it a new one gets 503 [default: 1024].
+    #[arg(long, env = "WAVECAST_MAX_HTTP_CONNECTIONS")]
+    pub max_http_connections: Option<usize>,
+    /// Time a client has to send a request head, and an HTTP keep-alive connection may stay idle between requests [default: 10s].
+    #[arg(long, env = "WAVECAST_HTTP_TIMEOUT", value_parser = parse_duration)]
+    pub http_timeout: Option<Duration>,
     /// Largest message accepted from a client, in bytes [default: 65536].
     #[arg(long, env = "WAVECAST_MAX_MESSAGE_SIZE")]
     pub max_message_size: Option<usize>,
     /// Bytes that may wait for a slow client before it is disconnected [default: 1048576].
     #[arg(long, env = "WAVECAST_MAX_QUEUED_BYTES")]
     pub max_queued_bytes: Option<usize>,
+    /// Commands of one connection that may wait for the backbone at once; beyond it the server stops reading that client until replies go out [default: 32].
+    #[arg(long, env = "WAVECAST_MAX_REQUESTS_IN_FLIGHT")]
+    pub max_requests_in_flight: Option<usize>,
+    /// Commands (of all connections) that may wait for the sequencer, and events that may wait for a shard; beyond it the server stops reading clients until the sequencer catches up [default: 8192].
+    #[arg(long, env = "WAVECAST_BACKBONE_QUEUE")]
+    pub backbone_queue: Option<usize>,
+    /// Most channels holding history at once, server-wide; beyond it the oldest history is evicted [default: 10000].
+    #[arg(long, env = "WAVECAST_MAX_HISTORY_CHANNELS")]
+    pub max_history_channels: Option<usize>,
+    /// Most bytes of history kept, server-wide (payloads plus 128 bytes each); beyond it the oldest history is evicted [default: 268435456].
+    #[arg(long, env = "WAVECAST_MAX_HISTORY_BYTES")]
+    pub max_history_bytes: Option<usize>,
     /// Also serve `/echo`, which sends every message back (conformance runs).
     #[arg(long, env = "WAVECAST_ECHO", num_args = 0..=1, default_missing_value = "true")]
     pub echo: Option<bool>,
@@ -68,8 +87,15 @@ pub struct FileConfig {
     #[serde(default, with = "opt_duration")]
     heartbeat_timeout: Option<Duration>,
     max_connections: Option<usize>,
+    max_http_connections: Option<usize>,
+    #[serde(default, with = "opt_duration")]
+    http_timeout: Option<Duration>,
     max_message_size: Option<usize>,
     max_queued_bytes: Option<usize>,
+    max_requests_in_flight: Option<usize>,
+    backbone_queue: Option<usize>,
+    max_history_channels: Option<usize>,
+    max_history_bytes: Option<usize>,
     echo: Option<bool>,
     workers: Option<usize>,
     allowed_origins: Option<Vec<String>>,
@@ -120,10 +146,24 @@ pub struct Config {
     pub heartbeat_timeout: Duration,
     /// Most WebSocket connections at once.
     pub max_connections: usize,
+    /// Most plain HTTP connections at once.
+    pub max_http_connections: usize,
+    /// Request head deadline (first and later heads) and HTTP keep-alive
+    /// idle limit.
+    pub http_timeout: Duration,
     /// Largest client message.
     pub max_message_size: usize,
     /// Outbound byte budget per connection.
     pub max_queued_bytes: usize,
+    /// Commands per connection waiting for the backbone.
+    pub max_requests_in_flight: usize,
+    /// Commands waiting for the sequencer (all shards), and events waiting
+    /// in one shard's inbox, before reading stops.
+    pub backbone_queue: usize,
+    /// Most channels holding history (in-memory backbone only).
+    pub max_history_channels: usize,
+    /// Most bytes of history (in-memory backbone only).
+    pub max_history_bytes: usize,
     /// Serve `/echo`.
     pub echo: bool,
     /// Worker threads (shards).
@@ -147,8 +187,14 @@ impl Default for Config {
             heartbeat_interval: Duration::from_secs(25),
             heartbeat_timeout: Duration::from_secs(10),
             max_connections: 100_000,
+            max_http_connections: 1024,
+            http_timeout: Duration::from_secs(10),
             max_message_size: 64 * 1024,
             max_queued_bytes: 1024 * 1024,
+            max_requests_in_flight: wavecast_core::node::MAX_REQUESTS_IN_FLIGHT,
+            backbone_queue: 8192,
+            max_history_channels: HistoryBudget::DEFAULT_MAX_CHANNELS,
+            max_history_bytes: HistoryBudget::DEFAULT_MAX_BYTES,
             echo: false,
             workers: std::thread::available_parallelism().map_or(1, |n| n.get()),
             allowed_origins: None,
@@ -211,6 +257,14 @@ impl Config {
                 .max_connections
                 .or(file.max_connections)
                 .unwrap_or(d.max_connections),
+            max_http_connections: args
+                .max_http_connections
+                .or(file.max_http_connections)
+                .unwrap_or(d.max_http_connections),
+            http_timeout: args
+                .http_timeout
+                .or(file.http_timeout)
+                .unwrap_or(d.http_timeout),
             max_message_size: args
                 .max_message_size
                 .or(file.max_message_size)
@@ -219,6 +273,22 @@ impl Config {
                 .max_queued_bytes
                 .or(file.max_queued_bytes)
                 .unwrap_or(d.max_queued_bytes),
+            max_requests_in_flight: args
+                .max_requests_in_flight
+                .or(file.max_requests_in_flight)
+                .unwrap_or(d.max_requests_in_flight),
+            backbone_queue: args
+                .backbone_queue
+                .or(file.backbone_queue)
+                .unwrap_or(d.backbone_queue),
+            max_history_channels: args
+                .max_history_channels
+                .or(file.max_history_channels)
+                .unwrap_or(d.max_history_channels),
+            max_history_bytes: args
+                .max_history_bytes
+                .or(file.max_history_bytes)
+                .unwrap_or(d.max_history_bytes),
             echo: args.echo.or(file.echo).unwrap_or(d.echo),
             workers: args.workers.or(file.workers).unwrap_or(d.workers),
             allowed_origins: args.allowed_origins.clone().or(file.allowed_origins),
@@ -259,6 +329,9 @@ impl Config {
         if self.heartbeat_interval.is_zero() {
             return invalid("heartbeat_interval", "must be more than zero");
         }
+        if self.http_timeout.is_zero() {
+            return invalid("http_timeout", "must be more than zero");
+        }
         if self.workers == 0 || self.workers > 256 {
             return invalid("workers", "must be between 1 and 256");
         }
@@ -270,6 +343,20 @@ impl Config {
         }
         if self.max_queued_bytes == 0 {
             return invalid("max_queued_bytes", "must be more than zero");
+        }
+        // A connection's count is a u16 in the core.
+        if self.max_requests_in_flight == 0 || self.max_requests_in_flight > 1024 {
+            return invalid("max_requests_in_flight", "must be between 1 and 1024");
+        }
+        if self.backbone_queue == 0 || self.backbone_queue > 10_000_000 {
+            return invalid("backbone_queue", "must be between 1 and 10000000");
+        }
+        if self.max_history_channels == 0 || self.max_history_channels > 100_000_000 {
+            return invalid("max_history_channels", "must be between 1 and 100000000");
+        }
+        // At least one largest client message must fit; at most 1 TiB.
+        if self.max_history_bytes < 64 * 1024 || self.max_history_bytes as u64 > 1 << 40 {
+            return invalid("max_history_bytes", "must be between 64 KiB and 1 TiB");
         }
         for (name, ns) in &self.namespaces.named {
             if name.is_empty()
@@ -416,6 +503,30 @@ mod tests {
     }
 
     #[test]
+    fn http_bounds_from_file_and_flags() {
+        let d = Config::default();
+        assert_eq!(
+            (d.max_http_connections, d.http_timeout),
+            (1024, Duration::from_secs(10))
+        );
+        let file: FileConfig =
+            toml::from_str("max_http_connections = 7\nhttp_timeout = \"2s\"\n").unwrap();
+        assert_eq!(file.max_http_connections, Some(7));
+        assert_eq!(file.http_timeout, Some(Duration::from_secs(2)));
+        let args = ServeArgs {
+            http_timeout: Some(Duration::ZERO),
+            ..Default::default()
+        };
+        assert!(matches!(
+            Config::load(&args),
+            Err(ConfigError::Invalid {
+                name: "http_timeout",
+                ..
+            })
+        ));
+    }
+
+    #[test]
     fn unknown_keys_and_bad_values_are_errors() {
         let dir = std::env::temp_dir().join(format!("wavecast-config-bad-{}", std::process::id()));
         std::fs::create_dir_all(&dir).unwrap();
@@ -445,6 +556,41 @@ mod tests {
                 ..
             })
         ));
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn history_budget_from_file_and_flags() {
+        let d = Config::load(&ServeArgs::default()).unwrap();
+        assert_eq!(d.max_history_channels, 10_000);
+        assert_eq!(d.max_history_bytes, 256 * 1024 * 1024);
+        let dir = std::env::temp_dir().join(format!("wavecast-config-hist-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("w.toml");
+        std::fs::write(
+            &path,
+            "max_history_channels = 50\nmax_history_bytes = 1048576\n",
+        )
+        .unwrap();
+        let mut args = ServeArgs {
+            config: Some(path.clone()),
+            max_history_bytes: Some(2 << 20),
+            ..Default::default()
+        };
+        let c = Config::load(&args).unwrap();
+        assert_eq!((c.max_history_channels, c.max_history_bytes), (50, 2 << 20));
+        for (channels, bytes, name) in [
+            (0, 2 << 20, "max_history_channels"),
+            (50, 1000, "max_history_bytes"),
+            (50, usize::MAX, "max_history_bytes"),
+        ] {
+            args.max_history_channels = Some(channels);
+            args.max_history_bytes = Some(bytes);
+            assert!(
+                matches!(Config::load(&args), Err(ConfigError::Invalid { name: n, .. }) if n == name),
+                "{channels} {bytes}"
+            );
+        }
         std::fs::remove_dir_all(&dir).unwrap();
     }
 }

@@ -9,6 +9,21 @@
 //! answered 101 by hyper, and the socket is then taken back from hyper and
 //! handed to the shard ([`crate::shard::adopt`]) with any bytes hyper had
 //! already read past the request.
+//!
+//! Later heads get the first head's bounds: hyper runs with a timer, a
+//! header read timeout of `http_timeout`, and the handshake's head size
+//! and header count (over them: 431 and the connection closed; the read
+//! buffer never grows past the head limit). hyper 1's http1 has no idle
+//! keep-alive timeout of its own, but its header read timer starts as soon
+//! as it waits for the next head, right after a response has gone out, not
+//! at the head's first byte (hyper's `Conn::poll_read_head`, re-armed by
+//! `State::idle`): so one deadline closes both a connection idle between
+//! requests and one sending a later head too slowly (no response: hyper
+//! just closes). `tests/http_bounds.rs` checks both against the binary, so
+//! a hyper that changed this would be caught. A request in progress is
+//! not under that deadline; the API bounds reading its body by the same
+//! `http_timeout` ([`crate::api`]). The connection holds a slot of
+//! `max_http_connections` while it is here ([`crate::shard`]).
 
 use std::convert::Infallible;
 use std::rc::Rc;
@@ -17,9 +32,9 @@ use bytes::Bytes;
 use http_body_util::Full;
 use hyper::body::Incoming;
 use hyper::{Method, Request, Response, StatusCode};
-use hyper_util::rt::TokioIo;
+use hyper_util::rt::{TokioIo, TokioTimer};
 use tokio::net::TcpStream;
-use wavecast_core::handshake::RequestHead;
+use wavecast_core::handshake::{self, RequestHead, MAX_HEADERS};
 
 use crate::io::Rewind;
 use crate::shard::{self, Shard};
@@ -27,14 +42,27 @@ use crate::shard::{self, Shard};
 /// The connection hyper serves (what an upgrade is downcast back to).
 type Conn = TokioIo<Rewind<TcpStream>>;
 
+/// hyper's smallest allowed read buffer (`max_buf_size` panics below it).
+const HYPER_MIN_BUF: usize = 8192;
+
 /// Serves HTTP/1.1 on `stream` until the client is done.
 pub async fn serve(shard: Rc<Shard>, prefix: Vec<u8>, stream: TcpStream) {
+    let max_head = shard.handshake().max_head_size;
+    let timeout = shard.shared().config.http_timeout;
     let io: Conn = TokioIo::new(Rewind::new(prefix, stream));
     let service = hyper::service::service_fn(move |req| {
         let shard = shard.clone();
         async move { Ok::<_, Infallible>(route(shard, req).await) }
     });
     if let Err(e) = hyper::server::conn::http1::Builder::new()
+        .timer(TokioTimer::new())
+        // Also the idle keep-alive limit (see the module comment).
+        .header_read_timeout(timeout)
+        // A head over the limit is 431, as on a fresh connection; the
+        // read buffer is what holds a head, so it stays that small too.
+        .max_header_size(max_head)
+        .max_buf_size(max_head.max(HYPER_MIN_BUF))
+        .max_headers(MAX_HEADERS)
         .keep_alive(true)
         // A client may send its last requests and half-close: answer them.
         .half_close(true)
@@ -88,8 +116,21 @@ async fn route(shard: Rc<Shard>, req: Request<Incoming>) -> Response<Full<Bytes>
     }
 }
 
-/// The request's head as the core's handshake reads it.
+/// The request's head as the core's handshake reads it. `head_len` is the
+/// head's size as sent (request line, headers, blank line), give or take
+/// optional whitespace, which hyper does not keep.
 fn head_of(req: &Request<Incoming>) -> RequestHead {
+    let target = req.uri().path_and_query().map_or(1, |p| p.as_str().len());
+    let size = req.method().as_str().len()
+        + 1
+        + target
+        + " HTTP/1.1\r\n".len()
+        + req
+            .headers()
+            .iter()
+            .map(|(n, v)| n.as_str().len() + 2 + v.len() + 2)
+            .sum::<usize>()
+        + 2;
     RequestHead {
         method: req.method().as_str().to_owned(),
         path: req.uri().path().to_owned(),
@@ -101,8 +142,8 @@ fn head_of(req: &Request<Incoming>) -> RequestHead {
             .map(|(n, v)| (n.as_str().to_owned(), v.as_bytes().to_vec()))
             .collect(),
         // hyper has consumed the head; what it read beyond comes back with
-        // the upgraded connection.
-        head_len: 0,
+        // the upgraded connection. The length is only for the size check.
+        head_len: size,
     }
 }
 
@@ -113,6 +154,18 @@ fn upgrade(
     mut req: Request<Incoming>,
     head: &RequestHead,
 ) -> Response<Full<Bytes>> {
+    // hyper's `max_header_size` already refuses a longer head; this keeps
+    // the upgrade's own bound explicit, as `parse_request` does on a fresh
+    // connection.
+    let max = shard.handshake().max_head_size;
+    if head.head_len > max || head.headers.len() > MAX_HEADERS {
+        let body = format!("request head over {max} bytes or {MAX_HEADERS} headers\n");
+        return raw_response(&handshake::reject_response(
+            431,
+            "Request Header Fields Too Large",
+            &body,
+        ));
+    }
     let (accepted, endpoint) = match shard::admit(&shard, head) {
         Ok(ok) => ok,
         Err(refusal) => return raw_response(&refusal),

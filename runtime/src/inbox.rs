@@ -66,6 +66,20 @@ impl<T> Inbox<T> {
         Ok(())
     }
 
+    /// Items waiting (the sequencer holds back while a shard has too many).
+    pub fn len(&self) -> usize {
+        self.state
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .items
+            .len()
+    }
+
+    /// True when nothing waits.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
     /// Refuses further sends and wakes the receiver.
     pub fn close(&self) {
         self.state.lock().unwrap_or_else(|e| e.into_inner()).closed = true;

@@ -13,7 +13,9 @@
 //!   vectored writes. Nothing on this path takes a lock.
 //! - [`backbone`] connects shards to the sequencer: core's in-memory hub
 //!   on its own thread (single server), or [`redis_backbone`], the Redis
-//!   driver on its own thread (many servers).
+//!   driver on its own thread (many servers). [`backlog`] bounds that
+//!   path: past `backbone_queue` waiting commands the shards stop reading
+//!   their clients until the sequencer catches up.
 //! - [`api`] is the HTTP API (publish, broadcast, presence, history,
 //!   channels, disconnect, info) behind an API key.
 //! - [`http`] answers every request that is not a WebSocket upgrade on the
@@ -24,6 +26,7 @@
 
 pub mod api;
 pub mod backbone;
+pub mod backlog;
 pub mod bench;
 pub mod config;
 pub mod http;

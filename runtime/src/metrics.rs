@@ -2,7 +2,8 @@
 //!
 //! Gauges are collected when scraped: each shard reports its counts over its
 //! inbox (no shared counters on the data path), the backbone its channels,
-//! and /proc the process's resident memory.
+//! the connection limits their held slots, and /proc the process's
+//! resident memory.
 
 use std::fmt::Write as _;
 
@@ -31,6 +32,21 @@ pub async fn render(shard: &Shard) -> String {
         "wavecast_max_connections",
         "Configured connection limit.",
         shared.config.max_connections as f64,
+    );
+    gauge(
+        "wavecast_connection_slots",
+        "Slots of max_connections reserved (WebSocket connections, handshakes included).",
+        shared.connections.held() as f64,
+    );
+    gauge(
+        "wavecast_http_connections",
+        "Plain HTTP connections held (this scrape's own included).",
+        shared.http_connections.held() as f64,
+    );
+    gauge(
+        "wavecast_max_http_connections",
+        "Configured HTTP connection limit.",
+        shared.config.max_http_connections as f64,
     );
     gauge(
         "wavecast_local_channels",

@@ -25,13 +25,21 @@ pub enum Interest {
     /// Readable or writable: the kernel refused bytes and the shard waits
     /// for room in the send buffer.
     ReadWrite,
+    /// Writable only: the socket is not read for now (backpressure) but
+    /// waits for room in its send buffer.
+    Write,
+    /// Nothing but errors and hang-ups (which epoll always reports): the
+    /// socket is not read for now and has nothing to write.
+    Nothing,
 }
 
 impl Interest {
     fn bits(self) -> u32 {
         match self {
-            Interest::Read => libc::EPOLLIN as u32,
-            Interest::ReadWrite => (libc::EPOLLIN | libc::EPOLLOUT) as u32,
+            Interest::Read => (libc::EPOLLIN | libc::EPOLLRDHUP) as u32,
+            Interest::ReadWrite => (libc::EPOLLIN | libc::EPOLLOUT | libc::EPOLLRDHUP) as u32,
+            Interest::Write => libc::EPOLLOUT as u32,
+            Interest::Nothing => 0,
         }
     }
 }
@@ -129,7 +137,7 @@ impl Poller {
 
     fn ctl(&self, op: libc::c_int, socket: RawFd, key: u64, interest: Interest) -> io::Result<()> {
         let mut ev = libc::epoll_event {
-            events: interest.bits() | libc::EPOLLRDHUP as u32,
+            events: interest.bits(),
             u64: key,
         };
         // SAFETY: `ev` is a valid epoll_event that outlives the call.

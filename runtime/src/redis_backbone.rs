@@ -89,7 +89,7 @@
 //! that position can be missed by the subscription.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -540,6 +540,7 @@ pub(crate) fn spawn(
     options: RedisOptions,
     shards: Vec<ShardInbox>,
     ready: Arc<AtomicBool>,
+    backlog: Arc<crate::backlog::Backlog>,
 ) -> Result<mpsc::UnboundedSender<ToHub>, RedisStartError> {
     let client = redis::Client::open(options.url.as_str())
         .map_err(|source| RedisStartError::Url { source })?;
@@ -575,6 +576,8 @@ pub(crate) fn spawn(
                 pending: HashMap::new(),
                 next_request: 0,
                 control_tx,
+                backlog,
+                in_flight: Arc::new(InFlight::default()),
             };
             rt.block_on(driver.run(rx, lost_rx, control_rx));
         })
@@ -607,6 +610,39 @@ struct Driver {
     next_request: u64,
     /// The driver's tasks report on control requests here.
     control_tx: mpsc::UnboundedSender<ControlEvent>,
+    /// Commands the shards sent and the driver has not taken yet.
+    backlog: Arc<crate::backlog::Backlog>,
+    /// Requests running on the link: at most [`MAX_IN_FLIGHT`]; past it
+    /// the driver takes no more messages (so the backlog fills and the
+    /// shards stop reading their clients).
+    in_flight: Arc<InFlight>,
+}
+
+/// Most requests the driver runs on the link at once.
+const MAX_IN_FLIGHT: usize = 1024;
+
+/// How often the driver looks again at a shard inbox that was over the
+/// bound.
+const INBOX_RECHECK: Duration = Duration::from_millis(1);
+
+/// The driver's count of running requests, and a wake-up when one ends.
+#[derive(Debug, Default)]
+struct InFlight {
+    running: AtomicUsize,
+    done: tokio::sync::Notify,
+}
+
+impl InFlight {
+    fn is_full(&self) -> bool {
+        self.running.load(Ordering::Acquire) >= MAX_IN_FLIGHT
+    }
+}
+
+/// Is any shard's inbox over the bound? Then the driver stops reading the
+/// pub/sub stream (Redis buffers it, and past its own output limit drops
+/// the link, after which every node recovers) rather than grow the inbox.
+fn shards_behind(shards: &[ShardInbox], max: usize) -> bool {
+    shards.iter().any(|s| s.len() > max)
 }
 
 /// The link failed while the driver used it.
@@ -628,7 +664,10 @@ impl Driver {
             let Some(l) = link.as_mut() else {
                 tokio::select! {
                     msg = rx.recv() => match msg {
-                        Some(msg) => self.handle_down(msg),
+                        Some(msg) => {
+                            self.took(&msg);
+                            self.handle_down(msg)
+                        }
                         None => return,
                     },
                     // Late reports of requests that the lost link failed.
@@ -657,12 +696,19 @@ impl Driver {
                 continue;
             };
             let generation = l.generation;
+            let full = self.in_flight.is_full();
+            let behind = shards_behind(&self.shards, self.backlog.max());
             let lost = tokio::select! {
-                msg = rx.recv() => match msg {
-                    Some(msg) => self.handle_up(l, msg).await.is_err(),
+                msg = rx.recv(), if !full => match msg {
+                    Some(msg) => {
+                        self.took(&msg);
+                        self.handle_up(l, msg).await.is_err()
+                    }
                     None => return,
                 },
-                msg = l.stream.next() => match msg {
+                _ = self.in_flight.done.notified(), if full => false,
+                _ = tokio::time::sleep(INBOX_RECHECK), if behind => false,
+                msg = l.stream.next(), if !behind => match msg {
                     Some(msg) => {
                         self.dispatch(l, &msg);
                         false
@@ -689,6 +735,13 @@ impl Driver {
                 next_attempt = Instant::now() + MIN_BACKOFF;
                 backoff = MIN_BACKOFF * 2;
             }
+        }
+    }
+
+    /// Uncounts a node's command from the backlog once taken.
+    fn took(&self, msg: &ToHub) {
+        if matches!(msg, ToHub::Command(..)) {
+            self.backlog.taken(1);
         }
     }
 
@@ -1112,10 +1165,14 @@ impl Driver {
         let fut = f(self.scripts.clone(), link.conn.clone());
         let lost = self.lost_tx.clone();
         let generation = link.generation;
+        let in_flight = self.in_flight.clone();
+        in_flight.running.fetch_add(1, Ordering::AcqRel);
         tokio::spawn(async move {
             if let Some(e) = fut.await {
                 report(&lost, generation, &e);
             }
+            in_flight.running.fetch_sub(1, Ordering::AcqRel);
+            in_flight.done.notify_one();
         });
     }
 
@@ -1618,7 +1675,11 @@ mod tests {
             presence_ttl: Duration::from_secs(15),
             instance: "0a1b2c".into(),
         };
-        let r = crate::backbone::Backbone::start_redis(options, Vec::new());
+        let r = crate::backbone::Backbone::start_redis(
+            options,
+            Vec::new(),
+            std::sync::Arc::new(crate::backlog::Backlog::new(1)),
+        );
         assert!(matches!(r, Err(RedisStartError::Url { .. })), "{r:?}");
     }
 

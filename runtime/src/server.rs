@@ -8,6 +8,7 @@ use socket2::{Domain, Protocol, Socket, Type};
 use tokio::sync::watch;
 
 use crate::backbone::{Backbone, ShardInbox};
+use crate::backlog::Backlog;
 use crate::config::Config;
 use crate::inbox::Inbox;
 use crate::limit::ConnectionLimit;
@@ -22,6 +23,9 @@ pub struct Shared {
     pub origin: Instant,
     /// WebSocket connections currently held, across shards.
     pub connections: ConnectionLimit,
+    /// Plain HTTP connections currently held, across shards
+    /// (`max_http_connections`); one that upgrades moves to `connections`.
+    pub http_connections: ConnectionLimit,
     /// Flips to true when shutdown starts.
     pub shutdown: watch::Receiver<bool>,
     /// The sequencer.
@@ -63,6 +67,17 @@ impl Shared {
     /// Gives a reserved connection slot back.
     pub fn release_connection(&self) {
         self.connections.release();
+    }
+
+    /// Reserves a plain HTTP connection slot; false when at
+    /// `max_http_connections`.
+    pub fn try_reserve_http(&self) -> bool {
+        self.http_connections.try_acquire()
+    }
+
+    /// Gives a reserved HTTP connection slot back.
+    pub fn release_http(&self) {
+        self.http_connections.release();
     }
 }
 
@@ -107,6 +122,7 @@ pub fn run(config: Config) -> Result<(), ServerError> {
         .map(|_| Arc::new(Inbox::new()))
         .collect();
     let instance = format!("{:06x}", seed & 0xff_ffff);
+    let backlog = Arc::new(Backlog::new(config.backbone_queue));
     let backbone = match &config.redis {
         Some(url) => Backbone::start_redis(
             crate::redis_backbone::RedisOptions {
@@ -115,16 +131,24 @@ pub fn run(config: Config) -> Result<(), ServerError> {
                 instance: instance.clone(),
             },
             inboxes.clone(),
+            backlog,
         )?,
         None => {
-            Backbone::start_memory(origin, seed, inboxes.clone()).map_err(ServerError::Worker)?
+            let budget = wavecast_core::hub::HistoryBudget {
+                max_channels: config.max_history_channels,
+                max_bytes: config.max_history_bytes,
+            };
+            Backbone::start_memory(origin, seed, budget, inboxes.clone(), backlog)
+                .map_err(ServerError::Worker)?
         }
     };
     let max_connections = config.max_connections;
+    let max_http_connections = config.max_http_connections;
     let shared = Arc::new(Shared {
         config,
         origin,
         connections: ConnectionLimit::new(max_connections),
+        http_connections: ConnectionLimit::new(max_http_connections),
         shutdown: stop_rx,
         backbone,
         shards: inboxes.clone(),

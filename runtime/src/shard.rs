@@ -2,7 +2,9 @@
 //! sockets of its connections.
 //!
 //! A new TCP connection gets a short-lived task that reads its request head
-//! and either upgrades it or hands it to the HTTP side. Once upgraded, the
+//! (`http_timeout`, 8 KiB) and either upgrades it or hands it to the HTTP
+//! side, which holds a slot of `max_http_connections` (503 beyond it) until
+//! hyper lets the socket go. Once upgraded, the
 //! socket leaves tokio: it joins the shard's one epoll set ([`Poller`]) and
 //! costs a 16-byte slot here, with no task and no tokio registration of its
 //! own. One task waits for the epoll set to be ready, reads each ready
@@ -42,10 +44,13 @@ use crate::server::{Shared, SHUTDOWN_GRACE};
 
 /// Bytes read from a socket at once, into the shard's scratch buffer.
 const SCRATCH: usize = 64 * 1024;
-/// How long a client may take to send its request head.
-const HEAD_TIMEOUT: Duration = Duration::from_secs(10);
 /// Readiness reports taken from the epoll set at once.
 const EVENTS: usize = 256;
+/// Inbox messages handled between two writes of what they queued: a large
+/// batch (the sequencer catching up) goes out while it is handled, so a
+/// reader that keeps up is never taken for a slow one because one batch
+/// was larger than its budget.
+const INBOX_SLICE: usize = 64;
 
 /// The socket side of one upgraded connection.
 struct ConnIo {
@@ -58,6 +63,21 @@ struct ConnIo {
     /// Still in the epoll set. Taken out at end of stream or on an error,
     /// so a dead socket is not reported again while the node finishes it.
     watched: bool,
+    /// Not read: the node holds input of this connection until replies
+    /// to its earlier commands drain (`Node::poll_reading`).
+    paused: bool,
+}
+
+impl ConnIo {
+    /// What the epoll set should report for this socket.
+    fn interest(&self) -> Interest {
+        match (self.paused, self.want_write) {
+            (false, false) => Interest::Read,
+            (false, true) => Interest::ReadWrite,
+            (true, false) => Interest::Nothing,
+            (true, true) => Interest::Write,
+        }
+    }
 }
 
 /// One worker's state.
@@ -104,6 +124,7 @@ impl Shard {
                 connection,
                 namespaces: c.namespaces.clone(),
                 client_prefix: format!("{}-{index}-", shared.instance),
+                max_requests_in_flight: c.max_requests_in_flight,
             })),
             ios: RefCell::new(Vec::new()),
             poller,
@@ -129,6 +150,12 @@ impl Shard {
         &self.shared
     }
 
+    /// The handshake's limits (head size), which later heads on an HTTP
+    /// keep-alive connection get too.
+    pub(crate) fn handshake(&self) -> &HandshakeConfig {
+        &self.handshake
+    }
+
     /// True once shutdown has started.
     pub fn shutting_down(&self) -> bool {
         *self.shared.shutdown.borrow()
@@ -143,6 +170,11 @@ impl Shard {
             let cmd = self.node.borrow_mut().poll_backbone();
             let Some(cmd) = cmd else { break };
             self.shared.backbone.command(NodeId(self.index as u32), cmd);
+        }
+        loop {
+            let change = self.node.borrow_mut().poll_reading();
+            let Some((id, reading)) = change else { break };
+            self.set_reading(id, reading);
         }
         loop {
             let id = self.node.borrow_mut().poll_transmit();
@@ -198,10 +230,12 @@ impl Shard {
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
                     let fd = io.stream.as_raw_fd();
                     let key = id.index() as u64;
-                    match self.poller.get_ref().modify(fd, key, Interest::ReadWrite) {
-                        Ok(()) => io.want_write = true,
+                    io.want_write = true;
+                    match self.poller.get_ref().modify(fd, key, io.interest()) {
+                        Ok(()) => {}
                         Err(e) => {
                             tracing::warn!(error = %e, "cannot watch a socket for writability");
+                            io.want_write = false;
                             self.unwatch(io);
                             node.handle_eof(now, id);
                         }
@@ -215,6 +249,28 @@ impl Shard {
                     return;
                 }
             }
+        }
+    }
+
+    /// Stops or resumes reading a socket (the node holds its input while
+    /// it has too many commands in flight): its kernel buffer fills and the
+    /// peer's writes block, which is the backpressure.
+    fn set_reading(&self, id: ConnId, reading: bool) {
+        let mut ios = self.ios.borrow_mut();
+        let Some(io) = ios.get_mut(id.index()).and_then(Option::as_mut) else {
+            return;
+        };
+        if io.id != id || !io.watched || io.paused != reading {
+            return;
+        }
+        io.paused = !reading;
+        let fd = io.stream.as_raw_fd();
+        if let Err(e) = self
+            .poller
+            .get_ref()
+            .modify(fd, id.index() as u64, io.interest())
+        {
+            tracing::warn!(error = %e, "cannot change a socket's read interest");
         }
     }
 
@@ -274,7 +330,7 @@ impl Shard {
             if ready.writable && io.want_write {
                 io.want_write = false;
                 let fd = io.stream.as_raw_fd();
-                if let Err(e) = self.poller.get_ref().modify(fd, ready.key, Interest::Read) {
+                if let Err(e) = self.poller.get_ref().modify(fd, ready.key, io.interest()) {
                     tracing::warn!(error = %e, "cannot stop watching a socket for writability");
                 }
                 drop(ios);
@@ -287,6 +343,8 @@ impl Shard {
             let Some(io) = ios.get_mut(index).and_then(Option::as_mut) else {
                 continue;
             };
+            // A paused socket is reported readable only for an error or a
+            // hang-up; reading it then finds the end.
             if !io.watched {
                 continue;
             }
@@ -376,8 +434,12 @@ async fn shutdown(shard: &Rc<Shard>) {
 async fn inbox_task(shard: Rc<Shard>, inbox: ShardInbox) {
     let mut batch = Vec::new();
     while inbox.drain(&mut batch).await {
-        let now = shard.now();
-        for msg in batch.drain(..) {
+        let mut now = shard.now();
+        for (i, msg) in batch.drain(..).enumerate() {
+            if i > 0 && i % INBOX_SLICE == 0 {
+                shard.drive();
+                now = shard.now();
+            }
             shard.handle_msg(now, msg);
         }
         shard.drive();
@@ -390,6 +452,11 @@ async fn inbox_task(shard: Rc<Shard>, inbox: ShardInbox) {
 async fn poll_task(shard: Rc<Shard>) {
     let mut events = Events::with_capacity(EVENTS);
     loop {
+        // The sequencer is behind: read no client until it catches up (the
+        // inbox and the timer still run, so deliveries keep going out).
+        if shard.shared.backbone.backlog().is_full() {
+            shard.shared.backbone.backlog().wait_for_room().await;
+        }
         let mut guard = match shard.poller.readable().await {
             Ok(g) => g,
             Err(e) => {
@@ -445,7 +512,8 @@ async fn handle_socket(shard: Rc<Shard>, stream: TcpStream) {
     let _ = stream.set_nodelay(true);
     let max = shard.handshake.max_head_size;
     let mut buf = Vec::with_capacity(1024);
-    let head = tokio::time::timeout(HEAD_TIMEOUT, read_head(&stream, &mut buf, max)).await;
+    let head_timeout = shard.shared.config.http_timeout;
+    let head = tokio::time::timeout(head_timeout, read_head(&stream, &mut buf, max)).await;
     let mut stream = stream;
     let head = match head {
         Ok(Ok(Some(head))) => head,
@@ -464,7 +532,21 @@ async fn handle_socket(shard: Rc<Shard>, stream: TcpStream) {
         }
     };
     if !head.wants_websocket() {
-        crate::http::serve(shard, buf, stream).await;
+        // Plain HTTP holds a slot of `max_http_connections` for as long as
+        // hyper has the socket (an upgrade later on it takes a WebSocket
+        // slot in `admit` and gives this one back when hyper lets go).
+        let Some(_slot) = HttpSlot::reserve(&shard) else {
+            let body = "at max HTTP connections\n";
+            let _ = stream
+                .write_all(&handshake::reject_response(
+                    503,
+                    "Service Unavailable",
+                    body,
+                ))
+                .await;
+            return;
+        };
+        crate::http::serve(shard.clone(), buf, stream).await;
         return;
     }
     let endpoint = match admit(&shard, &head) {
@@ -484,6 +566,25 @@ async fn handle_socket(shard: Rc<Shard>, stream: TcpStream) {
     drop(buf);
     drop(head);
     adopt(&shard, stream, endpoint, &leftover);
+}
+
+/// A reserved slot of `max_http_connections`, given back exactly once when
+/// dropped (the connection's task ends, however it ends).
+struct HttpSlot(Arc<Shared>);
+
+impl HttpSlot {
+    fn reserve(shard: &Shard) -> Option<HttpSlot> {
+        shard
+            .shared
+            .try_reserve_http()
+            .then(|| HttpSlot(shard.shared.clone()))
+    }
+}
+
+impl Drop for HttpSlot {
+    fn drop(&mut self) {
+        self.0.release_http();
+    }
 }
 
 /// Decides an upgrade request: the endpoint its path names, the handshake,
@@ -573,6 +674,7 @@ pub(crate) fn adopt(shard: &Shard, stream: TcpStream, endpoint: Endpoint, leftov
             id,
             want_write: false,
             watched,
+            paused: false,
         });
     }
     shard.drive();

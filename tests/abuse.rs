@@ -1,0 +1,263 @@
+//! Abuse from one or a few clients, against the real binary over real
+//! sockets: a ping flood that never reads, and a publish flood from several
+//! connections with a fast and a slow subscriber. Each checks that the
+//! server's memory stays bounded (`/api/info` and the process's RSS) and
+//! that a subscriber of another channel keeps receiving meanwhile.
+//!
+//! Waits are liveness bounds of seconds; nothing asserts on timing.
+
+mod support_pubsub;
+
+use std::io::Read;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use serde_json::{json, Value};
+use support_pubsub::*;
+use wavecast_core::frame::OpCode;
+use wavecast_tests::{RawClient, Recv};
+
+/// The server's resident memory, from `/proc`.
+fn rss_bytes(pid: u32) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).expect("server status");
+    let kb: u64 = status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.split_whitespace().next())
+        .and_then(|v| v.parse().ok())
+        .expect("VmRSS in /proc/PID/status");
+    kb * 1024
+}
+
+async fn info(server: &TestServer) -> Value {
+    server.api_ok("/api/info", &json!({})).await
+}
+
+/// Publishes to `other` through the API every 100 ms until `stop`, and
+/// checks that `sub` receives each one, in order, within a liveness bound.
+/// Returns how many went through.
+async fn other_channel_keeps_flowing(
+    server: &TestServer,
+    sub: &mut Client,
+    stop: &AtomicBool,
+) -> u64 {
+    let mut n = 0;
+    while !stop.load(Ordering::Relaxed) {
+        n += 1;
+        let offset = server.api_publish("other", &json!({"n": n})).await;
+        let (got, data) = tokio::time::timeout(Duration::from_secs(5), sub.next_pub("other"))
+            .await
+            .unwrap_or_else(|_| panic!("publication {n} on another channel stalled"));
+        assert_eq!((got, data), (offset, json!({"n": n})));
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    n
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_ping_flood_that_never_reads_stays_bounded_and_is_cut() {
+    let server = TestServer::start(&["--heartbeat-interval", "1s", "--heartbeat-timeout", "1s"]);
+    let pid = server.server.pid();
+    let mut other = server.client(Enc::Json).await;
+    other.subscribe("other").await;
+    let rss_before = rss_bytes(pid);
+
+    let stop = Arc::new(AtomicBool::new(false));
+    let addr = server.addr();
+    let flooder = {
+        let stop = stop.clone();
+        std::thread::spawn(move || {
+            let mut c = RawClient::connect(addr, "/ws");
+            let ping = c.masked_frame(true, OpCode::Ping, &[7; 125]);
+            let burst: Vec<u8> = ping.repeat(100);
+            let deadline = Instant::now() + Duration::from_secs(40);
+            let mut sent = 0u64;
+            // Never reads. Writes until the server cuts it (or the bound).
+            while Instant::now() < deadline && !stop.load(Ordering::Relaxed) {
+                if c.send_raw(&burst).is_err() {
+                    break;
+                }
+                sent += 100;
+            }
+            sent
+        })
+    };
+
+    // While it floods: its queue never holds more than a pong or two, and
+    // another channel keeps flowing.
+    let watch = async {
+        let mut max_queued = 0u64;
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(40);
+        loop {
+            let i = info(&server).await;
+            max_queued = max_queued.max(i["queued_bytes"].as_u64().unwrap());
+            assert!(
+                max_queued < 64 * 1024,
+                "queued bytes grew to {max_queued} under a ping flood"
+            );
+            if i["connections"] == 1 {
+                break; // the flooder is gone
+            }
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "the flooder was never cut: {i}"
+            );
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+        stop.store(true, Ordering::Relaxed);
+        max_queued
+    };
+    let (_, delivered) = tokio::join!(
+        watch,
+        other_channel_keeps_flowing(&server, &mut other, &stop)
+    );
+    let sent = flooder.join().unwrap();
+    assert!(sent > 1000, "the flooder sent only {sent} pings");
+    assert!(delivered > 0);
+    let growth = rss_bytes(pid).saturating_sub(rss_before);
+    assert!(growth < 32 << 20, "RSS grew by {growth} bytes");
+    // And the server still serves.
+    assert_eq!(info(&server).await["connections"], 1);
+}
+
+/// A publish command frame for `channel` with 8 KB of data.
+fn publish_frame(c: &mut RawClient, id: u64, channel: &str) -> Vec<u8> {
+    let cmd = json!({"id": id, "publish": {"channel": channel, "data": {"i": id, "pad": "x".repeat(8000)}}});
+    c.masked_frame(true, OpCode::Text, cmd.to_string().as_bytes())
+}
+
+fn subscribe(c: &mut RawClient, channel: &str) {
+    let cmd = json!({"id": 1, "subscribe": {"channel": channel}});
+    c.send_frame(true, OpCode::Text, cmd.to_string().as_bytes())
+        .unwrap();
+    match c.recv(Duration::from_secs(5)) {
+        Recv::Frame(f) => {
+            let v: Value = serde_json::from_slice(&f.payload).unwrap();
+            assert!(v["subscribe"].is_object(), "subscribe answered {v}");
+        }
+        other => panic!("no subscribe reply: {other:?}"),
+    }
+}
+
+/// The offset of a push of a publication on `channel`, if it is one. Only
+/// the head of the push is looked at (`{"push":{"channel":C,"pub":{"offset":
+/// N,...`), so that the reader stays fast whatever the data.
+fn pub_offset(payload: &[u8], channel: &str) -> Option<u64> {
+    let head = format!(r#"{{"push":{{"channel":"{channel}","pub":{{"offset":"#);
+    let rest = payload.strip_prefix(head.as_bytes())?;
+    let digits = rest.iter().take_while(|b| b.is_ascii_digit()).count();
+    std::str::from_utf8(&rest[..digits]).ok()?.parse().ok()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_publish_flood_is_slowed_not_buffered_and_a_fast_reader_keeps_up() {
+    let server = TestServer::start(&[]);
+    let pid = server.server.pid();
+    let addr = server.addr();
+    let mut other = server.client(Enc::Json).await;
+    other.subscribe("other").await;
+    let rss_before = rss_bytes(pid);
+    let stop = Arc::new(AtomicBool::new(false));
+
+    // A subscriber of the flooded channel that reads as fast as it can: it
+    // must get every publication, in order, and never be cut as slow.
+    let mut fast = RawClient::connect(addr, "/ws");
+    subscribe(&mut fast, "flood");
+    let fast = {
+        let stop = stop.clone();
+        std::thread::spawn(move || {
+            let mut last = 0u64;
+            loop {
+                match fast.recv(Duration::from_millis(500)) {
+                    Recv::Frame(f) if f.opcode == OpCode::Text => {
+                        if let Some(offset) = pub_offset(&f.payload, "flood") {
+                            assert_eq!(offset, last + 1, "the fast reader missed or reordered");
+                            last = offset;
+                        }
+                    }
+                    Recv::Frame(f) if f.opcode == OpCode::Close => {
+                        panic!(
+                            "the fast reader was closed: {:?}",
+                            wavecast_tests::close_code(&f.payload)
+                        )
+                    }
+                    Recv::Frame(_) => {}
+                    Recv::TimedOut if stop.load(Ordering::Relaxed) => return last,
+                    Recv::TimedOut => {}
+                    other => panic!("the fast reader's connection failed: {other:?}"),
+                }
+            }
+        })
+    };
+    // A subscriber that never reads: it is the one cut as slow.
+    let mut slow = RawClient::connect(addr, "/ws");
+    subscribe(&mut slow, "flood");
+
+    // Four flooders, each writing publishes as fast as the server takes
+    // them, with a reader that throws the replies away.
+    let flooders: Vec<_> = (0..4)
+        .map(|_| {
+            let stop = stop.clone();
+            std::thread::spawn(move || {
+                let mut c = RawClient::connect(addr, "/ws");
+                let mut reader = c.stream().try_clone().unwrap();
+                let drain = std::thread::spawn(move || {
+                    let mut buf = vec![0; 64 * 1024];
+                    while matches!(reader.read(&mut buf), Ok(n) if n > 0) {}
+                });
+                // One burst, written again and again: the flooder costs the
+                // test nothing but the writes.
+                let burst: Vec<u8> = (1..=50)
+                    .flat_map(|id| publish_frame(&mut c, id, "flood"))
+                    .collect();
+                let mut id = 0u64;
+                let deadline = Instant::now() + Duration::from_secs(8);
+                while Instant::now() < deadline && !stop.load(Ordering::Relaxed) {
+                    if c.send_raw(&burst).is_err() {
+                        break;
+                    }
+                    id += 50;
+                }
+                let _ = c.stream().shutdown(std::net::Shutdown::Both);
+                let _ = drain.join();
+                id
+            })
+        })
+        .collect();
+
+    let watch = async {
+        let mut max_rss = 0u64;
+        let mut max_backlog = 0u64;
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(8);
+        while tokio::time::Instant::now() < deadline {
+            let i = info(&server).await;
+            max_backlog = max_backlog.max(i["backbone_queue"].as_u64().unwrap());
+            max_rss = max_rss.max(rss_bytes(pid));
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+        stop.store(true, Ordering::Relaxed);
+        (max_rss, max_backlog)
+    };
+    let ((max_rss, max_backlog), delivered) = tokio::join!(
+        watch,
+        other_channel_keeps_flowing(&server, &mut other, &stop)
+    );
+    let published: u64 = flooders.into_iter().map(|f| f.join().unwrap()).sum();
+    let got = fast.join().unwrap();
+    assert!(delivered > 0);
+    assert!(published > 1000, "the flooders sent only {published}");
+    assert!(got > 0, "the fast reader got nothing");
+    // The default backlog bound (8192) plus what one batch of reads of
+    // each shard can add beyond it.
+    assert!(
+        max_backlog < 8192 + 2 * 256 * 32,
+        "backlog reached {max_backlog}"
+    );
+    let growth = max_rss.saturating_sub(rss_before);
+    assert!(
+        growth < 128 << 20,
+        "RSS grew by {growth} bytes under the flood"
+    );
+    drop(slow);
+}
