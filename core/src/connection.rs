@@ -19,7 +19,12 @@
 //! call early or twice: it recomputes from the stored instants.
 //!
 //! Bounds: everything queued for the peer counts against
-//! `max_queued_bytes`, pongs included, and at most one pong waits at a time
+//! `max_queued_bytes`, pongs included. The budget is about the reader, not
+//! about the size of one burst: it is enforced once the transport has
+//! refused bytes (`handle_write_blocked`, the kernel's send buffer is full)
+//! and until the queue drains, so a burst queued between two writes reaches
+//! a reader that keeps up, and a reader that does not is closed at the
+//! first frame past the budget. At most one pong waits at a time
 //! (a later ping replaces its answer, RFC 6455 section 5.5.3), so a peer
 //! that pings without reading cannot grow the queue. A peer that takes no
 //! bytes at all for `heartbeat_interval + heartbeat_timeout` while some are
@@ -138,6 +143,9 @@ pub enum Event {
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub struct Connection {
     state: State,
+    /// The transport refused bytes since the queue was last empty: the
+    /// peer is not keeping up, and the budget applies.
+    blocked: bool,
     decoder: FrameDecoder,
     assembler: Assembler,
     /// Partial-frame remainder; empty (and unallocated) while idle.
@@ -146,9 +154,11 @@ pub struct Connection {
     events: VecDeque<Event>,
     last_seen: Timestamp,
     next_ping: Timestamp,
-    /// While open: when the bytes waiting in the queue will have waited too
-    /// long for the peer to take any (set while the queue is not empty).
-    /// While closing or closed: when to stop waiting for the close
+    /// While open: since when the bytes waiting in the queue have waited
+    /// for the peer to take some (set while the queue is not empty; the
+    /// peer has heartbeat interval + timeout from then). Stored as the
+    /// instant, not the deadline, so queueing costs no arithmetic on the
+    /// fan-out path. While closing or closed: when to stop waiting for the close
     /// handshake or for the last bytes to be written. One field for both
     /// keeps an idle connection small.
     deadline: Option<Timestamp>,
@@ -170,6 +180,7 @@ impl Connection {
     pub fn with_config(now: Timestamp, config: Rc<ConnectionConfig>) -> Self {
         Connection {
             state: State::Open,
+            blocked: false,
             decoder: FrameDecoder::new(config.max_message_size),
             assembler: Assembler::new(config.max_message_size),
             inbuf: BytesMut::new(),
@@ -291,8 +302,12 @@ impl Connection {
             State::Closed if self.queue.is_empty() => None,
             State::Closed | State::Closing => self.deadline,
             State::Open => {
-                let next = self.next_ping.min(self.expiry());
-                Some(self.stalled_at().map_or(next, |d| d.min(next)))
+                // Silence and a stalled queue have the same patience: one
+                // deadline from the earlier of the two instants.
+                let from = self
+                    .waiting_since()
+                    .map_or(self.last_seen, |s| s.min(self.last_seen));
+                Some(self.next_ping.min(from + self.patience()))
             }
         }
     }
@@ -301,11 +316,16 @@ impl Connection {
         self.last_seen + self.patience()
     }
 
-    /// While open: when the waiting bytes will have waited too long. The
-    /// queue is checked too, so a driver that advanced the queue directly
-    /// (tests) never gets a stale deadline.
-    fn stalled_at(&self) -> Option<Timestamp> {
+    /// While open: since when the queued bytes wait. The queue is checked
+    /// too, so a driver that advanced the queue directly (tests) never gets
+    /// a stale instant.
+    fn waiting_since(&self) -> Option<Timestamp> {
         self.deadline.filter(|_| !self.queue.is_empty())
+    }
+
+    /// While open: when the waiting bytes will have waited too long.
+    fn stalled_at(&self) -> Option<Timestamp> {
+        self.waiting_since().map(|s| s + self.patience())
     }
 
     /// How long the peer may be silent, or take none of our bytes.
@@ -317,14 +337,39 @@ impl Connection {
     #[inline]
     pub fn handle_written(&mut self, now: Timestamp, n: usize) {
         self.queue.advance(n);
+        if self.queue.is_empty() {
+            self.blocked = false;
+        }
         if self.state == State::Open {
             self.deadline = if self.queue.is_empty() {
                 None
             } else if n > 0 {
-                Some(now + self.patience())
+                Some(now)
             } else {
                 self.deadline
             };
+        }
+    }
+
+    /// The transport refused to take more of the queue (the kernel's send
+    /// buffer is full): from now until the queue drains, the budget
+    /// applies.
+    #[inline]
+    pub fn handle_write_blocked(&mut self) {
+        if !self.queue.is_empty() {
+            self.blocked = true;
+        }
+    }
+
+    /// The budget in force: `max_queued_bytes` while the transport refuses
+    /// bytes, none while every write was taken whole (what is queued then
+    /// waits only for the driver's next write, not for the reader).
+    #[inline]
+    fn budget(&self) -> usize {
+        if self.blocked {
+            self.config.max_queued_bytes
+        } else {
+            usize::MAX
         }
     }
 
@@ -341,7 +386,7 @@ impl Connection {
     #[inline]
     fn start_stall_clock(&mut self, now: Timestamp) {
         if self.state == State::Open && self.queue.is_empty() {
-            self.deadline = Some(now + self.patience());
+            self.deadline = Some(now);
         }
     }
 
@@ -373,7 +418,7 @@ impl Connection {
             return Err(SendError::NotOpen);
         }
         self.start_stall_clock(now);
-        match self.queue.push(frame, self.config.max_queued_bytes) {
+        match self.queue.push(frame, self.budget()) {
             Ok(()) => Ok(()),
             Err(over) => {
                 self.slow_consumer(now, over);
@@ -437,7 +482,7 @@ impl Connection {
                 if self.state == State::Open {
                     self.start_stall_clock(now);
                     let pong = frame::encode(OpCode::Pong, &payload);
-                    if let Err(over) = self.queue.push_pong(pong, self.config.max_queued_bytes) {
+                    if let Err(over) = self.queue.push_pong(pong, self.budget()) {
                         self.slow_consumer(now, over);
                     }
                 }

@@ -424,6 +424,15 @@ impl Node {
         self.with_conn(now, id, |c| c.handle_written(now, n));
     }
 
+    /// The driver's write to a connection's transport was refused (the
+    /// kernel's send buffer is full): its queue budget applies until it
+    /// drains (see [`Connection::handle_write_blocked`]).
+    pub fn handle_write_blocked(&mut self, id: ConnId) {
+        if let Some(client) = self.client_mut(id) {
+            client.conn.handle_write_blocked();
+        }
+    }
+
     /// Closes a connection with `code` (e.g. an operator's disconnect).
     pub fn close(&mut self, now: Timestamp, id: ConnId, code: CloseCode, reason: &str) {
         self.with_conn(now, id, |c| c.close(now, code, reason));

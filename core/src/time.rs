@@ -40,18 +40,27 @@ impl Timestamp {
 
 impl Add<Duration> for Timestamp {
     type Output = Timestamp;
+    #[inline]
     fn add(self, rhs: Duration) -> Timestamp {
-        let micros = u64::try_from(rhs.as_micros()).unwrap_or(u64::MAX);
-        Timestamp(self.0.saturating_add(micros))
+        Timestamp(self.0.saturating_add(micros(rhs)))
     }
 }
 
 impl Sub<Duration> for Timestamp {
     type Output = Timestamp;
+    #[inline]
     fn sub(self, rhs: Duration) -> Timestamp {
-        let micros = u64::try_from(rhs.as_micros()).unwrap_or(u64::MAX);
-        Timestamp(self.0.saturating_sub(micros))
+        Timestamp(self.0.saturating_sub(micros(rhs)))
     }
+}
+
+/// Whole microseconds of `d`, saturating; in u64 arithmetic (timers are
+/// computed on the fan-out path, and `Duration::as_micros` is u128).
+#[inline]
+fn micros(d: Duration) -> u64 {
+    d.as_secs()
+        .saturating_mul(1_000_000)
+        .saturating_add(u64::from(d.subsec_micros()))
 }
 
 #[cfg(test)]

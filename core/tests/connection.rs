@@ -146,6 +146,7 @@ fn a_pong_counts_against_the_budget() {
     let mut c = Connection::new(t(0), config());
     c.send(t(1), frame::encode(OpCode::Text, &[b'a'; 120]))
         .unwrap();
+    c.handle_write_blocked();
     c.handle_read(t(2), &client_frame(true, OpCode::Ping, b"p"));
     assert_eq!(c.state(), State::Closing, "over budget: closed, not queued");
     let out = written(&mut c);
@@ -363,11 +364,49 @@ fn handle_timeout_twice_is_harmless() {
 }
 
 #[test]
+fn a_burst_queued_between_two_writes_reaches_a_reader_that_keeps_up() {
+    // Ten times the budget queued before the driver gets to write: the
+    // reader has not been too slow, the burst was large. It is kept.
+    let mut c = Connection::new(t(0), config());
+    let frame = frame::encode(OpCode::Text, &[b'a'; 60]);
+    for _ in 0..16 {
+        c.send(t(1), frame.clone()).unwrap();
+    }
+    assert_eq!(c.queued_bytes(), 16 * 62);
+    // The transport takes it all: still nothing against the reader.
+    c.handle_written(t(2), 16 * 62);
+    for _ in 0..16 {
+        c.send(t(3), frame.clone()).unwrap();
+    }
+    // Now the transport refuses part of it: the reader is behind, and the
+    // next frame past the budget closes it.
+    c.handle_written(t(4), 100);
+    c.handle_write_blocked();
+    let err = c.send(t(4), frame.clone()).unwrap_err();
+    assert!(matches!(err, SendError::SlowConsumer(_)));
+    assert_eq!(c.state(), State::Closing);
+}
+
+#[test]
+fn a_drained_queue_lifts_the_budget_again() {
+    let mut c = Connection::new(t(0), config());
+    let frame = frame::encode(OpCode::Text, &[b'a'; 60]);
+    c.send(t(1), frame.clone()).unwrap();
+    c.handle_write_blocked();
+    c.handle_written(t(2), 62); // it caught up
+    for _ in 0..4 {
+        c.send(t(3), frame.clone()).unwrap();
+    }
+    assert_eq!(c.state(), State::Open);
+}
+
+#[test]
 fn slow_consumer_is_closed_and_queue_dropped() {
     let mut c = Connection::new(t(0), config());
     let frame = frame::encode(OpCode::Text, &[b'a'; 60]);
     c.send(t(1), frame.clone()).unwrap();
     c.send(t(1), frame.clone()).unwrap(); // 124 queued: over budget now
+    c.handle_write_blocked(); // and the reader takes nothing
     let err = c.send(t(1), frame.clone()).unwrap_err();
     assert!(matches!(err, SendError::SlowConsumer(_)));
     assert_eq!(c.state(), State::Closing);

@@ -228,6 +228,8 @@ impl Shard {
             match (&io.stream).write_vectored(&slices[..n]) {
                 Ok(written) => node.handle_written(now, id, written),
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                    // The reader is not keeping up: its budget applies.
+                    node.handle_write_blocked(id);
                     let fd = io.stream.as_raw_fd();
                     let key = id.index() as u64;
                     io.want_write = true;
