@@ -197,6 +197,20 @@ impl Server {
         self.child.id()
     }
 
+    /// The server process's resident memory in bytes (`VmRSS` of
+    /// `/proc/PID/status`, for the PID it was started with).
+    pub fn resident_bytes(&self) -> u64 {
+        let status = std::fs::read_to_string(format!("/proc/{}/status", self.pid()))
+            .expect("cannot read the server's /proc status");
+        let kib: u64 = status
+            .lines()
+            .find_map(|l| l.strip_prefix("VmRSS:"))
+            .and_then(|v| v.split_whitespace().next())
+            .and_then(|v| v.parse().ok())
+            .expect("VmRSS in /proc/PID/status");
+        kib * 1024
+    }
+
     /// Sends signal `sig` (e.g. `libc::SIGTERM`) to the server process.
     ///
     /// # Panics

@@ -18,18 +18,6 @@ use support_pubsub::*;
 use wavecast_core::frame::OpCode;
 use wavecast_tests::{RawClient, Recv};
 
-/// The server's resident memory, from `/proc`.
-fn rss_bytes(pid: u32) -> u64 {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).expect("server status");
-    let kb: u64 = status
-        .lines()
-        .find_map(|l| l.strip_prefix("VmRSS:"))
-        .and_then(|v| v.split_whitespace().next())
-        .and_then(|v| v.parse().ok())
-        .expect("VmRSS in /proc/PID/status");
-    kb * 1024
-}
-
 async fn info(server: &TestServer) -> Value {
     server.api_ok("/api/info", &json!({})).await
 }
@@ -58,10 +46,9 @@ async fn other_channel_keeps_flowing(
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_ping_flood_that_never_reads_stays_bounded_and_is_cut() {
     let server = TestServer::start(&["--heartbeat-interval", "1s", "--heartbeat-timeout", "1s"]);
-    let pid = server.server.pid();
     let mut other = server.client(Enc::Json).await;
     other.subscribe("other").await;
-    let rss_before = rss_bytes(pid);
+    let rss_before = server.server.resident_bytes();
 
     let stop = Arc::new(AtomicBool::new(false));
     let addr = server.addr();
@@ -115,7 +102,7 @@ async fn a_ping_flood_that_never_reads_stays_bounded_and_is_cut() {
     let sent = flooder.join().unwrap();
     assert!(sent > 1000, "the flooder sent only {sent} pings");
     assert!(delivered > 0);
-    let growth = rss_bytes(pid).saturating_sub(rss_before);
+    let growth = server.server.resident_bytes().saturating_sub(rss_before);
     assert!(growth < 32 << 20, "RSS grew by {growth} bytes");
     // And the server still serves.
     assert_eq!(info(&server).await["connections"], 1);
@@ -153,11 +140,10 @@ fn pub_offset(payload: &[u8], channel: &str) -> Option<u64> {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_publish_flood_is_slowed_not_buffered_and_a_fast_reader_keeps_up() {
     let server = TestServer::start(&[]);
-    let pid = server.server.pid();
     let addr = server.addr();
     let mut other = server.client(Enc::Json).await;
     other.subscribe("other").await;
-    let rss_before = rss_bytes(pid);
+    let rss_before = server.server.resident_bytes();
     let stop = Arc::new(AtomicBool::new(false));
 
     // A subscriber of the flooded channel that reads as fast as it can: it
@@ -233,7 +219,7 @@ async fn a_publish_flood_is_slowed_not_buffered_and_a_fast_reader_keeps_up() {
         while tokio::time::Instant::now() < deadline {
             let i = info(&server).await;
             max_backlog = max_backlog.max(i["backbone_queue"].as_u64().unwrap());
-            max_rss = max_rss.max(rss_bytes(pid));
+            max_rss = max_rss.max(server.server.resident_bytes());
             tokio::time::sleep(Duration::from_millis(200)).await;
         }
         stop.store(true, Ordering::Relaxed);

@@ -20,18 +20,6 @@ const MAX_CHANNELS: u64 = 100;
 const FLOOD: usize = 1200;
 const SIZE: usize = 60_000;
 
-/// The server process's resident memory (VmRSS of /proc/PID/status).
-fn rss_bytes(pid: u32) -> u64 {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).expect("read status");
-    let kib: u64 = status
-        .lines()
-        .find_map(|l| l.strip_prefix("VmRSS:"))
-        .and_then(|v| v.split_whitespace().next())
-        .and_then(|v| v.parse().ok())
-        .expect("VmRSS in /proc/PID/status");
-    kib * 1024
-}
-
 /// A JSON string of about `SIZE` bytes, different for each `i`.
 fn big(i: usize) -> Value {
     json!(format!("{i:0>width$}", width = SIZE - 2))
@@ -70,7 +58,7 @@ async fn a_flood_of_large_publications_to_fresh_channels_stays_within_the_histor
     }
     let early_seen = json!({"epoch": epoch(&early[0]), "offset": 1});
 
-    let rss_before = rss_bytes(ts.server.pid());
+    let rss_before = ts.server.resident_bytes();
     let mut positions = Vec::new();
     let mut watched = 0u64;
     for i in 0..FLOOD {
@@ -116,7 +104,7 @@ async fn a_flood_of_large_publications_to_fresh_channels_stays_within_the_histor
         .expect("channels");
     assert!(listed <= MAX_CHANNELS + 1, "{info}");
     // What the flood would have pinned without a budget: ~69 MiB.
-    let grown = rss_bytes(ts.server.pid()).saturating_sub(rss_before);
+    let grown = ts.server.resident_bytes().saturating_sub(rss_before);
     assert!(
         grown < 40 * 1024 * 1024,
         "resident memory grew by {grown} bytes over a {MAX_BYTES}-byte history budget"

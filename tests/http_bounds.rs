@@ -181,18 +181,6 @@ fn healthz(addr: SocketAddr) -> u16 {
         .status
 }
 
-/// Resident memory of the server process, from /proc (the PID we started).
-fn rss_bytes(server: &Server) -> u64 {
-    let status = std::fs::read_to_string(format!("/proc/{}/status", server.pid())).expect("status");
-    let kb: u64 = status
-        .lines()
-        .find_map(|l| l.strip_prefix("VmRSS:"))
-        .and_then(|v| v.split_whitespace().next())
-        .and_then(|v| v.parse().ok())
-        .expect("VmRSS");
-    kb * 1024
-}
-
 // ---------------------------------------------------------------------------
 // Timeouts
 // ---------------------------------------------------------------------------
@@ -410,7 +398,7 @@ fn unfinished_second_heads_hold_about_the_head_limit() {
     let addr = server.addr();
     // Warm up the allocator and the runtime first.
     drop(warmed(addr));
-    let before = rss_bytes(&server);
+    let before = server.resident_bytes();
     let mut conns = Vec::new();
     for _ in 0..CONNS {
         let (mut s, buf) = warmed(addr);
@@ -424,7 +412,7 @@ fn unfinished_second_heads_hold_about_the_head_limit() {
     // server has answered 431 and closed each at its limit; one without a
     // bound keeps reading, and would be caught by the check below).
     thread::sleep(Duration::from_secs(1));
-    let grown = rss_bytes(&server).saturating_sub(before);
+    let grown = server.resident_bytes().saturating_sub(before);
     assert!(
         grown < 8 * 1024 * 1024,
         "{CONNS} unfinished heads grew the server by {grown} bytes (limit {MAX_HEAD} each)"
