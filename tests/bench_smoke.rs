@@ -12,7 +12,7 @@ use std::process::{Command, Output};
 use serde_json::Value;
 use wavecast_tests::{binary_path, Server};
 
-/// Every field of a report (`wavecast::bench::scenario::Report`).
+/// Every field of a report (`wavecast_bench::report::Report`).
 const REPORT_FIELDS: [&str; 27] = [
     "scenario",
     "target",

@@ -5,17 +5,28 @@
 //! to the last subscriber of each publication) and deliveries per second,
 //! plus the count of lost, duplicated and out-of-order deliveries.
 //!
-//! How the parts fit:
+//! Its own crate, outside the server: it uses nothing of wavecast but
+//! `wavecast_core::frame`, and the `wavecast` binary only parses
+//! [`BenchArgs`] and calls [`run`].
+//!
+//! How the parts fit, bottom up (no module imports one above it):
+//! - this file: the command line ([`BenchArgs`] and each scenario's
+//!   arguments), the [`Target`] servers, loopback-only URLs ([`BenchUrl`])
+//!   and [`BenchError`] with its exit codes.
+//! - [`stats`] records deliveries into pre-allocated shared counters (one
+//!   slot per publication, one log-linear latency histogram) and turns them
+//!   into percentiles and per-group results.
 //! - [`client`] speaks each target's wire protocol over a raw WebSocket on
 //!   a tokio `TcpStream` (frames from `wavecast_core::frame`), so the tool
 //!   costs little per message and the server is what gets measured.
-//! - [`stats`] records deliveries into pre-allocated shared counters (one
-//!   slot per publication, one log-linear latency histogram) and turns them
-//!   into the report.
-//! - [`scenario`] runs `connect`, `fanout`, `sweep`, `compare` and the
-//!   hidden `worker` (a child process holding part of the subscribers when
-//!   one process's open-file limit is not enough).
-//! - [`plot`] draws fan-out latency against subscribers as SVG.
+//! - [`report`] is what a run produced: [`report::Report`], the
+//!   [`report::Runs`] of a sweep or compare with compare's summary, the
+//!   human tables, and the check that fails a wavecast run with faults.
+//! - [`plot`] draws fan-out latency against subscribers from reports as SVG
+//!   (`plotters`, SVG only).
+//! - [`scenario`] runs `connect`, `fanout`, `sweep`, `compare`, `plot` and
+//!   the hidden `worker` (a child process holding part of the subscribers
+//!   when one process's open-file limit is not enough), and fills reports.
 //!
 //! One run may spread its subscribers over several servers of one cluster
 //! (`--url A,B,...`, `--server-pid P,Q,...`): connection i goes to server
@@ -28,6 +39,7 @@
 
 pub mod client;
 pub mod plot;
+pub mod report;
 pub mod scenario;
 pub mod stats;
 

@@ -7,8 +7,8 @@ use std::path::{Path, PathBuf};
 
 use plotters::prelude::*;
 
-use super::scenario::{Report, Runs};
-use super::BenchError;
+use crate::report::{Report, Runs};
+use crate::BenchError;
 
 /// One point per (target, subscribers): the median over runs of p50 and
 /// p99 to the last subscriber, in milliseconds.
@@ -125,7 +125,7 @@ fn draw(series: &Series, out: &Path) -> Result<(), Box<dyn std::error::Error>> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::bench::stats::Percentiles;
+    use crate::stats::Percentiles;
 
     fn run(target: &str, subs: u64, p50_ms: u64, p99_ms: u64) -> Report {
         Report {

@@ -1,0 +1,298 @@
+//! Client commands: a pub/sub client's frame is decoded and its channel's
+//! namespace resolved ([`Node::on_command`]), then handled by one method
+//! per command (subscribe, unsubscribe, publish, presence, history); also
+//! the removal of a client's subscriptions when it unsubscribes, is told of
+//! a gap, or ends.
+
+use crate::backbone::Command as BbCommand;
+use crate::connection::CloseCause;
+use crate::namespace::NamespaceOptions;
+#[cfg(feature = "mutations")]
+use crate::protocol::Publication;
+use crate::protocol::{
+    self, close, ClientInfo, Command, Encoding, ErrorCode, Payload, Reply, StreamPosition,
+};
+use crate::time::Timestamp;
+
+use super::channel::LocalChannel;
+#[cfg(feature = "mutations")]
+use super::channel::Sync;
+use super::request::{error, InFlight};
+#[cfg(feature = "mutations")]
+use super::Mutation;
+use super::{ConnId, Node, MAX_SUBSCRIPTIONS};
+
+impl Node {
+    /// A command frame from a pub/sub client: decoded (a frame that cannot
+    /// be trusted closes the connection, a bad command gets an error reply),
+    /// its channel's namespace resolved, then handled by its command's
+    /// method.
+    pub(super) fn on_command(&mut self, now: Timestamp, id: ConnId, enc: Encoding, bytes: &[u8]) {
+        let request = match protocol::decode_request(enc, bytes) {
+            Ok(r) => r,
+            Err(e) => {
+                match (e.error_reply(), e.close_code()) {
+                    (Some((rid, reply)), _) => {
+                        let reply = Reply::Error(reply.clone());
+                        self.reply(now, id, enc, rid, &reply);
+                    }
+                    (None, Some(code)) => {
+                        self.close(now, id, code, close::reason(code));
+                    }
+                    (None, None) => {}
+                }
+                return;
+            }
+        };
+        let rid = request.id;
+        let channel = request.command.channel().to_string();
+        let options = match self.config.namespaces.resolve(&channel) {
+            Ok(o) => *o,
+            Err(e) => {
+                let reply = error(ErrorCode::UnknownNamespace, e.to_string());
+                self.reply(now, id, enc, rid, &reply);
+                return;
+            }
+        };
+        match request.command {
+            Command::Subscribe { channel, recover } => {
+                self.subscribe(now, id, enc, rid, channel, recover, options)
+            }
+            Command::Unsubscribe { channel } => self.unsubscribe(now, id, enc, rid, &channel),
+            Command::Publish { channel, data } => {
+                self.publish(now, id, enc, rid, channel, data, options)
+            }
+            Command::Presence { channel } => self.presence(now, id, enc, rid, channel, options),
+            Command::History {
+                channel,
+                since,
+                limit,
+            } => self.history(id, rid, channel, since, limit, options),
+        }
+    }
+
+    /// `unsubscribe`: ends a subscription (or a subscribe in flight).
+    fn unsubscribe(&mut self, now: Timestamp, id: ConnId, enc: Encoding, rid: u64, channel: &str) {
+        let was = self
+            .client_mut(id)
+            .is_some_and(|c| c.subs.iter().any(|c| c == channel));
+        let reply = if was {
+            self.drop_subscription(now, id, channel);
+            Reply::Unsubscribe
+        } else {
+            error(ErrorCode::NotSubscribed, "not subscribed to this channel")
+        };
+        self.reply(now, id, enc, rid, &reply);
+    }
+
+    /// `publish`: asks the backbone to sequence the publication; the
+    /// client's own copy comes back from the backbone like everyone else's.
+    #[allow(clippy::too_many_arguments)]
+    fn publish(
+        &mut self,
+        now: Timestamp,
+        id: ConnId,
+        enc: Encoding,
+        rid: u64,
+        channel: String,
+        data: Payload,
+        options: NamespaceOptions,
+    ) {
+        if !options.allow_publish {
+            let reply = error(
+                ErrorCode::PermissionDenied,
+                "clients may not publish in this namespace",
+            );
+            self.reply(now, id, enc, rid, &reply);
+            return;
+        }
+        #[cfg(feature = "mutations")]
+        if self.mutation == Some(Mutation::DeliverLocalDirectly) {
+            if let Some(Sync::Synced { offset, .. }) = self.channels.get(&channel).map(|c| &c.sync)
+            {
+                let publication = Publication {
+                    offset: offset + 1,
+                    data: data.clone(),
+                };
+                self.deliver(now, &channel, publication);
+            }
+        }
+        self.ask(InFlight::Publish { conn: id, id: rid }, |request| {
+            BbCommand::Publish {
+                request,
+                channel,
+                data,
+                history: options.history(),
+            }
+        });
+    }
+
+    /// `presence`: asks the backbone who is in the channel.
+    fn presence(
+        &mut self,
+        now: Timestamp,
+        id: ConnId,
+        enc: Encoding,
+        rid: u64,
+        channel: String,
+        options: NamespaceOptions,
+    ) {
+        if !options.presence {
+            let reply = error(ErrorCode::NotAvailable, "presence is off in this namespace");
+            self.reply(now, id, enc, rid, &reply);
+            return;
+        }
+        self.ask(InFlight::Presence { conn: id, id: rid }, |request| {
+            BbCommand::Presence { request, channel }
+        });
+    }
+
+    /// `history`: asks the backbone for a page of the channel's history,
+    /// at most the namespace's history size.
+    fn history(
+        &mut self,
+        id: ConnId,
+        rid: u64,
+        channel: String,
+        since: Option<StreamPosition>,
+        limit: Option<u32>,
+        options: NamespaceOptions,
+    ) {
+        let cap = options.history_size;
+        let limit = Some(limit.map_or(cap, |l| (l as usize).min(cap)));
+        self.ask(InFlight::History { conn: id, id: rid }, |request| {
+            BbCommand::History {
+                request,
+                channel,
+                since,
+                limit,
+            }
+        });
+    }
+
+    /// `subscribe`: records the subscription as pending and asks the
+    /// backbone for the channel's position (and, with `recover`, the
+    /// publications after the client's); the reply is handled in
+    /// `channel.rs` (`on_subscribed`).
+    #[allow(clippy::too_many_arguments)]
+    fn subscribe(
+        &mut self,
+        now: Timestamp,
+        id: ConnId,
+        enc: Encoding,
+        rid: u64,
+        channel: String,
+        recover: Option<StreamPosition>,
+        options: NamespaceOptions,
+    ) {
+        let Some(client) = self.client_mut(id) else {
+            return;
+        };
+        if client.subs.contains(&channel) {
+            let reply = error(
+                ErrorCode::AlreadySubscribed,
+                "already subscribed to this channel",
+            );
+            self.reply(now, id, enc, rid, &reply);
+            return;
+        }
+        if client.subs.len() >= MAX_SUBSCRIPTIONS {
+            let reply = error(
+                ErrorCode::LimitExceeded,
+                "too many subscriptions on this connection",
+            );
+            self.reply(now, id, enc, rid, &reply);
+            return;
+        }
+        if client.subs.is_empty() {
+            // Most connections subscribe to one channel: a Vec's first push
+            // would reserve four.
+            client.subs.reserve_exact(1);
+        }
+        client.subs.push(channel.clone());
+        if !self.channels.contains_key(&channel) {
+            self.backbone.push_back(BbCommand::Subscribe {
+                channel: channel.clone(),
+            });
+            self.channels
+                .insert(channel.clone(), LocalChannel::new(options));
+        }
+        let recovering = recover.is_some();
+        let pending = InFlight::Subscribe {
+            conn: id,
+            id: rid,
+            channel: channel.clone(),
+            recover: recovering,
+        };
+        // Without recover only the position is needed (limit 0).
+        let limit = if recovering { None } else { Some(0) };
+        let name = channel.clone();
+        let request = self.ask(pending, |request| BbCommand::History {
+            request,
+            channel: name,
+            since: recover,
+            limit,
+        });
+        if let Some(ch) = self.channels.get_mut(&channel) {
+            ch.pending.insert(id, request);
+        }
+    }
+
+    /// Removes a connection's subscription (or pending subscribe) to
+    /// `channel`; drops the channel, and its backbone subscription, with
+    /// the last local subscriber.
+    pub(super) fn drop_subscription(&mut self, _now: Timestamp, id: ConnId, channel: &str) {
+        let user = match self.client_mut(id) {
+            Some(client) => {
+                client.subs.retain(|c| c != channel);
+                client.user.clone()
+            }
+            None => String::new(),
+        };
+        let client = self.client_id(id);
+        let Some(ch) = self.channels.get_mut(channel) else {
+            return;
+        };
+        let was_live = ch.live.remove(&id).is_some();
+        let pending = ch.pending.remove(&id);
+        let (presence, join_leave) = (ch.options.presence, ch.options.join_leave);
+        if let Some(request) = pending {
+            self.take_request(request);
+        }
+        if was_live && presence {
+            self.backbone.push_back(BbCommand::PresenceRemove {
+                channel: channel.to_string(),
+                info: ClientInfo { client, user },
+                announce: join_leave,
+            });
+        }
+        self.drop_if_empty(channel);
+    }
+
+    pub(super) fn on_closed(&mut self, now: Timestamp, id: ConnId, _cause: &CloseCause) {
+        let subs = match self.client_mut(id) {
+            Some(c) => std::mem::take(&mut c.subs),
+            None => return,
+        };
+        #[cfg(feature = "mutations")]
+        let subs = match self.mutation {
+            Some(Mutation::SkipUnsubscribeOnClose) => Vec::new(),
+            _ => subs,
+        };
+        for channel in subs {
+            self.drop_subscription(now, id, &channel);
+        }
+        // Requests this connection made that are still in flight are
+        // dropped here, so nothing of it outlives it.
+        if let Some(client) = self.client_mut(id) {
+            client.in_flight = 0;
+        }
+        self.requests.retain(|_, p| match p {
+            InFlight::Subscribe { conn, .. }
+            | InFlight::Publish { conn, .. }
+            | InFlight::History { conn, .. }
+            | InFlight::Presence { conn, .. } => *conn != id,
+            InFlight::Fill { .. } => true,
+        });
+    }
+}

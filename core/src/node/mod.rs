@@ -1,0 +1,593 @@
+//! One server shard's whole state as one state machine.
+//!
+//! A [`Node`] owns every connection of its shard (a slab indexed by
+//! [`ConnId`]), one timer set for all of them, the list of connections with
+//! bytes to write, and the shard's view of its channels: which local
+//! connections subscribe to what, and how far each channel's stream has
+//! been delivered. The backbone ([`crate::backbone`]) sequences
+//! publications; the node only delivers them, in offset order, to its local
+//! subscribers (see [`channels`](self#channels) below).
+//!
+//! The driver (the runtime's shard, the model, a test):
+//!
+//! 1. feeds it: `handle_connect`, `handle_read`, `handle_eof`,
+//!    `handle_written`, `handle_backbone`, `handle_timeout` (safe early or
+//!    twice);
+//! 2. drains it, in this order: `poll_backbone()` (send each command to the
+//!    backbone), `poll_reading()` (stop or resume reading a connection:
+//!    one with `max_requests_in_flight` commands waiting has the rest of
+//!    its input held until replies drain), `poll_transmit()` (write each
+//!    returned connection's
+//!    `queue`, report with `handle_written`), then `poll_finished()` (drop
+//!    those transports: the node keeps nothing of them), then
+//!    `poll_timeout()` (when to call `handle_timeout` next).
+//!
+//! Timers: each connection has one registered deadline in a set ordered by
+//! time. A read only moves a connection's deadline later, so the registered
+//! entry is left in place and may fire early; firing early is harmless
+//! because `Connection::handle_timeout` recomputes from its own instants.
+//!
+//! # Channels
+//!
+//! A channel exists in a node while a local connection subscribes to it
+//! (or is subscribing); the node holds one backbone subscription for it
+//! exactly that long. Per channel the node knows the stream's epoch and the
+//! last offset it delivered (`synced`), and delivers a publication only if
+//! its offset is exactly the next one: an older one is a duplicate and is
+//! dropped, a newer one is a gap, which the node fills from the backbone's
+//! history before delivering anything after it, or, if history cannot fill
+//! it, tells every subscriber with an `unsubscribe` push (code
+//! `INSUFFICIENT_STATE`) so that it resubscribes with recover. A gap is never
+//! silent.
+//!
+//! A subscribe asks the backbone for the channel's position (and, with
+//! `recover`, the publications after the client's position). The reply's
+//! `top` is where the subscription starts: publications after it that the
+//! node delivered while the reply was in flight are replayed to the new
+//! subscriber from a short list kept while subscribes are pending.
+//!
+//! # Files
+//!
+//! - `mod.rs` (this file): [`Node`], [`NodeConfig`] and the driver
+//!   interface (`handle_*`, `poll_*`), and the connection loop every input
+//!   ends in (drain a connection's events, list it for writing, re-arm its
+//!   timer, release it when finished);
+//! - `slab.rs`: the generational slab of connections ([`ConnId`]);
+//! - `command.rs`: client commands, one method per command;
+//! - `request.rs`: requests waiting for the backbone and their replies;
+//! - `channel.rs`: channel ordering and recovery (delivery in offset
+//!   order, holding and gap filling, subscribe replies, resets).
+
+mod channel;
+mod command;
+mod request;
+mod slab;
+
+use std::collections::{BTreeMap, BTreeSet, VecDeque};
+use std::rc::Rc;
+
+use bytes::Bytes;
+
+use crate::backbone::{Command as BbCommand, Event as BbEvent, RequestId};
+use crate::close::CloseCode;
+use crate::connection::{Connection, ConnectionConfig, Event};
+use crate::frame::{self, OpCode};
+use crate::namespace::Namespaces;
+use crate::protocol::{self, close, Encoding, Push, Reply};
+use crate::queue::OutQueue;
+use crate::time::Timestamp;
+
+use channel::LocalChannel;
+use request::InFlight;
+use slab::{Client, Slab};
+
+pub use slab::ConnId;
+
+/// Most channels one connection may subscribe to.
+pub const MAX_SUBSCRIPTIONS: usize = 512;
+/// Most publications kept for replay to pending subscribers of a channel;
+/// past it a pending subscribe fails with "not available, retry".
+pub const MAX_REPLAY: usize = 4096;
+/// Most publications held back in a channel while a gap is being filled;
+/// past it the gap is declared unfillable.
+pub const MAX_HELD: usize = 4096;
+
+/// What a connection is for, chosen by the path it connected to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Endpoint {
+    /// `/echo`: every message goes back unchanged (conformance runs).
+    Echo,
+    /// `/ws`: the pub/sub protocol in this encoding.
+    PubSub(Encoding),
+}
+
+/// Settings of a node.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct NodeConfig {
+    /// Settings of every connection.
+    pub connection: ConnectionConfig,
+    /// Channel namespaces.
+    pub namespaces: Namespaces,
+    /// Prefix of this node's client ids: unique per node in the cluster and
+    /// per process start, so client ids are never reused.
+    pub client_prefix: String,
+    /// Most commands of one connection that may wait for the backbone at
+    /// once. A connection at the bound has the rest of its input held (its
+    /// events stay in its `Connection`) and the driver is told to stop
+    /// reading it ([`Node::poll_reading`]) until replies drain: a client
+    /// that pipelines faster than the sequencer answers is slowed through
+    /// TCP, not buffered.
+    pub max_requests_in_flight: usize,
+}
+
+/// Default of [`NodeConfig::max_requests_in_flight`]: enough for a client
+/// that resubscribes to dozens of channels at once to pipeline them.
+pub const MAX_REQUESTS_IN_FLIGHT: usize = 32;
+
+impl Default for NodeConfig {
+    fn default() -> Self {
+        NodeConfig {
+            connection: ConnectionConfig::default(),
+            namespaces: Namespaces::default(),
+            client_prefix: String::new(),
+            max_requests_in_flight: MAX_REQUESTS_IN_FLIGHT,
+        }
+    }
+}
+
+/// A deliberately planted bug (feature `mutations`, tests only): the
+/// model-based tests (`core/tests/node_model.rs`) must fail with each one
+/// switched on, which shows that they can find such bugs.
+#[cfg(feature = "mutations")]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Mutation {
+    /// A closed connection's subscriptions are not removed.
+    SkipUnsubscribeOnClose,
+    /// A publication after a gap is delivered at once, the gap unfilled.
+    IgnoreGap,
+    /// A channel dropped locally keeps its backbone subscription.
+    KeepBackboneSubscription,
+    /// A local client's publication is delivered to the local subscribers
+    /// at once, at the offset the node expects next, instead of waiting
+    /// for the backbone to sequence it (the short-cut the delivery
+    /// contract forbids).
+    DeliverLocalDirectly,
+}
+
+/// One shard's connections, channels and timers.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct Node {
+    config: NodeConfig,
+    echo_config: Rc<ConnectionConfig>,
+    pubsub_config: Rc<ConnectionConfig>,
+    slab: Slab,
+    timers: BTreeSet<(Timestamp, ConnId)>,
+    transmit: VecDeque<ConnId>,
+    finished: VecDeque<ConnId>,
+    channels: BTreeMap<String, LocalChannel>,
+    requests: BTreeMap<RequestId, InFlight>,
+    next_request: u64,
+    backbone: VecDeque<BbCommand>,
+    /// Scratch list of a fan-out's recipients (see `deliver`).
+    targets: Vec<ConnId>,
+    /// Paused connections whose requests drained below the bound: their
+    /// held input is handled at the end of the current input.
+    unpaused: Vec<ConnId>,
+    /// Changes of whether the driver should read a connection.
+    reading: VecDeque<(ConnId, bool)>,
+    #[cfg(feature = "mutations")]
+    mutation: Option<Mutation>,
+}
+
+impl Node {
+    /// An empty node.
+    pub fn new(config: NodeConfig) -> Self {
+        let echo_config = Rc::new(config.connection.clone());
+        // Pub/sub clients get wavecast's own codes, which say whether to
+        // reconnect and recover (docs/PROTOCOL.md).
+        let pubsub_config = Rc::new(ConnectionConfig {
+            heartbeat_close_code: close::HEARTBEAT_TIMEOUT,
+            slow_consumer_close_code: close::SLOW_CONSUMER,
+            ..config.connection.clone()
+        });
+        Node {
+            echo_config,
+            pubsub_config,
+            config,
+            slab: Slab::default(),
+            timers: BTreeSet::new(),
+            transmit: VecDeque::new(),
+            finished: VecDeque::new(),
+            channels: BTreeMap::new(),
+            requests: BTreeMap::new(),
+            next_request: 1,
+            backbone: VecDeque::new(),
+            targets: Vec::new(),
+            unpaused: Vec::new(),
+            reading: VecDeque::new(),
+            #[cfg(feature = "mutations")]
+            mutation: None,
+        }
+    }
+
+    /// Plants a bug (tests only; see [`Mutation`]).
+    #[cfg(feature = "mutations")]
+    pub fn set_mutation(&mut self, m: Mutation) {
+        self.mutation = Some(m);
+    }
+
+    /// The node's settings.
+    pub fn config(&self) -> &NodeConfig {
+        &self.config
+    }
+
+    /// Connections currently held.
+    pub fn connections(&self) -> usize {
+        self.slab.len()
+    }
+
+    /// A connection whose handshake completed at `now`; `leftover` are the
+    /// bytes that arrived after the request head.
+    pub fn handle_connect(
+        &mut self,
+        now: Timestamp,
+        endpoint: Endpoint,
+        leftover: &[u8],
+    ) -> ConnId {
+        let config = match endpoint {
+            Endpoint::PubSub(_) => self.pubsub_config.clone(),
+            Endpoint::Echo => self.echo_config.clone(),
+        };
+        let conn = Connection::with_config(now, config);
+        let client = Client {
+            conn,
+            endpoint,
+            timer: None,
+            listed: false,
+            paused: false,
+            in_flight: 0,
+            subs: Vec::new(),
+            user: String::new(),
+        };
+        let id = self.slab.insert(client);
+        if !leftover.is_empty() {
+            self.with_conn(now, id, |c| c.handle_read(now, leftover));
+        } else {
+            self.after(now, id);
+        }
+        id
+    }
+
+    /// Bytes read from a connection's transport.
+    pub fn handle_read(&mut self, now: Timestamp, id: ConnId, data: &[u8]) {
+        self.with_conn(now, id, |c| c.handle_read(now, data));
+    }
+
+    /// A connection's transport reached end of stream or failed.
+    pub fn handle_eof(&mut self, now: Timestamp, id: ConnId) {
+        self.with_conn(now, id, |c| c.handle_eof(now));
+    }
+
+    /// The driver wrote `n` bytes of a connection's queue.
+    pub fn handle_written(&mut self, now: Timestamp, id: ConnId, n: usize) {
+        self.with_conn(now, id, |c| c.handle_written(now, n));
+    }
+
+    /// The driver's write to a connection's transport was refused (the
+    /// kernel's send buffer is full): its queue budget applies until it
+    /// drains (see [`Connection::handle_write_blocked`]).
+    pub fn handle_write_blocked(&mut self, id: ConnId) {
+        if let Some(client) = self.client_mut(id) {
+            client.conn.handle_write_blocked();
+        }
+    }
+
+    /// Closes a connection with `code` (e.g. an operator's disconnect).
+    pub fn close(&mut self, now: Timestamp, id: ConnId, code: CloseCode, reason: &str) {
+        self.with_conn(now, id, |c| c.close(now, code, reason));
+    }
+
+    /// Closes every connection (graceful shutdown): pub/sub clients with
+    /// [`close::SHUTDOWN`] (reconnect and recover), echo clients with 1001.
+    pub fn shutdown(&mut self, now: Timestamp) {
+        let ids: Vec<ConnId> = self.ids().collect();
+        for id in ids {
+            let code = match self.client_mut(id).map(|c| c.endpoint) {
+                Some(Endpoint::PubSub(_)) => close::SHUTDOWN,
+                _ => CloseCode::GOING_AWAY,
+            };
+            self.close(now, id, code, close::reason(code));
+        }
+    }
+
+    /// Fires every timer due at `now`.
+    pub fn handle_timeout(&mut self, now: Timestamp) {
+        while let Some(&(at, id)) = self.timers.first() {
+            if at > now {
+                break;
+            }
+            self.timers.pop_first();
+            if let Some(client) = self.client_mut(id) {
+                client.timer = None;
+            }
+            self.with_conn(now, id, |c| c.handle_timeout(now));
+        }
+    }
+
+    /// An event from the backbone.
+    pub fn handle_backbone(&mut self, now: Timestamp, event: BbEvent) {
+        match event {
+            BbEvent::Publication {
+                channel,
+                epoch,
+                publication,
+            } => self.on_publication(now, &channel, epoch, publication),
+            BbEvent::Join { channel, info } => self.on_presence_push(
+                now,
+                &channel,
+                Push::Join {
+                    channel: channel.clone(),
+                    info,
+                },
+            ),
+            BbEvent::Leave { channel, info } => self.on_presence_push(
+                now,
+                &channel,
+                Push::Leave {
+                    channel: channel.clone(),
+                    info,
+                },
+            ),
+            BbEvent::Reply { request, reply } => self.on_reply(now, request, reply),
+            BbEvent::Reset => self.on_reset(now),
+        }
+        self.resume_unpaused(now);
+    }
+
+    /// The earliest deadline of any connection.
+    pub fn poll_timeout(&self) -> Option<Timestamp> {
+        self.timers.first().map(|&(at, _)| at)
+    }
+
+    /// The next command for the backbone.
+    pub fn poll_backbone(&mut self) -> Option<BbCommand> {
+        self.backbone.pop_front()
+    }
+
+    /// The next change of whether the driver should read a connection's
+    /// transport: `(id, false)` when the connection has
+    /// `max_requests_in_flight` commands waiting for the backbone and
+    /// input left that it has not handled (stop reading it, so its peer is
+    /// slowed by TCP), `(id, true)` once that input is handled (read it
+    /// again). A driver that keeps reading anyway loses nothing; the node
+    /// then holds what it read.
+    pub fn poll_reading(&mut self) -> Option<(ConnId, bool)> {
+        self.reading.pop_front()
+    }
+
+    /// The next connection with bytes to write.
+    pub fn poll_transmit(&mut self) -> Option<ConnId> {
+        while let Some(id) = self.transmit.pop_front() {
+            if let Some(client) = self.client_mut(id) {
+                client.listed = false;
+                if !client.conn.queue().is_empty() {
+                    return Some(id);
+                }
+            }
+        }
+        None
+    }
+
+    /// A connection's outbound queue, for the driver to write from.
+    pub fn queue(&mut self, id: ConnId) -> Option<&mut OutQueue> {
+        self.client_mut(id).map(|c| c.conn.queue())
+    }
+
+    /// The next connection that has ended: drop its transport. The node has
+    /// already released everything it held for it.
+    pub fn poll_finished(&mut self) -> Option<ConnId> {
+        self.finished.pop_front()
+    }
+
+    /// Handles of every live connection, in slab order.
+    pub fn ids(&self) -> impl Iterator<Item = ConnId> + '_ {
+        self.slab.ids()
+    }
+
+    /// The client id of a connection, as clients and the API see it.
+    pub fn client_id(&self, id: ConnId) -> String {
+        format!(
+            "{}{}.{}",
+            self.config.client_prefix, id.index, id.generation
+        )
+    }
+
+    /// The connection a client id names, if it is one of this node's.
+    pub fn conn_of(&self, client: &str) -> Option<ConnId> {
+        let rest = client.strip_prefix(self.config.client_prefix.as_str())?;
+        let (index, generation) = rest.split_once('.')?;
+        let id = ConnId {
+            index: index.parse().ok()?,
+            generation: generation.parse().ok()?,
+        };
+        self.slab.get(id).map(|_| id)
+    }
+
+    /// Bytes queued for writing across all connections.
+    pub fn queued_bytes(&self) -> usize {
+        self.clients().map(|c| c.conn.queued_bytes()).sum()
+    }
+
+    /// Timers registered (one at most per live connection).
+    pub fn timers(&self) -> usize {
+        self.timers.len()
+    }
+
+    /// Requests to the backbone awaiting a reply.
+    pub fn requests_in_flight(&self) -> usize {
+        self.requests.len()
+    }
+
+    /// Channels with local subscribers and their live subscriber counts.
+    pub fn channels(&self) -> impl Iterator<Item = (&str, usize)> + '_ {
+        self.channels
+            .iter()
+            .map(|(name, ch)| (name.as_str(), ch.live.len()))
+    }
+
+    /// Live local subscribers of `channel`.
+    pub fn subscribers(&self, channel: &str) -> usize {
+        self.channels.get(channel).map_or(0, |c| c.live.len())
+    }
+
+    /// The channels a connection subscribes to (or is subscribing to).
+    pub fn subscriptions(&self, id: ConnId) -> Vec<String> {
+        self.slab
+            .get(id)
+            .map(|c| c.subs.clone())
+            .unwrap_or_default()
+    }
+
+    fn clients(&self) -> impl Iterator<Item = &Client> + '_ {
+        self.slab.clients()
+    }
+
+    fn client_mut(&mut self, id: ConnId) -> Option<&mut Client> {
+        self.slab.get_mut(id)
+    }
+
+    /// Runs `f` on a live connection, then handles what it produced.
+    fn with_conn(&mut self, now: Timestamp, id: ConnId, f: impl FnOnce(&mut Connection)) {
+        let Some(client) = self.client_mut(id) else {
+            return;
+        };
+        f(&mut client.conn);
+        self.after(now, id);
+    }
+
+    /// Drains a connection's events, lists it for writing, re-arms its
+    /// timer, and releases it once it is finished.
+    fn after(&mut self, now: Timestamp, id: ConnId) {
+        let max = self.config.max_requests_in_flight;
+        loop {
+            let Some(client) = self.slab.get_mut(id) else {
+                return;
+            };
+            if usize::from(client.in_flight) >= max
+                && client.conn.state() == crate::connection::State::Open
+                && client.conn.has_events()
+            {
+                // Hold the rest of its input until replies drain. A
+                // connection that is closing is not held: its last
+                // commands are handled and its end released at once.
+                if !client.paused {
+                    client.paused = true;
+                    self.reading.push_back((id, false));
+                }
+                break;
+            }
+            let Some(event) = client.conn.poll_event() else {
+                if client.paused {
+                    client.paused = false;
+                    self.reading.push_back((id, true));
+                }
+                break;
+            };
+            match (client.endpoint, event) {
+                (Endpoint::Echo, Event::Text(b)) => {
+                    let f = frame::encode(OpCode::Text, &b);
+                    let _ = client.conn.send(now, f);
+                }
+                (Endpoint::Echo, Event::Binary(b)) => {
+                    let f = frame::encode(OpCode::Binary, &b);
+                    let _ = client.conn.send(now, f);
+                }
+                (Endpoint::PubSub(enc), Event::Text(b)) if enc.frame_opcode() == OpCode::Text => {
+                    self.on_command(now, id, enc, &b);
+                }
+                (Endpoint::PubSub(enc), Event::Binary(b))
+                    if enc.frame_opcode() == OpCode::Binary =>
+                {
+                    self.on_command(now, id, enc, &b);
+                }
+                (Endpoint::PubSub(_), Event::Text(_) | Event::Binary(_)) => {
+                    // JSON travels in text frames, MessagePack in binary
+                    // ones: the other kind is not a command of ours.
+                    let code = close::BAD_COMMAND;
+                    client.conn.close(now, code, close::reason(code));
+                }
+                (_, Event::Closed(cause)) => self.on_closed(now, id, &cause),
+            }
+        }
+        self.settle(id);
+    }
+
+    /// Lists a connection for writing, re-arms its timer, and releases it
+    /// once finished.
+    fn settle(&mut self, id: ConnId) {
+        let Some(client) = self.slab.get_mut(id) else {
+            return;
+        };
+        if client.conn.is_finished() {
+            self.release(id);
+            return;
+        }
+        if !client.listed && !client.conn.queue().is_empty() {
+            client.listed = true;
+            self.transmit.push_back(id);
+        }
+        let want = client.conn.poll_timeout();
+        let have = client.timer;
+        // Re-register only when the deadline moves earlier (or none is set);
+        // a later deadline is found when the early entry fires.
+        if let Some(want) = want {
+            if have.is_none_or(|h| want < h) {
+                client.timer = Some(want);
+                if let Some(h) = have {
+                    self.timers.remove(&(h, id));
+                }
+                self.timers.insert((want, id));
+            }
+        }
+    }
+
+    fn release(&mut self, id: ConnId) {
+        let Some(client) = self.slab.remove(id) else {
+            return;
+        };
+        if let Some(at) = client.timer {
+            self.timers.remove(&(at, id));
+        }
+        self.finished.push_back(id);
+    }
+
+    fn reply(&mut self, now: Timestamp, id: ConnId, enc: Encoding, rid: u64, reply: &Reply) {
+        let payload = protocol::encode_reply(enc, rid, reply);
+        self.send(now, id, frame::encode(enc.frame_opcode(), &payload));
+    }
+
+    fn reply_to(&mut self, now: Timestamp, conn: ConnId, rid: u64, reply: &Reply) {
+        let Some(Endpoint::PubSub(enc)) = self.client_mut(conn).map(|c| c.endpoint) else {
+            return;
+        };
+        self.reply(now, conn, enc, rid, reply);
+    }
+
+    fn push(&mut self, now: Timestamp, id: ConnId, push: &Push) {
+        let Some(Endpoint::PubSub(enc)) = self.client_mut(id).map(|c| c.endpoint) else {
+            return;
+        };
+        let payload = protocol::encode_push(enc, push);
+        self.send(now, id, frame::encode(enc.frame_opcode(), &payload));
+    }
+
+    /// Queues a frame on a connection and settles it (a slow consumer is
+    /// closed by its connection, and its state released via `Closed`).
+    fn send(&mut self, now: Timestamp, id: ConnId, frame: Bytes) {
+        let Some(client) = self.client_mut(id) else {
+            return;
+        };
+        let _ = client.conn.send(now, frame);
+        self.after(now, id);
+    }
+}

@@ -1,0 +1,183 @@
+//! Requests to the backbone waiting for their replies: what each one is
+//! for ([`InFlight`]), the bookkeeping shared by every command that asks
+//! (a new request id, recorded, counted against the connection's bound,
+//! the command queued: [`Node::ask`]), and the dispatch of a reply to the
+//! client or channel that waits for it.
+
+use crate::backbone::{self, BackboneError, Command as BbCommand, RequestId};
+use crate::protocol::{ErrorCode, ErrorReply, Reply};
+use crate::time::Timestamp;
+
+use super::{ConnId, Node};
+
+/// A request to the backbone waiting for its reply.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub(super) enum InFlight {
+    Subscribe {
+        conn: ConnId,
+        id: u64,
+        channel: String,
+        recover: bool,
+    },
+    Publish {
+        conn: ConnId,
+        id: u64,
+    },
+    History {
+        conn: ConnId,
+        id: u64,
+    },
+    Presence {
+        conn: ConnId,
+        id: u64,
+    },
+    Fill {
+        channel: String,
+    },
+}
+
+impl InFlight {
+    /// The connection that waits for this request (none for a gap fill).
+    pub(super) fn conn(&self) -> Option<ConnId> {
+        match self {
+            InFlight::Subscribe { conn, .. }
+            | InFlight::Publish { conn, .. }
+            | InFlight::History { conn, .. }
+            | InFlight::Presence { conn, .. } => Some(*conn),
+            InFlight::Fill { .. } => None,
+        }
+    }
+}
+
+impl Node {
+    pub(super) fn request_id(&mut self) -> RequestId {
+        let r = RequestId(self.next_request);
+        self.next_request += 1;
+        r
+    }
+
+    /// Records a request waiting for the backbone and queues its command
+    /// (built from the new request id); the connection behind it, if any,
+    /// counts it against `max_requests_in_flight`.
+    pub(super) fn ask(
+        &mut self,
+        pending: InFlight,
+        command: impl FnOnce(RequestId) -> BbCommand,
+    ) -> RequestId {
+        let request = self.request_id();
+        if let Some(client) = pending.conn().and_then(|c| self.slab.get_mut(c)) {
+            client.in_flight = client.in_flight.saturating_add(1);
+        }
+        self.requests.insert(request, pending);
+        self.backbone.push_back(command(request));
+        request
+    }
+
+    /// Forgets a request (answered, failed or abandoned); a connection held
+    /// back at the bound is handled again once below it.
+    pub(super) fn take_request(&mut self, request: RequestId) -> Option<InFlight> {
+        let pending = self.requests.remove(&request)?;
+        if let Some(conn) = pending.conn() {
+            self.request_done(conn);
+        }
+        Some(pending)
+    }
+
+    pub(super) fn request_done(&mut self, conn: ConnId) {
+        let max = self.config.max_requests_in_flight;
+        if let Some(client) = self.slab.get_mut(conn) {
+            client.in_flight = client.in_flight.saturating_sub(1);
+            if client.paused && usize::from(client.in_flight) < max {
+                self.unpaused.push(conn);
+            }
+        }
+    }
+
+    /// Handles the held input of connections that dropped below the bound.
+    pub(super) fn resume_unpaused(&mut self, now: Timestamp) {
+        while let Some(id) = self.unpaused.pop() {
+            self.after(now, id);
+        }
+    }
+
+    pub(super) fn on_reply(&mut self, now: Timestamp, request: RequestId, reply: backbone::Reply) {
+        let Some(pending) = self.take_request(request) else {
+            return; // its connection or channel is gone
+        };
+        match (pending, reply) {
+            (InFlight::Publish { conn, id }, backbone::Reply::Published(r)) => {
+                let reply = match r {
+                    Ok(pos) => Reply::Publish { offset: pos.offset },
+                    Err(e) => backbone_error(&e),
+                };
+                self.reply_to(now, conn, id, &reply);
+            }
+            (InFlight::Presence { conn, id }, backbone::Reply::Presence(r)) => {
+                let reply = match r {
+                    Ok(clients) => Reply::Presence { clients },
+                    Err(e) => backbone_error(&e),
+                };
+                self.reply_to(now, conn, id, &reply);
+            }
+            (InFlight::History { conn, id }, backbone::Reply::History(r)) => {
+                let reply = match r {
+                    Ok(page) => Reply::History {
+                        epoch: page.epoch,
+                        offset: page.top,
+                        publications: page.publications,
+                    },
+                    Err(e) => backbone_error(&e),
+                };
+                self.reply_to(now, conn, id, &reply);
+            }
+            (
+                InFlight::Subscribe {
+                    conn,
+                    id,
+                    channel,
+                    recover,
+                },
+                backbone::Reply::History(r),
+            ) => self.on_subscribed(now, request, conn, id, &channel, recover, r),
+            (InFlight::Fill { channel }, backbone::Reply::History(r)) => {
+                self.on_filled(now, request, &channel, r)
+            }
+            (pending, reply) => {
+                // A reply of the wrong kind: the backbone's bug. Fail the
+                // request rather than guess.
+                let e = BackboneError::Internal(format!("unexpected reply {reply:?}"));
+                self.fail_request(now, pending, &e);
+            }
+        }
+    }
+
+    /// A request the backbone could not serve: the client behind it gets
+    /// an error reply (and a pending subscribe is undone); a gap fill that
+    /// failed is a gap that cannot be filled.
+    pub(super) fn fail_request(&mut self, now: Timestamp, pending: InFlight, e: &BackboneError) {
+        match pending {
+            InFlight::Subscribe {
+                conn, id, channel, ..
+            } => {
+                self.drop_subscription(now, conn, &channel);
+                self.reply_to(now, conn, id, &backbone_error(e));
+            }
+            InFlight::Publish { conn, id }
+            | InFlight::History { conn, id }
+            | InFlight::Presence { conn, id } => self.reply_to(now, conn, id, &backbone_error(e)),
+            InFlight::Fill { channel } => self.gap_unfillable(now, &channel, None),
+        }
+    }
+}
+
+pub(super) fn error(code: ErrorCode, message: impl Into<String>) -> Reply {
+    Reply::Error(ErrorReply::new(code, message))
+}
+
+pub(super) fn backbone_error(e: &BackboneError) -> Reply {
+    let code = match e {
+        BackboneError::Unavailable => ErrorCode::NotAvailable,
+        BackboneError::Internal(_) => ErrorCode::Internal,
+    };
+    error(code, e.to_string())
+}

@@ -1,0 +1,264 @@
+//! What the server sends: [`Reply`] (the answer to a command) and [`Push`]
+//! (a publication, join, leave or unsubscribe), with their encoders in both
+//! encodings; a publication's frame is encoded once and shared by every
+//! subscriber ([`encode_pub`]).
+
+use bytes::Bytes;
+
+use super::encoding::Encoding;
+use super::error::ErrorReply;
+use super::payload::Payload;
+use super::tree::Tree;
+use super::write::{mp_map_len, mp_str, mp_uint, push_json_str, push_u64};
+
+/// A publication as delivered: its offset in the channel and its data.
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+pub struct Publication {
+    /// Offset in the channel's stream (strictly increasing, from 1).
+    pub offset: u64,
+    /// The data.
+    pub data: Payload,
+}
+
+/// A client in a presence list or a join/leave push.
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct ClientInfo {
+    /// The connection's id, unique on the server (cluster).
+    pub client: String,
+    /// The user the connection belongs to (may be empty for anonymous).
+    pub user: String,
+}
+
+/// The recovery part of a subscribe reply, present when the client asked to
+/// recover.
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+pub struct Recovery {
+    /// True if `publications` are exactly the ones after the asked position;
+    /// false if the position is gone (another epoch, or history moved past
+    /// it): the client has missed data it cannot get back.
+    pub recovered: bool,
+    /// The missed publications in offset order (empty unless recovered).
+    pub publications: Vec<Publication>,
+}
+
+/// A reply to a command (the id is passed to [`encode_reply`] beside it).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Reply {
+    /// Subscribed.
+    Subscribe {
+        /// The channel's current epoch.
+        epoch: String,
+        /// The channel's current top offset (the last publication; 0 if
+        /// none yet). Pushes on this subscription start after it.
+        offset: u64,
+        /// The outcome of `recover`, when it was asked.
+        recovery: Option<Recovery>,
+    },
+    /// Unsubscribed.
+    Unsubscribe,
+    /// Published.
+    Publish {
+        /// The offset the publication got.
+        offset: u64,
+    },
+    /// The channel's subscribers. Client ids must be unique (they become
+    /// the keys of a JSON object).
+    Presence {
+        /// One entry per subscribed connection.
+        clients: Vec<ClientInfo>,
+    },
+    /// The channel's history.
+    History {
+        /// The channel's current epoch.
+        epoch: String,
+        /// The channel's current top offset.
+        offset: u64,
+        /// The publications asked for, in offset order.
+        publications: Vec<Publication>,
+    },
+    /// The command failed.
+    Error(ErrorReply),
+}
+
+/// A message from the server that answers no command.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Push {
+    /// A publication on a subscribed channel.
+    Pub {
+        /// The channel.
+        channel: String,
+        /// The publication.
+        publication: Publication,
+    },
+    /// A client subscribed to the channel (if the namespace enables
+    /// join/leave).
+    Join {
+        /// The channel.
+        channel: String,
+        /// Who joined.
+        info: ClientInfo,
+    },
+    /// A client unsubscribed from the channel (if the namespace enables
+    /// join/leave).
+    Leave {
+        /// The channel.
+        channel: String,
+        /// Who left.
+        info: ClientInfo,
+    },
+    /// The server ended this subscription; see [`unsubscribe_code`](super::unsubscribe_code).
+    Unsubscribe {
+        /// The channel.
+        channel: String,
+        /// Why, as a number from [`unsubscribe_code`](super::unsubscribe_code).
+        code: u16,
+        /// Why, for humans.
+        reason: String,
+    },
+}
+
+impl Push {
+    /// The channel the push is about.
+    pub fn channel(&self) -> &str {
+        match self {
+            Push::Pub { channel, .. }
+            | Push::Join { channel, .. }
+            | Push::Leave { channel, .. }
+            | Push::Unsubscribe { channel, .. } => channel,
+        }
+    }
+}
+
+/// Encodes a reply to command `id` (the message payload, not yet framed).
+pub fn encode_reply(encoding: Encoding, id: u64, reply: &Reply) -> Bytes {
+    let (name, body) = match reply {
+        Reply::Subscribe {
+            epoch,
+            offset,
+            recovery,
+        } => {
+            let mut fields = vec![("epoch", Tree::Str(epoch)), ("offset", Tree::U64(*offset))];
+            if let Some(recovery) = recovery {
+                fields.push(("recovered", Tree::Bool(recovery.recovered)));
+                fields.push(("publications", publications_tree(&recovery.publications)));
+            }
+            ("subscribe", Tree::Map(fields))
+        }
+        Reply::Unsubscribe => ("unsubscribe", Tree::Map(Vec::new())),
+        Reply::Publish { offset } => ("publish", Tree::Map(vec![("offset", Tree::U64(*offset))])),
+        Reply::Presence { clients } => {
+            let map = clients
+                .iter()
+                .map(|c| (c.client.as_str(), client_tree(c)))
+                .collect();
+            ("presence", Tree::Map(vec![("clients", Tree::Map(map))]))
+        }
+        Reply::History {
+            epoch,
+            offset,
+            publications,
+        } => (
+            "history",
+            Tree::Map(vec![
+                ("epoch", Tree::Str(epoch)),
+                ("offset", Tree::U64(*offset)),
+                ("publications", publications_tree(publications)),
+            ]),
+        ),
+        Reply::Error(error) => (
+            "error",
+            Tree::Map(vec![
+                ("code", Tree::U64(error.code.code().into())),
+                ("message", Tree::Str(&error.message)),
+            ]),
+        ),
+    };
+    let mut out = Vec::with_capacity(64);
+    Tree::Map(vec![("id", Tree::U64(id)), (name, body)]).write(encoding, &mut out);
+    Bytes::from(out)
+}
+
+/// Encodes a push (the message payload, not yet framed). Called once per
+/// publication per encoding; the result is shared by every subscriber.
+pub fn encode_push(encoding: Encoding, push: &Push) -> Bytes {
+    let (kind, body) = match push {
+        Push::Pub {
+            channel,
+            publication,
+        } => return encode_pub(encoding, channel, publication),
+        Push::Join { info, .. } => ("join", client_tree(info)),
+        Push::Leave { info, .. } => ("leave", client_tree(info)),
+        Push::Unsubscribe { code, reason, .. } => (
+            "unsubscribe",
+            Tree::Map(vec![
+                ("code", Tree::U64((*code).into())),
+                ("reason", Tree::Str(reason)),
+            ]),
+        ),
+    };
+    let mut out = Vec::with_capacity(64);
+    Tree::Map(vec![(
+        "push",
+        Tree::Map(vec![("channel", Tree::Str(push.channel())), (kind, body)]),
+    )])
+    .write(encoding, &mut out);
+    Bytes::from(out)
+}
+
+/// Encodes the push of one publication, borrowing its parts: the hot path of
+/// fan-out, written out by hand. In JSON the data bytes are spliced in
+/// verbatim; in MessagePack they are transcoded once.
+pub fn encode_pub(encoding: Encoding, channel: &str, publication: &Publication) -> Bytes {
+    let data = publication.data.as_json();
+    match encoding {
+        Encoding::Json => {
+            // 49 bytes of fixed text plus up to 20 offset digits; escapes
+            // in the channel name may add more (the Vec grows then).
+            let mut out = Vec::with_capacity(data.len() + channel.len() + 72);
+            out.extend_from_slice(b"{\"push\":{\"channel\":");
+            push_json_str(&mut out, channel);
+            out.extend_from_slice(b",\"pub\":{\"offset\":");
+            push_u64(&mut out, publication.offset);
+            out.extend_from_slice(b",\"data\":");
+            out.extend_from_slice(data);
+            out.extend_from_slice(b"}}}");
+            Bytes::from(out)
+        }
+        Encoding::MsgPack => {
+            let mut out = Vec::with_capacity(data.len() + channel.len() + 48);
+            mp_map_len(&mut out, 1);
+            mp_str(&mut out, "push");
+            mp_map_len(&mut out, 2);
+            mp_str(&mut out, "channel");
+            mp_str(&mut out, channel);
+            mp_str(&mut out, "pub");
+            mp_map_len(&mut out, 2);
+            mp_str(&mut out, "offset");
+            mp_uint(&mut out, publication.offset);
+            mp_str(&mut out, "data");
+            publication.data.write_msgpack(&mut out);
+            Bytes::from(out)
+        }
+    }
+}
+
+fn publications_tree(publications: &[Publication]) -> Tree<'_> {
+    Tree::Array(
+        publications
+            .iter()
+            .map(|p| {
+                Tree::Map(vec![
+                    ("offset", Tree::U64(p.offset)),
+                    ("data", Tree::Data(&p.data)),
+                ])
+            })
+            .collect(),
+    )
+}
+
+fn client_tree(info: &ClientInfo) -> Tree<'_> {
+    Tree::Map(vec![
+        ("client", Tree::Str(&info.client)),
+        ("user", Tree::Str(&info.user)),
+    ])
+}
