@@ -701,7 +701,7 @@ async fn max_connections_rejects_with_503_until_one_closes() {
 /// The close code a `/ws` (pub/sub) client gets at shutdown: the
 /// protocol's "server shutdown, reconnect and recover" code (docs/PROTOCOL.md),
 /// in place of the bare 1001 that `/echo` clients get.
-const PUBSUB_SHUTDOWN: u16 = wavecast_core::protocol::close::SHUTDOWN;
+const PUBSUB_SHUTDOWN: u16 = wavecast_core::protocol::close::SHUTDOWN.0;
 
 /// Liveness bound for the server to install its signal handlers.
 const HANDLER_WAIT: Duration = Duration::from_secs(10);

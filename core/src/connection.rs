@@ -37,8 +37,9 @@ use std::time::Duration;
 
 use bytes::{Bytes, BytesMut};
 
+use crate::close::CloseCode;
 use crate::frame::{self, FrameDecoder, FrameError, OpCode};
-use crate::message::{self, Assembler, CloseCode, CloseFrame, Message, MessageError};
+use crate::message::{self, Assembler, CloseFrame, Message, MessageError};
 use crate::queue::{OutQueue, OverBudget};
 use crate::time::Timestamp;
 

@@ -19,7 +19,7 @@
 
 use bytes::{Buf, BufMut, Bytes, BytesMut};
 
-use crate::message::CloseCode;
+use crate::close::CloseCode;
 
 /// Largest payload of a control frame (close, ping, pong), RFC 6455 5.5.
 pub const MAX_CONTROL_PAYLOAD: usize = 125;

@@ -46,6 +46,10 @@
 //! after it has lost nothing and recovers exactly. A channel that eviction
 //! leaves with nothing (no history, subscribers or presence) is dropped
 //! like an expired one, so its next use gets a new epoch.
+//!
+//! One file of about 880 lines, on purpose: every operation here keeps the
+//! same channel-map invariants (eager drop, contiguous history, the budget's
+//! index), and they are checked best side by side.
 
 use std::collections::{btree_map, BTreeMap, BTreeSet, VecDeque};
 use std::time::Duration;
@@ -166,7 +170,7 @@ struct Present {
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
-struct Channel {
+struct HubChannel {
     epoch: String,
     top: u64,
     /// Offsets `top - history.len() + 1 ..= top`, oldest first, with
@@ -204,9 +208,9 @@ impl<T> std::hash::Hash for Cache<T> {
     fn hash<H: std::hash::Hasher>(&self, _: &mut H) {}
 }
 
-impl Channel {
-    fn new(epoch: String) -> Channel {
-        Channel {
+impl HubChannel {
+    fn new(epoch: String) -> HubChannel {
+        HubChannel {
             epoch,
             top: 0,
             history: VecDeque::new(),
@@ -297,7 +301,7 @@ pub struct Hub {
     seed: u64,
     /// Channels created so far: the input, with the seed, of the next epoch.
     created: u64,
-    channels: BTreeMap<String, Channel>,
+    channels: BTreeMap<String, HubChannel>,
     events: VecDeque<(NodeId, Event)>,
     /// One entry per channel with history: a time at or before its oldest
     /// publication's expiry. It may be early (the front moved on since), in
@@ -309,7 +313,7 @@ pub struct Hub {
     /// The sequence number of the next kept publication.
     next_seq: u64,
     /// The eviction order: one entry per channel with history (see
-    /// `Channel::indexed`), a sequence number at or before that of its
+    /// `HubChannel::indexed`), a sequence number at or before that of its
     /// oldest kept publication. Like `wakeups` it may be early (the front
     /// moved on since, by count or age), in which case eviction files it
     /// again under the right number; so the first entry that is up to date
@@ -597,7 +601,7 @@ impl Hub {
                 let epoch = Hub::next_epoch(self.seed, &mut self.created);
                 self.channels
                     .entry(channel.to_owned())
-                    .or_insert_with(|| Channel::new(epoch))
+                    .or_insert_with(|| HubChannel::new(epoch))
             }
         };
         if ch.top == u64::MAX {
@@ -825,13 +829,13 @@ impl Hub {
 /// restarted if nothing is left in it). A free function over the hub's
 /// fields, so that the caller keeps the others.
 fn channel_entry<'a>(
-    channels: &'a mut BTreeMap<String, Channel>,
+    channels: &'a mut BTreeMap<String, HubChannel>,
     seed: u64,
     created: &mut u64,
     usage: &mut Usage,
     now: Timestamp,
     name: String,
-) -> &'a mut Channel {
+) -> &'a mut HubChannel {
     match channels.entry(name) {
         btree_map::Entry::Occupied(entry) => {
             let ch = entry.into_mut();
@@ -839,7 +843,7 @@ fn channel_entry<'a>(
             ch
         }
         btree_map::Entry::Vacant(entry) => {
-            entry.insert(Channel::new(Hub::next_epoch(seed, created)))
+            entry.insert(HubChannel::new(Hub::next_epoch(seed, created)))
         }
     }
 }
@@ -849,7 +853,7 @@ fn channel_entry<'a>(
 /// only when a wakeup is (re)registered.
 fn register_wakeup(
     wakeups: &mut BTreeSet<(Timestamp, String)>,
-    ch: &mut Channel,
+    ch: &mut HubChannel,
     name: &str,
     deadline: Timestamp,
 ) {

@@ -7,21 +7,39 @@
 //! methods. The same code therefore runs in the tokio server, the stateright
 //! model, the property tests and the fuzzers.
 //!
-//! How the parts fit, bottom up:
-//! - [`handshake`] parses and validates an HTTP/1.1 upgrade request head
+//! The modules, bottom up (each builds only on those above it):
+//! - [`time`]: [`Timestamp`], microseconds since an origin the driver
+//!   chooses; the only notion of time.
+//! - [`close`]: [`close::CloseCode`], the WebSocket close status (RFC 6455
+//!   section 7.4), and the standard codes. A leaf, shared by the codec and
+//!   wavecast's own codes.
+//! - [`handshake`]: parses and validates an HTTP/1.1 upgrade request head
 //!   (RFC 6455 section 4) and produces the `101` response or a rejection.
-//! - [`frame`] is the RFC 6455 section 5 codec: incremental decode of masked
+//! - [`frame`]: the RFC 6455 section 5 codec: incremental decode of masked
 //!   client frames, encode of unmasked server frames.
-//! - [`message`] assembles frames into messages: fragmentation, incremental
-//!   UTF-8 validation, close-frame payloads and codes (section 7.4).
-//! - [`queue`] is a connection's outbound queue of shared frames
+//! - [`message`]: assembles frames into messages: fragmentation,
+//!   incremental UTF-8 validation, close-frame payloads (section 7.4).
+//! - [`queue`]: a connection's outbound queue of shared frames
 //!   ([`bytes::Bytes`]) with a byte budget.
-//! - [`connection`] is one WebSocket connection's state machine (open,
-//!   closing, closed) with heartbeats; it owns a decoder, an assembler and a
-//!   queue.
-//!
-//! - [`standalone`] wires one node to the in-memory hub with no I/O, for
+//! - [`connection`]: one WebSocket connection's state machine (open,
+//!   closing, closed) with heartbeats; it owns a decoder, an assembler and
+//!   a queue.
+//! - [`protocol`]: the pub/sub wire protocol: commands in, replies and
+//!   pushes out, in JSON or MessagePack; error codes and wavecast's close
+//!   codes (a folder, one job per file).
+//! - [`backbone`]: the interface between a node and the sequencer of every
+//!   channel: `Command`s out, `Event`s in.
+//! - [`namespace`]: per-namespace channel options (history, presence,
+//!   join/leave, client publish).
+//! - [`hub`]: the in-memory sequencer: offsets, epochs, bounded history,
+//!   presence, broadcast to nodes.
+//! - [`node`]: one shard's whole state: its connections (a generational
+//!   slab), timers, client commands, and ordered delivery with gap filling
+//!   and recovery per channel (a folder, one job per file).
+//! - [`standalone`]: one node wired to the in-memory hub with no I/O, for
 //!   benches, examples and tests of the core alone.
+//! - [`fuzzing`]: the entry points shared by the fuzz targets and the seed
+//!   replay test.
 //!
 //! The driver (the runtime, a test, the model) feeds a connection with
 //! `handle_read(now, bytes)` / `handle_timeout(now)` and drains it in this
@@ -33,6 +51,7 @@
 #![warn(missing_docs)]
 
 pub mod backbone;
+pub mod close;
 pub mod connection;
 pub mod frame;
 pub mod fuzzing;

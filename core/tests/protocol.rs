@@ -4,6 +4,7 @@
 //! of bad input lands in the right error class.
 
 use serde_json::{json, Value};
+use wavecast_core::close::CloseCode;
 use wavecast_core::frame::OpCode;
 use wavecast_core::protocol::{
     close, decode_request, encode_pub, encode_push, encode_reply, encode_request, namespace,
@@ -1051,32 +1052,35 @@ fn close_codes_say_whether_to_reconnect() {
         close::INSUFFICIENT_STATE,
         close::DISCONNECTED,
     ] {
-        assert!((4000..4500).contains(&code));
+        assert!((4000..4500).contains(&code.0));
         assert!(close::should_reconnect(code), "{code}");
     }
     for code in [close::BAD_COMMAND, close::FORCE_DISCONNECT] {
-        assert!((4500..5000).contains(&code));
+        assert!((4500..5000).contains(&code.0));
         assert!(!close::should_reconnect(code), "{code}");
     }
     assert_eq!(
         (
-            close::SHUTDOWN,
-            close::HEARTBEAT_TIMEOUT,
-            close::SLOW_CONSUMER
+            close::SHUTDOWN.0,
+            close::HEARTBEAT_TIMEOUT.0,
+            close::SLOW_CONSUMER.0
         ),
         (4000, 4001, 4002)
     );
     assert_eq!(
-        (close::INSUFFICIENT_STATE, close::DISCONNECTED),
+        (close::INSUFFICIENT_STATE.0, close::DISCONNECTED.0),
         (4003, 4004)
     );
-    assert_eq!((close::BAD_COMMAND, close::FORCE_DISCONNECT), (4500, 4501));
-    assert!(close::should_reconnect(4499));
-    assert!(!close::should_reconnect(4999));
-    assert!(close::should_reconnect(1001));
-    assert!(close::should_reconnect(1006));
-    assert!(!close::should_reconnect(1000));
-    assert!(!close::should_reconnect(1002));
+    assert_eq!(
+        (close::BAD_COMMAND.0, close::FORCE_DISCONNECT.0),
+        (4500, 4501)
+    );
+    assert!(close::should_reconnect(CloseCode(4499)));
+    assert!(!close::should_reconnect(CloseCode(4999)));
+    assert!(close::should_reconnect(CloseCode(1001)));
+    assert!(close::should_reconnect(CloseCode(1006)));
+    assert!(!close::should_reconnect(CloseCode(1000)));
+    assert!(!close::should_reconnect(CloseCode(1002)));
     for code in close::ALL {
         let reason = close::reason(code);
         assert!(!reason.is_empty() && reason.len() <= 123, "{code}");

@@ -1345,7 +1345,7 @@ fn client_one(c: &mut ClientState, servers: &[Id], src: Id, msg: Msg, o: &mut Ou
             }
         }
         Msg::Closed { conn: k, code } if k == conn => {
-            if code == close::INSUFFICIENT_STATE {
+            if code == close::INSUFFICIENT_STATE.0 {
                 c.told_gap = true;
             }
             // Answer as a client that goes away: end the transport.
