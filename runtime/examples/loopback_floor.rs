@@ -19,7 +19,7 @@ use std::os::fd::AsRawFd;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use wavecast::poller::{Events, Interest, Poller};
+use wavecast::sys::poller::{Events, Interest, Poller};
 
 fn main() {
     let args: Vec<String> = std::env::args().skip(1).collect();

@@ -1,41 +1,37 @@
 //! wavecast: the tokio server around the `wavecast-core` state machine.
 //!
-//! How the parts fit:
-//! - [`config`] resolves defaults, the TOML file, `WAVECAST_*` variables
-//!   and flags into one [`config::Config`].
-//! - [`server`] binds the port and starts one worker thread per shard, each
-//!   with its own listener on the same port (`SO_REUSEPORT`, so the kernel
-//!   spreads accepts), then waits for SIGINT/SIGTERM and shuts down.
-//! - [`shard`] is one worker: a single-threaded tokio runtime that owns a
-//!   core `Node` and the sockets of its connections. It reads each socket
-//!   into one scratch buffer per shard (an idle connection holds no read
-//!   buffer), feeds the node, and writes what the node queued with
-//!   vectored writes. Nothing on this path takes a lock.
-//! - [`backbone`] connects shards to the sequencer: core's in-memory hub
-//!   on its own thread (single server), or [`redis_backbone`], the Redis
-//!   driver on its own thread (many servers). [`backlog`] bounds that
-//!   path: past `backbone_queue` waiting commands the shards stop reading
-//!   their clients until the sequencer catches up.
-//! - [`api`] is the HTTP API (publish, broadcast, presence, history,
-//!   channels, disconnect, info) behind an API key.
-//! - [`http`] answers every request that is not a WebSocket upgrade on the
-//!   same port (health, readiness), with hyper.
-//! - [`io`] holds the small I/O adapters the others share.
-//! - [`bench`] is `wavecast bench`, the load tool (a client of this server
-//!   and of the peers it is compared with).
+//! The modules, bottom up; each imports only those listed before it:
+//! - [`sys`]: the kernel and threads: the epoll set, a shard's inbox, the
+//!   connection limit, the backlog bound, `/proc` readings.
+//! - [`config`]: defaults, the TOML file, `WAVECAST_*` variables and flags
+//!   resolved into one [`config::Config`].
+//! - [`instance`]: this process's instance id, which starts every client id.
+//! - [`clock`]: the one clock core timestamps are read from.
+//! - [`mailbox`]: what a shard is sent (backbone events, API questions) and
+//!   answers, and asking every shard at once.
+//! - [`backbone`]: the sequencer behind one handle: core's hub on its own
+//!   thread ([`backbone::memory`]) or Redis ([`backbone::redis`]); past
+//!   `backbone_queue` waiting commands the shards stop reading clients.
+//! - [`shared`]: the state every shard shares.
+//! - [`api`]: the HTTP API behind an API key, and `/metrics`.
+//! - [`shard`]: one worker: a single-threaded tokio runtime owning a core
+//!   `Node`, its sockets in one epoll set, the accept and upgrade path and
+//!   the HTTP side. Nothing on its data path takes a lock.
+//! - [`server`]: bind one listener per shard (`SO_REUSEPORT`), start the
+//!   sequencer and the shards, stop on a shutdown future.
+
+pub mod sys;
+
+pub mod config;
+pub mod instance;
+
+pub mod clock;
+pub mod mailbox;
+
+pub mod backbone;
+pub mod shared;
 
 pub mod api;
-pub mod backbone;
-pub mod backlog;
-pub mod bench;
-pub mod config;
-pub mod http;
-pub mod inbox;
-pub mod io;
-pub mod limit;
-pub mod metrics;
-pub mod poller;
-pub mod redis_backbone;
-pub mod server;
 pub mod shard;
-mod sync;
+
+pub mod server;

@@ -1,12 +1,14 @@
 //! The `wavecast` command: `wavecast serve` runs the server; `wavecast
 //! bench` load-tests one.
 
+use std::future::Future;
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 use tracing_subscriber::EnvFilter;
 
 use wavecast::config::{Config, ServeArgs};
+use wavecast::server;
 
 /// wavecast: a real-time messaging server (WebSocket pub/sub).
 #[derive(Debug, Parser)]
@@ -22,7 +24,7 @@ enum Command {
     Serve(ServeArgs),
     /// Load-test a server (this one or a peer): connect, fanout, sweep,
     /// compare, plot.
-    Bench(wavecast::bench::BenchArgs),
+    Bench(wavecast_bench::BenchArgs),
 }
 
 fn main() -> ExitCode {
@@ -34,7 +36,7 @@ fn main() -> ExitCode {
         .init();
     let cli = Cli::parse();
     match cli.command {
-        Command::Bench(args) => match wavecast::bench::run(args) {
+        Command::Bench(args) => match wavecast_bench::run(args) {
             Ok(()) => ExitCode::SUCCESS,
             Err(e) => {
                 eprintln!("wavecast bench: {e}");
@@ -49,7 +51,7 @@ fn main() -> ExitCode {
                     return ExitCode::from(2);
                 }
             };
-            match wavecast::server::run(config) {
+            match serve(config) {
                 Ok(()) => ExitCode::SUCCESS,
                 Err(e) => {
                     eprintln!("wavecast: {e}");
@@ -58,4 +60,34 @@ fn main() -> ExitCode {
             }
         }
     }
+}
+
+/// Binds, installs the SIGTERM/SIGINT handlers, and runs the server until
+/// one of them fires. The handlers go in before the server prints its
+/// "listening" line: a signal sent as soon as the line is read must
+/// already mean "shut down gracefully".
+fn serve(config: Config) -> Result<(), server::ServerError> {
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .map_err(server::ServerError::Worker)?;
+    rt.block_on(async {
+        let listeners = server::bind(config.listen, config.workers)?;
+        let shutdown = signals().map_err(server::ServerError::Worker)?;
+        server::run(config, listeners, shutdown).await
+    })
+}
+
+/// Installs the signal handlers now; the future completes at the first
+/// SIGTERM or SIGINT.
+fn signals() -> std::io::Result<impl Future<Output = ()>> {
+    use tokio::signal::unix::{signal, SignalKind};
+    let mut term = signal(SignalKind::terminate())?;
+    let mut int = signal(SignalKind::interrupt())?;
+    Ok(async move {
+        tokio::select! {
+            _ = term.recv() => tracing::info!("SIGTERM: shutting down"),
+            _ = int.recv() => tracing::info!("SIGINT: shutting down"),
+        }
+    })
 }

@@ -12,8 +12,8 @@ use loom::thread;
 use std::future::poll_fn;
 use std::task::Poll;
 
-use wavecast::inbox::{Closed, Inbox};
-use wavecast::limit::ConnectionLimit;
+use wavecast::sys::inbox::{Closed, Inbox};
+use wavecast::sys::limit::ConnectionLimit;
 
 #[test]
 fn concurrent_handshakes_never_exceed_the_limit() {

@@ -7,14 +7,13 @@
 
 use std::fmt::Write as _;
 
-use crate::api::{ask_shards, resident_bytes};
-use crate::backbone::{Control, ShardInfo};
-use crate::shard::Shard;
+use crate::mailbox::{ask_shards, Control, ShardInfo};
+use crate::shared::Shared;
+use crate::sys::proc::resident_bytes;
 
 /// The metrics page.
-pub async fn render(shard: &Shard) -> String {
-    let infos: Vec<ShardInfo> = ask_shards(shard, Control::Info).await;
-    let shared = shard.shared();
+pub async fn render(shared: &Shared) -> String {
+    let infos: Vec<ShardInfo> = ask_shards(&shared.shards, Control::Info).await;
     let mut out = String::new();
     let mut gauge = |name: &str, help: &str, value: f64| {
         let _ = writeln!(
@@ -85,7 +84,7 @@ pub async fn render(shard: &Shard) -> String {
     gauge(
         "wavecast_uptime_seconds",
         "Seconds since start.",
-        shared.origin.elapsed().as_secs_f64(),
+        shared.clock.elapsed().as_secs_f64(),
     );
     out
 }

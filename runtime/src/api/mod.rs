@@ -1,5 +1,7 @@
 //! The HTTP API: `POST /api/{publish,broadcast,presence,history,channels,
-//! disconnect,info}` with JSON bodies, behind `Authorization: apikey KEY`.
+//! disconnect,info}` with JSON bodies, behind `Authorization: apikey KEY`,
+//! and [`metrics`], the `/metrics` page. Both answer from [`Shared`] alone
+//! (no shard's state), so any shard's HTTP side can serve them.
 //!
 //! Without a configured key every API request gets 403: the API can publish
 //! to anyone and disconnect anyone, so it is never open by default. Errors
@@ -16,7 +18,7 @@
 //! that act on connections, `disconnect` and `channels`, ask this server's
 //! shards; in a cluster (`--redis`) they also reach the other servers
 //! through the backbone's control requests (see
-//! [`crate::redis_backbone`], "Control requests"): a disconnect goes to the
+//! [`crate::backbone::redis`], "control"): a disconnect goes to the
 //! server whose instance id starts the client id, and `channels` sums the
 //! counts of every server that answers within the bound (those that do not
 //! are left out, so a server dying mid-request cannot hang the call).
@@ -30,12 +32,15 @@ use hyper::{Method, Request, Response, StatusCode};
 use serde::Deserialize;
 use serde_json::value::RawValue;
 use serde_json::{json, Value};
-use tokio::sync::oneshot;
 use wavecast_core::protocol::{self, ErrorCode, Payload, Publication, StreamPosition};
 
-use crate::backbone::{self, Control, ControlError, ShardInfo};
-use crate::server::instance_of;
-use crate::shard::Shard;
+use crate::backbone::ControlError;
+use crate::instance::instance_of;
+use crate::mailbox::{ask_shards, disconnect_local, local_channels, Control, ShardInfo};
+use crate::shared::Shared;
+use crate::sys::proc::resident_bytes;
+
+pub mod metrics;
 
 /// Largest request body accepted, in bytes.
 pub const MAX_BODY: usize = 1024 * 1024;
@@ -74,15 +79,14 @@ impl ApiError {
 }
 
 /// Answers one API request (`path` starts with `/api/`).
-pub async fn handle(shard: &Shard, req: Request<Incoming>) -> Reply {
-    match handle_inner(shard, req).await {
+pub async fn handle(shared: &Shared, req: Request<Incoming>) -> Reply {
+    match handle_inner(shared, req).await {
         Ok(r) => r,
         Err(e) => e.response(),
     }
 }
 
-async fn handle_inner(shard: &Shard, req: Request<Incoming>) -> Result<Reply, ApiError> {
-    let shared = shard.shared();
+async fn handle_inner(shared: &Shared, req: Request<Incoming>) -> Result<Reply, ApiError> {
     let Some(key) = shared.config.api_key.as_deref() else {
         return Err(ApiError::new(
             ErrorCode::PermissionDenied,
@@ -128,13 +132,13 @@ async fn handle_inner(shard: &Shard, req: Request<Incoming>) -> Result<Reply, Ap
         .map_err(body_error)?
         .to_bytes();
     match path.as_str() {
-        "/api/publish" => publish(shard, &body).await,
-        "/api/broadcast" => broadcast(shard, &body).await,
-        "/api/presence" => presence(shard, &body).await,
-        "/api/history" => history(shard, &body).await,
-        "/api/channels" => channels(shard).await,
-        "/api/disconnect" => disconnect(shard, &body).await,
-        "/api/info" => info(shard).await,
+        "/api/publish" => publish(shared, &body).await,
+        "/api/broadcast" => broadcast(shared, &body).await,
+        "/api/presence" => presence(shared, &body).await,
+        "/api/history" => history(shared, &body).await,
+        "/api/channels" => channels(shared).await,
+        "/api/disconnect" => disconnect(shared, &body).await,
+        "/api/info" => info(shared).await,
         _ => Err(
             ApiError::new(ErrorCode::UnknownCommand, format!("no API method {path}"))
                 .with_status(StatusCode::NOT_FOUND),
@@ -177,13 +181,12 @@ fn parse<'a, T: Deserialize<'a>>(body: &'a [u8]) -> Result<T, ApiError> {
 
 /// Checks a channel name and its namespace; returns the namespace options.
 fn channel_options(
-    shard: &Shard,
+    shared: &Shared,
     channel: &str,
 ) -> Result<wavecast_core::namespace::NamespaceOptions, ApiError> {
     protocol::validate_channel(channel)
         .map_err(|e| ApiError::new(e.error_code(), e.to_string()))?;
-    shard
-        .shared()
+    shared
         .config
         .namespaces
         .resolve(channel)
@@ -208,12 +211,11 @@ struct PublishBody<'a> {
     data: &'a RawValue,
 }
 
-async fn publish(shard: &Shard, body: &[u8]) -> Result<Reply, ApiError> {
+async fn publish(shared: &Shared, body: &[u8]) -> Result<Reply, ApiError> {
     let b: PublishBody = parse(body)?;
-    let options = channel_options(shard, &b.channel)?;
+    let options = channel_options(shared, &b.channel)?;
     let data = payload(b.data)?;
-    let pos = shard
-        .shared()
+    let pos = shared
         .backbone
         .publish(b.channel, data, options.history())
         .await
@@ -231,7 +233,7 @@ struct BroadcastBody<'a> {
     data: &'a RawValue,
 }
 
-async fn broadcast(shard: &Shard, body: &[u8]) -> Result<Reply, ApiError> {
+async fn broadcast(shared: &Shared, body: &[u8]) -> Result<Reply, ApiError> {
     let b: BroadcastBody = parse(body)?;
     if b.channels.is_empty() || b.channels.len() > 1000 {
         return Err(ApiError::new(
@@ -244,13 +246,12 @@ async fn broadcast(shard: &Shard, body: &[u8]) -> Result<Reply, ApiError> {
     // nowhere, rather than to some.
     let mut checked = Vec::with_capacity(b.channels.len());
     for c in b.channels {
-        let o = channel_options(shard, &c)?;
+        let o = channel_options(shared, &c)?;
         checked.push((c, o));
     }
     let mut results = Vec::with_capacity(checked.len());
     for (channel, options) in checked {
-        let pos = shard
-            .shared()
+        let pos = shared
             .backbone
             .publish(channel.clone(), data.clone(), options.history())
             .await
@@ -265,17 +266,16 @@ struct ChannelBody {
     channel: String,
 }
 
-async fn presence(shard: &Shard, body: &[u8]) -> Result<Reply, ApiError> {
+async fn presence(shared: &Shared, body: &[u8]) -> Result<Reply, ApiError> {
     let b: ChannelBody = parse(body)?;
-    let options = channel_options(shard, &b.channel)?;
+    let options = channel_options(shared, &b.channel)?;
     if !options.presence {
         return Err(ApiError::new(
             ErrorCode::NotAvailable,
             "presence is off in this namespace",
         ));
     }
-    let clients = shard
-        .shared()
+    let clients = shared
         .backbone
         .presence(b.channel)
         .await
@@ -299,15 +299,14 @@ struct HistoryBody {
     limit: Option<usize>,
 }
 
-async fn history(shard: &Shard, body: &[u8]) -> Result<Reply, ApiError> {
+async fn history(shared: &Shared, body: &[u8]) -> Result<Reply, ApiError> {
     let b: HistoryBody = parse(body)?;
-    let options = channel_options(shard, &b.channel)?;
+    let options = channel_options(shared, &b.channel)?;
     let limit = Some(
         b.limit
             .map_or(options.history_size, |l| l.min(options.history_size)),
     );
-    let page = shard
-        .shared()
+    let page = shared
         .backbone
         .history(b.channel, b.since, limit)
         .await
@@ -355,17 +354,8 @@ fn null_raw() -> &'static RawValue {
     serde_json::from_str("null").expect("null is JSON")
 }
 
-/// Asks every shard of this server the same question and collects the
-/// answers.
-pub(crate) async fn ask_shards<T>(
-    shard: &Shard,
-    make: impl Fn(oneshot::Sender<T>) -> Control,
-) -> Vec<T> {
-    backbone::ask_shards(&shard.shared().shards, make).await
-}
-
-async fn channels(shard: &Shard) -> Result<Reply, ApiError> {
-    let backbone = &shard.shared().backbone;
+async fn channels(shared: &Shared) -> Result<Reply, ApiError> {
+    let backbone = &shared.backbone;
     let counts = if backbone.is_cluster() {
         // Every server answers, this one included (over Redis too, so
         // that all counts are taken the same way).
@@ -375,7 +365,7 @@ async fn channels(shard: &Shard) -> Result<Reply, ApiError> {
             .map_err(|_| unavailable())?
             .counts
     } else {
-        backbone::local_channels(&shard.shared().shards).await
+        local_channels(&shared.shards).await
     };
     let map: BTreeMap<String, Value> = counts
         .into_iter()
@@ -396,9 +386,8 @@ fn yes() -> bool {
     true
 }
 
-async fn disconnect(shard: &Shard, body: &[u8]) -> Result<Reply, ApiError> {
+async fn disconnect(shared: &Shared, body: &[u8]) -> Result<Reply, ApiError> {
     let b: DisconnectBody = parse(body)?;
-    let shared = shard.shared();
     let client = b.client;
     let cluster = shared.backbone.is_cluster();
     // Another server's client (by the instance id its id starts with) is
@@ -415,7 +404,7 @@ async fn disconnect(shard: &Shard, body: &[u8]) -> Result<Reply, ApiError> {
             .map_err(control_error)?,
         None => {
             let code = Control::disconnect_code(b.reconnect);
-            backbone::disconnect_local(&shared.shards, &client, code).await
+            disconnect_local(&shared.shards, &client, code).await
         }
     };
     if found {
@@ -449,12 +438,11 @@ fn control_error(e: ControlError) -> ApiError {
     }
 }
 
-async fn info(shard: &Shard) -> Result<Reply, ApiError> {
-    let infos: Vec<ShardInfo> = ask_shards(shard, Control::Info).await;
+async fn info(shared: &Shared) -> Result<Reply, ApiError> {
+    let infos: Vec<ShardInfo> = ask_shards(&shared.shards, Control::Info).await;
     let connections: usize = infos.iter().map(|i| i.connections).sum();
     let queued: usize = infos.iter().map(|i| i.queued_bytes).sum();
-    let hub = shard
-        .shared()
+    let hub = shared
         .backbone
         .channels()
         .await
@@ -462,37 +450,28 @@ async fn info(shard: &Shard) -> Result<Reply, ApiError> {
     let rss = resident_bytes();
     // The in-memory hub's history against its budget; null with Redis,
     // which holds the history itself.
-    let history = shard.shared().backbone.history_usage();
+    let history = shared.backbone.history_usage();
     Ok(json_response(
         StatusCode::OK,
         &json!({
             "version": env!("CARGO_PKG_VERSION"),
-            "instance": shard.shared().instance,
+            "instance": shared.instance,
             "workers": infos.len(),
             "connections": connections,
             "channels": hub.len(),
             "queued_bytes": queued,
             // Commands waiting for the sequencer, and events waiting in
             // the shards' inboxes: both bounded by `backbone_queue`.
-            "backbone_queue": shard.shared().backbone.backlog().waiting(),
-            "inbox": shard.shared().shards.iter().map(|s| s.len()).sum::<usize>(),
+            "backbone_queue": shared.backbone.backlog().waiting(),
+            "inbox": shared.shards.iter().map(|s| s.len()).sum::<usize>(),
             "history_bytes": history.map(|h| h.bytes),
             "history_channels": history.map(|h| h.channels),
             "max_history_bytes": history.map(|h| h.budget.max_bytes),
             "max_history_channels": history.map(|h| h.budget.max_channels),
             "memory": {"resident_bytes": rss},
-            "uptime_seconds": shard.shared().origin.elapsed().as_secs(),
+            "uptime_seconds": shared.clock.elapsed().as_secs(),
         }),
     ))
-}
-
-/// This process's resident memory, from /proc (None off Linux).
-pub fn resident_bytes() -> Option<u64> {
-    let statm = std::fs::read_to_string("/proc/self/statm").ok()?;
-    let pages: u64 = statm.split_whitespace().nth(1)?.parse().ok()?;
-    // SAFETY: sysconf takes no pointers and has no preconditions.
-    let page = unsafe { libc::sysconf(libc::_SC_PAGESIZE) };
-    Some(pages * u64::try_from(page).ok()?)
 }
 
 fn json_response(status: StatusCode, body: &impl serde::Serialize) -> Reply {

@@ -1,135 +1,38 @@
-//! The runtime side of the backbone: how shards reach the sequencer.
+//! How shards reach the sequencer: the [`Backbone`] handle every shard and
+//! the HTTP API hold, and the one message type ([`ToHub`]) both sequencers
+//! take.
 //!
-//! In single-server mode the sequencer is core's in-memory [`Hub`], owned by
-//! one thread (`wavecast-backbone`). Shards send it their nodes' commands
-//! over an unbounded channel; it sends each shard the events addressed to
-//! its node (`NodeId` = shard index). A publication therefore crosses to
-//! each shard once, and each shard encodes it once per encoding for all its
-//! sockets. The HTTP API uses the same channel with a reply slot.
+//! - [`memory`]: a lone server's sequencer, core's in-memory `Hub` on its
+//!   own thread (`wavecast-backbone`). A publication crosses to each shard
+//!   once, and each shard encodes it once per encoding for all its sockets.
+//! - [`redis`]: a cluster's sequencer, a driver thread (`wavecast-redis`)
+//!   that turns the same messages into Redis scripts and pub/sub and
+//!   answers with the same events. In a cluster it also carries the API's
+//!   requests to other servers ([`Backbone::disconnect_remote`],
+//!   [`Backbone::cluster_channels`]), which each server answers through its
+//!   shards ([`crate::mailbox`]).
 //!
-//! Across servers the sequencer is Redis: [`Backbone::start_redis`] starts
-//! a driver thread (`wavecast-redis`, see [`crate::redis_backbone`]) that
-//! consumes the same messages and answers with the same events. In a
-//! cluster the backbone also carries the API's requests to other servers
-//! ([`Backbone::disconnect_remote`], [`Backbone::cluster_channels`]): the
-//! driver sends them over Redis pub/sub, and each server answers them
-//! through its shards with [`ask_shards`].
+//! Shards send their nodes' commands over an unbounded channel counted by
+//! the [`Backlog`]; events come back through each shard's inbox (`NodeId` =
+//! shard index). The HTTP API uses the same channel with a reply slot.
+
+pub mod memory;
+pub mod redis;
 
 use std::collections::BTreeMap;
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use tokio::sync::{mpsc, oneshot};
+use wavecast_core::backbone::{Command, HistoryPage, HistoryPolicy, NodeId};
+use wavecast_core::hub::{ChannelStats, HistoryBudget};
+use wavecast_core::protocol::{ClientInfo, Payload, StreamPosition};
 
-use crate::backlog::Backlog;
-use crate::inbox::Inbox;
-use wavecast_core::backbone::{Command, Event, HistoryPage, HistoryPolicy, NodeId};
-use wavecast_core::hub::{ChannelStats, HistoryBudget, Hub};
-use wavecast_core::protocol::{close, ClientInfo, Payload, StreamPosition};
-use wavecast_core::Timestamp;
-
-/// A message for a shard: an event from the backbone or a request of the
-/// HTTP API.
-#[derive(Debug)]
-pub enum ShardMsg {
-    /// An event for the shard's node.
-    Backbone(Event),
-    /// A question or order from the HTTP API.
-    Control(Control),
-}
-
-/// A shard's inbox, shared by everyone who sends to it.
-pub type ShardInbox = Arc<Inbox<ShardMsg>>;
-
-/// What the HTTP API asks a shard.
-#[derive(Debug)]
-pub enum Control {
-    /// Local channels and their live subscriber counts.
-    Channels(oneshot::Sender<Vec<(String, usize)>>),
-    /// Close the connection with this client id, if it is here.
-    Disconnect {
-        /// The client id.
-        client: String,
-        /// Close code to use.
-        code: u16,
-        /// True if found.
-        reply: oneshot::Sender<bool>,
-    },
-    /// Counts for `/api/info` and `/metrics`.
-    Info(oneshot::Sender<ShardInfo>),
-}
-
-impl Control {
-    /// The close code of an API disconnect: 4004 lets the client reconnect,
-    /// 4501 tells it not to. One place, so that a disconnect asked on
-    /// another server closes with the same code as a local one.
-    pub fn disconnect_code(reconnect: bool) -> u16 {
-        if reconnect {
-            close::DISCONNECTED
-        } else {
-            close::FORCE_DISCONNECT
-        }
-    }
-}
-
-/// Asks every shard in `shards` the same question and collects the answers
-/// of those that give one (a stopping shard drops the question).
-pub(crate) async fn ask_shards<T>(
-    shards: &[ShardInbox],
-    make: impl Fn(oneshot::Sender<T>) -> Control,
-) -> Vec<T> {
-    let mut waits = Vec::new();
-    for inbox in shards {
-        let (tx, rx) = oneshot::channel();
-        if inbox.send(ShardMsg::Control(make(tx))).is_ok() {
-            waits.push(rx);
-        }
-    }
-    let mut out = Vec::new();
-    for rx in waits {
-        if let Ok(v) = rx.await {
-            out.push(v);
-        }
-    }
-    out
-}
-
-/// This server's channels with live subscribers, counts summed over its
-/// shards (the API's `channels`, and this server's answer to a cluster's).
-pub(crate) async fn local_channels(shards: &[ShardInbox]) -> BTreeMap<String, usize> {
-    let mut counts: BTreeMap<String, usize> = BTreeMap::new();
-    for list in ask_shards(shards, Control::Channels).await {
-        for (c, n) in list.into_iter().filter(|(_, n)| *n > 0) {
-            *counts.entry(c).or_default() += n;
-        }
-    }
-    counts
-}
-
-/// Closes `client` with `code` if one of this server's shards holds it;
-/// true if one did (the API's `disconnect`, locally or for a cluster).
-pub(crate) async fn disconnect_local(shards: &[ShardInbox], client: &str, code: u16) -> bool {
-    ask_shards(shards, |reply| Control::Disconnect {
-        client: client.to_owned(),
-        code,
-        reply,
-    })
-    .await
-    .into_iter()
-    .any(|found| found)
-}
-
-/// One shard's counts.
-#[derive(Debug, Clone, Default)]
-pub struct ShardInfo {
-    /// WebSocket connections.
-    pub connections: usize,
-    /// Channels with local subscribers.
-    pub channels: usize,
-    /// Bytes waiting in outbound queues.
-    pub queued_bytes: usize,
-}
+use crate::clock::Clock;
+use crate::mailbox::ShardInbox;
+use crate::sys::backlog::Backlog;
+use memory::HistoryFigures;
 
 /// What the backbone thread (in-memory hub or Redis driver) is asked.
 pub(crate) enum ToHub {
@@ -243,24 +146,6 @@ pub struct HistoryUsage {
     pub budget: HistoryBudget,
 }
 
-/// The hub thread's latest history figures, stored after every message it
-/// handles, so that reading them never waits for the hub (nor needs a
-/// message the Redis driver would have to know).
-#[derive(Debug)]
-struct HistoryFigures {
-    bytes: AtomicUsize,
-    channels: AtomicUsize,
-    budget: HistoryBudget,
-}
-
-impl HistoryFigures {
-    fn store(&self, hub: &Hub) {
-        self.bytes.store(hub.history_bytes(), Ordering::Relaxed);
-        self.channels
-            .store(hub.channels_with_history(), Ordering::Relaxed);
-    }
-}
-
 impl std::fmt::Debug for ToHub {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.write_str("ToHub")
@@ -272,37 +157,13 @@ impl Backbone {
     /// to `budget`. Events for node `i` go to `shards[i]`. The thread ends
     /// when every handle is dropped.
     pub fn start_memory(
-        origin: Instant,
+        clock: Clock,
         seed: u64,
         budget: HistoryBudget,
         shards: Vec<ShardInbox>,
         backlog: Arc<Backlog>,
     ) -> std::io::Result<Backbone> {
-        let (tx, rx) = mpsc::unbounded_channel();
-        let hub_backlog = backlog.clone();
-        let figures = Arc::new(HistoryFigures {
-            bytes: AtomicUsize::new(0),
-            channels: AtomicUsize::new(0),
-            budget,
-        });
-        let hub_figures = figures.clone();
-        std::thread::Builder::new()
-            .name("wavecast-backbone".into())
-            .spawn(move || {
-                let rt = tokio::runtime::Builder::new_current_thread()
-                    .enable_time()
-                    .build()
-                    .expect("backbone runtime");
-                let hub = Hub::with_budget(seed, budget);
-                rt.block_on(run_hub(
-                    origin,
-                    hub,
-                    rx,
-                    Arc::new(shards),
-                    hub_figures,
-                    hub_backlog,
-                ));
-            })?;
+        let (tx, figures) = memory::spawn(clock, seed, budget, shards, backlog.clone())?;
         Ok(Backbone {
             tx,
             ready: Arc::new(AtomicBool::new(true)),
@@ -318,12 +179,12 @@ impl Backbone {
     /// "unavailable" and [`Backbone::is_ready`] is false. Fails only on an
     /// invalid URL or if the thread cannot start.
     pub fn start_redis(
-        options: crate::redis_backbone::RedisOptions,
+        options: self::redis::RedisOptions,
         shards: Vec<ShardInbox>,
         backlog: Arc<Backlog>,
-    ) -> Result<Backbone, crate::redis_backbone::RedisStartError> {
+    ) -> Result<Backbone, self::redis::RedisStartError> {
         let ready = Arc::new(AtomicBool::new(false));
-        let tx = crate::redis_backbone::spawn(options, shards, ready.clone(), backlog.clone())?;
+        let tx = self::redis::spawn(options, shards, ready.clone(), backlog.clone())?;
         Ok(Backbone {
             tx,
             ready,
@@ -455,188 +316,5 @@ impl Backbone {
             channels: f.channels.load(Ordering::Relaxed),
             budget: f.budget,
         })
-    }
-}
-
-fn now(origin: Instant) -> Timestamp {
-    Timestamp::from_micros(origin.elapsed().as_micros() as u64)
-}
-
-async fn run_hub(
-    origin: Instant,
-    mut hub: Hub,
-    mut rx: mpsc::UnboundedReceiver<ToHub>,
-    shards: Arc<Vec<ShardInbox>>,
-    figures: Arc<HistoryFigures>,
-    backlog: Arc<Backlog>,
-) {
-    loop {
-        // A shard that cannot keep up with its inbox holds the sequencer
-        // back (and through the backlog, the shards' reading of clients),
-        // rather than letting the inbox grow.
-        while shards.iter().any(|s| s.len() > backlog.max()) {
-            tokio::time::sleep(INBOX_RECHECK).await;
-        }
-        let deadline = hub
-            .poll_timeout()
-            .map(|t| origin + Duration::from_micros(t.as_micros()));
-        let msg = match deadline {
-            Some(at) => tokio::select! {
-                m = rx.recv() => m,
-                _ = tokio::time::sleep_until(at.into()) => {
-                    hub.handle_timeout(now(origin));
-                    figures.store(&hub);
-                    continue;
-                }
-            },
-            None => rx.recv().await,
-        };
-        let Some(msg) = msg else { break };
-        let t = now(origin);
-        handle(&mut hub, t, msg, &figures, &backlog);
-        // Take more of what is waiting before delivering, so that a burst
-        // costs one batch of events per wake-up, but at most `HUB_BATCH`:
-        // while input keeps arriving, deliveries still go out.
-        for _ in 1..HUB_BATCH {
-            let Ok(msg) = rx.try_recv() else { break };
-            handle(&mut hub, t, msg, &figures, &backlog);
-        }
-        while let Some((node, event)) = hub.poll_event() {
-            if let Some(shard) = shards.get(node.0 as usize) {
-                let _ = shard.send(ShardMsg::Backbone(event));
-            }
-        }
-    }
-}
-
-/// Most inputs the in-memory sequencer handles before it delivers what they
-/// produced (fairness between publishing and delivering).
-const HUB_BATCH: usize = 256;
-
-/// How often the sequencer looks again at a shard inbox that was over the
-/// bound.
-const INBOX_RECHECK: Duration = Duration::from_millis(1);
-
-fn handle(hub: &mut Hub, now: Timestamp, msg: ToHub, figures: &HistoryFigures, backlog: &Backlog) {
-    match msg {
-        ToHub::Command(node, cmd) => {
-            backlog.taken(1);
-            hub.handle_command(now, node, cmd);
-            figures.store(hub);
-        }
-        ToHub::Publish {
-            channel,
-            data,
-            history,
-            reply,
-        } => {
-            let position = hub.publish(now, &channel, data, history);
-            // Before the reply: an API client that reads `/api/info` after
-            // its publish sees the figures of after it.
-            figures.store(hub);
-            let _ = reply.send(position);
-        }
-        ToHub::History {
-            channel,
-            since,
-            limit,
-            reply,
-        } => {
-            let page = hub.history(now, &channel, since.as_ref(), limit);
-            figures.store(hub);
-            let _ = reply.send(page);
-        }
-        ToHub::Presence { channel, reply } => {
-            let _ = reply.send(hub.presence(&channel));
-        }
-        ToHub::Channels(reply) => {
-            let _ = reply.send(hub.channels());
-        }
-        // Everything before it has been applied already.
-        ToHub::Flush(reply) => {
-            let _ = reply.send(());
-        }
-        // One server and no other: nobody else can hold the client.
-        ToHub::RemoteDisconnect { reply, .. } => {
-            let _ = reply.send(Ok(false));
-        }
-        // The API counts a lone server's channels from its shards; this
-        // is never asked. Dropping the slot answers "unavailable".
-        ToHub::ClusterChannels(_) => {}
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use wavecast_core::protocol::Payload;
-
-    /// The in-memory sequencer delivers after at most `HUB_BATCH` inputs,
-    /// not once its input runs dry, and takes no more input while a
-    /// shard's inbox is over the bound: with ten thousand publishes
-    /// waiting and a shard that reads nothing, exactly one batch is taken.
-    #[tokio::test]
-    async fn the_sequencer_delivers_in_batches_and_waits_for_a_full_inbox() {
-        let inbox: ShardInbox = Arc::new(Inbox::new());
-        let backlog = Arc::new(Backlog::new(100));
-        let (tx, rx) = mpsc::unbounded_channel();
-        let node = NodeId(0);
-        // A subscriber on node 0, then 10,000 publishes from it.
-        backlog.sent();
-        let subscribe = Command::Subscribe {
-            channel: "a".into(),
-        };
-        tx.send(ToHub::Command(node, subscribe)).unwrap();
-        let total = 10_000;
-        for i in 0..total {
-            backlog.sent();
-            let publish = Command::Publish {
-                request: wavecast_core::backbone::RequestId(i),
-                channel: "a".into(),
-                data: Payload::null(),
-                history: HistoryPolicy {
-                    size: 10,
-                    ttl: Duration::from_secs(60),
-                },
-            };
-            tx.send(ToHub::Command(node, publish)).unwrap();
-        }
-        let figures = Arc::new(HistoryFigures {
-            bytes: AtomicUsize::new(0),
-            channels: AtomicUsize::new(0),
-            budget: HistoryBudget::default(),
-        });
-        let hub = tokio::spawn(run_hub(
-            Instant::now(),
-            Hub::new(1),
-            rx,
-            Arc::new(vec![inbox.clone()]),
-            figures,
-            backlog.clone(),
-        ));
-        // One batch: the subscribe and 255 publishes, each giving the shard
-        // a publication and a reply.
-        let first = 2 * (HUB_BATCH - 1);
-        let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
-        while inbox.len() < first {
-            assert!(tokio::time::Instant::now() < deadline, "nothing delivered");
-            tokio::time::sleep(Duration::from_millis(10)).await;
-        }
-        // The inbox is over the bound and nobody drains it: the sequencer
-        // holds, whatever time it is given.
-        tokio::time::sleep(Duration::from_millis(100)).await;
-        assert_eq!(inbox.len(), first);
-        assert_eq!(backlog.waiting(), total as usize + 1 - HUB_BATCH);
-        // Drained, it goes on, and takes everything in the end.
-        let mut batch = Vec::new();
-        let mut got = 0;
-        while got < 2 * total as usize {
-            assert!(inbox.drain(&mut batch).await);
-            got += batch.len();
-            batch.clear();
-        }
-        assert_eq!(backlog.waiting(), 0);
-        drop(tx);
-        hub.await.unwrap();
     }
 }

@@ -2,12 +2,12 @@
 //! a WebSocket upgrade.
 //!
 //! The shard has already read the request head (to route it); hyper gets
-//! the stream with those bytes put back in front ([`crate::io::Rewind`]).
+//! the stream with those bytes put back in front ([`super::io::Rewind`]).
 //! A later request on the same keep-alive connection may still be an
 //! upgrade (a proxy that keeps upstream connections open sends them so):
-//! it is decided like one on a fresh connection ([`crate::shard::admit`]),
+//! it is decided like one on a fresh connection ([`super::admit`]),
 //! answered 101 by hyper, and the socket is then taken back from hyper and
-//! handed to the shard ([`crate::shard::adopt`]) with any bytes hyper had
+//! handed to the shard ([`super::adopt`]) with any bytes hyper had
 //! already read past the request.
 //!
 //! Later heads get the first head's bounds: hyper runs with a timer, a
@@ -23,7 +23,7 @@
 //! a hyper that changed this would be caught. A request in progress is
 //! not under that deadline; the API bounds reading its body by the same
 //! `http_timeout` ([`crate::api`]). The connection holds a slot of
-//! `max_http_connections` while it is here ([`crate::shard`]).
+//! `max_http_connections` while it is here ([`super`]).
 
 use std::convert::Infallible;
 use std::rc::Rc;
@@ -36,8 +36,8 @@ use hyper_util::rt::{TokioIo, TokioTimer};
 use tokio::net::TcpStream;
 use wavecast_core::handshake::{self, RequestHead, MAX_HEADERS};
 
-use crate::io::Rewind;
-use crate::shard::{self, Shard};
+use super::io::Rewind;
+use super::Shard;
 
 /// The connection hyper serves (what an upgrade is downcast back to).
 type Conn = TokioIo<Rewind<TcpStream>>;
@@ -76,12 +76,12 @@ pub async fn serve(shard: Rc<Shard>, prefix: Vec<u8>, stream: TcpStream) {
 
 async fn route(shard: Rc<Shard>, req: Request<Incoming>) -> Response<Full<Bytes>> {
     if req.uri().path().starts_with("/api/") {
-        return crate::api::handle(&shard, req).await;
+        return crate::api::handle(shard.shared(), req).await;
     }
     match (req.method(), req.uri().path()) {
         (&Method::GET | &Method::HEAD, "/healthz") => text(StatusCode::OK, "ok\n"),
         (&Method::GET, "/metrics") => {
-            let body = crate::metrics::render(&shard).await;
+            let body = crate::api::metrics::render(shard.shared()).await;
             let mut r = Response::new(Full::new(Bytes::from(body)));
             r.headers_mut().insert(
                 hyper::header::CONTENT_TYPE,
@@ -166,7 +166,7 @@ fn upgrade(
             &body,
         ));
     }
-    let (accepted, endpoint) = match shard::admit(&shard, head) {
+    let (accepted, endpoint) = match super::admit(&shard, head) {
         Ok(ok) => ok,
         Err(refusal) => return raw_response(&refusal),
     };
@@ -182,7 +182,7 @@ fn upgrade(
         };
         let (mut leftover, stream) = parts.io.into_inner().into_parts();
         leftover.extend_from_slice(&parts.read_buf);
-        shard::adopt(&shard, stream, endpoint, &leftover);
+        super::adopt(&shard, stream, endpoint, &leftover);
     });
     raw_response(&accepted.response)
 }

@@ -1,4 +1,6 @@
-//! Small I/O adapters.
+//! The rewind reader: a stream with the bytes already read from it put
+//! back in front, so hyper sees from its first byte a request whose head
+//! the shard read to route it.
 
 use std::io;
 use std::pin::Pin;

@@ -1,46 +1,55 @@
 //! One worker: a single-threaded runtime that owns a core `Node` and the
 //! sockets of its connections.
 //!
-//! A new TCP connection gets a short-lived task that reads its request head
-//! (`http_timeout`, 8 KiB) and either upgrades it or hands it to the HTTP
-//! side, which holds a slot of `max_http_connections` (503 beyond it) until
-//! hyper lets the socket go. Once upgraded, the
-//! socket leaves tokio: it joins the shard's one epoll set ([`Poller`]) and
-//! costs a 16-byte slot here, with no task and no tokio registration of its
-//! own. One task waits for the epoll set to be ready, reads each ready
-//! socket once into the shard's one scratch buffer and straight into the
-//! node (which keeps only a partial-frame remainder), then drives the
-//! node's outputs: it writes each listed connection's queue with one
-//! vectored write, drops finished transports, and re-arms the one timer of
-//! the shard at the node's earliest deadline. All of it runs on one thread,
-//! so the `RefCell`s here are never contended and nothing takes a lock.
+//! A new TCP connection gets a short-lived task (`accept.rs`) that reads
+//! its request head (`http_timeout`, 8 KiB) and either upgrades it or hands
+//! it to the HTTP side (`http.rs`, with the bytes already read put back in
+//! front by `io.rs`), which holds a slot of `max_http_connections` (503
+//! beyond it) until hyper lets the socket go. Once upgraded, the socket
+//! leaves tokio: it joins the shard's one epoll set ([`Poller`]) and costs
+//! a 16-byte slot here, with no task and no tokio registration of its own.
+//! One task waits for the epoll set to be ready, reads each ready socket
+//! once into the shard's one scratch buffer and straight into the node
+//! (which keeps only a partial-frame remainder), then drives the node's
+//! outputs: it writes each listed connection's queue with one vectored
+//! write, drops finished transports, and re-arms the one timer of the shard
+//! at the node's earliest deadline. All of it runs on one thread, so the
+//! `RefCell`s here are never contended and nothing takes a lock.
 
 use std::cell::{Cell, RefCell};
-use std::io::{self, IoSlice, Read, Write};
+use std::io::{ErrorKind, IoSlice, Read, Write};
 use std::os::fd::AsRawFd;
 use std::rc::Rc;
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use tokio::io::unix::AsyncFd;
-use tokio::io::AsyncWriteExt;
-use tokio::net::{TcpListener, TcpStream};
+use tokio::net::TcpListener;
 use tokio::sync::Notify;
 use tokio::task::LocalSet;
 
 use wavecast_core::backbone::NodeId;
 use wavecast_core::connection::ConnectionConfig;
-use wavecast_core::handshake::{self, HandshakeConfig, RequestHead};
+use wavecast_core::handshake::HandshakeConfig;
 use wavecast_core::message::CloseCode;
-use wavecast_core::node::{ConnId, Endpoint, Node, NodeConfig};
-use wavecast_core::protocol::{self, Encoding, SUBPROTOCOLS};
-
-use crate::backbone::{Control, ShardInbox, ShardInfo, ShardMsg};
-use crate::poller::{Events, Interest, Poller};
+use wavecast_core::node::{ConnId, Node, NodeConfig};
+use wavecast_core::protocol::{self, SUBPROTOCOLS};
 use wavecast_core::queue::MAX_SLICES;
 use wavecast_core::Timestamp;
 
-use crate::server::{Shared, SHUTDOWN_GRACE};
+use crate::instance;
+use crate::mailbox::{Control, ShardInbox, ShardInfo, ShardMsg};
+use crate::shared::Shared;
+use crate::sys::poller::{Events, Interest, Poller};
+
+mod accept;
+mod http;
+mod io;
+
+pub(crate) use accept::{admit, adopt};
+
+/// How long shutdown waits for connections to finish their close handshake.
+pub const SHUTDOWN_GRACE: Duration = Duration::from_secs(3);
 
 /// Bytes read from a socket at once, into the shard's scratch buffer.
 const SCRATCH: usize = 64 * 1024;
@@ -98,7 +107,7 @@ pub struct Shard {
 impl Shard {
     /// Must be called inside the shard's tokio runtime (the epoll set is
     /// registered with it).
-    fn new(index: usize, shared: Arc<Shared>) -> io::Result<Self> {
+    fn new(index: usize, shared: Arc<Shared>) -> std::io::Result<Self> {
         let c = &shared.config;
         let connection = ConnectionConfig {
             heartbeat_interval: c.heartbeat_interval,
@@ -123,7 +132,7 @@ impl Shard {
             node: RefCell::new(Node::new(NodeConfig {
                 connection,
                 namespaces: c.namespaces.clone(),
-                client_prefix: format!("{}-{index}-", shared.instance),
+                client_prefix: instance::client_prefix(&shared.instance, index),
                 max_requests_in_flight: c.max_requests_in_flight,
             })),
             ios: RefCell::new(Vec::new()),
@@ -138,11 +147,7 @@ impl Shard {
 
     /// The core's notion of now.
     pub fn now(&self) -> Timestamp {
-        Timestamp::from_micros(self.shared.origin.elapsed().as_micros() as u64)
-    }
-
-    fn instant_of(&self, t: Timestamp) -> Instant {
-        self.shared.origin + Duration::from_micros(t.as_micros())
+        self.shared.clock.now()
     }
 
     /// State shared by every shard.
@@ -158,7 +163,7 @@ impl Shard {
 
     /// True once shutdown has started.
     pub fn shutting_down(&self) -> bool {
-        *self.shared.shutdown.borrow()
+        self.shared.shutting_down()
     }
 
     /// Writes what the node queued, drops finished transports, re-arms the
@@ -227,7 +232,7 @@ impl Shard {
             }
             match (&io.stream).write_vectored(&slices[..n]) {
                 Ok(written) => node.handle_written(now, id, written),
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                Err(e) if e.kind() == ErrorKind::WouldBlock => {
                     // The reader is not keeping up: its budget applies.
                     node.handle_write_blocked(id);
                     let fd = io.stream.as_raw_fd();
@@ -244,7 +249,7 @@ impl Shard {
                     }
                     return;
                 }
-                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(e) if e.kind() == ErrorKind::Interrupted => {}
                 Err(_) => {
                     self.unwatch(io);
                     node.handle_eof(now, id);
@@ -300,7 +305,8 @@ impl Shard {
                 let mut node = self.node.borrow_mut();
                 let found = node.conn_of(&client);
                 if let Some(id) = found {
-                    node.close(now, id, CloseCode(code), protocol::close::reason(code));
+                    let code = CloseCode(code);
+                    node.close(now, id, code, protocol::close::reason(code));
                 }
                 let _ = reply.send(found.is_some());
             }
@@ -354,8 +360,8 @@ impl Shard {
             let eof = match outcome {
                 Ok(0) => true,
                 Ok(_) => false,
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => continue,
-                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                Err(e) if e.kind() == ErrorKind::WouldBlock => continue,
+                Err(e) if e.kind() == ErrorKind::Interrupted => continue,
                 Err(_) => true,
             };
             if eof {
@@ -377,7 +383,7 @@ pub fn run(
     listener: std::net::TcpListener,
     inbox: ShardInbox,
     shared: Arc<Shared>,
-) -> io::Result<()> {
+) -> std::io::Result<()> {
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()?;
@@ -393,7 +399,7 @@ pub fn run(
             tokio::select! {
                 accepted = listener.accept() => match accepted {
                     Ok((stream, _)) => {
-                        tokio::task::spawn_local(handle_socket(shard.clone(), stream));
+                        tokio::task::spawn_local(accept::handle_socket(shard.clone(), stream));
                     }
                     Err(e) => {
                         // Out of file descriptors and the like: back off
@@ -468,7 +474,7 @@ async fn poll_task(shard: Rc<Shard>) {
         };
         match guard.get_inner().wait(&mut events) {
             Ok(()) => {}
-            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+            Err(e) if e.kind() == ErrorKind::Interrupted => continue,
             Err(e) => {
                 tracing::error!(error = %e, shard = shard.index, "epoll_wait failed");
                 return;
@@ -492,7 +498,7 @@ async fn timer_task(shard: Rc<Shard>) {
     loop {
         match shard.armed.get() {
             Some(at) => {
-                let sleep = tokio::time::sleep_until(shard.instant_of(at).into());
+                let sleep = tokio::time::sleep_until(shard.shared.clock.instant_of(at).into());
                 tokio::select! {
                     _ = sleep => {
                         shard.armed.set(None);
@@ -504,209 +510,6 @@ async fn timer_task(shard: Rc<Shard>) {
                 }
             }
             None => shard.rearm.notified().await,
-        }
-    }
-}
-
-/// A new TCP connection: read its request head, then either upgrade it to
-/// a WebSocket owned by the node or hand it to the HTTP side.
-async fn handle_socket(shard: Rc<Shard>, stream: TcpStream) {
-    let _ = stream.set_nodelay(true);
-    let max = shard.handshake.max_head_size;
-    let mut buf = Vec::with_capacity(1024);
-    let head_timeout = shard.shared.config.http_timeout;
-    let head = tokio::time::timeout(head_timeout, read_head(&stream, &mut buf, max)).await;
-    let mut stream = stream;
-    let head = match head {
-        Ok(Ok(Some(head))) => head,
-        Ok(Ok(None)) => return, // closed before a whole head
-        Ok(Err(HeadError::Io)) => return,
-        Ok(Err(HeadError::Handshake(e))) => {
-            let _ = stream.write_all(&e.response()).await;
-            return;
-        }
-        Err(_) => {
-            let body = "request head not received in time\n";
-            let _ = stream
-                .write_all(&handshake::reject_response(408, "Request Timeout", body))
-                .await;
-            return;
-        }
-    };
-    if !head.wants_websocket() {
-        // Plain HTTP holds a slot of `max_http_connections` for as long as
-        // hyper has the socket (an upgrade later on it takes a WebSocket
-        // slot in `admit` and gives this one back when hyper lets go).
-        let Some(_slot) = HttpSlot::reserve(&shard) else {
-            let body = "at max HTTP connections\n";
-            let _ = stream
-                .write_all(&handshake::reject_response(
-                    503,
-                    "Service Unavailable",
-                    body,
-                ))
-                .await;
-            return;
-        };
-        crate::http::serve(shard.clone(), buf, stream).await;
-        return;
-    }
-    let endpoint = match admit(&shard, &head) {
-        Ok((accepted, endpoint)) => {
-            if stream.write_all(&accepted.response).await.is_err() {
-                shard.shared.release_connection();
-                return;
-            }
-            endpoint
-        }
-        Err(response) => {
-            let _ = stream.write_all(&response).await;
-            return;
-        }
-    };
-    let leftover = buf.split_off(head.head_len);
-    drop(buf);
-    drop(head);
-    adopt(&shard, stream, endpoint, &leftover);
-}
-
-/// A reserved slot of `max_http_connections`, given back exactly once when
-/// dropped (the connection's task ends, however it ends).
-struct HttpSlot(Arc<Shared>);
-
-impl HttpSlot {
-    fn reserve(shard: &Shard) -> Option<HttpSlot> {
-        shard
-            .shared
-            .try_reserve_http()
-            .then(|| HttpSlot(shard.shared.clone()))
-    }
-}
-
-impl Drop for HttpSlot {
-    fn drop(&mut self) {
-        self.0.release_http();
-    }
-}
-
-/// Decides an upgrade request: the endpoint its path names, the handshake,
-/// shutdown and the connection limit. `Ok`: a connection slot is reserved
-/// and the 101 response is to be sent. `Err`: the complete refusal to send.
-/// Shared by upgrades on a fresh connection and those that arrive on an
-/// HTTP keep-alive connection ([`crate::http`]).
-pub(crate) fn admit(
-    shard: &Shard,
-    head: &RequestHead,
-) -> Result<(handshake::Accepted, Endpoint), Vec<u8>> {
-    let pubsub = head.path == "/ws";
-    match head.path.as_str() {
-        "/ws" => {}
-        "/echo" if shard.shared.config.echo => {}
-        _ => {
-            return Err(handshake::reject_response(
-                404,
-                "Not Found",
-                "no WebSocket endpoint here\n",
-            ))
-        }
-    }
-    let accepted = handshake::accept(head, &shard.handshake).map_err(|e| e.response())?;
-    let endpoint = if pubsub {
-        // The handshake only picks subprotocols we speak; none means JSON.
-        let encoding =
-            Encoding::from_subprotocol(accepted.subprotocol.as_deref()).unwrap_or(Encoding::Json);
-        Endpoint::PubSub(encoding)
-    } else {
-        Endpoint::Echo
-    };
-    if shard.shutting_down() {
-        return Err(handshake::reject_response(
-            503,
-            "Service Unavailable",
-            "shutting down\n",
-        ));
-    }
-    if !shard.shared.try_reserve_connection() {
-        return Err(handshake::reject_response(
-            503,
-            "Service Unavailable",
-            "at max connections\n",
-        ));
-    }
-    Ok((accepted, endpoint))
-}
-
-/// Takes an upgraded socket (101 sent, connection slot reserved by
-/// [`admit`]) out of tokio and into the node and the shard's epoll set.
-/// `leftover`: bytes the client sent after its request head.
-pub(crate) fn adopt(shard: &Shard, stream: TcpStream, endpoint: Endpoint, leftover: &[u8]) {
-    // Still non-blocking once out of tokio.
-    let stream = match stream.into_std() {
-        Ok(s) => s,
-        Err(_) => {
-            shard.shared.release_connection();
-            return;
-        }
-    };
-    let now = shard.now();
-    let id = shard
-        .node
-        .borrow_mut()
-        .handle_connect(now, endpoint, leftover);
-    let key = id.index() as u64;
-    let watched = match shard
-        .poller
-        .get_ref()
-        .add(stream.as_raw_fd(), key, Interest::Read)
-    {
-        Ok(()) => true,
-        Err(e) => {
-            tracing::warn!(error = %e, "cannot watch a new connection");
-            shard.node.borrow_mut().handle_eof(now, id);
-            false
-        }
-    };
-    {
-        let mut ios = shard.ios.borrow_mut();
-        if ios.len() <= id.index() {
-            ios.resize_with(id.index() + 1, || None);
-        }
-        ios[id.index()] = Some(ConnIo {
-            stream,
-            id,
-            want_write: false,
-            watched,
-            paused: false,
-        });
-    }
-    shard.drive();
-}
-
-enum HeadError {
-    Io,
-    Handshake(handshake::HandshakeError),
-}
-
-/// Reads until a whole request head is in `buf`. `Ok(None)`: the peer
-/// closed first.
-async fn read_head(
-    stream: &TcpStream,
-    buf: &mut Vec<u8>,
-    max: usize,
-) -> Result<Option<RequestHead>, HeadError> {
-    loop {
-        match handshake::parse_request(buf, max) {
-            Ok(Some(head)) => return Ok(Some(head)),
-            Ok(None) => {}
-            Err(e) => return Err(HeadError::Handshake(e)),
-        }
-        stream.readable().await.map_err(|_| HeadError::Io)?;
-        let mut chunk = [0u8; 4096];
-        match stream.try_read(&mut chunk) {
-            Ok(0) => return Ok(None),
-            Ok(n) => buf.extend_from_slice(&chunk[..n]),
-            Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
-            Err(_) => return Err(HeadError::Io),
         }
     }
 }

@@ -10,7 +10,7 @@
 //! going out.
 //!
 //! The sequencer in turn stops taking commands while a shard has more than
-//! [`Backlog::max`] events waiting in its inbox ([`crate::backbone`]), so
+//! [`Backlog::max`] events waiting in its inbox (the backbone checks), so
 //! the whole loop, client to sequencer to shard, is bounded at each step.
 //!
 //! A shard may overshoot `max` by what one batch of reads produces (each

@@ -12,7 +12,7 @@
 use std::future::poll_fn;
 use std::task::{Context, Poll};
 
-use crate::sync::{register, AtomicWaker, Mutex};
+use super::sync::{register, AtomicWaker, Mutex};
 
 /// A multi-producer, single-consumer queue with batch draining.
 #[derive(Debug)]

@@ -6,7 +6,7 @@
 //! never take more than `max` slots between them (loom-checked in
 //! `runtime/tests/loom.rs`).
 
-use crate::sync::{AtomicUsize, Ordering};
+use super::sync::{AtomicUsize, Ordering};
 
 /// Slots for at most `max` connections across threads.
 #[derive(Debug)]

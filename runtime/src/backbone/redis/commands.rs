@@ -1,0 +1,308 @@
+//! What the Redis driver does with each message it takes: a node's
+//! command ([`Driver::command_up`]) or a request of the HTTP API
+//! ([`Driver::request_up`]) while the link is up, and the bookkeeping
+//! kept (and the failures answered) while it is down
+//! ([`Driver::handle_down`]).
+
+use std::sync::Arc;
+
+use redis::aio::MultiplexedConnection;
+use redis::{RedisError, Value};
+use wavecast_core::backbone::{BackboneError, Command, NodeId, Reply, RequestId};
+
+use super::scripts::{
+    history, invoke_presence_add, presence, presence_remove, publish, topic, Keys, Scripts,
+};
+use super::{lost_or_log, send_reply, split, Driver, Link, Lost, RESPONSE_TIMEOUT};
+use crate::backbone::ToHub;
+
+impl Driver {
+    /// A message while the link is down: bookkeeping is kept, requests
+    /// fail at once.
+    pub(super) fn handle_down(&mut self, msg: ToHub) {
+        match msg {
+            ToHub::Command(node, cmd) => match cmd {
+                Command::Subscribe { channel } => {
+                    self.subs.entry(channel).or_default().insert(node);
+                }
+                Command::Unsubscribe { channel } => {
+                    self.unsubscribed(node, &channel);
+                }
+                Command::Publish { request, .. } => self.reply(
+                    node,
+                    request,
+                    Reply::Published(Err(BackboneError::Unavailable)),
+                ),
+                Command::History { request, .. } => self.reply(
+                    node,
+                    request,
+                    Reply::History(Err(BackboneError::Unavailable)),
+                ),
+                Command::Presence { request, .. } => self.reply(
+                    node,
+                    request,
+                    Reply::Presence(Err(BackboneError::Unavailable)),
+                ),
+                Command::PresenceAdd {
+                    channel,
+                    info,
+                    announce,
+                } => {
+                    self.present_add(&channel, &info, announce);
+                }
+                Command::PresenceRemove {
+                    channel,
+                    info,
+                    announce,
+                } => {
+                    self.present_remove(&channel, &info.client);
+                    self.removals.push((channel, info, announce));
+                }
+            },
+            // Dropping the reply slot answers "unavailable" (HTTP 503).
+            ToHub::Publish { .. } | ToHub::History { .. } | ToHub::Presence { .. } => {}
+            ToHub::Channels(reply) => {
+                let _ = reply.send(self.channel_stats());
+            }
+            // Nothing can reach Redis now: dropping the slot says so.
+            ToHub::Flush(_) | ToHub::RemoteDisconnect { .. } | ToHub::ClusterChannels(_) => {}
+        }
+    }
+
+    /// A message while the link is up: a node's command
+    /// ([`Self::command_up`]) or a request of the HTTP API
+    /// ([`Self::request_up`]).
+    pub(super) async fn handle_up(&mut self, link: &mut Link, msg: ToHub) -> Result<(), Lost> {
+        match msg {
+            ToHub::Command(node, cmd) => self.command_up(link, node, cmd).await,
+            request => {
+                self.request_up(link, request);
+                Ok(())
+            }
+        }
+    }
+
+    /// A node's command while the link is up. Subscriptions are completed
+    /// before returning (see the module doc on ordering); other commands
+    /// run as tasks, sent to Redis in the order they arrive.
+    async fn command_up(
+        &mut self,
+        link: &mut Link,
+        node: NodeId,
+        cmd: Command,
+    ) -> Result<(), Lost> {
+        match cmd {
+            Command::Subscribe { channel } => {
+                let set = self.subs.entry(channel.clone()).or_default();
+                let first = set.is_empty();
+                set.insert(node);
+                if first {
+                    let r = tokio::time::timeout(
+                        RESPONSE_TIMEOUT,
+                        link.sink.subscribe(topic(&channel)),
+                    )
+                    .await;
+                    if !matches!(r, Ok(Ok(()))) {
+                        return Err(Lost);
+                    }
+                }
+                let keys = Keys::new(&channel);
+                let args = vec![self.lease.as_millis().to_string()];
+                if let Err(e) =
+                    invoke_presence_add(&self.scripts, &mut link.conn, &keys, &args).await
+                {
+                    return lost_or_log(&e);
+                }
+            }
+            Command::Unsubscribe { channel } => {
+                if self.unsubscribed(node, &channel) {
+                    let r = tokio::time::timeout(
+                        RESPONSE_TIMEOUT,
+                        link.sink.unsubscribe(topic(&channel)),
+                    )
+                    .await;
+                    if !matches!(r, Ok(Ok(()))) {
+                        return Err(Lost);
+                    }
+                }
+            }
+            Command::Publish {
+                request,
+                channel,
+                data,
+                history,
+            } => {
+                self.spawn_request(
+                    link,
+                    node,
+                    request,
+                    Reply::Published,
+                    move |scripts, mut conn| async move {
+                        publish(&scripts, &mut conn, &channel, &data, history).await
+                    },
+                );
+            }
+            Command::History {
+                request,
+                channel,
+                since,
+                limit,
+            } => {
+                self.spawn_request(
+                    link,
+                    node,
+                    request,
+                    Reply::History,
+                    move |scripts, mut conn| async move {
+                        history(&scripts, &mut conn, &channel, since.as_ref(), limit).await
+                    },
+                );
+            }
+            Command::Presence { request, channel } => {
+                self.spawn_request(
+                    link,
+                    node,
+                    request,
+                    Reply::Presence,
+                    move |scripts, mut conn| async move {
+                        presence(&scripts, &mut conn, &channel).await
+                    },
+                );
+            }
+            Command::PresenceAdd {
+                channel,
+                info,
+                announce,
+            } => {
+                let local = self.present_add(&channel, &info, announce);
+                let mode = if announce {
+                    "2"
+                } else if local.announced {
+                    "1"
+                } else {
+                    "0"
+                };
+                let args = vec![
+                    self.lease.as_millis().to_string(),
+                    info.client,
+                    info.user,
+                    mode.to_owned(),
+                ];
+                self.spawn(link, move |scripts, mut conn| async move {
+                    let keys = Keys::new(&channel);
+                    invoke_presence_add(&scripts, &mut conn, &keys, &args)
+                        .await
+                        .err()
+                });
+            }
+            Command::PresenceRemove {
+                channel,
+                info,
+                announce,
+            } => {
+                self.present_remove(&channel, &info.client);
+                self.spawn(link, move |scripts, mut conn| async move {
+                    presence_remove(&scripts, &mut conn, &channel, &info, announce)
+                        .await
+                        .err()
+                });
+            }
+        }
+        Ok(())
+    }
+
+    /// A request of the HTTP API while the link is up: each runs as a
+    /// task (in arrival order), or, for a cluster-wide one, becomes a
+    /// control request ([`control`]).
+    fn request_up(&mut self, link: &Link, msg: ToHub) {
+        match msg {
+            // Taken by `command_up`.
+            ToHub::Command(..) => {}
+            ToHub::Publish {
+                channel,
+                data,
+                history: policy,
+                reply,
+            } => self.spawn(link, move |scripts, mut conn| async move {
+                match publish(&scripts, &mut conn, &channel, &data, policy).await {
+                    Ok(pos) => {
+                        let _ = reply.send(pos);
+                        None
+                    }
+                    Err(e) => Some(e),
+                }
+            }),
+            ToHub::History {
+                channel,
+                since,
+                limit,
+                reply,
+            } => self.spawn(link, move |scripts, mut conn| async move {
+                match history(&scripts, &mut conn, &channel, since.as_ref(), limit).await {
+                    Ok(page) => {
+                        let _ = reply.send(page);
+                        None
+                    }
+                    Err(e) => Some(e),
+                }
+            }),
+            ToHub::Presence { channel, reply } => {
+                self.spawn(link, move |scripts, mut conn| async move {
+                    match presence(&scripts, &mut conn, &channel).await {
+                        Ok(list) => {
+                            let _ = reply.send(list);
+                            None
+                        }
+                        Err(e) => Some(e),
+                    }
+                })
+            }
+            ToHub::Channels(reply) => {
+                let _ = reply.send(self.channel_stats());
+            }
+            // A PING sent after every command before it (tasks send in
+            // spawn order): its answer means Redis has executed them.
+            ToHub::Flush(reply) => self.spawn(link, move |_, mut conn| async move {
+                match redis::cmd("PING").query_async::<Value>(&mut conn).await {
+                    Ok(_) => {
+                        let _ = reply.send(());
+                        None
+                    }
+                    Err(e) => Some(e),
+                }
+            }),
+            ToHub::RemoteDisconnect {
+                instance,
+                client,
+                reconnect,
+                reply,
+            } => self.remote_disconnect(link, instance, client, reconnect, reply),
+            ToHub::ClusterChannels(reply) => self.cluster_channels(link, reply),
+        }
+    }
+
+    /// Runs one node's request on the link ([`Self::spawn`]) and sends the
+    /// node its reply, built by `wrap` from the outcome.
+    fn spawn_request<T, F, Fut>(
+        &self,
+        link: &Link,
+        node: NodeId,
+        request: RequestId,
+        wrap: fn(Result<T, BackboneError>) -> Reply,
+        f: F,
+    ) where
+        T: Send + 'static,
+        F: FnOnce(Arc<Scripts>, MultiplexedConnection) -> Fut,
+        Fut: std::future::Future<Output = Result<T, RedisError>> + Send + 'static,
+    {
+        let shards = self.shards.clone();
+        self.spawn(link, move |scripts, conn| {
+            let run = f(scripts, conn);
+            async move {
+                let (reply, err) = split(run.await);
+                send_reply(&shards, node, request, wrap(reply));
+                err
+            }
+        });
+    }
+}

@@ -1,0 +1,52 @@
+//! The runtime's one clock: core timestamps are microseconds since an
+//! origin the runtime picks at start ([`Clock`]), and every thread that
+//! feeds the core (shards, the in-memory sequencer) reads time through it.
+
+use std::time::{Duration, Instant};
+
+use wavecast_core::Timestamp;
+
+/// Converts between the wall of `Instant`s and the core's [`Timestamp`]s,
+/// which count from one origin shared by the whole server.
+#[derive(Debug, Clone, Copy)]
+pub struct Clock {
+    origin: Instant,
+}
+
+impl Clock {
+    /// A clock whose timestamps count from now.
+    pub fn start() -> Clock {
+        Clock {
+            origin: Instant::now(),
+        }
+    }
+
+    /// The core's notion of now.
+    pub fn now(&self) -> Timestamp {
+        Timestamp::from_micros(self.origin.elapsed().as_micros() as u64)
+    }
+
+    /// The instant a timestamp stands for (to sleep until a core deadline).
+    pub fn instant_of(&self, t: Timestamp) -> Instant {
+        self.origin + Duration::from_micros(t.as_micros())
+    }
+
+    /// Time since the origin (the server's uptime).
+    pub fn elapsed(&self) -> Duration {
+        self.origin.elapsed()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn instants_and_timestamps_agree() {
+        let clock = Clock::start();
+        let t = clock.now();
+        let back = clock.instant_of(t);
+        assert!(back <= Instant::now());
+        assert_eq!(clock.instant_of(Timestamp::from_micros(0)), clock.origin);
+    }
+}

@@ -1,0 +1,223 @@
+//! Accepting a connection: read its request head within `http_timeout`,
+//! then either upgrade it ([`admit`], [`adopt`]: a WebSocket owned by the
+//! node and the shard's epoll set) or hand it to the HTTP side
+//! ([`super::http`]), which holds a slot of `max_http_connections` (503
+//! beyond it) until hyper lets the socket go.
+
+use std::io;
+use std::os::fd::AsRawFd;
+use std::rc::Rc;
+use std::sync::Arc;
+
+use tokio::io::AsyncWriteExt;
+use tokio::net::TcpStream;
+use wavecast_core::handshake::{self, RequestHead};
+use wavecast_core::node::Endpoint;
+use wavecast_core::protocol::Encoding;
+
+use super::{ConnIo, Shard};
+use crate::shared::Shared;
+use crate::sys::poller::Interest;
+
+/// A new TCP connection: read its request head, then either upgrade it to
+/// a WebSocket owned by the node or hand it to the HTTP side.
+pub(super) async fn handle_socket(shard: Rc<Shard>, stream: TcpStream) {
+    let _ = stream.set_nodelay(true);
+    let max = shard.handshake.max_head_size;
+    let mut buf = Vec::with_capacity(1024);
+    let head_timeout = shard.shared.config.http_timeout;
+    let head = tokio::time::timeout(head_timeout, read_head(&stream, &mut buf, max)).await;
+    let mut stream = stream;
+    let head = match head {
+        Ok(Ok(Some(head))) => head,
+        Ok(Ok(None)) => return, // closed before a whole head
+        Ok(Err(HeadError::Io)) => return,
+        Ok(Err(HeadError::Handshake(e))) => {
+            let _ = stream.write_all(&e.response()).await;
+            return;
+        }
+        Err(_) => {
+            let body = "request head not received in time\n";
+            let _ = stream
+                .write_all(&handshake::reject_response(408, "Request Timeout", body))
+                .await;
+            return;
+        }
+    };
+    if !head.wants_websocket() {
+        // Plain HTTP holds a slot of `max_http_connections` for as long as
+        // hyper has the socket (an upgrade later on it takes a WebSocket
+        // slot in `admit` and gives this one back when hyper lets go).
+        let Some(_slot) = HttpSlot::reserve(&shard) else {
+            let body = "at max HTTP connections\n";
+            let _ = stream
+                .write_all(&handshake::reject_response(
+                    503,
+                    "Service Unavailable",
+                    body,
+                ))
+                .await;
+            return;
+        };
+        super::http::serve(shard.clone(), buf, stream).await;
+        return;
+    }
+    let endpoint = match admit(&shard, &head) {
+        Ok((accepted, endpoint)) => {
+            if stream.write_all(&accepted.response).await.is_err() {
+                shard.shared.release_connection();
+                return;
+            }
+            endpoint
+        }
+        Err(response) => {
+            let _ = stream.write_all(&response).await;
+            return;
+        }
+    };
+    let leftover = buf.split_off(head.head_len);
+    drop(buf);
+    drop(head);
+    adopt(&shard, stream, endpoint, &leftover);
+}
+
+/// A reserved slot of `max_http_connections`, given back exactly once when
+/// dropped (the connection's task ends, however it ends).
+struct HttpSlot(Arc<Shared>);
+
+impl HttpSlot {
+    fn reserve(shard: &Shard) -> Option<HttpSlot> {
+        shard
+            .shared
+            .try_reserve_http()
+            .then(|| HttpSlot(shard.shared.clone()))
+    }
+}
+
+impl Drop for HttpSlot {
+    fn drop(&mut self) {
+        self.0.release_http();
+    }
+}
+
+/// Decides an upgrade request: the endpoint its path names, the handshake,
+/// shutdown and the connection limit. `Ok`: a connection slot is reserved
+/// and the 101 response is to be sent. `Err`: the complete refusal to send.
+/// Shared by upgrades on a fresh connection and those that arrive on an
+/// HTTP keep-alive connection ([`super::http`]).
+pub(crate) fn admit(
+    shard: &Shard,
+    head: &RequestHead,
+) -> Result<(handshake::Accepted, Endpoint), Vec<u8>> {
+    let pubsub = head.path == "/ws";
+    match head.path.as_str() {
+        "/ws" => {}
+        "/echo" if shard.shared.config.echo => {}
+        _ => {
+            return Err(handshake::reject_response(
+                404,
+                "Not Found",
+                "no WebSocket endpoint here\n",
+            ))
+        }
+    }
+    let accepted = handshake::accept(head, &shard.handshake).map_err(|e| e.response())?;
+    let endpoint = if pubsub {
+        // The handshake only picks subprotocols we speak; none means JSON.
+        let encoding =
+            Encoding::from_subprotocol(accepted.subprotocol.as_deref()).unwrap_or(Encoding::Json);
+        Endpoint::PubSub(encoding)
+    } else {
+        Endpoint::Echo
+    };
+    if shard.shutting_down() {
+        return Err(handshake::reject_response(
+            503,
+            "Service Unavailable",
+            "shutting down\n",
+        ));
+    }
+    if !shard.shared.try_reserve_connection() {
+        return Err(handshake::reject_response(
+            503,
+            "Service Unavailable",
+            "at max connections\n",
+        ));
+    }
+    Ok((accepted, endpoint))
+}
+
+/// Takes an upgraded socket (101 sent, connection slot reserved by
+/// [`admit`]) out of tokio and into the node and the shard's epoll set.
+/// `leftover`: bytes the client sent after its request head.
+pub(crate) fn adopt(shard: &Shard, stream: TcpStream, endpoint: Endpoint, leftover: &[u8]) {
+    // Still non-blocking once out of tokio.
+    let stream = match stream.into_std() {
+        Ok(s) => s,
+        Err(_) => {
+            shard.shared.release_connection();
+            return;
+        }
+    };
+    let now = shard.now();
+    let id = shard
+        .node
+        .borrow_mut()
+        .handle_connect(now, endpoint, leftover);
+    let key = id.index() as u64;
+    let watched = match shard
+        .poller
+        .get_ref()
+        .add(stream.as_raw_fd(), key, Interest::Read)
+    {
+        Ok(()) => true,
+        Err(e) => {
+            tracing::warn!(error = %e, "cannot watch a new connection");
+            shard.node.borrow_mut().handle_eof(now, id);
+            false
+        }
+    };
+    {
+        let mut ios = shard.ios.borrow_mut();
+        if ios.len() <= id.index() {
+            ios.resize_with(id.index() + 1, || None);
+        }
+        ios[id.index()] = Some(ConnIo {
+            stream,
+            id,
+            want_write: false,
+            watched,
+            paused: false,
+        });
+    }
+    shard.drive();
+}
+
+enum HeadError {
+    Io,
+    Handshake(handshake::HandshakeError),
+}
+
+/// Reads until a whole request head is in `buf`. `Ok(None)`: the peer
+/// closed first.
+async fn read_head(
+    stream: &TcpStream,
+    buf: &mut Vec<u8>,
+    max: usize,
+) -> Result<Option<RequestHead>, HeadError> {
+    loop {
+        match handshake::parse_request(buf, max) {
+            Ok(Some(head)) => return Ok(Some(head)),
+            Ok(None) => {}
+            Err(e) => return Err(HeadError::Handshake(e)),
+        }
+        stream.readable().await.map_err(|_| HeadError::Io)?;
+        let mut chunk = [0u8; 4096];
+        match stream.try_read(&mut chunk) {
+            Ok(0) => return Ok(None),
+            Ok(n) => buf.extend_from_slice(&chunk[..n]),
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
+            Err(_) => return Err(HeadError::Io),
+        }
+    }
+}
