@@ -31,6 +31,9 @@
 //!   channel: `Command`s out, `Event`s in.
 //! - [`namespace`]: per-namespace channel options (history, presence,
 //!   join/leave, client publish).
+//! - [`admission`]: the one rule for both front doors (WebSocket commands
+//!   and the HTTP API): whether an action on a channel is allowed to whom,
+//!   with its namespace options or the error it gets.
 //! - [`hub`]: the in-memory sequencer: offsets, epochs, bounded history,
 //!   presence, broadcast to nodes.
 //! - [`node`]: one shard's whole state: its connections (a generational
@@ -50,6 +53,7 @@
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]
 
+pub mod admission;
 pub mod backbone;
 pub mod close;
 pub mod connection;

@@ -1,9 +1,10 @@
-//! Client commands: a pub/sub client's frame is decoded and its channel's
-//! namespace resolved ([`Node::on_command`]), then handled by one method
-//! per command (subscribe, unsubscribe, publish, presence, history); also
-//! the removal of a client's subscriptions when it unsubscribes, is told of
-//! a gap, or ends.
+//! Client commands: a pub/sub client's frame is decoded and its command
+//! admitted ([`crate::admission::admit`], in [`Node::on_command`]), then
+//! handled by one method per command (subscribe, unsubscribe, publish,
+//! presence, history); also the removal of a client's subscriptions when
+//! it unsubscribes, is told of a gap, or ends.
 
+use crate::admission::{admit, Action, Who};
 use crate::backbone::Command as BbCommand;
 use crate::connection::CloseCause;
 use crate::namespace::NamespaceOptions;
@@ -25,8 +26,8 @@ use super::{ConnId, Node, MAX_SUBSCRIPTIONS};
 impl Node {
     /// A command frame from a pub/sub client: decoded (a frame that cannot
     /// be trusted closes the connection, a bad command gets an error reply),
-    /// its channel's namespace resolved, then handled by its command's
-    /// method.
+    /// its command admitted for its channel ([`admit`]: the rule the HTTP
+    /// API applies too), then handled by its command's method.
     pub(super) fn on_command(&mut self, now: Timestamp, id: ConnId, enc: Encoding, bytes: &[u8]) {
         let request = match protocol::decode_request(enc, bytes) {
             Ok(r) => r,
@@ -45,29 +46,37 @@ impl Node {
             }
         };
         let rid = request.id;
-        let channel = request.command.channel().to_string();
-        let options = match self.config.namespaces.resolve(&channel) {
-            Ok(o) => *o,
-            Err(e) => {
-                let reply = error(ErrorCode::UnknownNamespace, e.to_string());
+        let action = match &request.command {
+            Command::Subscribe { .. } => Action::Subscribe,
+            Command::Unsubscribe { .. } => Action::Unsubscribe,
+            Command::Publish { .. } => Action::Publish,
+            Command::Presence { .. } => Action::Presence,
+            Command::History { limit, .. } => Action::History {
+                limit: limit.map(|l| l as usize),
+            },
+        };
+        let channel = request.command.channel();
+        let admitted = match admit(&self.config.namespaces, channel, action, Who::Client) {
+            Ok(a) => a,
+            Err(refusal) => {
+                let reply = error(refusal.code(), refusal.to_string());
                 self.reply(now, id, enc, rid, &reply);
                 return;
             }
         };
+        let options = admitted.options;
         match request.command {
             Command::Subscribe { channel, recover } => {
                 self.subscribe(now, id, enc, rid, channel, recover, options)
             }
             Command::Unsubscribe { channel } => self.unsubscribe(now, id, enc, rid, &channel),
             Command::Publish { channel, data } => {
-                self.publish(now, id, enc, rid, channel, data, options)
+                self.publish(now, id, rid, channel, data, options)
             }
-            Command::Presence { channel } => self.presence(now, id, enc, rid, channel, options),
-            Command::History {
-                channel,
-                since,
-                limit,
-            } => self.history(id, rid, channel, since, limit, options),
+            Command::Presence { channel } => self.presence(id, rid, channel),
+            Command::History { channel, since, .. } => {
+                self.history(id, rid, channel, since, admitted.limit)
+            }
         }
     }
 
@@ -85,27 +94,19 @@ impl Node {
         self.reply(now, id, enc, rid, &reply);
     }
 
-    /// `publish`: asks the backbone to sequence the publication; the
-    /// client's own copy comes back from the backbone like everyone else's.
-    #[allow(clippy::too_many_arguments)]
+    /// `publish` (admitted): asks the backbone to sequence the publication;
+    /// the client's own copy comes back from the backbone like everyone
+    /// else's. (`now` is only read by a mutation.)
+    #[cfg_attr(not(feature = "mutations"), allow(unused_variables))]
     fn publish(
         &mut self,
         now: Timestamp,
         id: ConnId,
-        enc: Encoding,
         rid: u64,
         channel: String,
         data: Payload,
         options: NamespaceOptions,
     ) {
-        if !options.allow_publish {
-            let reply = error(
-                ErrorCode::PermissionDenied,
-                "clients may not publish in this namespace",
-            );
-            self.reply(now, id, enc, rid, &reply);
-            return;
-        }
         #[cfg(feature = "mutations")]
         if self.mutation == Some(Mutation::DeliverLocalDirectly) {
             if let Some(Sync::Synced { offset, .. }) = self.channels.get(&channel).map(|c| &c.sync)
@@ -127,39 +128,25 @@ impl Node {
         });
     }
 
-    /// `presence`: asks the backbone who is in the channel.
-    fn presence(
-        &mut self,
-        now: Timestamp,
-        id: ConnId,
-        enc: Encoding,
-        rid: u64,
-        channel: String,
-        options: NamespaceOptions,
-    ) {
-        if !options.presence {
-            let reply = error(ErrorCode::NotAvailable, "presence is off in this namespace");
-            self.reply(now, id, enc, rid, &reply);
-            return;
-        }
+    /// `presence` (admitted: presence is on): asks the backbone who is in
+    /// the channel.
+    fn presence(&mut self, id: ConnId, rid: u64, channel: String) {
         self.ask(InFlight::Presence { conn: id, id: rid }, |request| {
             BbCommand::Presence { request, channel }
         });
     }
 
-    /// `history`: asks the backbone for a page of the channel's history,
-    /// at most the namespace's history size.
+    /// `history` (admitted): asks the backbone for a page of the channel's
+    /// history, of at most `limit` (already capped at the namespace's
+    /// history size).
     fn history(
         &mut self,
         id: ConnId,
         rid: u64,
         channel: String,
         since: Option<StreamPosition>,
-        limit: Option<u32>,
-        options: NamespaceOptions,
+        limit: Option<usize>,
     ) {
-        let cap = options.history_size;
-        let limit = Some(limit.map_or(cap, |l| (l as usize).min(cap)));
         self.ask(InFlight::History { conn: id, id: rid }, |request| {
             BbCommand::History {
                 request,

@@ -32,7 +32,8 @@ use hyper::{Method, Request, Response, StatusCode};
 use serde::Deserialize;
 use serde_json::value::RawValue;
 use serde_json::{json, Value};
-use wavecast_core::protocol::{self, ErrorCode, Payload, Publication, StreamPosition};
+use wavecast_core::admission::{admit, Action, Admitted, Who};
+use wavecast_core::protocol::{ErrorCode, Payload, Publication, StreamPosition};
 
 use crate::backbone::ControlError;
 use crate::instance::instance_of;
@@ -179,19 +180,11 @@ fn parse<'a, T: Deserialize<'a>>(body: &'a [u8]) -> Result<T, ApiError> {
         .map_err(|e| ApiError::new(ErrorCode::BadRequest, format!("bad JSON body: {e}")))
 }
 
-/// Checks a channel name and its namespace; returns the namespace options.
-fn channel_options(
-    shared: &Shared,
-    channel: &str,
-) -> Result<wavecast_core::namespace::NamespaceOptions, ApiError> {
-    protocol::validate_channel(channel)
-        .map_err(|e| ApiError::new(e.error_code(), e.to_string()))?;
-    shared
-        .config
-        .namespaces
-        .resolve(channel)
-        .copied()
-        .map_err(|e| ApiError::new(ErrorCode::UnknownNamespace, e.to_string()))
+/// Admits an API request for `action` on `channel` by the rule WebSocket
+/// commands get too ([`admit`], as [`Who::Api`]).
+fn admit_api(shared: &Shared, channel: &str, action: Action) -> Result<Admitted, ApiError> {
+    admit(&shared.config.namespaces, channel, action, Who::Api)
+        .map_err(|r| ApiError::new(r.code(), r.to_string()))
 }
 
 fn payload(data: &RawValue) -> Result<Payload, ApiError> {
@@ -213,7 +206,7 @@ struct PublishBody<'a> {
 
 async fn publish(shared: &Shared, body: &[u8]) -> Result<Reply, ApiError> {
     let b: PublishBody = parse(body)?;
-    let options = channel_options(shared, &b.channel)?;
+    let options = admit_api(shared, &b.channel, Action::Publish)?.options;
     let data = payload(b.data)?;
     let pos = shared
         .backbone
@@ -246,7 +239,7 @@ async fn broadcast(shared: &Shared, body: &[u8]) -> Result<Reply, ApiError> {
     // nowhere, rather than to some.
     let mut checked = Vec::with_capacity(b.channels.len());
     for c in b.channels {
-        let o = channel_options(shared, &c)?;
+        let o = admit_api(shared, &c, Action::Publish)?.options;
         checked.push((c, o));
     }
     let mut results = Vec::with_capacity(checked.len());
@@ -268,13 +261,7 @@ struct ChannelBody {
 
 async fn presence(shared: &Shared, body: &[u8]) -> Result<Reply, ApiError> {
     let b: ChannelBody = parse(body)?;
-    let options = channel_options(shared, &b.channel)?;
-    if !options.presence {
-        return Err(ApiError::new(
-            ErrorCode::NotAvailable,
-            "presence is off in this namespace",
-        ));
-    }
+    admit_api(shared, &b.channel, Action::Presence)?;
     let clients = shared
         .backbone
         .presence(b.channel)
@@ -301,11 +288,7 @@ struct HistoryBody {
 
 async fn history(shared: &Shared, body: &[u8]) -> Result<Reply, ApiError> {
     let b: HistoryBody = parse(body)?;
-    let options = channel_options(shared, &b.channel)?;
-    let limit = Some(
-        b.limit
-            .map_or(options.history_size, |l| l.min(options.history_size)),
-    );
+    let limit = admit_api(shared, &b.channel, Action::History { limit: b.limit })?.limit;
     let page = shared
         .backbone
         .history(b.channel, b.since, limit)
