@@ -3,8 +3,8 @@
 //! - split-anywhere invariance: any byte stream (several frames, valid or
 //!   not) cut into arbitrary chunks yields the same frames, the same first
 //!   error and the same undecoded tail as decoding it all at once;
-//! - the fuzz target's body never panics on arbitrary input, and the
-//!   committed fuzz seeds replay.
+//! - the fuzz target's body never panics on arbitrary input (its committed
+//!   seeds replay in `fuzz_seeds.rs`).
 
 // proptest's `prop_oneof!` builds its union strategy with `std::sync::Arc`;
 // that is the test harness, not core, so core's no-Arc rule does not apply.
@@ -233,22 +233,6 @@ proptest! {
     fn fuzz_body_holds_on_raw_bytes(data in prop::collection::vec(any::<u8>(), 0..64)) {
         fuzz_frame(&data);
     }
-}
-
-/// The committed seeds of the `frame` fuzz target replay without a failure.
-#[test]
-// Reading the seed corpus is the test's own I/O; core itself performs none.
-#[allow(clippy::disallowed_methods)]
-fn fuzz_seeds_replay() {
-    let dir = concat!(env!("CARGO_MANIFEST_DIR"), "/../fuzz/seeds/frame");
-    let mut count = 0;
-    for entry in std::fs::read_dir(dir).expect("fuzz/seeds/frame exists") {
-        let path = entry.expect("readable seed dir").path();
-        let data = std::fs::read(&path).expect("readable seed");
-        fuzz_frame(&data);
-        count += 1;
-    }
-    assert!(count > 0, "no seeds in {dir}");
 }
 
 #[test]

@@ -5,10 +5,9 @@
 //! tests also check that what goes on the wire is well-formed HTTP/1.1 (a
 //! status line, headers, a Content-Length that matches the body).
 
-// core/clippy.toml keeps I/O and `Arc` out of the core itself; this test
-// reads the committed fuzz seeds from disk, and proptest's `prop_oneof!`
-// expands to an `Arc`.
-#![allow(clippy::disallowed_methods, clippy::disallowed_types)]
+// core/clippy.toml keeps `Arc` out of the core itself; proptest's
+// `prop_oneof!` expands to one.
+#![allow(clippy::disallowed_types)]
 
 use base64::Engine as _;
 use proptest::prelude::*;
@@ -852,59 +851,8 @@ fn reject_response_is_a_complete_plain_response() {
 }
 
 // ---------------------------------------------------------------------------
-// Fuzz seeds replay on stable
-
-/// What the fuzz target checks, for one input.
-fn check_invariants(data: &[u8], config: &HandshakeConfig) {
-    match parse_request(data, config.max_head_size) {
-        Ok(None) => assert!(data.len() <= config.max_head_size),
-        Ok(Some(head)) => {
-            assert!(head.head_len <= data.len() && head.head_len <= config.max_head_size);
-            assert_eq!(
-                parse_request(&data[..head.head_len], config.max_head_size),
-                Ok(Some(head.clone()))
-            );
-            match accept(&head, config) {
-                Ok(a) => {
-                    assert!(a
-                        .response
-                        .starts_with(b"HTTP/1.1 101 Switching Protocols\r\n"));
-                    if let Some(p) = &a.subprotocol {
-                        assert!(config.subprotocols.contains(p));
-                    }
-                    read_response(&a.response);
-                }
-                Err(e) => {
-                    assert!((400..600).contains(&e.status()));
-                    assert_eq!(read_response(&e.response()).status, e.status());
-                }
-            }
-        }
-        Err(e) => {
-            assert!((400..600).contains(&e.status()));
-            assert_eq!(read_response(&e.response()).status, e.status());
-        }
-    }
-}
-
-#[test]
-fn fuzz_seeds_replay() {
-    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../fuzz/seeds/handshake");
-    let mut seeds = 0;
-    for entry in std::fs::read_dir(&dir).expect("fuzz/seeds/handshake exists") {
-        let data = std::fs::read(entry.unwrap().path()).unwrap();
-        check_invariants(&data, &HandshakeConfig::default());
-        check_invariants(&data, &origin_config());
-        seeds += 1;
-    }
-    assert!(seeds >= 4, "the committed seeds are present");
-    let valid = std::fs::read(dir.join("valid")).unwrap();
-    let head = parse_complete(&valid);
-    assert!(accept(&head, &HandshakeConfig::default()).is_ok());
-}
-
-// ---------------------------------------------------------------------------
-// Properties
+// Arbitrary input, checked by the fuzz target's own oracle
+// (`wavecast_core::fuzzing::handshake`; its seeds replay in `fuzz_seeds.rs`)
 
 /// Valid upgrade requests: random key, path, query, header case and order of
 /// optional headers, optional subprotocol offers and Origin.
@@ -955,11 +903,8 @@ proptest! {
     #[test]
     fn arbitrary_bytes_never_panic(
         data in proptest::collection::vec(any::<u8>(), 0..2048),
-        max in 0usize..3000,
     ) {
-        let config = HandshakeConfig { max_head_size: max, ..HandshakeConfig::default() };
-        check_invariants(&data, &config);
-        check_invariants(&data, &HandshakeConfig::default());
+        wavecast_core::fuzzing::handshake(&data);
     }
 
     #[test]
@@ -982,8 +927,7 @@ proptest! {
         let mut all = vec![format!("{method} / HTTP/1.1")];
         all.extend(lines);
         let bytes = request(&all);
-        check_invariants(&bytes, &HandshakeConfig::default());
-        check_invariants(&bytes, &origin_config());
+        wavecast_core::fuzzing::handshake(&bytes);
     }
 
     #[test]
