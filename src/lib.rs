@@ -4,13 +4,17 @@
 //! HTTP/WebSocket client over a plain [`TcpStream`] for the cases a standard
 //! client refuses to produce (fragmentation under the test's control, broken
 //! frames, never answering pings, reading the exact close code); and small
-//! helpers around tokio-tungstenite, the standard client.
+//! helpers around tokio-tungstenite, the standard client. [`pubsub`] holds
+//! the pub/sub side: a server with the test namespaces and an API key, a
+//! protocol client in JSON or MessagePack, and an HTTP client for the API.
 //!
 //! The binary is not built by these helpers: run `cargo build -p wavecast`
 //! first (the test script does). [`Server::start`] finds it next to the test
 //! executable, `target/<profile>/wavecast`.
 
 #![warn(missing_docs)]
+
+pub mod pubsub;
 
 use std::fs::{self, File};
 use std::io::{self, BufRead, BufReader, Read, Write};

@@ -6,16 +6,14 @@
 //!
 //! Waits are liveness bounds of seconds; nothing asserts on timing.
 
-mod support_pubsub;
-
 use std::io::Read;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use serde_json::{json, Value};
-use support_pubsub::*;
 use wavecast_core::frame::OpCode;
+use wavecast_tests::pubsub::*;
 use wavecast_tests::{RawClient, Recv};
 
 async fn info(server: &TestServer) -> Value {

@@ -9,12 +9,10 @@
 //! Needs the binary: `cargo build -p wavecast && cargo test -p
 //! wavecast-tests --test api`.
 
-mod support_pubsub;
-
 use std::collections::BTreeSet;
 
 use serde_json::{json, Value};
-use support_pubsub::*;
+use wavecast_tests::pubsub::*;
 use wavecast_tests::Server;
 
 /// Every API method.

@@ -13,8 +13,6 @@
 //! binary: `cargo build -p wavecast && cargo test -p wavecast-tests --test
 //! cluster`.
 
-mod support_pubsub;
-
 use std::collections::{BTreeMap, BTreeSet};
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream};
@@ -25,7 +23,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use serde_json::{json, Value};
-use support_pubsub::*;
+use wavecast_tests::pubsub::*;
 
 // ---------------------------------------------------------------------------
 // redis-server
@@ -158,7 +156,7 @@ const E_NOT_AVAILABLE: u64 = 108;
 /// server's clients leave within the test's bounds.
 const PRESENCE_TTL: &str = "3s";
 
-/// A wavecast server with the test namespaces (support_pubsub::CONFIG) on
+/// A wavecast server with the test namespaces (wavecast_tests::pubsub::CONFIG) on
 /// the given Redis, with two shards so that delivery crosses shards too.
 fn cluster_server(redis: &RedisServer) -> TestServer {
     cluster_server_with_ttl(redis, PRESENCE_TTL)

@@ -10,10 +10,8 @@
 //! Needs the binary: `cargo build -p wavecast && cargo test -p
 //! wavecast-tests --test history_budget`.
 
-mod support_pubsub;
-
 use serde_json::{json, Value};
-use support_pubsub::*;
+use wavecast_tests::pubsub::*;
 
 const MAX_BYTES: u64 = 2 * 1024 * 1024;
 const MAX_CHANNELS: u64 = 100;

@@ -9,15 +9,13 @@
 //! Needs the binary: `cargo build -p wavecast && cargo test -p
 //! wavecast-tests --test pubsub`.
 
-mod support_pubsub;
-
 use std::collections::BTreeMap;
 use std::time::Duration;
 
 use serde_json::{json, Value};
-use support_pubsub::*;
 use tokio_tungstenite::tungstenite::Message;
 use wavecast_core::frame::OpCode;
+use wavecast_tests::pubsub::*;
 use wavecast_tests::{close_code, RawClient, Recv, Request, Server};
 
 /// The data of publication number `i` of a test: nested, with escapes and

@@ -6,9 +6,6 @@
 //! Every wait is bounded by [`T`] (or a caller's bound): a broken server
 //! makes a test fail with a message, never hang.
 
-// Each test binary includes this module and uses a different part of it.
-#![allow(dead_code)]
-
 use std::collections::VecDeque;
 use std::fs;
 use std::net::SocketAddr;
@@ -16,6 +13,7 @@ use std::path::PathBuf;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
+use crate::{Server, Ws};
 use futures_util::{SinkExt, StreamExt};
 use serde_json::{json, Value};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -23,7 +21,6 @@ use tokio::net::TcpStream;
 use tokio_tungstenite::tungstenite::client::IntoClientRequest;
 use tokio_tungstenite::tungstenite::http::HeaderValue;
 use tokio_tungstenite::tungstenite::Message;
-use wavecast_tests::{Server, Ws};
 
 /// Liveness bound for anything the server should do "at once". Generous:
 /// the machine is shared and the server is a debug build.
