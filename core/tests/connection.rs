@@ -2,6 +2,8 @@
 //! handshake (section 7), heartbeats, the byte budget, and release of
 //! everything once closed. Driven with explicit timestamps, no clock.
 
+mod common;
+
 use std::time::Duration;
 
 use bytes::{Bytes, BytesMut};
@@ -30,9 +32,7 @@ fn t(ms: u64) -> Timestamp {
 }
 
 fn client_frame(fin: bool, op: OpCode, payload: &[u8]) -> Vec<u8> {
-    let mut out = BytesMut::new();
-    frame::encode_masked(fin, op, payload, MASK, &mut out);
-    out.to_vec()
+    common::masked(fin, op, payload, MASK).to_vec()
 }
 
 /// Takes everything queued as the client would read it.

@@ -4,17 +4,13 @@
 //! control frames may be injected between fragments; a continuation with no
 //! message in progress, or a new data frame inside one, is a protocol error.
 
+mod common;
+
 use bytes::{Bytes, BytesMut};
-use wavecast_core::frame::{encode_masked, Frame, FrameDecoder, OpCode};
+use wavecast_core::frame::{encode_masked, FrameDecoder, OpCode};
 use wavecast_core::message::{Assembler, CloseCode, CloseFrame, Message, MessageError};
 
-fn frame(fin: bool, opcode: OpCode, payload: &[u8]) -> Frame {
-    Frame {
-        fin,
-        opcode,
-        payload: Bytes::copy_from_slice(payload),
-    }
-}
+use common::frame;
 
 #[test]
 fn unfragmented_text_and_binary_are_returned_whole_without_buffering() {

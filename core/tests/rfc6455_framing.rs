@@ -2,10 +2,11 @@
 //! their minimal encodings, masking direction, size limits (Autobahn
 //! categories 1 "framing" and 9 "limits", at the frame level).
 
+mod common;
+
 use bytes::{Bytes, BytesMut};
 use wavecast_core::frame::{
-    apply_mask, encode, encode_frame, encode_header, encode_masked, Frame, FrameDecoder,
-    FrameError, OpCode,
+    apply_mask, encode, encode_frame, encode_header, Frame, FrameDecoder, FrameError, OpCode,
 };
 use wavecast_core::message::CloseCode;
 
@@ -17,9 +18,7 @@ fn decode_one(dec: &mut FrameDecoder, bytes: &[u8]) -> Result<Option<Frame>, Fra
 }
 
 fn masked(fin: bool, opcode: OpCode, payload: &[u8]) -> BytesMut {
-    let mut out = BytesMut::new();
-    encode_masked(fin, opcode, payload, MASK, &mut out);
-    out
+    common::masked(fin, opcode, payload, MASK)
 }
 
 #[test]

@@ -3,16 +3,16 @@
 //! control frames carry at most 125 bytes and are never fragmented
 //! (Autobahn category 2 and 5.1/5.2).
 
+mod common;
+
 use bytes::BytesMut;
-use wavecast_core::frame::{encode_masked, FrameDecoder, FrameError, OpCode, MAX_CONTROL_PAYLOAD};
+use wavecast_core::frame::{FrameDecoder, FrameError, OpCode, MAX_CONTROL_PAYLOAD};
 use wavecast_core::message::CloseCode;
 
 const CONTROL: [OpCode; 3] = [OpCode::Close, OpCode::Ping, OpCode::Pong];
 
 fn masked(fin: bool, opcode: OpCode, payload: &[u8]) -> BytesMut {
-    let mut out = BytesMut::new();
-    encode_masked(fin, opcode, payload, [0xde, 0xad, 0xbe, 0xef], &mut out);
-    out
+    common::masked(fin, opcode, payload, [0xde, 0xad, 0xbe, 0xef])
 }
 
 #[test]

@@ -7,18 +7,14 @@
 // that is the test harness, not core, so core's no-Arc rule does not apply.
 #![allow(clippy::disallowed_types)]
 
+mod common;
+
 use bytes::Bytes;
 use proptest::prelude::*;
-use wavecast_core::frame::{Frame, OpCode};
+use wavecast_core::frame::OpCode;
 use wavecast_core::message::{Assembler, CloseCode, Message, MessageError, Utf8Validator};
 
-fn frame(fin: bool, opcode: OpCode, payload: &[u8]) -> Frame {
-    Frame {
-        fin,
-        opcode,
-        payload: Bytes::copy_from_slice(payload),
-    }
-}
+use common::frame;
 
 /// Sends `parts` as one fragmented text message; returns the result of each
 /// push.
