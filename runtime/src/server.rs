@@ -23,7 +23,6 @@ use crate::instance;
 use crate::mailbox::ShardInbox;
 use crate::shard;
 use crate::shared::Shared;
-use crate::sys::backlog::Backlog;
 use crate::sys::inbox::Inbox;
 use crate::sys::limit::ConnectionLimit;
 
@@ -94,7 +93,6 @@ pub async fn run(
         .map(|_| Arc::new(Inbox::new()))
         .collect();
     let instance = instance::from_seed(seed);
-    let backlog = Arc::new(Backlog::new(config.backbone_queue));
     let backbone = match &config.redis {
         Some(url) => Backbone::start_redis(
             RedisOptions {
@@ -103,14 +101,14 @@ pub async fn run(
                 instance: instance.clone(),
             },
             inboxes.clone(),
-            backlog,
+            config.backbone_queue,
         )?,
         None => {
             let budget = wavecast_core::hub::HistoryBudget {
                 max_channels: config.max_history_channels,
                 max_bytes: config.max_history_bytes,
             };
-            Backbone::start_memory(clock, seed, budget, inboxes.clone(), backlog)
+            Backbone::start_memory(clock, seed, budget, inboxes.clone(), config.backbone_queue)
                 .map_err(ServerError::Worker)?
         }
     };

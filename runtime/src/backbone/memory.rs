@@ -11,14 +11,13 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
-use tokio::sync::mpsc;
 use wavecast_core::hub::{HistoryBudget, Hub};
 use wavecast_core::Timestamp;
 
 use super::ToHub;
 use crate::clock::Clock;
 use crate::mailbox::{ShardInbox, ShardMsg};
-use crate::sys::backlog::Backlog;
+use crate::sys::backlog::Receiver;
 
 /// The hub thread's latest history figures, stored after every message it
 /// handles, so that reading them never waits for the hub (nor needs a
@@ -54,9 +53,8 @@ pub(super) fn spawn(
     seed: u64,
     budget: HistoryBudget,
     shards: Vec<ShardInbox>,
-    backlog: Arc<Backlog>,
-) -> std::io::Result<(mpsc::UnboundedSender<ToHub>, Arc<HistoryFigures>)> {
-    let (tx, rx) = mpsc::unbounded_channel();
+    rx: Receiver<ToHub>,
+) -> std::io::Result<Arc<HistoryFigures>> {
     let figures = Arc::new(HistoryFigures::new(budget));
     let hub_figures = figures.clone();
     std::thread::Builder::new()
@@ -67,31 +65,23 @@ pub(super) fn spawn(
                 .build()
                 .expect("backbone runtime");
             let hub = Hub::with_budget(seed, budget);
-            rt.block_on(run_hub(
-                clock,
-                hub,
-                rx,
-                Arc::new(shards),
-                hub_figures,
-                backlog,
-            ));
+            rt.block_on(run_hub(clock, hub, rx, Arc::new(shards), hub_figures));
         })?;
-    Ok((tx, figures))
+    Ok(figures)
 }
 
 async fn run_hub(
     clock: Clock,
     mut hub: Hub,
-    mut rx: mpsc::UnboundedReceiver<ToHub>,
+    mut rx: Receiver<ToHub>,
     shards: Arc<Vec<ShardInbox>>,
     figures: Arc<HistoryFigures>,
-    backlog: Arc<Backlog>,
 ) {
     loop {
         // A shard that cannot keep up with its inbox holds the sequencer
         // back (and through the backlog, the shards' reading of clients),
         // rather than letting the inbox grow.
-        while shards.iter().any(|s| s.len() > backlog.max()) {
+        while shards.iter().any(|s| s.len() > rx.max()) {
             tokio::time::sleep(INBOX_RECHECK).await;
         }
         let deadline = hub.poll_timeout().map(|t| clock.instant_of(t));
@@ -108,13 +98,13 @@ async fn run_hub(
         };
         let Some(msg) = msg else { break };
         let t = clock.now();
-        handle(&mut hub, t, msg, &figures, &backlog);
+        handle(&mut hub, t, msg, &figures);
         // Take more of what is waiting before delivering, so that a burst
         // costs one batch of events per wake-up, but at most `HUB_BATCH`:
         // while input keeps arriving, deliveries still go out.
         for _ in 1..HUB_BATCH {
-            let Ok(msg) = rx.try_recv() else { break };
-            handle(&mut hub, t, msg, &figures, &backlog);
+            let Some(msg) = rx.try_recv() else { break };
+            handle(&mut hub, t, msg, &figures);
         }
         while let Some((node, event)) = hub.poll_event() {
             if let Some(shard) = shards.get(node.0 as usize) {
@@ -132,10 +122,9 @@ const HUB_BATCH: usize = 256;
 /// bound.
 const INBOX_RECHECK: Duration = Duration::from_millis(1);
 
-fn handle(hub: &mut Hub, now: Timestamp, msg: ToHub, figures: &HistoryFigures, backlog: &Backlog) {
+fn handle(hub: &mut Hub, now: Timestamp, msg: ToHub, figures: &HistoryFigures) {
     match msg {
         ToHub::Command(node, cmd) => {
-            backlog.taken(1);
             hub.handle_command(now, node, cmd);
             figures.store(hub);
         }
@@ -195,18 +184,15 @@ mod tests {
     #[tokio::test]
     async fn the_sequencer_delivers_in_batches_and_waits_for_a_full_inbox() {
         let inbox: ShardInbox = Arc::new(Inbox::new());
-        let backlog = Arc::new(Backlog::new(100));
-        let (tx, rx) = mpsc::unbounded_channel();
+        let (tx, rx) = crate::sys::backlog::channel(100);
         let node = NodeId(0);
         // A subscriber on node 0, then 10,000 publishes from it.
-        backlog.sent();
         let subscribe = Command::Subscribe {
             channel: "a".into(),
         };
-        tx.send(ToHub::Command(node, subscribe)).unwrap();
+        tx.send_now(ToHub::Command(node, subscribe)).unwrap();
         let total = 10_000;
         for i in 0..total {
-            backlog.sent();
             let publish = Command::Publish {
                 request: RequestId(i),
                 channel: "a".into(),
@@ -216,7 +202,7 @@ mod tests {
                     ttl: Duration::from_secs(60),
                 },
             };
-            tx.send(ToHub::Command(node, publish)).unwrap();
+            tx.send_now(ToHub::Command(node, publish)).unwrap();
         }
         let figures = Arc::new(HistoryFigures::new(HistoryBudget::default()));
         let hub = tokio::spawn(run_hub(
@@ -225,7 +211,6 @@ mod tests {
             rx,
             Arc::new(vec![inbox.clone()]),
             figures,
-            backlog.clone(),
         ));
         // One batch: the subscribe and 255 publishes, each giving the shard
         // a publication and a reply.
@@ -239,7 +224,7 @@ mod tests {
         // holds, whatever time it is given.
         tokio::time::sleep(Duration::from_millis(100)).await;
         assert_eq!(inbox.len(), first);
-        assert_eq!(backlog.waiting(), total as usize + 1 - HUB_BATCH);
+        assert_eq!(tx.backlog().waiting(), total as usize + 1 - HUB_BATCH);
         // Drained, it goes on, and takes everything in the end.
         let mut batch = Vec::new();
         let mut got = 0;
@@ -248,7 +233,7 @@ mod tests {
             got += batch.len();
             batch.clear();
         }
-        assert_eq!(backlog.waiting(), 0);
+        assert_eq!(tx.backlog().waiting(), 0);
         drop(tx);
         hub.await.unwrap();
     }

@@ -24,14 +24,14 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
-use tokio::sync::{mpsc, oneshot};
+use tokio::sync::oneshot;
 use wavecast_core::backbone::{Command, HistoryPage, HistoryPolicy, NodeId};
 use wavecast_core::hub::{ChannelStats, HistoryBudget};
 use wavecast_core::protocol::{ClientInfo, Payload, StreamPosition};
 
 use crate::clock::Clock;
 use crate::mailbox::ShardInbox;
-use crate::sys::backlog::Backlog;
+use crate::sys::backlog::{self, Backlog};
 use memory::HistoryFigures;
 
 /// What the backbone thread (in-memory hub or Redis driver) is asked.
@@ -121,14 +121,13 @@ pub struct ClusterChannels {
 /// A handle to the backbone, cheap to clone.
 #[derive(Debug, Clone)]
 pub struct Backbone {
-    tx: mpsc::UnboundedSender<ToHub>,
+    /// Bounded by its backlog (`backbone_queue`).
+    tx: backlog::Sender<ToHub>,
     /// True while the backbone can serve (always, in memory; while the link
     /// is up, with Redis): `/readyz` reports it.
     ready: Arc<AtomicBool>,
     /// True with Redis: other servers may hold clients and channels.
     cluster: bool,
-    /// Commands sent by the shards and not yet taken by the backbone.
-    backlog: Arc<Backlog>,
     /// The in-memory hub's history figures (`None` with Redis, whose
     /// streams hold the history).
     history: Option<Arc<HistoryFigures>>,
@@ -161,14 +160,14 @@ impl Backbone {
         seed: u64,
         budget: HistoryBudget,
         shards: Vec<ShardInbox>,
-        backlog: Arc<Backlog>,
+        max_backlog: usize,
     ) -> std::io::Result<Backbone> {
-        let (tx, figures) = memory::spawn(clock, seed, budget, shards, backlog.clone())?;
+        let (tx, rx) = backlog::channel(max_backlog);
+        let figures = memory::spawn(clock, seed, budget, shards, rx)?;
         Ok(Backbone {
             tx,
             ready: Arc::new(AtomicBool::new(true)),
             cluster: false,
-            backlog,
             history: Some(figures),
         })
     }
@@ -181,15 +180,15 @@ impl Backbone {
     pub fn start_redis(
         options: self::redis::RedisOptions,
         shards: Vec<ShardInbox>,
-        backlog: Arc<Backlog>,
+        max_backlog: usize,
     ) -> Result<Backbone, self::redis::RedisStartError> {
         let ready = Arc::new(AtomicBool::new(false));
-        let tx = self::redis::spawn(options, shards, ready.clone(), backlog.clone())?;
+        let (tx, rx) = backlog::channel(max_backlog);
+        self::redis::spawn(options, shards, ready.clone(), rx)?;
         Ok(Backbone {
             tx,
             ready,
             cluster: true,
-            backlog,
             history: None,
         })
     }
@@ -210,25 +209,23 @@ impl Backbone {
     /// backbone takes it: while [`Backbone::backlog`] is full, shards stop
     /// reading their sockets.
     pub fn command(&self, node: NodeId, cmd: Command) {
-        self.backlog.sent();
-        if self.tx.send(ToHub::Command(node, cmd)).is_err() {
-            self.backlog.taken(1);
-        }
+        // Gone only at shutdown, when nothing waits for the command.
+        let _ = self.tx.send_now(ToHub::Command(node, cmd));
     }
 
-    /// Commands the shards sent that the backbone has not taken yet.
+    /// Messages sent to the backbone that it has not taken yet.
     pub fn backlog(&self) -> &Backlog {
-        &self.backlog
+        self.tx.backlog()
     }
 
-    /// Sends the driver a request and waits for its answer; the driver
-    /// gone (shutting down) is "unavailable".
+    /// Sends the driver a request, once the backlog has room, and waits for
+    /// its answer; the driver gone (shutting down) is "unavailable".
     async fn ask<T>(
         &self,
         make: impl FnOnce(oneshot::Sender<T>) -> ToHub,
     ) -> Result<T, Unavailable> {
         let (reply, rx) = oneshot::channel();
-        self.tx.send(make(reply)).map_err(|_| Unavailable)?;
+        self.tx.send(make(reply)).await.map_err(|_| Unavailable)?;
         rx.await.map_err(|_| Unavailable)
     }
 

@@ -1,8 +1,13 @@
-//! The bound on the path from the shards to the sequencer.
+//! The bound on the path from the shards to the sequencer: the backbone's
+//! channel ([`channel`]), whose every message is counted in a [`Backlog`].
 //!
-//! Every command a shard's node sends to the backbone (subscribe, publish,
-//! history, presence, ...) is counted here when sent and uncounted when the
-//! backbone thread takes it off its channel. While more than `max` wait,
+//! Every message sent to the backbone (a shard's node command, an API
+//! request) is counted when sent and uncounted when the backbone thread
+//! takes it off the channel ([`Receiver`] does both). A shard cannot wait
+//! (it sends while driving its node): it sends at once
+//! ([`Sender::send_now`]) and instead stops reading its clients while the
+//! backlog is full. The HTTP API waits for room before it sends
+//! ([`Sender::send`]). While more than `max` wait,
 //! the sequencer is behind: the shards stop reading their client sockets
 //! (their kernel buffers fill and the clients' writes block, so the clients
 //! are slowed through TCP), and resume once the count is back within `max`.
@@ -18,8 +23,95 @@
 
 use std::pin::pin;
 use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
 
-use tokio::sync::Notify;
+use tokio::sync::{mpsc, Notify};
+
+/// A channel to the backbone bounded by a [`Backlog`] of `max` messages.
+pub fn channel<T>(max: usize) -> (Sender<T>, Receiver<T>) {
+    let (tx, rx) = mpsc::unbounded_channel();
+    let backlog = Arc::new(Backlog::new(max));
+    (
+        Sender {
+            tx,
+            backlog: backlog.clone(),
+        },
+        Receiver { rx, backlog },
+    )
+}
+
+/// The sending side of [`channel`]; cheap to clone.
+#[derive(Debug)]
+pub struct Sender<T> {
+    tx: mpsc::UnboundedSender<T>,
+    backlog: Arc<Backlog>,
+}
+
+impl<T> Clone for Sender<T> {
+    fn clone(&self) -> Self {
+        Sender {
+            tx: self.tx.clone(),
+            backlog: self.backlog.clone(),
+        }
+    }
+}
+
+impl<T> Sender<T> {
+    /// Sends without waiting, counted against the backlog: for a caller
+    /// that cannot wait and holds back its own input while
+    /// [`Backlog::is_full`] instead (a shard). The item comes back if the
+    /// receiver is gone.
+    pub fn send_now(&self, item: T) -> Result<(), T> {
+        self.backlog.sent();
+        self.tx.send(item).map_err(|e| {
+            self.backlog.taken(1);
+            e.0
+        })
+    }
+
+    /// Waits until the backlog is within its bound, then sends.
+    pub async fn send(&self, item: T) -> Result<(), T> {
+        self.backlog.wait_for_room().await;
+        self.send_now(item)
+    }
+
+    /// The count of messages sent and not yet received.
+    pub fn backlog(&self) -> &Backlog {
+        &self.backlog
+    }
+}
+
+/// The receiving side of [`channel`]: taking a message uncounts it.
+#[derive(Debug)]
+pub struct Receiver<T> {
+    rx: mpsc::UnboundedReceiver<T>,
+    backlog: Arc<Backlog>,
+}
+
+impl<T> Receiver<T> {
+    /// The next message; `None` once every sender is gone.
+    pub async fn recv(&mut self) -> Option<T> {
+        let item = self.rx.recv().await;
+        if item.is_some() {
+            self.backlog.taken(1);
+        }
+        item
+    }
+
+    /// The next message if one is waiting.
+    pub fn try_recv(&mut self) -> Option<T> {
+        let item = self.rx.try_recv().ok();
+        if item.is_some() {
+            self.backlog.taken(1);
+        }
+        item
+    }
+
+    /// The bound the senders are held to.
+    pub fn max(&self) -> usize {
+        self.backlog.max
+    }
+}
 
 /// Commands waiting for the backbone, across every shard of the server.
 #[derive(Debug)]
@@ -89,6 +181,38 @@ impl Backlog {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[tokio::test]
+    async fn the_channel_counts_what_waits_and_a_waiting_sender_gets_room() {
+        let (tx, mut rx) = channel::<u32>(2);
+        for i in 0..3 {
+            tx.send_now(i).unwrap();
+        }
+        assert_eq!(tx.backlog().waiting(), 3);
+        assert!(tx.backlog().is_full());
+        // A sender that waits does not add to a full backlog.
+        let waiting = {
+            let tx = tx.clone();
+            tokio::spawn(async move { tx.send(3).await })
+        };
+        tokio::task::yield_now().await;
+        assert!(!waiting.is_finished());
+        assert_eq!(tx.backlog().waiting(), 3);
+        assert_eq!(rx.try_recv(), Some(0));
+        tokio::time::timeout(std::time::Duration::from_secs(5), waiting)
+            .await
+            .expect("woken")
+            .unwrap()
+            .unwrap();
+        assert_eq!(tx.backlog().waiting(), 3);
+        for want in [1, 2, 3] {
+            assert_eq!(rx.recv().await, Some(want));
+        }
+        assert_eq!(tx.backlog().waiting(), 0);
+        drop(rx);
+        assert_eq!(tx.send_now(9), Err(9), "receiver gone: nothing counted");
+        assert_eq!(tx.backlog().waiting(), 0);
+    }
 
     #[tokio::test]
     async fn full_past_the_bound_and_waiters_woken_when_room_is_made() {

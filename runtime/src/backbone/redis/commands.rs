@@ -97,14 +97,7 @@ impl Driver {
                 let first = set.is_empty();
                 set.insert(node);
                 if first {
-                    let r = tokio::time::timeout(
-                        RESPONSE_TIMEOUT,
-                        link.sink.subscribe(topic(&channel)),
-                    )
-                    .await;
-                    if !matches!(r, Ok(Ok(()))) {
-                        return Err(Lost);
-                    }
+                    on_sink(link.sink.subscribe(topic(&channel))).await?;
                 }
                 let keys = Keys::new(&channel);
                 let args = vec![self.lease.as_millis().to_string()];
@@ -116,14 +109,7 @@ impl Driver {
             }
             Command::Unsubscribe { channel } => {
                 if self.unsubscribed(node, &channel) {
-                    let r = tokio::time::timeout(
-                        RESPONSE_TIMEOUT,
-                        link.sink.unsubscribe(topic(&channel)),
-                    )
-                    .await;
-                    if !matches!(r, Ok(Ok(()))) {
-                        return Err(Lost);
-                    }
+                    on_sink(link.sink.unsubscribe(topic(&channel))).await?;
                 }
             }
             Command::Publish {
@@ -304,5 +290,16 @@ impl Driver {
                 err
             }
         });
+    }
+}
+
+/// A (un)subscription on the pub/sub connection, within the response
+/// timeout: anything but success means the link is lost.
+async fn on_sink(
+    call: impl std::future::Future<Output = redis::RedisResult<()>>,
+) -> Result<(), Lost> {
+    match tokio::time::timeout(RESPONSE_TIMEOUT, call).await {
+        Ok(Ok(())) => Ok(()),
+        _ => Err(Lost),
     }
 }

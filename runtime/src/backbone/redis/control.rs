@@ -281,11 +281,13 @@ impl Driver {
         self.spawn(link, move |_, mut conn| async move {
             match publish_control(&mut conn, &topic, &msg).await {
                 Ok(receivers) => {
-                    let _ = events.send(ControlEvent::Published { req, receivers });
+                    let _ = events
+                        .send(ControlEvent::Published { req, receivers })
+                        .await;
                     None
                 }
                 Err(e) => {
-                    let _ = events.send(ControlEvent::Failed(req));
+                    let _ = events.send(ControlEvent::Failed(req)).await;
                     Some(e)
                 }
             }
@@ -293,7 +295,7 @@ impl Driver {
         let events = self.control_tx.clone();
         tokio::spawn(async move {
             tokio::time::sleep(CONTROL_TIMEOUT).await;
-            let _ = events.send(ControlEvent::Expired(req));
+            let _ = events.send(ControlEvent::Expired(req)).await;
         });
     }
 

@@ -63,7 +63,7 @@ use std::time::Duration;
 use futures_util::StreamExt;
 use redis::aio::{MultiplexedConnection, PubSubSink, PubSubStream};
 use redis::{AsyncConnectionConfig, RedisError, Value};
-use tokio::sync::mpsc;
+use tokio::sync::{mpsc, watch};
 use tokio::time::Instant;
 use wavecast_core::backbone::{BackboneError, Event, NodeId, Reply, RequestId};
 use wavecast_core::hub::ChannelStats;
@@ -71,7 +71,7 @@ use wavecast_core::protocol::ClientInfo;
 
 use crate::backbone::ToHub;
 use crate::mailbox::{ShardInbox, ShardMsg};
-use crate::sys::backlog::Backlog;
+use crate::sys::backlog::Receiver;
 use control::{control_topic, is_control_topic, ControlEvent, Pending, CONTROL_ALL};
 use scripts::{
     channel_of, invoke_presence_add, parse_message, presence_remove, topic, Keys, Scripts,
@@ -146,11 +146,10 @@ pub(crate) fn spawn(
     options: RedisOptions,
     shards: Vec<ShardInbox>,
     ready: Arc<AtomicBool>,
-    backlog: Arc<Backlog>,
-) -> Result<mpsc::UnboundedSender<ToHub>, RedisStartError> {
+    rx: Receiver<ToHub>,
+) -> Result<(), RedisStartError> {
     let client = redis::Client::open(options.url.as_str())
         .map_err(|source| RedisStartError::Url { source })?;
-    let (tx, rx) = mpsc::unbounded_channel();
     let lease = options.presence_ttl.max(Duration::from_millis(300));
     std::thread::Builder::new()
         .name("wavecast-redis".into())
@@ -165,8 +164,8 @@ pub(crate) fn spawn(
                     return;
                 }
             };
-            let (lost_tx, lost_rx) = mpsc::unbounded_channel();
-            let (control_tx, control_rx) = mpsc::unbounded_channel();
+            let (lost_tx, lost_rx) = watch::channel(0);
+            let (control_tx, control_rx) = mpsc::channel(CONTROL_EVENTS);
             let driver = Driver {
                 client,
                 shards: Arc::new(shards),
@@ -182,13 +181,12 @@ pub(crate) fn spawn(
                 pending: HashMap::new(),
                 next_request: 0,
                 control_tx,
-                backlog,
                 in_flight: Arc::new(InFlight::default()),
             };
             rt.block_on(driver.run(rx, lost_rx, control_rx));
         })
         .map_err(RedisStartError::Thread)?;
-    Ok(tx)
+    Ok(())
 }
 
 struct Driver {
@@ -206,7 +204,10 @@ struct Driver {
     /// leaves announced) once it is back.
     removals: Vec<(String, ClientInfo, bool)>,
     /// Requests report a lost link here, with their link's generation.
-    lost_tx: mpsc::UnboundedSender<u64>,
+    /// The highest link generation a request saw broken: one value, not a
+    /// queue, however many requests fail at once (a report of an older
+    /// link changes nothing, since the driver compares with the current).
+    lost_tx: watch::Sender<u64>,
     generation: u64,
     /// This server's instance id: its control topic is named after it.
     instance: String,
@@ -214,10 +215,10 @@ struct Driver {
     pending: HashMap<u64, Pending>,
     /// The last request id given out.
     next_request: u64,
-    /// The driver's tasks report on control requests here.
-    control_tx: mpsc::UnboundedSender<ControlEvent>,
-    /// Commands the shards sent and the driver has not taken yet.
-    backlog: Arc<Backlog>,
+    /// The driver's tasks report on control requests here, at most
+    /// [`CONTROL_EVENTS`] waiting (a task waits for room; the driver reads
+    /// them in every turn of its loop).
+    control_tx: mpsc::Sender<ControlEvent>,
     /// Requests running on the link: at most [`MAX_IN_FLIGHT`]; past it
     /// the driver takes no more messages (so the backlog fills and the
     /// shards stop reading their clients).
@@ -226,6 +227,11 @@ struct Driver {
 
 /// Most requests the driver runs on the link at once.
 const MAX_IN_FLIGHT: usize = 1024;
+
+/// Most reports on control requests waiting for the driver: two a request
+/// (its publish's outcome and its expiry), for as many requests as the
+/// driver runs at once.
+const CONTROL_EVENTS: usize = 2 * MAX_IN_FLIGHT;
 
 /// How often the driver looks again at a shard inbox that was over the
 /// bound.
@@ -257,9 +263,9 @@ struct Lost;
 impl Driver {
     async fn run(
         mut self,
-        mut rx: mpsc::UnboundedReceiver<ToHub>,
-        mut lost_rx: mpsc::UnboundedReceiver<u64>,
-        mut control_rx: mpsc::UnboundedReceiver<ControlEvent>,
+        mut rx: Receiver<ToHub>,
+        mut lost_rx: watch::Receiver<u64>,
+        mut control_rx: mpsc::Receiver<ControlEvent>,
     ) {
         let mut link: Option<Link> = None;
         let mut backoff = MIN_BACKOFF;
@@ -270,10 +276,7 @@ impl Driver {
             let Some(l) = link.as_mut() else {
                 tokio::select! {
                     msg = rx.recv() => match msg {
-                        Some(msg) => {
-                            self.took(&msg);
-                            self.handle_down(msg)
-                        }
+                        Some(msg) => self.handle_down(msg),
                         None => return,
                     },
                     // Late reports of requests that the lost link failed.
@@ -303,13 +306,10 @@ impl Driver {
             };
             let generation = l.generation;
             let full = self.in_flight.is_full();
-            let behind = shards_behind(&self.shards, self.backlog.max());
+            let behind = shards_behind(&self.shards, rx.max());
             let lost = tokio::select! {
                 msg = rx.recv(), if !full => match msg {
-                    Some(msg) => {
-                        self.took(&msg);
-                        self.handle_up(l, msg).await.is_err()
-                    }
+                    Some(msg) => self.handle_up(l, msg).await.is_err(),
                     None => return,
                 },
                 _ = self.in_flight.done.notified(), if full => false,
@@ -325,7 +325,7 @@ impl Driver {
                     self.control_event(event);
                     false
                 }
-                g = lost_rx.recv() => g == Some(generation),
+                Ok(()) = lost_rx.changed() => *lost_rx.borrow_and_update() == generation,
                 _ = refresh.tick() => {
                     self.refresh(l);
                     false
@@ -341,13 +341,6 @@ impl Driver {
                 next_attempt = Instant::now() + MIN_BACKOFF;
                 backoff = MIN_BACKOFF * 2;
             }
-        }
-    }
-
-    /// Uncounts a node's command from the backlog once taken.
-    fn took(&self, msg: &ToHub) {
-        if matches!(msg, ToHub::Command(..)) {
-            self.backlog.taken(1);
         }
     }
 
@@ -443,7 +436,7 @@ impl Driver {
         tokio::spawn(async move {
             let r = tokio::time::timeout(RESPONSE_TIMEOUT, sink.ping::<Value>()).await;
             if !matches!(r, Ok(Ok(_))) {
-                let _ = lost.send(generation);
+                lost_link(&lost, generation);
             }
         });
         let channels: BTreeSet<&String> = self.subs.keys().chain(self.present.keys()).collect();
@@ -586,9 +579,14 @@ fn link_broken(e: &RedisError) -> bool {
     e.is_io_error() || e.is_timeout() || e.is_connection_dropped() || e.is_connection_refusal()
 }
 
-fn report(lost: &mpsc::UnboundedSender<u64>, generation: u64, e: &RedisError) {
+/// Reports that the link of `generation` broke.
+fn lost_link(lost: &watch::Sender<u64>, generation: u64) {
+    lost.send_modify(|g| *g = (*g).max(generation));
+}
+
+fn report(lost: &watch::Sender<u64>, generation: u64, e: &RedisError) {
     if link_broken(e) {
-        let _ = lost.send(generation);
+        lost_link(lost, generation);
     } else {
         tracing::warn!(error = %e, "redis refused a backbone command");
     }
@@ -631,11 +629,7 @@ mod tests {
             presence_ttl: Duration::from_secs(15),
             instance: "0a1b2c".into(),
         };
-        let r = crate::backbone::Backbone::start_redis(
-            options,
-            Vec::new(),
-            std::sync::Arc::new(Backlog::new(1)),
-        );
+        let r = crate::backbone::Backbone::start_redis(options, Vec::new(), 1);
         assert!(matches!(r, Err(RedisStartError::Url { .. })), "{r:?}");
     }
 }
