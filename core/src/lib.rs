@@ -14,7 +14,8 @@
 //!   section 7.4), and the standard codes. A leaf, shared by the codec and
 //!   wavecast's own codes.
 //! - [`handshake`]: parses and validates an HTTP/1.1 upgrade request head
-//!   (RFC 6455 section 4) and produces the `101` response or a rejection.
+//!   (RFC 6455 section 4) and produces the `101` response or a rejection;
+//!   its `client` part builds a client's request and checks the answer.
 //! - [`frame`]: the RFC 6455 section 5 codec: incremental decode of masked
 //!   client frames, encode of unmasked server frames.
 //! - [`message`]: assembles frames into messages: fragmentation,
@@ -25,8 +26,9 @@
 //!   closing, closed) with heartbeats; it owns a decoder, an assembler and
 //!   a queue.
 //! - [`protocol`]: the pub/sub wire protocol: commands in, replies and
-//!   pushes out, in JSON or MessagePack; error codes and wavecast's close
-//!   codes (a folder, one job per file).
+//!   pushes out, in JSON or MessagePack, and the same decoded on the
+//!   client side; error codes and wavecast's close codes (a folder, one
+//!   job per file).
 //! - [`backbone`]: the interface between a node and the sequencer of every
 //!   channel: `Command`s out, `Event`s in.
 //! - [`namespace`]: per-namespace channel options (history, presence,
@@ -39,6 +41,9 @@
 //! - [`node`]: one shard's whole state: its connections (a generational
 //!   slab), timers, client commands, and ordered delivery with gap filling
 //!   and recovery per channel (a folder, one job per file).
+//! - [`client`]: the client side of the protocol as a state machine
+//!   (subscriptions, positions, recovery on reconnect, gap detection,
+//!   reconnect with backoff), for Rust clients, the tests and the load tool.
 //! - [`standalone`]: one node wired to the in-memory hub with no I/O, for
 //!   benches, examples and tests of the core alone.
 //! - [`fuzzing`]: the entry points shared by the fuzz targets and the seed
@@ -55,6 +60,7 @@
 
 pub mod admission;
 pub mod backbone;
+pub mod client;
 pub mod close;
 pub mod connection;
 pub mod frame;

@@ -35,7 +35,8 @@
 //! - `payload.rs`: publication data ([`Payload`]);
 //! - `tree.rs`: the shape of an outgoing message, one writer per encoding;
 //! - `command.rs`: client commands, decoded and encoded;
-//! - `reply.rs`: replies and pushes, encoded.
+//! - `reply.rs`: replies and pushes, encoded;
+//! - `server_message.rs`: replies and pushes, decoded (the client side).
 
 mod channel;
 mod codes;
@@ -44,6 +45,7 @@ mod encoding;
 mod error;
 mod payload;
 mod reply;
+mod server_message;
 mod transcode;
 mod tree;
 mod write;
@@ -60,3 +62,4 @@ pub use payload::Payload;
 pub use reply::{
     encode_pub, encode_push, encode_reply, ClientInfo, Publication, Push, Recovery, Reply,
 };
+pub use server_message::{decode_server_message, ServerMessage, ServerMessageError};

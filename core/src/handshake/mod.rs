@@ -1,6 +1,7 @@
-//! The server side of the RFC 6455 section 4 opening handshake.
+//! The RFC 6455 section 4 opening handshake: the server side here, the
+//! client side in [`client`] ([`ClientHandshake`]).
 //!
-//! Two steps, both pure functions over bytes:
+//! The server side is two steps, both pure functions over bytes:
 //!
 //! 1. [`parse_request`] finds an HTTP/1.1 request head at the front of a
 //!    read buffer. It returns `Ok(None)` while the head is incomplete, and
@@ -23,6 +24,10 @@
 
 use base64::Engine as _;
 use sha1::{Digest, Sha1};
+
+pub mod client;
+
+pub use client::{ClientAccepted, ClientHandshake, ClientHandshakeError};
 
 /// The GUID that RFC 6455 section 1.3 appends to the client's key before
 /// hashing it into `Sec-WebSocket-Accept`.

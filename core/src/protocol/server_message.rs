@@ -1,0 +1,476 @@
+//! What a client receives, decoded: [`ServerMessage`] (a [`Reply`] with the
+//! id of its command, or a [`Push`]) from JSON or MessagePack
+//! ([`decode_server_message`]), symmetric to how the server decodes
+//! commands ([`decode_request`](super::decode_request)).
+//!
+//! The server never calls this; Rust clients, the model, the tests and the
+//! load tool do, so that the client side of the protocol is written once.
+//! Unknown fields are ignored (a newer server may add some); a message
+//! without exactly one known reply or push kind is refused, since a client
+//! cannot act on it.
+
+use std::collections::BTreeMap;
+
+use serde::Deserialize;
+use serde_json::value::RawValue;
+
+use super::encoding::{Encoding, MAX_FRAME_DEPTH};
+use super::error::{ErrorCode, ErrorReply};
+use super::payload::{trim_json_whitespace, Payload};
+use super::reply::{ClientInfo, Publication, Push, Recovery, Reply};
+use super::transcode::msgpack_to_json;
+
+/// One message from the server, decoded.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum ServerMessage {
+    /// The answer to the command with this id.
+    Reply {
+        /// The id the client gave the command.
+        id: u64,
+        /// The answer.
+        reply: Reply,
+    },
+    /// A message that answers no command.
+    Push(Push),
+}
+
+/// Why a server message could not be decoded. The server's fault (or a
+/// server newer than this client in a way the client cannot follow): a
+/// client closes the connection with 1002 (protocol error) or 1007
+/// (invalid payload data) and reconnects.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum ServerMessageError {
+    /// Not one well-formed value of the encoding, or not an object.
+    #[error("server sent a malformed {encoding:?} message: {message}")]
+    Syntax {
+        /// The encoding the message was decoded with.
+        encoding: Encoding,
+        /// The decoder's description of the fault.
+        message: String,
+    },
+    /// Well-formed, but not a reply or push this client knows.
+    #[error("server sent a message this client cannot use: {0}")]
+    Shape(String),
+}
+
+/// Decodes one server message (the payload of one text frame for JSON, one
+/// binary frame for MessagePack). `decode_server_message(e,
+/// &encode_reply(e, id, r))` gives back `Reply { id, reply: r }` and the
+/// same for pushes (presence lists come back in client-id order).
+pub fn decode_server_message(
+    encoding: Encoding,
+    bytes: &[u8],
+) -> Result<ServerMessage, ServerMessageError> {
+    match encoding {
+        Encoding::Json => decode_json(bytes, Encoding::Json),
+        Encoding::MsgPack => {
+            // As for commands: one definition of every message, in JSON;
+            // MessagePack is transcoded first.
+            let json = msgpack_to_json(bytes, MAX_FRAME_DEPTH)
+                .map_err(|message| ServerMessageError::Syntax { encoding, message })?;
+            decode_json(&json, Encoding::MsgPack)
+        }
+    }
+}
+
+#[derive(Deserialize)]
+struct Envelope<'a> {
+    #[serde(default)]
+    id: Option<u64>,
+    #[serde(borrow, default)]
+    push: Option<&'a RawValue>,
+    #[serde(borrow, default)]
+    subscribe: Option<&'a RawValue>,
+    #[serde(borrow, default)]
+    unsubscribe: Option<&'a RawValue>,
+    #[serde(borrow, default)]
+    publish: Option<&'a RawValue>,
+    #[serde(borrow, default)]
+    presence: Option<&'a RawValue>,
+    #[serde(borrow, default)]
+    history: Option<&'a RawValue>,
+    #[serde(borrow, default)]
+    error: Option<&'a RawValue>,
+}
+
+#[derive(Deserialize)]
+struct PublicationBody<'a> {
+    offset: u64,
+    #[serde(borrow)]
+    data: &'a RawValue,
+}
+
+#[derive(Deserialize)]
+struct SubscribeBody<'a> {
+    epoch: String,
+    offset: u64,
+    #[serde(default)]
+    recovered: Option<bool>,
+    #[serde(borrow, default)]
+    publications: Vec<PublicationBody<'a>>,
+}
+
+#[derive(Deserialize)]
+struct PublishBody {
+    offset: u64,
+}
+
+#[derive(Deserialize)]
+struct PresenceBody {
+    clients: BTreeMap<String, ClientBody>,
+}
+
+#[derive(Deserialize)]
+struct ClientBody {
+    client: String,
+    #[serde(default)]
+    user: String,
+}
+
+#[derive(Deserialize)]
+struct HistoryBody<'a> {
+    epoch: String,
+    offset: u64,
+    #[serde(borrow, default)]
+    publications: Vec<PublicationBody<'a>>,
+}
+
+#[derive(Deserialize)]
+struct ErrorBody {
+    code: u16,
+    #[serde(default)]
+    message: String,
+}
+
+#[derive(Deserialize)]
+struct PushBody<'a> {
+    channel: String,
+    #[serde(borrow, default)]
+    r#pub: Option<PublicationBody<'a>>,
+    #[serde(default)]
+    join: Option<ClientBody>,
+    #[serde(default)]
+    leave: Option<ClientBody>,
+    #[serde(default)]
+    unsubscribe: Option<UnsubscribeBody>,
+}
+
+#[derive(Deserialize)]
+struct UnsubscribeBody {
+    code: u16,
+    #[serde(default)]
+    reason: String,
+}
+
+fn decode_json(bytes: &[u8], label: Encoding) -> Result<ServerMessage, ServerMessageError> {
+    let shape = |m: String| ServerMessageError::Shape(m);
+    if trim_json_whitespace(bytes).first() != Some(&b'{') {
+        return Err(ServerMessageError::Syntax {
+            encoding: label,
+            message: "not an object".into(),
+        });
+    }
+    let envelope: Envelope<'_> =
+        serde_json::from_slice(bytes).map_err(|e| ServerMessageError::Syntax {
+            encoding: label,
+            message: e.to_string(),
+        })?;
+    if let Some(raw) = envelope.push {
+        if envelope.id.is_some() {
+            return Err(shape("a push carries an id".into()));
+        }
+        return decode_push(raw).map(ServerMessage::Push).map_err(shape);
+    }
+    let id = match envelope.id {
+        Some(id) if id > 0 => id,
+        _ => return Err(shape("neither a push nor a reply with an id >= 1".into())),
+    };
+    let kinds = [
+        envelope.subscribe,
+        envelope.unsubscribe,
+        envelope.publish,
+        envelope.presence,
+        envelope.history,
+        envelope.error,
+    ];
+    if kinds.iter().flatten().count() != 1 {
+        return Err(shape(format!("reply {id} has not exactly one result")));
+    }
+    let reply = if let Some(raw) = envelope.subscribe {
+        let body: SubscribeBody<'_> = body(raw, "subscribe")?;
+        let publications = publications(body.publications)?;
+        let recovery = match body.recovered {
+            Some(recovered) => Some(Recovery {
+                recovered,
+                publications,
+            }),
+            None if publications.is_empty() => None,
+            None => return Err(shape("subscribe: publications without recovered".into())),
+        };
+        Reply::Subscribe {
+            epoch: body.epoch,
+            offset: body.offset,
+            recovery,
+        }
+    } else if let Some(raw) = envelope.unsubscribe {
+        let _: serde::de::IgnoredAny = body(raw, "unsubscribe")?;
+        Reply::Unsubscribe
+    } else if let Some(raw) = envelope.publish {
+        let body: PublishBody = body(raw, "publish")?;
+        Reply::Publish {
+            offset: body.offset,
+        }
+    } else if let Some(raw) = envelope.presence {
+        let body: PresenceBody = body(raw, "presence")?;
+        Reply::Presence {
+            clients: body.clients.into_values().map(client_info).collect(),
+        }
+    } else if let Some(raw) = envelope.history {
+        let body: HistoryBody<'_> = body(raw, "history")?;
+        Reply::History {
+            epoch: body.epoch,
+            offset: body.offset,
+            publications: publications(body.publications)?,
+        }
+    } else if let Some(raw) = envelope.error {
+        let body: ErrorBody = body(raw, "error")?;
+        let code = ErrorCode::from_code(body.code)
+            .ok_or_else(|| shape(format!("error: unknown error code {}", body.code)))?;
+        Reply::Error(ErrorReply::new(code, body.message))
+    } else {
+        unreachable!("exactly one kind is present")
+    };
+    Ok(ServerMessage::Reply { id, reply })
+}
+
+fn decode_push(raw: &RawValue) -> Result<Push, String> {
+    let body: PushBody<'_> = body(raw, "push").map_err(|e| e.to_string())?;
+    let channel = body.channel;
+    let kinds = usize::from(body.r#pub.is_some())
+        + usize::from(body.join.is_some())
+        + usize::from(body.leave.is_some())
+        + usize::from(body.unsubscribe.is_some());
+    if kinds != 1 {
+        return Err(format!("push on {channel:?} has not exactly one kind"));
+    }
+    Ok(if let Some(p) = body.r#pub {
+        Push::Pub {
+            channel,
+            publication: publication(p).map_err(|e| e.to_string())?,
+        }
+    } else if let Some(c) = body.join {
+        Push::Join {
+            channel,
+            info: client_info(c),
+        }
+    } else if let Some(c) = body.leave {
+        Push::Leave {
+            channel,
+            info: client_info(c),
+        }
+    } else if let Some(u) = body.unsubscribe {
+        Push::Unsubscribe {
+            channel,
+            code: u.code,
+            reason: u.reason,
+        }
+    } else {
+        unreachable!("exactly one kind is present")
+    })
+}
+
+/// Decodes a reply or push body, which must be an object.
+fn body<'a, T: Deserialize<'a>>(raw: &'a RawValue, what: &str) -> Result<T, ServerMessageError> {
+    let text = raw.get();
+    if !text.trim_start().starts_with('{') {
+        return Err(ServerMessageError::Shape(format!(
+            "{what}: expected an object"
+        )));
+    }
+    serde_json::from_str(text).map_err(|e| ServerMessageError::Shape(format!("{what}: {e}")))
+}
+
+fn publication(body: PublicationBody<'_>) -> Result<Publication, ServerMessageError> {
+    let data = Payload::from_json(body.data.get().as_bytes())
+        .map_err(|e| ServerMessageError::Shape(format!("publication data: {e}")))?;
+    Ok(Publication {
+        offset: body.offset,
+        data,
+    })
+}
+
+fn publications(bodies: Vec<PublicationBody<'_>>) -> Result<Vec<Publication>, ServerMessageError> {
+    bodies.into_iter().map(publication).collect()
+}
+
+fn client_info(body: ClientBody) -> ClientInfo {
+    ClientInfo {
+        client: body.client,
+        user: body.user,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::protocol::{encode_push, encode_reply};
+
+    fn both(check: impl Fn(Encoding)) {
+        check(Encoding::Json);
+        check(Encoding::MsgPack);
+    }
+
+    fn data(json: &str) -> Payload {
+        Payload::from_json(json.as_bytes()).unwrap()
+    }
+
+    #[test]
+    fn every_reply_decodes_to_what_was_encoded() {
+        let publications = vec![
+            Publication {
+                offset: 4,
+                data: data(r#"{"a":[1,2.5,"x"]}"#),
+            },
+            Publication {
+                offset: 5,
+                data: data("null"),
+            },
+        ];
+        let replies = [
+            Reply::Subscribe {
+                epoch: "e1".into(),
+                offset: 7,
+                recovery: None,
+            },
+            Reply::Subscribe {
+                epoch: "e1".into(),
+                offset: 5,
+                recovery: Some(Recovery {
+                    recovered: true,
+                    publications: publications.clone(),
+                }),
+            },
+            Reply::Subscribe {
+                epoch: "e2".into(),
+                offset: 0,
+                recovery: Some(Recovery {
+                    recovered: false,
+                    publications: Vec::new(),
+                }),
+            },
+            Reply::Unsubscribe,
+            Reply::Publish { offset: u64::MAX },
+            Reply::Presence {
+                clients: vec![
+                    ClientInfo {
+                        client: "a-1".into(),
+                        user: String::new(),
+                    },
+                    ClientInfo {
+                        client: "b-2".into(),
+                        user: "bob".into(),
+                    },
+                ],
+            },
+            Reply::History {
+                epoch: "e1".into(),
+                offset: 5,
+                publications,
+            },
+            Reply::Error(ErrorReply::new(ErrorCode::NotSubscribed, "not subscribed")),
+        ];
+        both(|e| {
+            for (i, reply) in replies.iter().enumerate() {
+                let id = i as u64 + 1;
+                let bytes = encode_reply(e, id, reply);
+                assert_eq!(
+                    decode_server_message(e, &bytes),
+                    Ok(ServerMessage::Reply {
+                        id,
+                        reply: reply.clone()
+                    }),
+                    "{e:?} {reply:?}"
+                );
+            }
+        });
+    }
+
+    #[test]
+    fn every_push_decodes_to_what_was_encoded() {
+        let info = ClientInfo {
+            client: "c-9".into(),
+            user: "ann".into(),
+        };
+        let pushes = [
+            Push::Pub {
+                channel: "chat:room \u{e9}".into(),
+                publication: Publication {
+                    offset: 12,
+                    data: data(r#""text""#),
+                },
+            },
+            Push::Join {
+                channel: "a".into(),
+                info: info.clone(),
+            },
+            Push::Leave {
+                channel: "a".into(),
+                info,
+            },
+            Push::Unsubscribe {
+                channel: "a".into(),
+                code: 2500,
+                reason: "insufficient state".into(),
+            },
+        ];
+        both(|e| {
+            for push in &pushes {
+                let bytes = encode_push(e, push);
+                assert_eq!(
+                    decode_server_message(e, &bytes),
+                    Ok(ServerMessage::Push(push.clone())),
+                    "{e:?} {push:?}"
+                );
+            }
+        });
+    }
+
+    #[test]
+    fn messages_a_client_cannot_act_on_are_refused_not_guessed() {
+        let refused = [
+            "",
+            "[1]",
+            "not json",
+            r#"{"id":1}"#,
+            r#"{"id":0,"publish":{"offset":1}}"#,
+            r#"{"publish":{"offset":1}}"#,
+            r#"{"id":1,"publish":{"offset":1},"unsubscribe":{}}"#,
+            r#"{"id":1,"publish":[1]}"#,
+            r#"{"id":1,"publish":{"offset":-1}}"#,
+            r#"{"id":1,"error":{"code":999,"message":"?"}}"#,
+            r#"{"id":1,"push":{"channel":"a","leave":{"client":"x"}}}"#,
+            r#"{"push":{"channel":"a"}}"#,
+            r#"{"push":{"channel":"a","join":{"client":"x"},"leave":{"client":"x"}}}"#,
+            r#"{"push":{"channel":"a","pub":{"offset":1}}}"#,
+            r#"{"id":2,"subscribe":{"epoch":"e","offset":1,"publications":[{"offset":1,"data":1}]}}"#,
+        ];
+        for text in refused {
+            assert!(
+                decode_server_message(Encoding::Json, text.as_bytes()).is_err(),
+                "accepted {text:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn unknown_fields_are_ignored_for_newer_servers() {
+        let text = r#"{"id":3,"publish":{"offset":9,"extra":true},"meta":{"x":1}}"#;
+        assert_eq!(
+            decode_server_message(Encoding::Json, text.as_bytes()),
+            Ok(ServerMessage::Reply {
+                id: 3,
+                reply: Reply::Publish { offset: 9 }
+            })
+        );
+    }
+}
