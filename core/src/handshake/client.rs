@@ -108,73 +108,87 @@ impl ClientHandshake {
         &self,
         buf: &[u8],
     ) -> Result<Option<ClientAccepted>, ClientHandshakeError> {
-        let window = buf.get(..MAX_RESPONSE_HEAD).unwrap_or(buf);
-        let mut headers = [httparse::EMPTY_HEADER; MAX_HEADERS];
-        let mut resp = httparse::Response::new(&mut headers);
-        let head_len = match resp.parse(window) {
-            Ok(httparse::Status::Complete(n)) => n,
-            Ok(httparse::Status::Partial) if buf.len() > MAX_RESPONSE_HEAD => {
-                return Err(ClientHandshakeError::HeadTooLarge)
-            }
-            Ok(httparse::Status::Partial) => return Ok(None),
-            Err(e) => return Err(ClientHandshakeError::Malformed(e.to_string())),
-        };
-        let status = resp.code.unwrap_or(0);
-        if status != 101 {
-            return Err(ClientHandshakeError::Refused { status, head_len });
-        }
-        let values = |name: &'static str| {
-            resp.headers
-                .iter()
-                .filter(move |h| h.name.eq_ignore_ascii_case(name))
-                .map(|h| h.value)
-        };
-        let has_token = |name: &'static str, token: &str| {
-            values(name)
-                .flat_map(list_elements)
-                .any(|t| t.eq_ignore_ascii_case(token.as_bytes()))
-        };
-        if !has_token("upgrade", "websocket") {
-            return Err(ClientHandshakeError::MissingUpgrade);
-        }
-        if !has_token("connection", "upgrade") {
-            return Err(ClientHandshakeError::MissingConnectionUpgrade);
-        }
-        let expected = accept_key(self.key.as_bytes());
-        let mut accepts = values("sec-websocket-accept");
-        match (accepts.next(), accepts.next()) {
-            (Some(v), None) if super::trim_ows(v) == expected.as_bytes() => {}
-            _ => return Err(ClientHandshakeError::BadAccept),
-        }
-        if let Some(ext) = values("sec-websocket-extensions")
-            .flat_map(list_elements)
-            .next()
-        {
-            return Err(ClientHandshakeError::UnaskedExtension(
-                String::from_utf8_lossy(ext).into_owned(),
-            ));
-        }
-        let mut chosen = values("sec-websocket-protocol").flat_map(list_elements);
-        let subprotocol = match (chosen.next(), chosen.next()) {
-            (None, _) => None,
-            (Some(p), None) => {
-                let p = String::from_utf8_lossy(p).into_owned();
-                if !self.subprotocols.contains(&p) {
-                    return Err(ClientHandshakeError::UnofferedSubprotocol(p));
-                }
-                Some(p)
-            }
-            (Some(_), Some(_)) => {
-                return Err(ClientHandshakeError::UnofferedSubprotocol(
-                    "more than one".to_owned(),
-                ))
-            }
-        };
-        Ok(Some(ClientAccepted {
-            head_len,
-            subprotocol,
-        }))
+        let offered: Vec<&str> = self.subprotocols.iter().map(String::as_str).collect();
+        read_response(buf, &self.key, &offered)
     }
+}
+
+/// Checks a server's answer to an upgrade request sent with
+/// `Sec-WebSocket-Key: key` offering `subprotocols` (for clients that write
+/// their own request, such as tests of odd requests): the checks of
+/// RFC 6455 section 4.1 that a client must make. `Ok(None)` while the head
+/// is incomplete.
+pub fn read_response(
+    buf: &[u8],
+    key: &str,
+    subprotocols: &[&str],
+) -> Result<Option<ClientAccepted>, ClientHandshakeError> {
+    let window = buf.get(..MAX_RESPONSE_HEAD).unwrap_or(buf);
+    let mut headers = [httparse::EMPTY_HEADER; MAX_HEADERS];
+    let mut resp = httparse::Response::new(&mut headers);
+    let head_len = match resp.parse(window) {
+        Ok(httparse::Status::Complete(n)) => n,
+        Ok(httparse::Status::Partial) if buf.len() > MAX_RESPONSE_HEAD => {
+            return Err(ClientHandshakeError::HeadTooLarge)
+        }
+        Ok(httparse::Status::Partial) => return Ok(None),
+        Err(e) => return Err(ClientHandshakeError::Malformed(e.to_string())),
+    };
+    let status = resp.code.unwrap_or(0);
+    if status != 101 {
+        return Err(ClientHandshakeError::Refused { status, head_len });
+    }
+    let values = |name: &'static str| {
+        resp.headers
+            .iter()
+            .filter(move |h| h.name.eq_ignore_ascii_case(name))
+            .map(|h| h.value)
+    };
+    let has_token = |name: &'static str, token: &str| {
+        values(name)
+            .flat_map(list_elements)
+            .any(|t| t.eq_ignore_ascii_case(token.as_bytes()))
+    };
+    if !has_token("upgrade", "websocket") {
+        return Err(ClientHandshakeError::MissingUpgrade);
+    }
+    if !has_token("connection", "upgrade") {
+        return Err(ClientHandshakeError::MissingConnectionUpgrade);
+    }
+    let expected = accept_key(key.as_bytes());
+    let mut accepts = values("sec-websocket-accept");
+    match (accepts.next(), accepts.next()) {
+        (Some(v), None) if super::trim_ows(v) == expected.as_bytes() => {}
+        _ => return Err(ClientHandshakeError::BadAccept),
+    }
+    if let Some(ext) = values("sec-websocket-extensions")
+        .flat_map(list_elements)
+        .next()
+    {
+        return Err(ClientHandshakeError::UnaskedExtension(
+            String::from_utf8_lossy(ext).into_owned(),
+        ));
+    }
+    let mut chosen = values("sec-websocket-protocol").flat_map(list_elements);
+    let subprotocol = match (chosen.next(), chosen.next()) {
+        (None, _) => None,
+        (Some(p), None) => {
+            let p = String::from_utf8_lossy(p).into_owned();
+            if !subprotocols.contains(&p.as_str()) {
+                return Err(ClientHandshakeError::UnofferedSubprotocol(p));
+            }
+            Some(p)
+        }
+        (Some(_), Some(_)) => {
+            return Err(ClientHandshakeError::UnofferedSubprotocol(
+                "more than one".to_owned(),
+            ))
+        }
+    };
+    Ok(Some(ClientAccepted {
+        head_len,
+        subprotocol,
+    }))
 }
 
 #[cfg(test)]

@@ -27,7 +27,7 @@ use sha1::{Digest, Sha1};
 
 pub mod client;
 
-pub use client::{ClientAccepted, ClientHandshake, ClientHandshakeError};
+pub use client::{read_response, ClientAccepted, ClientHandshake, ClientHandshakeError};
 
 /// The GUID that RFC 6455 section 1.3 appends to the client's key before
 /// hashing it into `Sec-WebSocket-Accept`.
