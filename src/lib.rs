@@ -64,18 +64,48 @@ pub fn binary_path() -> PathBuf {
     profile_dir.join(format!("wavecast{}", std::env::consts::EXE_SUFFIX))
 }
 
-/// A unique path in the temp directory (tests run in parallel threads and
-/// processes, so the PID and a counter both go into the name).
-fn temp_path(what: &str) -> PathBuf {
-    static COUNTER: AtomicUsize = AtomicUsize::new(0);
-    let n = COUNTER.fetch_add(1, Ordering::Relaxed);
-    let nanos = SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| d.subsec_nanos());
-    std::env::temp_dir().join(format!(
-        "wavecast-test-{}-{n}-{nanos}.{what}",
-        std::process::id()
-    ))
+/// A file with a unique path in the temp directory, removed on drop.
+///
+/// Tests run in parallel threads and processes, so the PID, a counter and
+/// the clock all go into the name.
+#[derive(Debug)]
+pub struct TempFile(PathBuf);
+
+impl TempFile {
+    /// Writes `contents` to a fresh, unique file whose name ends in `.ext`.
+    ///
+    /// # Panics
+    ///
+    /// If the file cannot be written.
+    pub fn new(ext: &str, contents: &str) -> TempFile {
+        static COUNTER: AtomicUsize = AtomicUsize::new(0);
+        let n = COUNTER.fetch_add(1, Ordering::Relaxed);
+        let nanos = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map_or(0, |d| d.subsec_nanos());
+        let path = std::env::temp_dir().join(format!(
+            "wavecast-test-{}-{n}-{nanos}.{ext}",
+            std::process::id()
+        ));
+        fs::write(&path, contents).expect("write temp file");
+        TempFile(path)
+    }
+
+    /// The file's path as a string (for a command line).
+    pub fn path(&self) -> String {
+        self.0.to_string_lossy().into_owned()
+    }
+
+    /// The file's path.
+    pub fn as_path(&self) -> &Path {
+        &self.0
+    }
+}
+
+impl Drop for TempFile {
+    fn drop(&mut self) {
+        let _ = fs::remove_file(&self.0);
+    }
 }
 
 /// A running `wavecast serve` process on `127.0.0.1` and a free port.
@@ -87,7 +117,8 @@ fn temp_path(what: &str) -> PathBuf {
 pub struct Server {
     child: Child,
     addr: SocketAddr,
-    stderr_path: PathBuf,
+    /// The server's stderr, removed once the server is dropped.
+    stderr: TempFile,
     /// Set once the process has been reaped; after that its PID may belong
     /// to another process and must not be signalled.
     status: Option<ExitStatus>,
@@ -112,8 +143,9 @@ impl Server {
             "{} not found: run `cargo build -p wavecast` first (the integration tests run the real binary)",
             bin.display()
         );
-        let stderr_path = temp_path("stderr");
-        let stderr = File::create(&stderr_path).expect("cannot create the server's stderr file");
+        let stderr_file = TempFile::new("stderr", "");
+        let stderr =
+            File::create(stderr_file.as_path()).expect("cannot create the server's stderr file");
         let mut cmd = Command::new(&bin);
         cmd.arg("serve")
             .arg("--listen")
@@ -155,7 +187,7 @@ impl Server {
                             Ok(addr) => break addr,
                             Err(e) => fail_start(
                                 child,
-                                &stderr_path,
+                                stderr_file,
                                 &format!("bad listening line {line:?}: {e}"),
                             ),
                         }
@@ -163,18 +195,18 @@ impl Server {
                 }
                 Err(mpsc::RecvTimeoutError::Timeout) => fail_start(
                     child,
-                    &stderr_path,
+                    stderr_file,
                     &format!("no listening line within {START_TIMEOUT:?}"),
                 ),
                 Err(mpsc::RecvTimeoutError::Disconnected) => {
-                    fail_start(child, &stderr_path, "server closed stdout before listening")
+                    fail_start(child, stderr_file, "server closed stdout before listening")
                 }
             }
         };
         Server {
             child,
             addr,
-            stderr_path,
+            stderr: stderr_file,
             status: None,
         }
     }
@@ -302,7 +334,7 @@ impl Server {
 
     /// What the server wrote to stderr so far (its logs).
     pub fn stderr(&self) -> String {
-        fs::read_to_string(&self.stderr_path).unwrap_or_default()
+        fs::read_to_string(self.stderr.as_path()).unwrap_or_default()
     }
 }
 
@@ -321,16 +353,16 @@ impl Drop for Server {
                 self.stderr()
             );
         }
-        let _ = fs::remove_file(&self.stderr_path);
+        // The stderr file goes with the `stderr` field.
     }
 }
 
 /// Kills a server that failed to start and panics with its stderr.
-fn fail_start(mut child: Child, stderr_path: &Path, why: &str) -> ! {
+fn fail_start(mut child: Child, stderr_file: TempFile, why: &str) -> ! {
     let _ = child.kill();
     let status = child.wait();
-    let stderr = fs::read_to_string(stderr_path).unwrap_or_default();
-    let _ = fs::remove_file(stderr_path);
+    let stderr = fs::read_to_string(stderr_file.as_path()).unwrap_or_default();
+    drop(stderr_file);
     panic!("wavecast server failed to start: {why} (exit: {status:?})\nstderr:\n{stderr}");
 }
 
@@ -412,7 +444,8 @@ impl Request {
     }
 }
 
-/// A parsed HTTP response.
+/// A parsed HTTP response, of the raw client here and of the API client in
+/// [`pubsub`] (where it is also called [`pubsub::HttpReply`]).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct HttpResponse {
     /// The status code.
@@ -420,7 +453,7 @@ pub struct HttpResponse {
     /// Header lines in order (names as sent).
     pub headers: Vec<(String, String)>,
     /// The body: `Content-Length` bytes, or everything until the server
-    /// closed. Empty for `101`.
+    /// closed. Empty for `1xx`, `204` and `304`.
     pub body: Vec<u8>,
 }
 
@@ -432,53 +465,136 @@ impl HttpResponse {
             .find(|(n, _)| n.eq_ignore_ascii_case(name))
             .map(|(_, v)| v.as_str())
     }
+
+    /// The body as text (lossy), for messages.
+    pub fn text(&self) -> String {
+        String::from_utf8_lossy(&self.body).into_owned()
+    }
+
+    /// The body as JSON.
+    ///
+    /// # Panics
+    ///
+    /// If it is not JSON.
+    pub fn json(&self) -> serde_json::Value {
+        serde_json::from_slice(&self.body)
+            .unwrap_or_else(|e| panic!("body is not JSON ({e}): {:?}", self.text()))
+    }
+
+    /// The API's error object: checks the shape `{"error": {"code": N,
+    /// "message": "..."}}` with a non-empty message; returns the code.
+    pub fn error_code(&self) -> u64 {
+        let v = self.json();
+        assert!(
+            v["error"]["message"]
+                .as_str()
+                .is_some_and(|m| !m.is_empty()),
+            "an API error needs a message: {v}"
+        );
+        v["error"]["code"]
+            .as_u64()
+            .unwrap_or_else(|| panic!("an API error needs a code: {v}"))
+    }
 }
 
-/// Reads a response head from `stream` into `buf` (which may already hold
-/// bytes); returns the response without its body, and the head's length in
-/// `buf`.
-fn read_response_head(
-    stream: &mut TcpStream,
-    buf: &mut Vec<u8>,
-    deadline: Instant,
-) -> io::Result<(HttpResponse, usize)> {
-    loop {
-        if let Some(end) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
-            let head_len = end + 4;
-            let text = String::from_utf8_lossy(&buf[..end]).into_owned();
-            let mut lines = text.split("\r\n");
-            let status_line = lines.next().unwrap_or_default();
-            let mut parts = status_line.splitn(3, ' ');
-            let version = parts.next().unwrap_or_default();
-            let status = parts.next().and_then(|s| s.parse::<u16>().ok());
-            let status = match (version.starts_with("HTTP/1."), status) {
-                (true, Some(s)) => s,
-                _ => {
-                    return Err(io::Error::new(
-                        io::ErrorKind::InvalidData,
-                        format!("bad status line {status_line:?}"),
-                    ))
-                }
-            };
-            let mut headers = Vec::new();
-            for line in lines {
-                let Some((n, v)) = line.split_once(':') else {
-                    return Err(io::Error::new(
-                        io::ErrorKind::InvalidData,
-                        format!("bad header line {line:?}"),
-                    ));
-                };
-                headers.push((n.trim().to_owned(), v.trim().to_owned()));
-            }
-            let resp = HttpResponse {
-                status,
-                headers,
-                body: Vec::new(),
-            };
-            return Ok((resp, head_len));
+/// How many header lines a response may have.
+const MAX_RESPONSE_HEADERS: usize = 64;
+
+/// A whole response head at the start of a buffer.
+struct Head {
+    /// The response, with an empty body.
+    response: HttpResponse,
+    /// The head's length in the buffer, the empty line included.
+    len: usize,
+    /// The body's length; `None`: everything until the server closes.
+    body: Option<usize>,
+}
+
+/// Parses the response head at the start of `buf` (with httparse); `None`
+/// while it is incomplete.
+fn parse_head(buf: &[u8]) -> io::Result<Option<Head>> {
+    let invalid = |why: String| {
+        let shown = &buf[..buf.len().min(256)];
+        io::Error::new(
+            io::ErrorKind::InvalidData,
+            format!("{why} in {:?}", String::from_utf8_lossy(shown)),
+        )
+    };
+    let mut headers = [httparse::EMPTY_HEADER; MAX_RESPONSE_HEADERS];
+    let mut parsed = httparse::Response::new(&mut headers);
+    let len = match parsed.parse(buf) {
+        Ok(httparse::Status::Complete(n)) => n,
+        Ok(httparse::Status::Partial) => return Ok(None),
+        Err(e) => return Err(invalid(format!("bad response head ({e})"))),
+    };
+    let status = parsed
+        .code
+        .ok_or_else(|| invalid("no status code".to_owned()))?;
+    let headers = parsed
+        .headers
+        .iter()
+        .map(|h| {
+            let value = String::from_utf8_lossy(h.value).trim().to_owned();
+            (h.name.to_owned(), value)
+        })
+        .collect();
+    let response = HttpResponse {
+        status,
+        headers,
+        body: Vec::new(),
+    };
+    // RFC 9112 6.3: no body for 1xx, 204 and 304; else Content-Length, or
+    // (a server that sends neither it nor chunked) until the close.
+    let body = if matches!(status, 100..=199 | 204 | 304) {
+        Some(0)
+    } else {
+        match response.header("content-length") {
+            Some(v) => Some(
+                v.parse::<usize>()
+                    .map_err(|_| invalid(format!("bad Content-Length {v:?}")))?,
+            ),
+            None => None,
         }
-        let n = read_some(stream, buf, deadline)?;
-        if n == 0 {
+    };
+    Ok(Some(Head {
+        response,
+        len,
+        body,
+    }))
+}
+
+/// Parses the response at the start of `buf`: the response and how many
+/// bytes of `buf` it takes, or `None` while more bytes are needed.
+///
+/// `closed` says no more bytes will come: then a body that runs until the
+/// close is whole, and one shorter than its `Content-Length` is taken as it
+/// is.
+pub(crate) fn parse_response(
+    buf: &[u8],
+    closed: bool,
+) -> io::Result<Option<(HttpResponse, usize)>> {
+    let Some(head) = parse_head(buf)? else {
+        return Ok(None);
+    };
+    let rest = &buf[head.len..];
+    let body_len = match head.body {
+        Some(n) if rest.len() >= n => n,
+        _ if closed => rest.len(),
+        _ => return Ok(None),
+    };
+    let mut response = head.response;
+    response.body = rest[..body_len].to_vec();
+    Ok(Some((response, head.len + body_len)))
+}
+
+/// Reads until `buf` (which may already hold bytes) holds a whole response
+/// head; returns it.
+fn read_head(stream: &mut TcpStream, buf: &mut Vec<u8>, deadline: Instant) -> io::Result<Head> {
+    loop {
+        if let Some(head) = parse_head(buf)? {
+            return Ok(head);
+        }
+        if read_some(stream, buf, deadline)? == 0 {
             return Err(io::Error::new(
                 io::ErrorKind::UnexpectedEof,
                 format!(
@@ -490,8 +606,45 @@ fn read_response_head(
     }
 }
 
-/// One read with the time left until `deadline`; appends to `buf`.
-fn read_some(stream: &mut TcpStream, buf: &mut Vec<u8>, deadline: Instant) -> io::Result<usize> {
+/// Reads one response from `stream` into `buf` (which may already hold
+/// bytes): the head, then the body by its `Content-Length` (none for `1xx`,
+/// `204` and `304`) or, without one, everything until the server closes.
+/// What follows the response stays in `buf` (keep-alive connections).
+///
+/// A body cut short by the server's close is returned as far as it came.
+pub fn read_response(
+    stream: &mut TcpStream,
+    buf: &mut Vec<u8>,
+    deadline: Instant,
+) -> io::Result<HttpResponse> {
+    let head = read_head(stream, buf, deadline)?;
+    let mut closed = false;
+    loop {
+        if let Some((response, used)) = parse_response(buf, closed)? {
+            buf.drain(..used);
+            return Ok(response);
+        }
+        match read_some(stream, buf, deadline) {
+            Ok(0) => closed = true,
+            Ok(_) => {}
+            // The server may reset after a body that runs until the close;
+            // what arrived stands.
+            Err(e) if e.kind() == io::ErrorKind::ConnectionReset && head.body.is_none() => {
+                closed = true;
+            }
+            Err(e) => return Err(e),
+        }
+    }
+}
+
+/// One read with the time left until `deadline`; appends to `buf` and
+/// returns how many bytes came (0: the peer closed). Past the deadline, or
+/// when nothing comes by then, the error is [`io::ErrorKind::TimedOut`].
+pub fn read_some(
+    stream: &mut TcpStream,
+    buf: &mut Vec<u8>,
+    deadline: Instant,
+) -> io::Result<usize> {
     let left = deadline.saturating_duration_since(Instant::now());
     if left.is_zero() {
         return Err(io::Error::new(io::ErrorKind::TimedOut, "deadline passed"));
@@ -514,8 +667,8 @@ fn read_some(stream: &mut TcpStream, buf: &mut Vec<u8>, deadline: Instant) -> io
 }
 
 /// Sends `request` (any bytes) on a new connection to `addr` and reads the
-/// response: the head, then `Content-Length` bytes of body or, without it,
-/// everything until the server closes.
+/// response with [`read_response`]: the head, then `Content-Length` bytes
+/// of body or, without it, everything until the server closes.
 ///
 /// A failed write is not an error by itself: a server may answer (431, 400)
 /// and close before it has read everything, and the answer is what the test
@@ -528,33 +681,7 @@ pub fn http_exchange(
     let deadline = Instant::now() + timeout;
     let mut stream = TcpStream::connect(addr)?;
     let _ = stream.write_all(request);
-    let mut buf = Vec::new();
-    let (mut resp, head_len) = read_response_head(&mut stream, &mut buf, deadline)?;
-    if resp.status == 101 {
-        return Ok(resp);
-    }
-    let want = resp
-        .header("content-length")
-        .and_then(|v| v.parse::<usize>().ok());
-    loop {
-        let have = buf.len().saturating_sub(head_len);
-        if want.is_some_and(|w| have >= w) {
-            break;
-        }
-        match read_some(&mut stream, &mut buf, deadline) {
-            Ok(0) => break,
-            Ok(_) => {}
-            // The server may reset after its answer; what arrived stands.
-            Err(e) if e.kind() == io::ErrorKind::ConnectionReset && want.is_none() => break,
-            Err(e) => return Err(e),
-        }
-    }
-    let body = buf.get(head_len..).unwrap_or_default();
-    resp.body = match want {
-        Some(w) => body.get(..w).unwrap_or(body).to_vec(),
-        None => body.to_vec(),
-    };
-    Ok(resp)
+    read_response(&mut stream, &mut Vec::new(), deadline)
 }
 
 // ---------------------------------------------------------------------------
@@ -621,8 +748,8 @@ impl RawClient {
         stream.set_nodelay(true).expect("set TCP_NODELAY");
         let _ = stream.write_all(&request.to_bytes());
         let mut buf = Vec::new();
-        let (mut resp, head_len) = read_response_head(&mut stream, &mut buf, deadline)
-            .expect("read the handshake response");
+        let head = read_head(&mut stream, &mut buf, deadline).expect("read the handshake response");
+        let (mut resp, head_len) = (head.response, head.len);
         if resp.status != 101 {
             // The rest of the rejection, for the failure message.
             while read_some(&mut stream, &mut buf, deadline).is_ok_and(|n| n > 0) {}

@@ -7,13 +7,10 @@
 //! makes a test fail with a message, never hang.
 
 use std::collections::VecDeque;
-use std::fs;
 use std::net::SocketAddr;
-use std::path::PathBuf;
-use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
-use crate::{Server, Ws};
+use crate::{parse_response, HttpResponse, Server, Ws};
 use futures_util::{SinkExt, StreamExt};
 use serde_json::{json, Value};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -85,32 +82,7 @@ pub const E_NOT_AVAILABLE: u64 = 108;
 /// Bad channel name.
 pub const E_BAD_CHANNEL: u64 = 109;
 
-/// A file in the temp directory, removed on drop.
-#[derive(Debug)]
-pub struct TempFile(PathBuf);
-
-impl TempFile {
-    /// Writes `contents` to a fresh, unique file.
-    pub fn new(ext: &str, contents: &str) -> TempFile {
-        static COUNTER: AtomicUsize = AtomicUsize::new(0);
-        let n = COUNTER.fetch_add(1, Ordering::Relaxed);
-        let path =
-            std::env::temp_dir().join(format!("wavecast-pubsub-{}-{n}.{ext}", std::process::id()));
-        fs::write(&path, contents).expect("write temp file");
-        TempFile(path)
-    }
-
-    /// The file's path as a string (for a command line).
-    pub fn path(&self) -> String {
-        self.0.to_string_lossy().into_owned()
-    }
-}
-
-impl Drop for TempFile {
-    fn drop(&mut self) {
-        let _ = fs::remove_file(&self.0);
-    }
-}
+pub use crate::TempFile;
 
 /// A server with [`CONFIG`] and [`KEY`]; the config file lives as long as
 /// the server.
@@ -450,46 +422,10 @@ impl Client {
 // ---------------------------------------------------------------------------
 // HTTP
 
-/// An HTTP response: status, and body.
-#[derive(Debug, Clone)]
-pub struct HttpReply {
-    /// The status code.
-    pub status: u16,
-    /// The body.
-    pub body: Vec<u8>,
-}
-
-impl HttpReply {
-    /// The body as text (lossy), for messages.
-    pub fn text(&self) -> String {
-        String::from_utf8_lossy(&self.body).into_owned()
-    }
-
-    /// The body as JSON.
-    ///
-    /// # Panics
-    ///
-    /// If it is not JSON.
-    pub fn json(&self) -> Value {
-        serde_json::from_slice(&self.body)
-            .unwrap_or_else(|e| panic!("body is not JSON ({e}): {:?}", self.text()))
-    }
-
-    /// The API's error object: checks the shape `{"error": {"code": N,
-    /// "message": "..."}}` with a non-empty message; returns the code.
-    pub fn error_code(&self) -> u64 {
-        let v = self.json();
-        assert!(
-            v["error"]["message"]
-                .as_str()
-                .is_some_and(|m| !m.is_empty()),
-            "an API error needs a message: {v}"
-        );
-        v["error"]["code"]
-            .as_u64()
-            .unwrap_or_else(|| panic!("an API error needs a code: {v}"))
-    }
-}
+/// An HTTP response of the API: the crate's one response type, with
+/// [`HttpResponse::text`], [`HttpResponse::json`] and
+/// [`HttpResponse::error_code`] for API bodies.
+pub type HttpReply = HttpResponse;
 
 /// The request bytes of `method path` with `body` (JSON), `Connection:
 /// close`, and the key if given.
@@ -540,49 +476,31 @@ pub async fn http(addr: SocketAddr, request: &[u8]) -> HttpReply {
                 // what arrived standing.
                 Err(_) => break,
             }
-            if let Some(reply) = parse_response(&buf) {
-                if reply.is_some() {
-                    break;
-                }
+            if whole_response(&buf).is_some() {
+                break;
             }
         }
     })
     .await;
     assert!(read.is_ok(), "no complete HTTP answer within {T:?}");
     let _ = writer.await;
-    match parse_response(&buf) {
-        Some(Some(r)) => r,
-        _ => panic!(
-            "incomplete or malformed HTTP answer: {:?}",
+    match whole_response(&buf) {
+        Some((r, _)) => r,
+        None => panic!(
+            "incomplete HTTP answer: {:?}",
             String::from_utf8_lossy(&buf)
         ),
     }
 }
 
-/// Parses a response with a `Content-Length` body: `None` if the head is
-/// incomplete, `Some(None)` if the body is, `Some(Some(reply))` when whole.
-fn parse_response(buf: &[u8]) -> Option<Option<HttpReply>> {
-    let end = buf.windows(4).position(|w| w == b"\r\n\r\n")?;
-    let head = String::from_utf8_lossy(&buf[..end]);
-    let mut lines = head.split("\r\n");
-    let status: u16 = lines
-        .next()
-        .and_then(|l| l.split(' ').nth(1))
-        .and_then(|s| s.parse().ok())
-        .unwrap_or_else(|| panic!("bad status line in {head:?}"));
-    let len: usize = lines
-        .filter_map(|l| l.split_once(':'))
-        .find(|(n, _)| n.trim().eq_ignore_ascii_case("content-length"))
-        .and_then(|(_, v)| v.trim().parse().ok())
-        .unwrap_or_else(|| panic!("response without Content-Length: {head:?}"));
-    let body = &buf[end + 4..];
-    if body.len() < len {
-        return Some(None);
-    }
-    Some(Some(HttpReply {
-        status,
-        body: body[..len].to_vec(),
-    }))
+/// The whole response at the start of `buf` (its body by
+/// `Content-Length`) and its length there; `None` while it is incomplete.
+///
+/// # Panics
+///
+/// If the response is malformed.
+fn whole_response(buf: &[u8]) -> Option<(HttpReply, usize)> {
+    parse_response(buf, false).unwrap_or_else(|e| panic!("malformed HTTP answer: {e}"))
 }
 
 /// A keep-alive HTTP connection for many API calls in a row.
@@ -620,7 +538,8 @@ impl ApiConn {
         let reply = tokio::time::timeout(T, async {
             let mut chunk = [0u8; 16 * 1024];
             loop {
-                if let Some(Some(r)) = parse_response(&self.buf) {
+                if let Some((r, used)) = whole_response(&self.buf) {
+                    self.buf.drain(..used);
                     return r;
                 }
                 let n = self.stream.read(&mut chunk).await.expect("read the answer");
@@ -630,14 +549,6 @@ impl ApiConn {
         })
         .await
         .unwrap_or_else(|_| panic!("no answer to POST {path} within {T:?}"));
-        // Keep only bytes after this answer (there are none: one request
-        // at a time), by finding where it ended.
-        let end = self
-            .buf
-            .windows(4)
-            .position(|w| w == b"\r\n\r\n")
-            .map_or(0, |e| e + 4 + reply.body.len());
-        self.buf.drain(..end);
         assert_eq!(
             reply.status,
             200,

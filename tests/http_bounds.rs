@@ -11,12 +11,14 @@
 //! Needs the binary: `cargo build -p wavecast && cargo test -p
 //! wavecast-tests --test http_bounds`.
 
-use std::io::{self, Read, Write};
+use std::io::{self, Write};
 use std::net::{SocketAddr, TcpStream};
 use std::thread;
 use std::time::{Duration, Instant};
 
-use wavecast_tests::{http_exchange, HttpResponse, RawClient, Request, Server};
+use wavecast_tests::{
+    http_exchange, read_response, read_some, HttpResponse, RawClient, Request, Server,
+};
 
 /// Liveness bound of every wait.
 const T: Duration = Duration::from_secs(10);
@@ -57,70 +59,6 @@ fn warmed(addr: SocketAddr) -> (TcpStream, Vec<u8>) {
     let r = read_response(&mut s, &mut buf, Instant::now() + T).expect("first response");
     assert_eq!(r.status, 200, "first request on the keep-alive connection");
     (s, buf)
-}
-
-/// Reads one response (head and `Content-Length` body) from `s`, keeping
-/// what follows in `buf`.
-fn read_response(
-    s: &mut TcpStream,
-    buf: &mut Vec<u8>,
-    deadline: Instant,
-) -> io::Result<HttpResponse> {
-    loop {
-        if let Some(end) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
-            let text = String::from_utf8_lossy(&buf[..end]).into_owned();
-            let mut lines = text.split("\r\n");
-            let status = lines
-                .next()
-                .and_then(|l| l.split(' ').nth(1))
-                .and_then(|c| c.parse::<u16>().ok())
-                .ok_or_else(|| io::Error::new(io::ErrorKind::InvalidData, text.clone()))?;
-            let headers: Vec<(String, String)> = lines
-                .filter_map(|l| l.split_once(':'))
-                .map(|(n, v)| (n.trim().to_owned(), v.trim().to_owned()))
-                .collect();
-            let len = headers
-                .iter()
-                .find(|(n, _)| n.eq_ignore_ascii_case("content-length"))
-                .and_then(|(_, v)| v.parse::<usize>().ok())
-                .unwrap_or(0);
-            while buf.len() < end + 4 + len {
-                if read_some(s, buf, deadline)? == 0 {
-                    break;
-                }
-            }
-            let body_end = (end + 4 + len).min(buf.len());
-            let body = buf[end + 4..body_end].to_vec();
-            buf.drain(..body_end);
-            return Ok(HttpResponse {
-                status,
-                headers,
-                body,
-            });
-        }
-        if read_some(s, buf, deadline)? == 0 {
-            return Err(io::Error::new(io::ErrorKind::UnexpectedEof, "closed"));
-        }
-    }
-}
-
-fn read_some(s: &mut TcpStream, buf: &mut Vec<u8>, deadline: Instant) -> io::Result<usize> {
-    let left = deadline.saturating_duration_since(Instant::now());
-    if left.is_zero() {
-        return Err(io::Error::new(io::ErrorKind::TimedOut, "deadline passed"));
-    }
-    s.set_read_timeout(Some(left))?;
-    let mut chunk = [0u8; 16 * 1024];
-    match s.read(&mut chunk) {
-        Ok(n) => {
-            buf.extend_from_slice(&chunk[..n]);
-            Ok(n)
-        }
-        Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
-            Err(io::Error::new(io::ErrorKind::TimedOut, e))
-        }
-        Err(e) => Err(e),
-    }
 }
 
 /// How a connection we stopped talking on ended.

@@ -37,9 +37,7 @@ fn client_frame(fin: bool, op: OpCode, payload: &[u8]) -> Vec<u8> {
 
 /// Takes everything queued as the client would read it.
 fn written(conn: &mut Connection) -> Vec<Frame> {
-    let bytes: Vec<u8> = conn.queue().slices().flat_map(|s| s.to_vec()).collect();
-    let n = conn.queue().len();
-    conn.queue().advance(n);
+    let bytes = common::take_queued(conn.queue());
     let mut buf = BytesMut::from(&bytes[..]);
     let mut dec = FrameDecoder::client(1 << 20);
     let mut frames = Vec::new();

@@ -2,9 +2,10 @@
 //! subscribers is encoded once per encoding, and every subscriber's queue
 //! holds a reference to the same bytes (checked by pointer identity).
 
-use bytes::BytesMut;
+mod common;
+
 use wavecast_core::backbone::Event;
-use wavecast_core::frame::{self, OpCode};
+use wavecast_core::frame::OpCode;
 use wavecast_core::hub::Hub;
 use wavecast_core::node::{ConnId, Endpoint, Node, NodeConfig};
 use wavecast_core::protocol::{Encoding, Payload, Publication};
@@ -13,9 +14,7 @@ use wavecast_core::Timestamp;
 
 fn subscribe_frame(id: u64, channel: &str) -> Vec<u8> {
     let json = format!(r#"{{"id":{id},"subscribe":{{"channel":"{channel}"}}}}"#);
-    let mut out = BytesMut::new();
-    frame::encode_masked(true, OpCode::Text, json.as_bytes(), [9, 8, 7, 6], &mut out);
-    out.to_vec()
+    common::masked(true, OpCode::Text, json.as_bytes(), [9, 8, 7, 6]).to_vec()
 }
 
 /// A node with `n` subscribers of `news` (JSON) and `m` (MessagePack), all
@@ -33,7 +32,6 @@ fn subscribed_node(n: usize, m: usize) -> (Node, Hub, Vec<ConnId>) {
         let sub = if enc == Encoding::Json {
             subscribe_frame(1, "news")
         } else {
-            let mut out = BytesMut::new();
             let req = wavecast_core::protocol::Request {
                 id: 1,
                 command: wavecast_core::protocol::Command::Subscribe {
@@ -42,17 +40,14 @@ fn subscribed_node(n: usize, m: usize) -> (Node, Hub, Vec<ConnId>) {
                 },
             };
             let payload = wavecast_core::protocol::encode_request(Encoding::MsgPack, &req);
-            frame::encode_masked(true, OpCode::Binary, &payload, [1, 2, 3, 4], &mut out);
-            out.to_vec()
+            common::masked(true, OpCode::Binary, &payload, [1, 2, 3, 4]).to_vec()
         };
         ids.push(core.node.handle_connect(now, Endpoint::PubSub(enc), &sub));
     }
     core.pump(now);
     let Standalone { mut node, hub } = core;
     for &id in &ids {
-        let q = node.queue(id).unwrap();
-        let n = q.len();
-        q.advance(n);
+        common::take_queued(node.queue(id).unwrap());
     }
     assert_eq!(node.subscribers("news"), n + m);
     (node, hub, ids)

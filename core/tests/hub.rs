@@ -7,6 +7,8 @@
 // the library, not its tests.
 #![allow(clippy::disallowed_types)]
 
+mod common;
+
 use std::collections::{BTreeMap, BTreeSet};
 use std::time::Duration;
 
@@ -17,6 +19,8 @@ use wavecast_core::backbone::{
 use wavecast_core::hub::{HistoryBudget, Hub, ENTRY_OVERHEAD, NO_EPOCH};
 use wavecast_core::protocol::{ClientInfo, Payload, Publication, StreamPosition};
 use wavecast_core::Timestamp;
+
+use common::pos;
 
 const N1: NodeId = NodeId(1);
 const N2: NodeId = NodeId(2);
@@ -69,13 +73,6 @@ fn offsets_to(events: &[(NodeId, Event)], node: NodeId, channel: &str) -> Vec<u6
             _ => None,
         })
         .collect()
-}
-
-fn pos(epoch: &str, offset: u64) -> StreamPosition {
-    StreamPosition {
-        epoch: epoch.into(),
-        offset,
-    }
 }
 
 fn offsets(page: &HistoryPage) -> Vec<u64> {

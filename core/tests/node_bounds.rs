@@ -3,18 +3,17 @@
 //! its input held, and the driver is told to stop reading it until replies
 //! drain (`Node::poll_reading`); nothing is lost and order is kept.
 
-use bytes::BytesMut;
+mod common;
+
 use wavecast_core::backbone::{Command as BbCommand, Event as BbEvent, Reply};
-use wavecast_core::frame::{self, OpCode};
+use wavecast_core::frame::OpCode;
 use wavecast_core::node::{ConnId, Endpoint, Node, NodeConfig};
 use wavecast_core::protocol::{Encoding, StreamPosition};
 use wavecast_core::Timestamp;
 
 fn publish(id: u64) -> Vec<u8> {
     let json = format!(r#"{{"id":{id},"publish":{{"channel":"a","data":{id}}}}}"#);
-    let mut out = BytesMut::new();
-    frame::encode_masked(true, OpCode::Text, json.as_bytes(), [1, 2, 3, 4], &mut out);
-    out.to_vec()
+    common::masked(true, OpCode::Text, json.as_bytes(), [1, 2, 3, 4]).to_vec()
 }
 
 fn node(max: usize) -> Node {

@@ -3,6 +3,8 @@
 //! documented JSON and to MessagePack with the same structure, and each kind
 //! of bad input lands in the right error class.
 
+mod common;
+
 use serde_json::{json, Value};
 use wavecast_core::close::CloseCode;
 use wavecast_core::frame::OpCode;
@@ -10,8 +12,10 @@ use wavecast_core::protocol::{
     close, decode_request, encode_pub, encode_push, encode_reply, encode_request, namespace,
     unsubscribe_code, validate_channel, ChannelError, ClientInfo, Command, Encoding, ErrorCode,
     ErrorReply, MalformedFrame, Payload, PayloadError, ProtocolError, Publication, Push, Recovery,
-    Reply, Request, StreamPosition, MAX_CHANNEL_LEN, MAX_DATA_DEPTH,
+    Reply, Request, MAX_CHANNEL_LEN, MAX_DATA_DEPTH,
 };
+
+use common::pos;
 
 // ---------------------------------------------------------------------------
 // helpers
@@ -92,13 +96,6 @@ fn command_error(result: Result<Request, ProtocolError>) -> (u64, ErrorCode) {
             (id, reply.code)
         }
         other => panic!("expected an error reply, got {other:?}"),
-    }
-}
-
-fn pos(epoch: &str, offset: u64) -> StreamPosition {
-    StreamPosition {
-        epoch: epoch.into(),
-        offset,
     }
 }
 

@@ -1,11 +1,14 @@
 //! Helpers shared by the core's conformance and state-machine tests: a
-//! client's masked frame on the wire, and a frame as the decoder yields it.
+//! client's masked frame on the wire, a frame as the decoder yields it,
+//! taking everything an outbound queue holds, and a stream position.
 
 // Each test binary includes this module and uses a different part of it.
 #![allow(dead_code)]
 
 use bytes::{Bytes, BytesMut};
 use wavecast_core::frame::{encode_masked, Frame, OpCode};
+use wavecast_core::protocol::StreamPosition;
+use wavecast_core::queue::OutQueue;
 
 /// A client frame as it goes on the wire: masked with `mask` (RFC 6455
 /// 5.3), so the server side decodes it.
@@ -21,5 +24,22 @@ pub fn frame(fin: bool, opcode: OpCode, payload: &[u8]) -> Frame {
         fin,
         opcode,
         payload: Bytes::copy_from_slice(payload),
+    }
+}
+
+/// Takes everything `queue` holds, as the peer would read it (the queue is
+/// left empty).
+pub fn take_queued(queue: &mut OutQueue) -> Vec<u8> {
+    let bytes: Vec<u8> = queue.slices().flat_map(|s| s.to_vec()).collect();
+    let n = queue.len();
+    queue.advance(n);
+    bytes
+}
+
+/// The stream position `offset` in `epoch`.
+pub fn pos(epoch: &str, offset: u64) -> StreamPosition {
+    StreamPosition {
+        epoch: epoch.into(),
+        offset,
     }
 }
