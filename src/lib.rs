@@ -756,24 +756,27 @@ impl RawClient {
             resp.body = buf.get(head_len..).unwrap_or_default().to_vec();
             return Err(resp);
         }
-        assert!(
-            resp.header("upgrade")
-                .is_some_and(|v| v.eq_ignore_ascii_case("websocket")),
-            "101 without `Upgrade: websocket`: {:?}",
-            resp.headers
-        );
-        assert!(
-            resp.header("connection").is_some_and(|v| v
-                .split(',')
-                .any(|t| t.trim().eq_ignore_ascii_case("upgrade"))),
-            "101 without `Connection: Upgrade`: {:?}",
-            resp.headers
-        );
-        let sent_key = request
-            .headers
-            .iter()
-            .find(|(n, _)| n.eq_ignore_ascii_case("sec-websocket-key"))
-            .map(|(_, v)| v.as_str());
+        let header = |name: &'static str| {
+            request
+                .headers
+                .iter()
+                .filter(move |(n, _)| n.eq_ignore_ascii_case(name))
+                .map(|(_, v)| v.as_str())
+        };
+        let sent_key = header("sec-websocket-key").next();
+        let offered: Vec<&str> = header("sec-websocket-protocol")
+            .flat_map(|v| v.split(','))
+            .map(str::trim)
+            .collect();
+        // The client's checks of RFC 6455 4.1, as the core's client side
+        // makes them.
+        if let Err(e) = wavecast_core::handshake::read_response(
+            &buf[..head_len],
+            sent_key.unwrap_or_default(),
+            &offered,
+        ) {
+            panic!("a 101 that a client must refuse: {e}: {:?}", resp.headers);
+        }
         if sent_key == Some(SAMPLE_KEY) {
             assert_eq!(
                 resp.header("sec-websocket-accept"),

@@ -18,6 +18,7 @@ use tokio::net::TcpStream;
 use tokio_tungstenite::tungstenite::client::IntoClientRequest;
 use tokio_tungstenite::tungstenite::http::HeaderValue;
 use tokio_tungstenite::tungstenite::Message;
+use wavecast_core::protocol::{decode_server_message, Encoding, Push, ServerMessage};
 
 /// Liveness bound for anything the server should do "at once". Generous:
 /// the machine is shared and the server is a debug build.
@@ -185,11 +186,17 @@ pub enum Enc {
 
 /// A pub/sub client: sends commands with fresh ids, matches replies by id
 /// and keeps the pushes that arrive meanwhile for [`Client::next_push`].
+///
+/// Every message from the server is decoded twice: as a generic value,
+/// which the tests' assertions read (an oracle independent of the core),
+/// and by the core's client-side decoder
+/// ([`decode_server_message`]), which sorts replies from pushes; a message
+/// the core's decoder refuses fails the test.
 pub struct Client {
     ws: Ws,
     enc: Enc,
     next_id: u64,
-    pushes: VecDeque<Value>,
+    pushes: VecDeque<(Value, Push)>,
 }
 
 impl Client {
@@ -251,25 +258,36 @@ impl Client {
     /// On a timeout, a close, a frame type that is not the encoding's, or
     /// bytes that do not decode.
     pub async fn recv(&mut self, timeout: Duration) -> Value {
+        self.recv_decoded(timeout).await.0
+    }
+
+    /// The next message from the server as a generic value and as the
+    /// core's client side decodes it (see [`Client`]).
+    pub async fn recv_decoded(&mut self, timeout: Duration) -> (Value, ServerMessage) {
         let deadline = tokio::time::Instant::now() + timeout;
         loop {
             let next = tokio::time::timeout_at(deadline, self.ws.next())
                 .await
                 .unwrap_or_else(|_| panic!("no message from the server within {timeout:?}"));
-            match (self.enc, next) {
-                (_, Some(Ok(Message::Ping(_) | Message::Pong(_)))) => {}
+            let (value, bytes, encoding) = match (self.enc, next) {
+                (_, Some(Ok(Message::Ping(_) | Message::Pong(_)))) => continue,
                 (Enc::Json, Some(Ok(Message::Text(t)))) => {
-                    return serde_json::from_str(t.as_str())
-                        .unwrap_or_else(|e| panic!("server sent bad JSON {t:?}: {e}"))
+                    let value = serde_json::from_str(t.as_str())
+                        .unwrap_or_else(|e| panic!("server sent bad JSON {t:?}: {e}"));
+                    (value, t.as_bytes().to_vec(), Encoding::Json)
                 }
                 (Enc::MsgPack, Some(Ok(Message::Binary(b)))) => {
-                    return rmp_serde::from_slice::<Value>(&b)
-                        .unwrap_or_else(|e| panic!("server sent bad MessagePack {b:?}: {e}"))
+                    let value = rmp_serde::from_slice::<Value>(&b)
+                        .unwrap_or_else(|e| panic!("server sent bad MessagePack {b:?}: {e}"));
+                    (value, b.to_vec(), Encoding::MsgPack)
                 }
                 (enc, Some(Ok(m))) => panic!("unexpected message on a {enc:?} connection: {m:?}"),
                 (_, Some(Err(e))) => panic!("websocket error: {e}"),
                 (_, None) => panic!("the server ended the connection"),
-            }
+            };
+            let decoded = decode_server_message(encoding, &bytes)
+                .unwrap_or_else(|e| panic!("the core's client side refuses {value}: {e}"));
+            return (value, decoded);
         }
     }
 
@@ -287,18 +305,13 @@ impl Client {
         let deadline = tokio::time::Instant::now() + T;
         loop {
             let left = deadline.saturating_duration_since(tokio::time::Instant::now());
-            let v = self.recv(left).await;
-            if v.get("push").is_some() {
-                assert!(v.get("id").is_none(), "a push must not carry an id: {v}");
-                self.pushes.push_back(v);
-                continue;
+            match self.recv_decoded(left).await {
+                (v, ServerMessage::Push(p)) => self.pushes.push_back((v, p)),
+                (v, ServerMessage::Reply { id: got, .. }) => {
+                    assert_eq!(got, id, "expected the reply to command {id}, got {v}");
+                    return v;
+                }
             }
-            assert_eq!(
-                v["id"].as_u64(),
-                Some(id),
-                "expected the reply to command {id}, got {v}"
-            );
-            return v;
         }
     }
 
@@ -360,31 +373,39 @@ impl Client {
     ///
     /// On a reply (no command is outstanding), a timeout or a close.
     pub async fn next_push(&mut self) -> Value {
-        if let Some(p) = self.pushes.pop_front() {
-            return p["push"].clone();
+        self.next_push_decoded().await.0
+    }
+
+    /// The next push as a value (its `push` object) and as the core
+    /// decodes it.
+    pub async fn next_push_decoded(&mut self) -> (Value, Push) {
+        if let Some((v, p)) = self.pushes.pop_front() {
+            return (v["push"].clone(), p);
         }
-        let v = self.recv(T).await;
-        assert!(
-            v.get("id").is_none() && v["push"].is_object(),
-            "expected a push, got {v}"
-        );
-        v["push"].clone()
+        match self.recv_decoded(T).await {
+            (v, ServerMessage::Push(p)) => (v["push"].clone(), p),
+            (v, ServerMessage::Reply { .. }) => panic!("expected a push, got {v}"),
+        }
     }
 
     /// The next push, which must be a publication on `channel`: its offset
     /// and data.
     pub async fn next_pub(&mut self, channel: &str) -> (u64, Value) {
-        let p = self.next_push().await;
-        assert_eq!(
-            p["channel"].as_str(),
-            Some(channel),
-            "expected a publication on {channel}, got {p}"
-        );
-        let publication = &p["pub"];
-        let offset = publication["offset"]
-            .as_u64()
-            .unwrap_or_else(|| panic!("expected a publication push, got {p}"));
-        (offset, publication["data"].clone())
+        match self.next_push_decoded().await {
+            (
+                p,
+                Push::Pub {
+                    channel: got,
+                    publication,
+                },
+            ) if got == channel => {
+                assert_eq!(p["pub"]["offset"].as_u64(), Some(publication.offset), "{p}");
+                // The data as the generic decoder read it: the tests compare
+                // it with what they published, independently of the core.
+                (publication.offset, p["pub"]["data"].clone())
+            }
+            (p, _) => panic!("expected a publication on {channel}, got {p}"),
+        }
     }
 
     /// Reads until the server's close frame (other messages are ignored)
