@@ -5,9 +5,10 @@
 //! to the last subscriber of each publication) and deliveries per second,
 //! plus the count of lost, duplicated and out-of-order deliveries.
 //!
-//! Its own crate, outside the server: it uses nothing of wavecast but
-//! `wavecast_core::frame`, and the `wavecast` binary only parses
-//! [`BenchArgs`] and calls [`run`].
+//! Its own crate, outside the server: it uses nothing of wavecast but the
+//! client side of `wavecast_core` (`frame`, `handshake::ClientHandshake`,
+//! `protocol::{encode_request, decode_server_message}`), and the `wavecast`
+//! binary only parses [`BenchArgs`] and calls [`run`].
 //!
 //! How the parts fit, bottom up (no module imports one above it):
 //! - this file: the command line ([`BenchArgs`] and each scenario's
@@ -18,7 +19,13 @@
 //!   into percentiles and per-group results.
 //! - [`client`] speaks each target's wire protocol over a raw WebSocket on
 //!   a tokio `TcpStream` (frames from `wavecast_core::frame`), so the tool
-//!   costs little per message and the server is what gets measured.
+//!   costs little per message and the server is what gets measured:
+//!   [`client::connect`] (TCP and the opening handshake),
+//!   [`client::marker`] (the sequence number and send time in every
+//!   publication's data), [`client::reader`] (frames in, each target's
+//!   messages as [`client::Event`]s; wavecast's decoded by the core),
+//!   [`client::writer`] (masked frames out), [`client::subscriber`] and
+//!   [`client::publisher`].
 //! - [`report`] is what a run produced: [`report::Report`], the
 //!   [`report::Runs`] of a sweep or compare with compare's summary, the
 //!   human tables, and the check that fails a wavecast run with faults.
@@ -26,7 +33,10 @@
 //!   (`plotters`, SVG only).
 //! - [`scenario`] runs `connect`, `fanout`, `sweep`, `compare`, `plot` and
 //!   the hidden `worker` (a child process holding part of the subscribers
-//!   when one process's open-file limit is not enough), and fills reports.
+//!   when one process's open-file limit is not enough), and fills reports:
+//!   its `resolve` (workers and source addresses chosen), `memory` (the
+//!   servers' RSS), `group` (subscribers here or in workers) and `runs`
+//!   (one connect or fan-out run); the commands are in `scenario` itself.
 //!
 //! One run may spread its subscribers over several servers of one cluster
 //! (`--url A,B,...`, `--server-pid P,Q,...`): connection i goes to server

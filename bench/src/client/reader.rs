@@ -1,0 +1,365 @@
+//! The reading half of a connection: frames in (fragments joined, control
+//! frames surfaced), and each target's messages classified into
+//! [`Event`]s. wavecast's replies and pushes are decoded by
+//! `wavecast_core::protocol::decode_server_message`; the peers' protocols
+//! (NATS's byte stream, Socket.IO's packets, plain broadcast) are read here.
+
+use bytes::{Buf, Bytes, BytesMut};
+use tokio::io::{AsyncRead, AsyncReadExt};
+use wavecast_core::frame::{FrameDecoder, OpCode};
+use wavecast_core::protocol::{self, decode_server_message, Encoding, Push, ServerMessage};
+
+use super::marker::parse_marker;
+use super::{find, MAX_HEAD, MAX_MESSAGE, READ_CHUNK};
+use crate::{BenchError, Target};
+
+/// What the client must send back to keep the connection alive.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Reply {
+    /// A WebSocket pong carrying the ping's payload.
+    Pong(Bytes),
+    /// A text frame (Socket.IO's `3` answering its `2`).
+    Text(&'static [u8]),
+    /// A binary frame (NATS's `PONG\r\n` answering `PING\r\n`).
+    Binary(&'static [u8]),
+}
+
+/// One thing a server said, as far as the load tool cares.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Event {
+    /// A publication arrived.
+    Pub {
+        /// Its sequence number.
+        seq: u64,
+        /// When the publisher sent it (monotonic nanoseconds).
+        sent_ns: u64,
+    },
+    /// The subscription is in place (subscribe reply, Socket.IO `40`,
+    /// NATS `PONG`).
+    Subscribed,
+    /// A publish was acknowledged (wavecast's publish reply or HTTP 200).
+    Ack,
+    /// The server refused a command.
+    Error(String),
+    /// The server expects an answer.
+    Reply(Reply),
+    /// The server closed the connection.
+    Closed,
+    /// Anything else.
+    Other,
+}
+
+/// The reading half of a connection: a read buffer and frame decoding.
+#[derive(Debug)]
+pub struct Reader {
+    target: Target,
+    buf: BytesMut,
+    decoder: FrameDecoder,
+    /// A fragmented message being reassembled, and its opcode.
+    partial: Option<(OpCode, BytesMut)>,
+    /// NATS: the protocol byte stream carried in binary frames.
+    stream: BytesMut,
+}
+
+impl Reader {
+    /// A reader that starts with `buf` (bytes that followed the handshake).
+    pub fn new(target: Target, buf: BytesMut) -> Reader {
+        Reader {
+            target,
+            buf,
+            decoder: FrameDecoder::client(MAX_MESSAGE),
+            partial: None,
+            stream: BytesMut::new(),
+        }
+    }
+
+    /// The bytes read but not yet decoded (the publisher takes them over
+    /// from a subscribed connection).
+    pub fn into_buf(self) -> BytesMut {
+        self.buf
+    }
+
+    /// The next event.
+    pub async fn next_event<R: AsyncRead + Unpin>(
+        &mut self,
+        rd: &mut R,
+    ) -> Result<Event, BenchError> {
+        loop {
+            if self.target == Target::Nats {
+                if let Some(ev) = self.nats_event()? {
+                    return Ok(ev);
+                }
+            }
+            let Some((opcode, payload)) = self.next_message(rd).await? else {
+                return Ok(Event::Closed);
+            };
+            match opcode {
+                OpCode::Ping => return Ok(Event::Reply(Reply::Pong(payload))),
+                OpCode::Pong => {}
+                OpCode::Close => return Ok(Event::Closed),
+                OpCode::Text | OpCode::Binary | OpCode::Continuation => {
+                    if self.target == Target::Nats {
+                        if self.stream.len().saturating_add(payload.len()) > MAX_MESSAGE {
+                            return Err(BenchError::Server("NATS stream without line end".into()));
+                        }
+                        self.stream.extend_from_slice(&payload);
+                    } else {
+                        return Ok(classify(self.target, &payload));
+                    }
+                }
+            }
+        }
+    }
+
+    /// The next whole message (fragments joined) or control frame; `None`
+    /// at end of stream.
+    async fn next_message<R: AsyncRead + Unpin>(
+        &mut self,
+        rd: &mut R,
+    ) -> Result<Option<(OpCode, Bytes)>, BenchError> {
+        loop {
+            let frame = self
+                .decoder
+                .decode(&mut self.buf)
+                .map_err(|e| BenchError::Server(format!("bad frame: {e}")))?;
+            let Some(frame) = frame else {
+                if self.buf.capacity() - self.buf.len() < READ_CHUNK / 4 {
+                    self.buf.reserve(READ_CHUNK);
+                }
+                let n = rd
+                    .read_buf(&mut self.buf)
+                    .await
+                    .map_err(|e| BenchError::io("reading", e))?;
+                if n == 0 {
+                    return Ok(None);
+                }
+                continue;
+            };
+            if frame.opcode.is_control() {
+                return Ok(Some((frame.opcode, frame.payload)));
+            }
+            match (frame.opcode, frame.fin, self.partial.take()) {
+                (OpCode::Continuation, fin, Some((op, mut acc))) => {
+                    if acc.len().saturating_add(frame.payload.len()) > MAX_MESSAGE {
+                        return Err(BenchError::Server("message too large".into()));
+                    }
+                    acc.extend_from_slice(&frame.payload);
+                    if fin {
+                        return Ok(Some((op, acc.freeze())));
+                    }
+                    self.partial = Some((op, acc));
+                }
+                (OpCode::Continuation, _, None) => {
+                    return Err(BenchError::Server(
+                        "continuation frame without a first frame".into(),
+                    ))
+                }
+                (_, _, Some(_)) => {
+                    return Err(BenchError::Server(
+                        "new message inside a fragmented one".into(),
+                    ))
+                }
+                (op, true, None) => return Ok(Some((op, frame.payload))),
+                (op, false, None) => self.partial = Some((op, BytesMut::from(&frame.payload[..]))),
+            }
+        }
+    }
+
+    /// One event from the NATS byte stream, if a whole line (and payload)
+    /// is there.
+    fn nats_event(&mut self) -> Result<Option<Event>, BenchError> {
+        let Some(eol) = find(&self.stream, b"\r\n") else {
+            if self.stream.len() > MAX_HEAD && !self.stream.starts_with(b"MSG ") {
+                return Err(BenchError::Server("NATS control line too long".into()));
+            }
+            return Ok(None);
+        };
+        let line = &self.stream[..eol];
+        if line.starts_with(b"MSG ") {
+            let size = line
+                .rsplit(|&b| b == b' ')
+                .next()
+                .and_then(|s| std::str::from_utf8(s).ok())
+                .and_then(|s| s.parse::<usize>().ok())
+                .ok_or_else(|| BenchError::Server("NATS MSG line without a size".into()))?;
+            let total = eol
+                .checked_add(4)
+                .and_then(|t| t.checked_add(size))
+                .filter(|&t| t <= MAX_MESSAGE)
+                .ok_or_else(|| BenchError::Server("NATS message too large".into()))?;
+            if self.stream.len() < total {
+                return Ok(None);
+            }
+            let ev = match self
+                .stream
+                .get(eol + 2..eol + 2 + size)
+                .and_then(parse_marker)
+            {
+                Some((seq, sent_ns)) => Event::Pub { seq, sent_ns },
+                None => Event::Other,
+            };
+            self.stream.advance(total);
+            return Ok(Some(ev));
+        }
+        let ev = if line == b"PING" {
+            Event::Reply(Reply::Binary(b"PONG\r\n"))
+        } else if line == b"PONG" {
+            Event::Subscribed
+        } else if line.starts_with(b"-ERR") {
+            Event::Error(String::from_utf8_lossy(line).into_owned())
+        } else {
+            Event::Other
+        };
+        self.stream.advance(eol + 2);
+        Ok(Some(ev))
+    }
+}
+
+/// What a (non-NATS) text or binary message means for `target`.
+pub fn classify(target: Target, msg: &[u8]) -> Event {
+    let publication = || match parse_marker(msg) {
+        Some((seq, sent_ns)) => Event::Pub { seq, sent_ns },
+        None => Event::Other,
+    };
+    match target {
+        Target::Wavecast => wavecast_event(msg),
+        Target::Ws | Target::Tungstenite | Target::Nats => publication(),
+        Target::Socketio => match msg {
+            b"2" => Event::Reply(Reply::Text(b"3")),
+            [b'4', b'2', ..] => publication(),
+            [b'4', b'0', ..] => Event::Subscribed,
+            [b'4', b'1', ..] => Event::Closed,
+            [b'4', b'4', ..] => Event::Error(String::from_utf8_lossy(msg).into_owned()),
+            _ => Event::Other,
+        },
+    }
+}
+
+/// A wavecast message (JSON, the server's default encoding), decoded once
+/// by the core's client side: a `pub` push is a publication (its data
+/// carries the marker), a subscribe or publish reply confirms, an error
+/// reply or a message no client could act on is an error (the server broke
+/// its protocol; a subscriber ignores it, the publisher stops).
+fn wavecast_event(msg: &[u8]) -> Event {
+    match decode_server_message(Encoding::Json, msg) {
+        Ok(ServerMessage::Push(Push::Pub { publication, .. })) => {
+            match parse_marker(publication.data.as_json()) {
+                Some((seq, sent_ns)) => Event::Pub { seq, sent_ns },
+                None => Event::Other,
+            }
+        }
+        Ok(ServerMessage::Push(_)) => Event::Other,
+        Ok(ServerMessage::Reply { id, reply }) => match reply {
+            protocol::Reply::Subscribe { .. } => Event::Subscribed,
+            protocol::Reply::Publish { .. } => Event::Ack,
+            protocol::Reply::Error(e) => Event::Error(format!("command {id}: {e}")),
+            _ => Event::Other,
+        },
+        Err(e) => Event::Error(e.to_string()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_marker_is_found_inside_each_targets_envelope() {
+        let wrapped = br#"{"push":{"channel":"bench","pub":{"offset":3,"data":"~7:8:xx"}}}"#;
+        assert_eq!(
+            classify(Target::Wavecast, wrapped),
+            Event::Pub { seq: 7, sent_ns: 8 }
+        );
+        assert_eq!(
+            classify(Target::Socketio, b"42[\"msg\",\"~1:2:x\"]"),
+            Event::Pub { seq: 1, sent_ns: 2 }
+        );
+        assert_eq!(
+            classify(Target::Ws, b"~5:6:xxxx"),
+            Event::Pub { seq: 5, sent_ns: 6 }
+        );
+        // A publication whose data carries no marker is not one of the run's.
+        let foreign = br#"{"push":{"channel":"bench","pub":{"offset":4,"data":{"a":1}}}}"#;
+        assert_eq!(classify(Target::Wavecast, foreign), Event::Other);
+    }
+
+    #[test]
+    fn wavecast_replies_are_told_apart() {
+        assert_eq!(
+            classify(
+                Target::Wavecast,
+                br#"{"id":1,"subscribe":{"epoch":"e","offset":0}}"#
+            ),
+            Event::Subscribed
+        );
+        assert_eq!(
+            classify(Target::Wavecast, br#"{"id":2,"publish":{"offset":1}}"#),
+            Event::Ack
+        );
+        match classify(
+            Target::Wavecast,
+            br#"{"id":2,"error":{"code":104,"message":"no"}}"#,
+        ) {
+            Event::Error(e) => assert!(e.contains("104") && e.contains("no"), "{e}"),
+            other => panic!("{other:?}"),
+        }
+        // Other pushes and replies are not the run's business.
+        for other in [
+            &br#"{"push":{"channel":"bench","join":{"client":"c","user":""}}}"#[..],
+            br#"{"id":3,"unsubscribe":{}}"#,
+        ] {
+            assert_eq!(classify(Target::Wavecast, other), Event::Other);
+        }
+        // What no client can act on is the server breaking its protocol.
+        for broken in [
+            &b"not json"[..],
+            br#"{"id":1}"#,
+            br#"{"push":{"channel":"bench","pub":{"offset":1}}}"#,
+        ] {
+            assert!(
+                matches!(classify(Target::Wavecast, broken), Event::Error(_)),
+                "{}",
+                String::from_utf8_lossy(broken)
+            );
+        }
+        assert_eq!(
+            classify(Target::Socketio, b"2"),
+            Event::Reply(Reply::Text(b"3"))
+        );
+        assert_eq!(
+            classify(Target::Socketio, b"40{\"sid\":\"x\"}"),
+            Event::Subscribed
+        );
+    }
+
+    #[tokio::test]
+    async fn nats_stream_is_parsed_across_and_within_frames() {
+        // Two binary frames: a MSG split in the middle of its payload, then
+        // the rest plus a PING and a PONG in one frame.
+        let mut wire = BytesMut::new();
+        let f1 = b"INFO {}\r\nMSG bench 1 7\r\n~1:2";
+        let f2 = b":xx\r\nPING\r\nPONG\r\n";
+        for f in [&f1[..], &f2[..]] {
+            wavecast_core::frame::encode_frame(true, OpCode::Binary, f, &mut wire);
+        }
+        let mut reader = Reader::new(Target::Nats, BytesMut::new());
+        let mut rd = &wire[..];
+        let mut events = Vec::new();
+        loop {
+            let ev = reader.next_event(&mut rd).await.unwrap();
+            if ev == Event::Closed {
+                break;
+            }
+            events.push(ev);
+        }
+        assert_eq!(
+            events,
+            vec![
+                Event::Other,
+                Event::Pub { seq: 1, sent_ns: 2 },
+                Event::Reply(Reply::Binary(b"PONG\r\n")),
+                Event::Subscribed,
+            ]
+        );
+    }
+}
