@@ -176,12 +176,15 @@ impl Node {
         // which changes `live`); the list's storage is kept between
         // publications so fan-out allocates nothing per publication.
         let mut targets = std::mem::take(&mut self.targets);
-        targets.extend(
-            ch.live
-                .iter()
-                .filter(|&(_, &after)| publication.offset > after)
-                .map(|(&id, _)| id),
-        );
+        // A loop with `Vec::push` (inlined everywhere), not `extend`:
+        // `extend`'s body is compiled once, with the crate's other `Vec`
+        // code, and from another codegen unit it is called, not inlined
+        // (see `IdQueue`).
+        for (&id, &after) in &ch.live {
+            if publication.offset > after {
+                targets.push(id);
+            }
+        }
         if !ch.pending.is_empty() {
             if ch.recent.len() >= MAX_REPLAY {
                 ch.recent.pop_front();

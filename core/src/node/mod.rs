@@ -79,7 +79,7 @@ use crate::time::Timestamp;
 
 use channel::LocalChannel;
 use request::InFlight;
-use slab::{Client, Slab};
+use slab::{Client, IdQueue, Slab};
 
 pub use slab::ConnId;
 
@@ -162,7 +162,7 @@ pub struct Node {
     pubsub_config: Rc<ConnectionConfig>,
     slab: Slab,
     timers: BTreeSet<(Timestamp, ConnId)>,
-    transmit: VecDeque<ConnId>,
+    transmit: IdQueue,
     finished: VecDeque<ConnId>,
     channels: BTreeMap<String, LocalChannel>,
     requests: BTreeMap<RequestId, InFlight>,
@@ -196,7 +196,7 @@ impl Node {
             config,
             slab: Slab::default(),
             timers: BTreeSet::new(),
-            transmit: VecDeque::new(),
+            transmit: IdQueue::default(),
             finished: VecDeque::new(),
             channels: BTreeMap::new(),
             requests: BTreeMap::new(),

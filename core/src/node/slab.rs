@@ -2,6 +2,10 @@
 //! [`ConnId`], each with a generation that is bumped when its connection
 //! ends, so a stale handle never reaches a newer connection in the same
 //! slot. Freed slots are reused; a slot costs a pointer while empty.
+//! [`IdQueue`] is the node's first-in first-out list of handles to write.
+
+use std::fmt;
+use std::hash::{Hash, Hasher};
 
 use crate::connection::Connection;
 use crate::time::Timestamp;
@@ -143,5 +147,138 @@ impl Slab {
     /// Every live connection, in slab order.
     pub(super) fn clients(&self) -> impl Iterator<Item = &Client> + '_ {
         self.slots.iter().filter_map(|s| s.client.as_deref())
+    }
+}
+
+/// A first-in first-out list of connection handles: what
+/// `VecDeque<ConnId>` would be, compared, hashed and printed as one, but
+/// with its `push_back` and `pop_front` inlined into the node's every
+/// delivery. `VecDeque::push_back_mut` is not `#[inline]`: its one copy
+/// is compiled with the crate's other `VecDeque` code, and when the
+/// compiler's codegen units put that apart from `Node::after` (as since
+/// the split of `node.rs` into this folder) each delivery calls it
+/// (docs/BENCHMARKS.md). `Vec::push` and indexing are inlined wherever
+/// they are used.
+///
+/// The handles are `ids[head..]`; popping moves `head` on, and the popped
+/// prefix is reclaimed when the list empties or before it would grow.
+#[derive(Clone, Default)]
+pub(super) struct IdQueue {
+    ids: Vec<ConnId>,
+    head: usize,
+}
+
+impl IdQueue {
+    /// Appends a handle.
+    #[inline]
+    pub(super) fn push_back(&mut self, id: ConnId) {
+        if self.head > 0 && self.ids.len() == self.ids.capacity() {
+            self.compact();
+        }
+        self.ids.push(id);
+    }
+
+    /// Takes the oldest handle.
+    #[inline]
+    pub(super) fn pop_front(&mut self) -> Option<ConnId> {
+        let id = *self.ids.get(self.head)?;
+        self.head += 1;
+        if self.head == self.ids.len() {
+            self.ids.clear();
+            self.head = 0;
+        }
+        Some(id)
+    }
+
+    /// The handles, oldest first.
+    fn as_slice(&self) -> &[ConnId] {
+        &self.ids[self.head..]
+    }
+
+    /// Drops the popped prefix instead of growing past it.
+    #[cold]
+    fn compact(&mut self) {
+        self.ids.drain(..self.head);
+        self.head = 0;
+    }
+}
+
+impl PartialEq for IdQueue {
+    fn eq(&self, other: &Self) -> bool {
+        self.as_slice() == other.as_slice()
+    }
+}
+
+impl Eq for IdQueue {}
+
+impl Hash for IdQueue {
+    /// As `VecDeque`'s: the length, then each handle (the model's state
+    /// fingerprints do not change).
+    fn hash<H: Hasher>(&self, state: &mut H) {
+        self.as_slice().hash(state);
+    }
+}
+
+impl fmt::Debug for IdQueue {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_list().entries(self.as_slice()).finish()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::hash_map::DefaultHasher;
+    use std::collections::VecDeque;
+
+    use super::*;
+
+    fn id(index: u32) -> ConnId {
+        ConnId {
+            index,
+            generation: index / 3,
+        }
+    }
+
+    fn hash(value: &impl Hash) -> u64 {
+        let mut h = DefaultHasher::new();
+        value.hash(&mut h);
+        h.finish()
+    }
+
+    /// Pushes and pops in a pattern that leaves a popped prefix, compacts
+    /// and empties, checking each step against a `VecDeque`: same order,
+    /// equality, hash and `Debug`; the storage stays within twice the
+    /// longest the list has been.
+    #[test]
+    fn id_queue_is_a_vec_deque() {
+        let mut q = IdQueue::default();
+        let mut d = VecDeque::new();
+        let mut next = 0;
+        let mut longest = 0;
+        for round in 0..200u32 {
+            for _ in 0..(round % 7) {
+                q.push_back(id(next));
+                d.push_back(id(next));
+                next += 1;
+            }
+            longest = longest.max(d.len());
+            for _ in 0..(round % 5) {
+                assert_eq!(q.pop_front(), d.pop_front());
+            }
+            assert_eq!(q.as_slice(), d.iter().copied().collect::<Vec<_>>());
+            assert_eq!(hash(&q), hash(&d));
+            assert_eq!(format!("{q:?}"), format!("{d:?}"));
+            let mut same = IdQueue::default();
+            for &i in &d {
+                same.push_back(i);
+            }
+            assert_eq!(q, same);
+            assert!(q.ids.capacity() <= 2 * longest.max(4));
+        }
+        while let Some(i) = d.pop_front() {
+            assert_eq!(q.pop_front(), Some(i));
+        }
+        assert_eq!(q.pop_front(), None);
+        assert_eq!(q, IdQueue::default());
     }
 }
