@@ -7,7 +7,8 @@
 //!
 //! - clients are in-memory WebSocket clients: they send masked JSON frames
 //!   into `Node::handle_read` and read the node's queues back, decoding the
-//!   frames and the JSON they carry; they answer pings and close frames;
+//!   frames and the messages they carry (with the core's client side,
+//!   `protocol::decode_server_message`); they answer pings and close frames;
 //! - commands from a node go to the hub at once and in order;
 //! - events from the hub are held in lanes, one per (node, channel) for
 //!   publications and one per reply, and delivered when an operation says
@@ -46,7 +47,6 @@ use std::time::Duration;
 use bytes::BytesMut;
 use proptest::prelude::*;
 use proptest::test_runner::{contextualize_config, Config, TestError, TestRunner};
-use serde_json::Value;
 use wavecast_core::backbone::{
     Command as BbCommand, Event as BbEvent, HistoryPolicy, NodeId, Reply as BbReply,
 };
@@ -56,7 +56,8 @@ use wavecast_core::hub::Hub;
 use wavecast_core::namespace::{NamespaceOptions, Namespaces};
 use wavecast_core::node::{ConnId, Endpoint, Node, NodeConfig};
 use wavecast_core::protocol::{
-    self, unsubscribe_code, Command, Encoding, Payload, Request, StreamPosition,
+    self, decode_server_message, unsubscribe_code, Command, Encoding, Payload, Publication, Push,
+    Recovery, Reply, Request, ServerMessage, StreamPosition,
 };
 use wavecast_core::Timestamp;
 
@@ -311,10 +312,6 @@ fn node_config(i: usize) -> NodeConfig {
         client_prefix: format!("n{i}-"),
         ..NodeConfig::default()
     }
-}
-
-fn json(bytes: &[u8]) -> Result<Value, String> {
-    serde_json::from_slice(bytes).map_err(|e| format!("server sent bad JSON: {e}"))
 }
 
 impl World {
@@ -714,7 +711,9 @@ impl World {
             match frame.opcode {
                 OpCode::Text => {
                     if self.clients[c].open {
-                        self.on_message(c, &json(&frame.payload)?)?;
+                        let message = decode_server_message(Encoding::Json, &frame.payload)
+                            .map_err(|e| format!("client {c}: {e}"))?;
+                        self.on_message(c, message)?;
                     }
                 }
                 OpCode::Ping => {
@@ -735,51 +734,48 @@ impl World {
         }
     }
 
-    fn on_message(&mut self, c: usize, v: &Value) -> Result<(), String> {
-        if let Some(push) = v.get("push") {
-            let channel = push["channel"]
-                .as_str()
-                .ok_or_else(|| format!("push without channel: {v}"))?
-                .to_owned();
-            if let Some(p) = push.get("pub") {
-                let offset = p["offset"]
-                    .as_u64()
-                    .ok_or_else(|| format!("pub without offset: {v}"))?;
-                return self.on_pub(c, &channel, offset, &p["data"]);
-            }
-            if let Some(u) = push.get("unsubscribe") {
-                let code = u["code"].as_u64();
+    fn on_message(&mut self, c: usize, message: ServerMessage) -> Result<(), String> {
+        let (id, reply) = match message {
+            ServerMessage::Push(Push::Pub {
+                channel,
+                publication,
+            }) => return self.on_pub(c, &channel, &publication),
+            ServerMessage::Push(Push::Unsubscribe {
+                channel,
+                code,
+                reason,
+            }) => {
                 return match self.clients[c].subs.remove(&channel) {
-                    Some(Sub::Live { .. })
-                        if code == Some(unsubscribe_code::INSUFFICIENT_STATE.into()) =>
-                    {
+                    Some(Sub::Live { .. }) if code == unsubscribe_code::INSUFFICIENT_STATE => {
                         Ok(())
                     }
                     other => Err(format!(
-                        "client {c}: unsubscribe push {v} on subscription {other:?}"
+                        "client {c}: unsubscribe push ({code}, {reason:?}) on {channel} on \
+                         subscription {other:?}"
                     )),
                 };
             }
             // join/leave: off in the default namespace.
-            return Err(format!("client {c}: unexpected push {v}"));
-        }
-        let id = v["id"]
-            .as_u64()
-            .ok_or_else(|| format!("client {c}: message without id or push: {v}"))?;
+            ServerMessage::Push(push) => {
+                return Err(format!("client {c}: unexpected push {push:?}"))
+            }
+            ServerMessage::Reply { id, reply } => (id, reply),
+        };
         let req = self.clients[c]
             .requests
             .remove(&id)
-            .ok_or_else(|| format!("client {c}: reply to no request in flight: {v}"))?;
-        let error = v.get("error");
+            .ok_or_else(|| format!("client {c}: reply {id} to no request in flight: {reply:?}"))?;
         match req {
             Req::Publish => {
-                if error.is_none() && v["publish"]["offset"].as_u64().is_none() {
-                    return Err(format!("client {c}: bad publish reply {v}"));
+                if !matches!(reply, Reply::Publish { .. } | Reply::Error(_)) {
+                    return Err(format!("client {c}: bad publish reply {reply:?}"));
                 }
             }
             Req::Unsubscribe { channel } => {
-                if let Some(e) = error {
-                    return Err(format!("client {c}: unsubscribe of {channel} failed: {e}"));
+                if reply != Reply::Unsubscribe {
+                    return Err(format!(
+                        "client {c}: unsubscribe of {channel} answered {reply:?}"
+                    ));
                 }
                 // A pending subscribe is cancelled with it: no reply to it.
                 if let Some(Sub::Pending(sid)) = self.clients[c].subs.remove(&channel) {
@@ -789,15 +785,25 @@ impl World {
             Req::Subscribe { channel, recover } => {
                 if self.clients[c].subs.get(&channel) != Some(&Sub::Pending(id)) {
                     return Err(format!(
-                        "client {c}: subscribe reply {v} for a subscription not pending"
+                        "client {c}: subscribe reply {reply:?} for a subscription not pending"
                     ));
                 }
-                if error.is_some() {
-                    // e.g. backbone unavailable (reset) or busy: not subscribed.
-                    self.clients[c].subs.remove(&channel);
-                    return Ok(());
+                match reply {
+                    Reply::Subscribe {
+                        epoch,
+                        offset,
+                        recovery,
+                    } => self.on_subscribed(c, &channel, recover, epoch, offset, recovery)?,
+                    Reply::Error(_) => {
+                        // e.g. backbone unavailable (reset) or busy: not subscribed.
+                        self.clients[c].subs.remove(&channel);
+                    }
+                    other => {
+                        return Err(format!(
+                            "client {c}: subscribe to {channel} answered {other:?}"
+                        ))
+                    }
                 }
-                self.on_subscribed(c, &channel, recover, &v["subscribe"])?;
             }
         }
         Ok(())
@@ -809,31 +815,32 @@ impl World {
         c: usize,
         channel: &str,
         recover: Option<StreamPosition>,
-        r: &Value,
+        epoch: String,
+        offset: u64,
+        recovery: Option<Recovery>,
     ) -> Result<(), String> {
-        let (Some(epoch), Some(offset)) = (r["epoch"].as_str(), r["offset"].as_u64()) else {
-            return Err(format!("client {c}: bad subscribe reply {r}"));
-        };
-        let epoch = epoch.to_owned();
         if let Some(pos) = recover {
-            let recovered = r["recovered"]
-                .as_bool()
-                .ok_or_else(|| format!("client {c}: recover without `recovered`: {r}"))?;
-            let pubs = r["publications"]
-                .as_array()
-                .ok_or_else(|| format!("client {c}: recover without publications: {r}"))?;
+            let Some(Recovery {
+                recovered,
+                publications,
+            }) = recovery
+            else {
+                return Err(format!(
+                    "client {c}: recover from {pos:?} on {channel} without `recovered`"
+                ));
+            };
             if recovered {
                 if pos.epoch != epoch {
                     return Err(format!(
                         "invariant 3: {channel}: recovered from {pos:?} into epoch {epoch}"
                     ));
                 }
-                let want: Vec<(u64, Value)> = (pos.offset + 1..=offset)
+                let want: Vec<(u64, Option<Payload>)> = (pos.offset + 1..=offset)
                     .map(|o| (o, self.data_of(channel, &epoch, o)))
                     .collect();
-                let got: Vec<(u64, Value)> = pubs
-                    .iter()
-                    .map(|p| (p["offset"].as_u64().unwrap_or(0), p["data"].clone()))
+                let got: Vec<(u64, Option<Payload>)> = publications
+                    .into_iter()
+                    .map(|p| (p.offset, Some(p.data)))
                     .collect();
                 if got != want {
                     return Err(format!(
@@ -841,9 +848,10 @@ impl World {
                          the channel has {want:?}"
                     ));
                 }
-            } else if !pubs.is_empty() {
+            } else if !publications.is_empty() {
                 return Err(format!(
-                    "invariant 3: recovered:false with publications: {r}"
+                    "invariant 3: recovered:false with publications on {channel}: \
+                     {publications:?}"
                 ));
             }
         }
@@ -861,18 +869,17 @@ impl World {
         Ok(())
     }
 
-    /// The data the hub sequenced at a position (`null` if it never did).
-    fn data_of(&self, channel: &str, epoch: &str, offset: u64) -> Value {
+    /// The data the hub sequenced at a position (`None` if it never did).
+    fn data_of(&self, channel: &str, epoch: &str, offset: u64) -> Option<Payload> {
         self.model
             .get(channel)
             .and_then(|s| s.get(&(epoch.to_owned(), offset)))
-            .map_or(Value::Null, |d| {
-                serde_json::from_slice(d.as_json()).unwrap_or(Value::Null)
-            })
+            .cloned()
     }
 
     /// Invariant 1: exactly the next offset, in the epoch, with its data.
-    fn on_pub(&mut self, c: usize, channel: &str, offset: u64, data: &Value) -> Result<(), String> {
+    fn on_pub(&mut self, c: usize, channel: &str, publication: &Publication) -> Result<(), String> {
+        let offset = publication.offset;
         let Some(Sub::Live { epoch, last }) = self.clients[c].subs.get(channel).cloned() else {
             return Err(format!(
                 "invariant 1: client {c} got offset {offset} of {channel} without a live \
@@ -886,10 +893,11 @@ impl World {
             ));
         }
         let want = self.data_of(channel, &epoch, offset);
-        if *data != want || want.is_null() {
+        if want.as_ref() != Some(&publication.data) {
             return Err(format!(
-                "invariant 1: client {c} on {channel}: offset {offset} carried {data}, the hub \
-                 sequenced {want} there (epoch {epoch})"
+                "invariant 1: client {c} on {channel}: offset {offset} carried {:?}, the hub \
+                 sequenced {want:?} there (epoch {epoch})",
+                publication.data
             ));
         }
         let client = &mut self.clients[c];

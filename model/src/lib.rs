@@ -7,8 +7,10 @@
 //!   [`wavecast_core::node::Node`] and hosts its clients' WebSocket
 //!   connections. A client's abstract command becomes a masked JSON frame
 //!   fed to `Node::handle_read`; the node's outbound bytes are decoded
-//!   (client-side frame decoder + JSON) back into abstract messages. The
-//!   node's backbone commands go to the backbone actor as they are.
+//!   (client-side frame decoder + the core's
+//!   [`decode_server_message`](wavecast_core::protocol::decode_server_message))
+//!   back into abstract messages. The node's backbone commands go to the
+//!   backbone actor as they are.
 //! - **the backbone** ([`Actor::Backbone`]): a real
 //!   [`wavecast_core::hub::Hub`], the sequencer of every channel, with
 //!   Redis's semantics for a lost link: a server whose link is cut
@@ -41,7 +43,6 @@ use std::hash::{Hash, Hasher};
 use std::sync::Arc;
 
 use bytes::BytesMut;
-use serde_json::Value;
 use stateright::actor::{model_timeout, ActorModel, Id, Network, Out};
 use stateright::{Checker, Expectation, Model};
 use wavecast_core::backbone::{Command as BbCommand, Event as BbEvent, NodeId};
@@ -49,7 +50,8 @@ use wavecast_core::frame::{self, FrameDecoder, OpCode};
 use wavecast_core::hub::Hub;
 use wavecast_core::node::{ConnId, Endpoint, Node, NodeConfig};
 use wavecast_core::protocol::{
-    self, close, unsubscribe_code, Command, Encoding, Payload, Request, StreamPosition,
+    self, close, unsubscribe_code, Command, Encoding, Payload, Push, Reply, Request, ServerMessage,
+    StreamPosition,
 };
 use wavecast_core::Timestamp;
 
@@ -982,14 +984,20 @@ fn decode_frames(conn: u32, mut bytes: BytesMut) -> Vec<Msg> {
     }
 }
 
-fn channel_index(name: Option<&str>) -> Option<u8> {
-    let name = name?;
+fn channel_index(name: &str) -> Option<u8> {
     CHANNELS
         .iter()
         .position(|c| *c == name)
         .and_then(|i| u8::try_from(i).ok())
 }
 
+/// The model's publication data: the number it published.
+fn data_number(data: &Payload) -> Option<u64> {
+    serde_json::from_slice(data.as_json()).ok()
+}
+
+/// What a client makes of one text message: the core's client-side decoder
+/// ([`protocol::decode_server_message`]), then the abstract [`Msg`].
 fn decode_json(conn: u32, payload: &[u8]) -> Option<Msg> {
     let garbage = |what: &str| {
         Some(Msg::Garbage {
@@ -997,31 +1005,36 @@ fn decode_json(conn: u32, payload: &[u8]) -> Option<Msg> {
             what: format!("{what}: {}", String::from_utf8_lossy(payload)),
         })
     };
-    let Ok(v) = serde_json::from_slice::<Value>(payload) else {
-        return garbage("not JSON");
+    let message = match protocol::decode_server_message(Encoding::Json, payload) {
+        Ok(message) => message,
+        Err(e) => return garbage(&e.to_string()),
     };
-    if let Some(push) = v.get("push") {
-        let Some(ch) = channel_index(push.get("channel").and_then(Value::as_str)) else {
-            return garbage("push on an unknown channel");
-        };
-        if let Some(p) = push.get("pub") {
-            let offset = p.get("offset").and_then(Value::as_u64)?;
-            let data = p.get("data").and_then(Value::as_u64)?;
-            return Some(Msg::Pub {
-                conn,
-                ch,
-                offset,
-                data,
-            });
+    let (rid, reply) = match message {
+        ServerMessage::Push(push) => {
+            let Some(ch) = channel_index(push.channel()) else {
+                return garbage("push on an unknown channel");
+            };
+            return match push {
+                Push::Pub { publication, .. } => match data_number(&publication.data) {
+                    Some(data) => Some(Msg::Pub {
+                        conn,
+                        ch,
+                        offset: publication.offset,
+                        data,
+                    }),
+                    None => garbage("publication data not a model number"),
+                },
+                Push::Unsubscribe { code, .. } => Some(Msg::Unsubscribed {
+                    conn,
+                    ch,
+                    code: code.into(),
+                }),
+                // join/leave are off in the default namespace.
+                Push::Join { .. } | Push::Leave { .. } => garbage("unexpected push"),
+            };
         }
-        if let Some(u) = push.get("unsubscribe") {
-            let code = u.get("code").and_then(Value::as_u64).unwrap_or(0);
-            return Some(Msg::Unsubscribed { conn, ch, code });
-        }
-        // join/leave are off in the default namespace.
-        return garbage("unexpected push");
-    }
-    let rid = v.get("id").and_then(Value::as_u64)?;
+        ServerMessage::Reply { id, reply } => (id, reply),
+    };
     if (PUB_RID..PUB_RID + CHANNELS.len() as u64).contains(&rid) {
         // Publish replies (offset or error) carry nothing the properties
         // need; clients do not wait for them.
@@ -1034,38 +1047,41 @@ fn decode_json(conn: u32, payload: &[u8]) -> Option<Msg> {
     let Some(ch) = ch else {
         return garbage("reply to an unknown request");
     };
-    if let Some(e) = v.get("error") {
-        let code = e.get("code").and_then(Value::as_u64).unwrap_or(0);
-        return Some(Msg::SubscribeFailed { conn, ch, code });
-    }
-    let Some(sub) = v.get("subscribe") else {
-        return garbage("unexpected reply");
-    };
-    let epoch = sub.get("epoch").and_then(Value::as_str)?.to_string();
-    let offset = sub.get("offset").and_then(Value::as_u64)?;
-    let recovery = sub.get("recovered").and_then(Value::as_bool).map(|r| {
-        let pubs = sub
-            .get("publications")
-            .and_then(Value::as_array)
-            .map(|a| {
-                a.iter()
-                    .filter_map(|p| {
-                        let offset = p.get("offset").and_then(Value::as_u64)?;
-                        let data = p.get("data").and_then(Value::as_u64)?;
-                        Some((offset, data))
-                    })
-                    .collect()
+    match reply {
+        Reply::Error(e) => Some(Msg::SubscribeFailed {
+            conn,
+            ch,
+            code: e.code.code().into(),
+        }),
+        Reply::Subscribe {
+            epoch,
+            offset,
+            recovery,
+        } => {
+            let recovery = match recovery {
+                None => None,
+                Some(r) => {
+                    let pubs: Option<Vec<(u64, u64)>> = r
+                        .publications
+                        .iter()
+                        .map(|p| data_number(&p.data).map(|d| (p.offset, d)))
+                        .collect();
+                    let Some(pubs) = pubs else {
+                        return garbage("recovered data not a model number");
+                    };
+                    Some((r.recovered, pubs))
+                }
+            };
+            Some(Msg::Subscribed {
+                conn,
+                ch,
+                epoch,
+                offset,
+                recovery,
             })
-            .unwrap_or_default();
-        (r, pubs)
-    });
-    Some(Msg::Subscribed {
-        conn,
-        ch,
-        epoch,
-        offset,
-        recovery,
-    })
+        }
+        _ => garbage("unexpected reply"),
+    }
 }
 
 // -------------------------------------------------------------------------
