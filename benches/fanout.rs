@@ -5,7 +5,7 @@
 
 use bytes::BytesMut;
 use criterion::{criterion_group, criterion_main, Criterion, Throughput};
-use wavecast_core::backbone::Event;
+use wavecast_core::backbone::BackboneEvent;
 use wavecast_core::frame::{self, OpCode};
 use wavecast_core::node::{Endpoint, NodeConfig};
 use wavecast_core::protocol::{Encoding, Payload, Publication};
@@ -42,7 +42,7 @@ fn bench_fanout(c: &mut Criterion) {
                 offset += 1;
                 node.handle_backbone(
                     now,
-                    Event::Publication {
+                    BackboneEvent::Publication {
                         channel: "news".into(),
                         epoch: epoch.clone(),
                         publication: Publication {

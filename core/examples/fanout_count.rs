@@ -12,7 +12,7 @@
 //! ```
 
 use bytes::BytesMut;
-use wavecast_core::backbone::Event;
+use wavecast_core::backbone::BackboneEvent;
 use wavecast_core::frame::{self, OpCode};
 use wavecast_core::node::{Endpoint, NodeConfig};
 use wavecast_core::protocol::{Encoding, Payload, Publication};
@@ -61,7 +61,7 @@ fn main() {
     for offset in 1..=publications {
         node.handle_backbone(
             now,
-            Event::Publication {
+            BackboneEvent::Publication {
                 channel: "news".into(),
                 epoch: epoch.clone(),
                 publication: Publication {

@@ -7,13 +7,13 @@
 //! [`crate::hub::Hub`]; across servers it is Redis (in the runtime), and in
 //! the model checker an actor with Redis's semantics.
 //!
-//! A node emits [`Command`]s (`Node::poll_backbone`) and receives
-//! [`Event`]s (`Node::handle_backbone`). Nothing here assumes the two
+//! A node emits [`BackboneCommand`]s (`Node::poll_backbone`) and receives
+//! [`BackboneEvent`]s (`Node::handle_backbone`). Nothing here assumes the two
 //! directions are ordered with respect to each other, or that events on
 //! different channels are: a node detects what it needs (offsets, epochs)
 //! itself. Events of one channel to one node are delivered in the order the
 //! backbone sent them, unless the backbone says otherwise with
-//! [`Event::Reset`].
+//! [`BackboneEvent::Reset`].
 
 use std::time::Duration;
 
@@ -35,7 +35,7 @@ pub struct HistoryPolicy {
 
 /// What a node asks of the backbone.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
-pub enum Command {
+pub enum BackboneCommand {
     /// Start sending this node the channel's publications and join/leave.
     Subscribe {
         /// The channel.
@@ -48,7 +48,7 @@ pub enum Command {
     },
     /// Sequence a publication: next offset, append to history, broadcast.
     Publish {
-        /// Reply to this request with [`Reply::Published`].
+        /// Reply to this request with [`BackboneReply::Published`].
         request: RequestId,
         /// The channel.
         channel: String,
@@ -60,7 +60,7 @@ pub enum Command {
     /// Read history: publications after `since` (or from the oldest kept),
     /// oldest first, at most `limit` (none: all kept).
     History {
-        /// Reply to this request with [`Reply::History`].
+        /// Reply to this request with [`BackboneReply::History`].
         request: RequestId,
         /// The channel.
         channel: String,
@@ -89,7 +89,7 @@ pub enum Command {
     },
     /// Who is present in the channel.
     Presence {
-        /// Reply to this request with [`Reply::Presence`].
+        /// Reply to this request with [`BackboneReply::Presence`].
         request: RequestId,
         /// The channel.
         channel: String,
@@ -98,7 +98,7 @@ pub enum Command {
 
 /// What the backbone tells a node.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
-pub enum Event {
+pub enum BackboneEvent {
     /// A sequenced publication of a channel this node subscribed to.
     Publication {
         /// The channel.
@@ -127,7 +127,7 @@ pub enum Event {
         /// The request.
         request: RequestId,
         /// The answer.
-        reply: Reply,
+        reply: BackboneReply,
     },
     /// The link to the backbone was lost and is back: subscriptions and
     /// requests in flight are gone, and publications may have been missed.
@@ -137,7 +137,7 @@ pub enum Event {
 
 /// Answers to requests.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
-pub enum Reply {
+pub enum BackboneReply {
     /// The publication's position.
     Published(Result<StreamPosition, BackboneError>),
     /// A page of history.

@@ -4,7 +4,7 @@
 //! A [`Hub`] implements the backbone side of [`crate::backbone`] inside one
 //! process. Per channel it holds the epoch, the top offset, the bounded
 //! history, the set of subscribed nodes and the presence map. Everything
-//! it wants delivered is queued as `(NodeId, Event)` and drained with
+//! it wants delivered is queued as `(NodeId, BackboneEvent)` and drained with
 //! [`Hub::poll_event`], in the order queued, so the events of one node
 //! arrive in the order the hub decided them (delivery contract, rule 1).
 //!
@@ -54,7 +54,9 @@
 use std::collections::{btree_map, BTreeMap, BTreeSet, VecDeque};
 use std::time::Duration;
 
-use crate::backbone::{Command, Event, HistoryPage, HistoryPolicy, NodeId, Reply};
+use crate::backbone::{
+    BackboneCommand, BackboneEvent, BackboneReply, HistoryPage, HistoryPolicy, NodeId,
+};
 use crate::protocol::{ClientInfo, Payload, Publication, StreamPosition};
 use crate::Timestamp;
 
@@ -302,7 +304,7 @@ pub struct Hub {
     /// Channels created so far: the input, with the seed, of the next epoch.
     created: u64,
     channels: BTreeMap<String, HubChannel>,
-    events: VecDeque<(NodeId, Event)>,
+    events: VecDeque<(NodeId, BackboneEvent)>,
     /// One entry per channel with history: a time at or before its oldest
     /// publication's expiry. It may be early (the front moved on since), in
     /// which case the timeout just registers the new deadline; it is never
@@ -393,11 +395,11 @@ impl Hub {
         epoch
     }
 
-    /// A command from node `from` (see [`Command`]). Replies and broadcasts
+    /// A command from node `from` (see [`BackboneCommand`]). Replies and broadcasts
     /// are queued as events.
-    pub fn handle_command(&mut self, now: Timestamp, from: NodeId, cmd: Command) {
+    pub fn handle_command(&mut self, now: Timestamp, from: NodeId, cmd: BackboneCommand) {
         match cmd {
-            Command::Subscribe { channel } => {
+            BackboneCommand::Subscribe { channel } => {
                 channel_entry(
                     &mut self.channels,
                     self.seed,
@@ -409,40 +411,40 @@ impl Hub {
                 .subscribers
                 .insert(from);
             }
-            Command::Unsubscribe { channel } => {
+            BackboneCommand::Unsubscribe { channel } => {
                 if let Some(ch) = self.channels.get_mut(&channel) {
                     ch.subscribers.remove(&from);
                     self.drop_if_empty(now, &channel);
                 }
             }
-            Command::Publish {
+            BackboneCommand::Publish {
                 request,
                 channel,
                 data,
                 history,
             } => {
                 let position = self.publish(now, &channel, data, history);
-                let reply = Reply::Published(Ok(position));
+                let reply = BackboneReply::Published(Ok(position));
                 self.events
-                    .push_back((from, Event::Reply { request, reply }));
+                    .push_back((from, BackboneEvent::Reply { request, reply }));
             }
-            Command::History {
+            BackboneCommand::History {
                 request,
                 channel,
                 since,
                 limit,
             } => {
                 let page = self.history(now, &channel, since.as_ref(), limit);
-                let reply = Reply::History(Ok(page));
+                let reply = BackboneReply::History(Ok(page));
                 self.events
-                    .push_back((from, Event::Reply { request, reply }));
+                    .push_back((from, BackboneEvent::Reply { request, reply }));
             }
-            Command::PresenceAdd {
+            BackboneCommand::PresenceAdd {
                 channel,
                 info,
                 announce,
             } => self.presence_add(now, from, channel, info, announce),
-            Command::PresenceRemove {
+            BackboneCommand::PresenceRemove {
                 channel,
                 info,
                 announce,
@@ -454,7 +456,7 @@ impl Hub {
                     broadcast(
                         &mut self.events,
                         &ch.subscribers,
-                        |channel| Event::Leave {
+                        |channel| BackboneEvent::Leave {
                             channel,
                             info: info.clone(),
                         },
@@ -463,10 +465,10 @@ impl Hub {
                 }
                 self.drop_if_empty(now, &channel);
             }
-            Command::Presence { request, channel } => {
-                let reply = Reply::Presence(Ok(self.presence(&channel)));
+            BackboneCommand::Presence { request, channel } => {
+                let reply = BackboneReply::Presence(Ok(self.presence(&channel)));
                 self.events
-                    .push_back((from, Event::Reply { request, reply }));
+                    .push_back((from, BackboneEvent::Reply { request, reply }));
             }
         }
     }
@@ -500,7 +502,7 @@ impl Hub {
             broadcast(
                 &mut self.events,
                 &ch.subscribers,
-                |channel| Event::Join {
+                |channel| BackboneEvent::Join {
                     channel,
                     info: info.clone(),
                 },
@@ -573,12 +575,12 @@ impl Hub {
 
     /// The next event to deliver, and to which node. Events for one node
     /// come out in the order they were queued.
-    pub fn poll_event(&mut self) -> Option<(NodeId, Event)> {
+    pub fn poll_event(&mut self) -> Option<(NodeId, BackboneEvent)> {
         self.events.pop_front()
     }
 
     /// Sequences a publication directly (the HTTP API): the same as a
-    /// [`Command::Publish`] without the reply event. Returns its position.
+    /// [`BackboneCommand::Publish`] without the reply event. Returns its position.
     ///
     /// The publication goes to every subscribed node, the publisher's own
     /// included: delivery in offset order needs every copy to come from the
@@ -646,7 +648,7 @@ impl Hub {
         }
         ch.expire(now, &mut self.usage);
         for &node in &ch.subscribers {
-            let event = Event::Publication {
+            let event = BackboneEvent::Publication {
                 channel: channel.to_owned(),
                 epoch: ch.epoch.clone(),
                 publication: publication.clone(),
@@ -670,7 +672,7 @@ impl Hub {
     }
 
     /// Reads a channel's history directly (the HTTP API), with the semantics
-    /// of [`Command::History`]:
+    /// of [`BackboneCommand::History`]:
     ///
     /// - `since: Some(pos)` in the current epoch with `pos.offset <= top`:
     ///   the kept publications after `pos.offset`, oldest first, at most
@@ -779,7 +781,7 @@ impl Hub {
                         broadcast(
                             &mut self.events,
                             &ch.subscribers,
-                            |channel| Event::Leave {
+                            |channel| BackboneEvent::Leave {
                                 channel,
                                 info: p.info.clone(),
                             },
@@ -869,9 +871,9 @@ fn register_wakeup(
 
 /// Queues `make(channel)` to every subscribed node, in node order.
 fn broadcast(
-    events: &mut VecDeque<(NodeId, Event)>,
+    events: &mut VecDeque<(NodeId, BackboneEvent)>,
     subscribers: &BTreeSet<NodeId>,
-    make: impl Fn(String) -> Event,
+    make: impl Fn(String) -> BackboneEvent,
     channel: &str,
 ) {
     for &node in subscribers {

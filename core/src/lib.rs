@@ -30,7 +30,7 @@
 //!   client side; error codes and wavecast's close codes (a folder, one
 //!   job per file).
 //! - [`backbone`]: the interface between a node and the sequencer of every
-//!   channel: `Command`s out, `Event`s in.
+//!   channel: `BackboneCommand`s out, `BackboneEvent`s in.
 //! - [`namespace`]: per-namespace channel options (history, presence,
 //!   join/leave, client publish).
 //! - [`admission`]: the one rule for both front doors (WebSocket commands

@@ -4,7 +4,7 @@
 
 mod common;
 
-use wavecast_core::backbone::Event;
+use wavecast_core::backbone::BackboneEvent;
 use wavecast_core::frame::OpCode;
 use wavecast_core::hub::Hub;
 use wavecast_core::node::{ConnId, Endpoint, Node, NodeConfig};
@@ -59,7 +59,7 @@ fn ten_thousand_subscribers_share_one_frame_per_encoding() {
     let epoch = hub.channels()[0].epoch.clone();
     node.handle_backbone(
         Timestamp::ZERO,
-        Event::Publication {
+        BackboneEvent::Publication {
             channel: "news".into(),
             epoch,
             publication: Publication {

@@ -14,7 +14,7 @@ use std::time::Duration;
 
 use proptest::prelude::*;
 use wavecast_core::backbone::{
-    Command, Event, HistoryPage, HistoryPolicy, NodeId, Reply, RequestId,
+    BackboneCommand, BackboneEvent, BackboneReply, HistoryPage, HistoryPolicy, NodeId, RequestId,
 };
 use wavecast_core::hub::{HistoryBudget, Hub, ENTRY_OVERHEAD, NO_EPOCH};
 use wavecast_core::protocol::{ClientInfo, Payload, Publication, StreamPosition};
@@ -50,22 +50,22 @@ fn sub(hub: &mut Hub, node: NodeId, channel: &str) {
     hub.handle_command(
         T0,
         node,
-        Command::Subscribe {
+        BackboneCommand::Subscribe {
             channel: channel.into(),
         },
     );
 }
 
-fn drain(hub: &mut Hub) -> Vec<(NodeId, Event)> {
+fn drain(hub: &mut Hub) -> Vec<(NodeId, BackboneEvent)> {
     std::iter::from_fn(|| hub.poll_event()).collect()
 }
 
 /// The offsets of `channel`'s publications delivered to `node`, in order.
-fn offsets_to(events: &[(NodeId, Event)], node: NodeId, channel: &str) -> Vec<u64> {
+fn offsets_to(events: &[(NodeId, BackboneEvent)], node: NodeId, channel: &str) -> Vec<u64> {
     events
         .iter()
         .filter_map(|(to, e)| match e {
-            Event::Publication {
+            BackboneEvent::Publication {
                 channel: c,
                 publication,
                 ..
@@ -114,7 +114,7 @@ fn every_subscribed_node_gets_every_publication_in_order_publisher_included() {
     sub(&mut hub, N3, "other");
     for i in 0..20u64 {
         let from = if i % 2 == 0 { N1 } else { N3 };
-        let cmd = Command::Publish {
+        let cmd = BackboneCommand::Publish {
             request: RequestId(i),
             channel: "news".into(),
             data: data(i),
@@ -134,7 +134,7 @@ fn every_subscribed_node_gets_every_publication_in_order_publisher_included() {
     let to_n2: Vec<&Publication> = events
         .iter()
         .filter_map(|(to, e)| match e {
-            Event::Publication { publication, .. } if *to == N2 => Some(publication),
+            BackboneEvent::Publication { publication, .. } if *to == N2 => Some(publication),
             _ => None,
         })
         .collect();
@@ -143,18 +143,20 @@ fn every_subscribed_node_gets_every_publication_in_order_publisher_included() {
     }
     // The publisher's node gets its own publication through the sequencer,
     // before the reply with its position.
-    let n1: Vec<&Event> = events
+    let n1: Vec<&BackboneEvent> = events
         .iter()
         .filter(|(to, _)| *to == N1)
         .map(|(_, e)| e)
         .collect();
     let epoch = epoch_of(&hub, "news").expect("channel exists");
-    assert!(matches!(n1[0], Event::Publication { publication, .. } if publication.offset == 1));
+    assert!(
+        matches!(n1[0], BackboneEvent::Publication { publication, .. } if publication.offset == 1)
+    );
     assert_eq!(
         n1[1],
-        &Event::Reply {
+        &BackboneEvent::Reply {
             request: RequestId(0),
-            reply: Reply::Published(Ok(pos(&epoch, 1)))
+            reply: BackboneReply::Published(Ok(pos(&epoch, 1)))
         },
         "reply after the publication"
     );
@@ -162,8 +164,8 @@ fn every_subscribed_node_gets_every_publication_in_order_publisher_included() {
     let n3_replies: Vec<u64> = events
         .iter()
         .filter_map(|(to, e)| match e {
-            Event::Reply {
-                reply: Reply::Published(Ok(p)),
+            BackboneEvent::Reply {
+                reply: BackboneReply::Published(Ok(p)),
                 ..
             } if *to == N3 => Some(p.offset),
             _ => None,
@@ -181,14 +183,14 @@ fn unsubscribe_stops_delivery() {
     hub.handle_command(
         T0,
         N2,
-        Command::Unsubscribe {
+        BackboneCommand::Unsubscribe {
             channel: "c".into(),
         },
     );
     hub.handle_command(
         T0,
         N2,
-        Command::Unsubscribe {
+        BackboneCommand::Unsubscribe {
             channel: "c".into(),
         },
     ); // idempotent
@@ -325,7 +327,7 @@ fn a_limit_that_cuts_the_list_makes_it_incomplete() {
 #[test]
 fn history_command_replies_to_the_requester() {
     let (mut hub, epoch) = recovery_fixture();
-    let cmd = Command::History {
+    let cmd = BackboneCommand::History {
         request: RequestId(9),
         channel: "r".into(),
         since: Some(pos(&epoch, 8)),
@@ -339,9 +341,9 @@ fn history_command_replies_to_the_requester() {
     let expected = hub.history(T0, "r", Some(&pos(&epoch, 8)), None);
     assert_eq!(
         reply.1,
-        Event::Reply {
+        BackboneEvent::Reply {
             request: RequestId(9),
-            reply: Reply::History(Ok(expected))
+            reply: BackboneReply::History(Ok(expected))
         }
     );
 }
@@ -354,7 +356,7 @@ fn a_dropped_channel_comes_back_with_a_new_epoch() {
     hub.handle_command(
         T0,
         N1,
-        Command::Unsubscribe {
+        BackboneCommand::Unsubscribe {
             channel: "d".into(),
         },
     );
@@ -402,7 +404,7 @@ fn presence_add_remove_with_join_and_leave() {
         client: "c1".into(),
         user: "bob".into(),
     };
-    let add = |info: &ClientInfo, announce| Command::PresenceAdd {
+    let add = |info: &ClientInfo, announce| BackboneCommand::PresenceAdd {
         channel: "p".into(),
         info: info.clone(),
         announce,
@@ -411,7 +413,7 @@ fn presence_add_remove_with_join_and_leave() {
     hub.handle_command(T0, N2, add(&bob, false));
     hub.handle_command(T0, N1, add(&alice, true)); // again: no second join
     let events = drain(&mut hub);
-    let join = Event::Join {
+    let join = BackboneEvent::Join {
         channel: "p".into(),
         info: alice.clone(),
     };
@@ -425,7 +427,7 @@ fn presence_add_remove_with_join_and_leave() {
     hub.handle_command(
         T0,
         N3,
-        Command::Presence {
+        BackboneCommand::Presence {
             request: RequestId(4),
             channel: "p".into(),
         },
@@ -434,9 +436,9 @@ fn presence_add_remove_with_join_and_leave() {
         drain(&mut hub),
         vec![(
             N3,
-            Event::Reply {
+            BackboneEvent::Reply {
                 request: RequestId(4),
-                reply: Reply::Presence(Ok(vec![bob.clone(), alice.clone()]))
+                reply: BackboneReply::Presence(Ok(vec![bob.clone(), alice.clone()]))
             }
         )]
     );
@@ -444,7 +446,7 @@ fn presence_add_remove_with_join_and_leave() {
     hub.handle_command(
         T0,
         N1,
-        Command::PresenceRemove {
+        BackboneCommand::PresenceRemove {
             channel: "p".into(),
             info: alice.clone(),
             announce: true,
@@ -453,13 +455,13 @@ fn presence_add_remove_with_join_and_leave() {
     hub.handle_command(
         T0,
         N2,
-        Command::PresenceRemove {
+        BackboneCommand::PresenceRemove {
             channel: "p".into(),
             info: bob.clone(),
             announce: false,
         },
     );
-    let leave = Event::Leave {
+    let leave = BackboneEvent::Leave {
         channel: "p".into(),
         info: alice,
     };
@@ -485,7 +487,7 @@ fn remove_node_drops_its_subscriptions_presence_and_queued_events() {
     hub.handle_command(
         T0,
         N2,
-        Command::PresenceAdd {
+        BackboneCommand::PresenceAdd {
             channel: "a".into(),
             info: c1.clone(),
             announce: true,
@@ -494,7 +496,7 @@ fn remove_node_drops_its_subscriptions_presence_and_queued_events() {
     hub.handle_command(
         T0,
         N2,
-        Command::PresenceAdd {
+        BackboneCommand::PresenceAdd {
             channel: "a".into(),
             info: c2.clone(),
             announce: false,
@@ -510,7 +512,7 @@ fn remove_node_drops_its_subscriptions_presence_and_queued_events() {
         vec![
             (
                 N1,
-                Event::Publication {
+                BackboneEvent::Publication {
                     channel: "a".into(),
                     epoch: epoch_of(&hub, "a").unwrap(),
                     publication: Publication {
@@ -521,7 +523,7 @@ fn remove_node_drops_its_subscriptions_presence_and_queued_events() {
             ),
             (
                 N1,
-                Event::Leave {
+                BackboneEvent::Leave {
                     channel: "a".into(),
                     info: c1
                 }
@@ -542,7 +544,7 @@ fn remove_node_drops_its_subscriptions_presence_and_queued_events() {
 }
 
 /// One scripted run; returns everything observable.
-fn scripted_run(seed: u64) -> (Vec<(NodeId, Event)>, Vec<HistoryPage>) {
+fn scripted_run(seed: u64) -> (Vec<(NodeId, BackboneEvent)>, Vec<HistoryPage>) {
     let mut hub = Hub::new(seed);
     let mut pages = Vec::new();
     for i in 0..40u64 {
@@ -550,11 +552,11 @@ fn scripted_run(seed: u64) -> (Vec<(NodeId, Event)>, Vec<HistoryPage>) {
         let channel = format!("c{}", i % 3);
         let node = NodeId(u32::try_from(i % 4).unwrap());
         match i % 5 {
-            0 => hub.handle_command(now, node, Command::Subscribe { channel }),
+            0 => hub.handle_command(now, node, BackboneCommand::Subscribe { channel }),
             1 | 2 => hub.handle_command(
                 now,
                 node,
-                Command::Publish {
+                BackboneCommand::Publish {
                     request: RequestId(i),
                     channel,
                     data: data(i),
@@ -801,7 +803,7 @@ fn run_ops(ops: Vec<Op>) -> Result<(), TestCaseError> {
                 hub.handle_command(
                     now,
                     NodeId(n),
-                    Command::Subscribe {
+                    BackboneCommand::Subscribe {
                         channel: CHANNELS[c].into(),
                     },
                 );
@@ -816,7 +818,7 @@ fn run_ops(ops: Vec<Op>) -> Result<(), TestCaseError> {
                 hub.handle_command(
                     now,
                     NodeId(n),
-                    Command::Unsubscribe {
+                    BackboneCommand::Unsubscribe {
                         channel: CHANNELS[c].into(),
                     },
                 );
@@ -846,7 +848,7 @@ fn run_ops(ops: Vec<Op>) -> Result<(), TestCaseError> {
                     }
                     Some(n) => {
                         let request = RequestId(model.counter);
-                        let cmd = Command::Publish {
+                        let cmd = BackboneCommand::Publish {
                             request,
                             channel: CHANNELS[c].into(),
                             data: payload.clone(),
@@ -857,9 +859,9 @@ fn run_ops(ops: Vec<Op>) -> Result<(), TestCaseError> {
                         let mut events = drain(&mut hub);
                         let Some((
                             to,
-                            Event::Reply {
+                            BackboneEvent::Reply {
                                 request: r,
-                                reply: Reply::Published(Ok(p)),
+                                reply: BackboneReply::Published(Ok(p)),
                             },
                         )) = events.pop()
                         else {
@@ -884,7 +886,7 @@ fn run_ops(ops: Vec<Op>) -> Result<(), TestCaseError> {
                     &pos(&ch.epoch, top),
                     "offset = top + 1 in the current epoch"
                 );
-                let expected: Vec<(NodeId, Event)> = ch
+                let expected: Vec<(NodeId, BackboneEvent)> = ch
                     .subs
                     .iter()
                     .map(|&n| {
@@ -894,7 +896,7 @@ fn run_ops(ops: Vec<Op>) -> Result<(), TestCaseError> {
                         };
                         (
                             NodeId(n),
-                            Event::Publication {
+                            BackboneEvent::Publication {
                                 channel: CHANNELS[c].into(),
                                 epoch: ch.epoch.clone(),
                                 publication,
@@ -968,7 +970,7 @@ fn run_ops(ops: Vec<Op>) -> Result<(), TestCaseError> {
                         for &s in &ch.subs {
                             expected.push((
                                 NodeId(s),
-                                Event::Leave {
+                                BackboneEvent::Leave {
                                     channel: CHANNELS[c].into(),
                                     info: client(k),
                                 },
@@ -986,7 +988,7 @@ fn run_ops(ops: Vec<Op>) -> Result<(), TestCaseError> {
             Op::Join(n, c, k) => {
                 model.settle();
                 let created = model.ensure(c);
-                let cmd = Command::PresenceAdd {
+                let cmd = BackboneCommand::PresenceAdd {
                     channel: CHANNELS[c].into(),
                     info: client(k),
                     announce: true,
@@ -1001,7 +1003,7 @@ fn run_ops(ops: Vec<Op>) -> Result<(), TestCaseError> {
                     for &s in &ch.subs {
                         expected.push((
                             NodeId(s),
-                            Event::Join {
+                            BackboneEvent::Join {
                                 channel: CHANNELS[c].into(),
                                 info: client(k),
                             },
@@ -1013,7 +1015,7 @@ fn run_ops(ops: Vec<Op>) -> Result<(), TestCaseError> {
                 prop_assert_eq!(drain(&mut hub), expected);
             }
             Op::Leave(n, c, k) => {
-                let cmd = Command::PresenceRemove {
+                let cmd = BackboneCommand::PresenceRemove {
                     channel: CHANNELS[c].into(),
                     info: client(k),
                     announce: true,
@@ -1025,7 +1027,7 @@ fn run_ops(ops: Vec<Op>) -> Result<(), TestCaseError> {
                         for &s in &ch.subs {
                             expected.push((
                                 NodeId(s),
-                                Event::Leave {
+                                BackboneEvent::Leave {
                                     channel: CHANNELS[c].into(),
                                     info: client(k),
                                 },
@@ -1343,7 +1345,7 @@ fn run_budget_ops(
             BudgetOp::Unsubscribe(c) => hub.handle_command(
                 t,
                 N1,
-                Command::Unsubscribe {
+                BackboneCommand::Unsubscribe {
                     channel: BUDGET_CHANNELS[c].into(),
                 },
             ),

@@ -5,7 +5,7 @@
 
 mod common;
 
-use wavecast_core::backbone::{Command as BbCommand, Event as BbEvent, Reply};
+use wavecast_core::backbone::{BackboneCommand, BackboneEvent, BackboneReply};
 use wavecast_core::frame::OpCode;
 use wavecast_core::node::{ConnId, Endpoint, Node, NodeConfig};
 use wavecast_core::protocol::{Encoding, StreamPosition};
@@ -27,7 +27,7 @@ fn node(max: usize) -> Node {
 fn sent(node: &mut Node) -> Vec<(wavecast_core::backbone::RequestId, String)> {
     std::iter::from_fn(|| node.poll_backbone())
         .map(|c| match c {
-            BbCommand::Publish { request, data, .. } => (
+            BackboneCommand::Publish { request, data, .. } => (
                 request,
                 String::from_utf8_lossy(data.as_json()).into_owned(),
             ),
@@ -43,9 +43,9 @@ fn readings(node: &mut Node) -> Vec<(ConnId, bool)> {
 fn published(node: &mut Node, request: wavecast_core::backbone::RequestId, offset: u64) {
     node.handle_backbone(
         Timestamp::ZERO,
-        BbEvent::Reply {
+        BackboneEvent::Reply {
             request,
-            reply: Reply::Published(Ok(StreamPosition {
+            reply: BackboneReply::Published(Ok(StreamPosition {
                 epoch: "e".into(),
                 offset,
             })),

@@ -48,7 +48,7 @@ use bytes::BytesMut;
 use proptest::prelude::*;
 use proptest::test_runner::{contextualize_config, Config, TestError, TestRunner};
 use wavecast_core::backbone::{
-    Command as BbCommand, Event as BbEvent, HistoryPolicy, NodeId, Reply as BbReply,
+    BackboneCommand, BackboneEvent, BackboneReply, HistoryPolicy, NodeId,
 };
 use wavecast_core::connection::ConnectionConfig;
 use wavecast_core::frame::{self, FrameDecoder, OpCode};
@@ -257,7 +257,7 @@ enum Lane {
     Reply(u64),
 }
 
-type Lanes = BTreeMap<Lane, VecDeque<(u64, BbEvent)>>;
+type Lanes = BTreeMap<Lane, VecDeque<(u64, BackboneEvent)>>;
 
 struct World {
     now: Timestamp,
@@ -496,7 +496,7 @@ impl World {
                     .iter()
                     .filter(|(_, q)| {
                         q.iter()
-                            .filter(|(_, e)| matches!(e, BbEvent::Publication { .. }))
+                            .filter(|(_, e)| matches!(e, BackboneEvent::Publication { .. }))
                             .count()
                             >= 2
                     })
@@ -507,7 +507,7 @@ impl World {
                     let q = self.lanes[node].get_mut(key).expect("listed");
                     if let Some(i) = q
                         .iter()
-                        .position(|(_, e)| matches!(e, BbEvent::Publication { .. }))
+                        .position(|(_, e)| matches!(e, BackboneEvent::Publication { .. }))
                     {
                         q.remove(i);
                     }
@@ -517,7 +517,7 @@ impl World {
                 self.lanes[node].clear();
                 self.hub.remove_node(self.now, NodeId(node as u32));
                 self.collect_hub_events()?;
-                self.nodes[node].handle_backbone(self.now, BbEvent::Reset);
+                self.nodes[node].handle_backbone(self.now, BackboneEvent::Reset);
             }
             Op::Advance { secs } => {
                 self.now = self.now + Duration::from_secs(secs);
@@ -568,18 +568,18 @@ impl World {
             any = true;
             let node = to.0 as usize;
             let lane = match &event {
-                BbEvent::Publication { channel, .. }
-                | BbEvent::Join { channel, .. }
-                | BbEvent::Leave { channel, .. } => Lane::Channel(channel.clone()),
-                BbEvent::Reply { request, reply } => {
-                    if let BbReply::Published(Ok(pos)) = reply {
+                BackboneEvent::Publication { channel, .. }
+                | BackboneEvent::Join { channel, .. }
+                | BackboneEvent::Leave { channel, .. } => Lane::Channel(channel.clone()),
+                BackboneEvent::Reply { request, reply } => {
+                    if let BackboneReply::Published(Ok(pos)) = reply {
                         if let Some((channel, data)) = self.publishing.remove(&(node, request.0)) {
                             self.record(&channel, pos, data)?;
                         }
                     }
                     Lane::Reply(request.0)
                 }
-                BbEvent::Reset => return Err("the hub sent a Reset".into()),
+                BackboneEvent::Reset => return Err("the hub sent a Reset".into()),
             };
             self.seq += 1;
             self.lanes
@@ -601,7 +601,7 @@ impl World {
             for n in 0..NODES {
                 while let Some(cmd) = self.nodes[n].poll_backbone() {
                     progress = true;
-                    if let BbCommand::Publish {
+                    if let BackboneCommand::Publish {
                         request,
                         channel,
                         data,

@@ -45,7 +45,7 @@ use std::sync::Arc;
 use bytes::BytesMut;
 use stateright::actor::{model_timeout, ActorModel, Id, Network, Out};
 use stateright::{Checker, Expectation, Model};
-use wavecast_core::backbone::{Command as BbCommand, Event as BbEvent, NodeId};
+use wavecast_core::backbone::{BackboneCommand, BackboneEvent, NodeId};
 use wavecast_core::frame::{self, FrameDecoder, OpCode};
 use wavecast_core::hub::Hub;
 use wavecast_core::node::{ConnId, Endpoint, Node, NodeConfig};
@@ -286,11 +286,11 @@ pub enum Msg {
         what: String,
     },
     /// Server -> backbone: a command.
-    Cmd(Opaque<BbCommand>),
+    Cmd(Opaque<BackboneCommand>),
     /// Server -> backbone: my link was cut and is back.
     Reconnect,
     /// Backbone -> server: an event.
-    Ev(Opaque<BbEvent>),
+    Ev(Opaque<BackboneEvent>),
     /// Several messages on one link, sent in one step and handled in one
     /// step (what one drain of a node, or one command of the backbone,
     /// produces for one peer).
@@ -808,7 +808,7 @@ fn server_msg(s: &mut Core, src: Id, backbone: Id, msg: Msg) {
     let now = s.t.now;
     if src == backbone {
         if let Msg::Ev(Opaque(event)) = msg {
-            if event == BbEvent::Reset {
+            if event == BackboneEvent::Reset {
                 s.t.link_down = false;
             } else if s.t.link_down {
                 // In flight on the cut link: lost.
@@ -1106,7 +1106,7 @@ fn backbone_one(b: &mut BackboneState, src: Id, msg: Msg, out: &mut Outbox) {
                 b.withheld = None;
             }
             flush_hub(b, out);
-            out.push(src, Msg::Ev(Opaque(BbEvent::Reset)));
+            out.push(src, Msg::Ev(Opaque(BackboneEvent::Reset)));
         }
         Msg::Batch(msgs) => {
             for msg in msgs {
@@ -1121,7 +1121,7 @@ fn backbone_one(b: &mut BackboneState, src: Id, msg: Msg, out: &mut Outbox) {
 fn flush_hub(b: &mut BackboneState, out: &mut Outbox) {
     while let Some((to, event)) = b.hub.poll_event() {
         let to = Id::from(to.0 as usize);
-        if let BbEvent::Publication { channel, .. } = &event {
+        if let BackboneEvent::Publication { channel, .. } = &event {
             if b.lose_to == Some(to) {
                 b.lose_to = None;
                 b.withheld = Some((to, channel.clone()));
@@ -1624,7 +1624,7 @@ fn add_properties(model: ActorModel<Actor, Config, ()>) -> ActorModel<Actor, Con
                     .iter()
                     .filter(|(_, msgs)| {
                         msgs.iter()
-                            .any(|m| matches!(m, Msg::Cmd(Opaque(BbCommand::Publish { .. }))))
+                            .any(|m| matches!(m, Msg::Cmd(Opaque(BackboneCommand::Publish { .. }))))
                     })
                     .map(|((src, _), _)| *src)
                     .collect();

@@ -8,7 +8,7 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use tokio::sync::oneshot;
-use wavecast_core::backbone::Event;
+use wavecast_core::backbone::BackboneEvent;
 use wavecast_core::protocol::close;
 
 use crate::sys::inbox::Inbox;
@@ -18,7 +18,7 @@ use crate::sys::inbox::Inbox;
 #[derive(Debug)]
 pub enum ShardMsg {
     /// An event for the shard's node.
-    Backbone(Event),
+    Backbone(BackboneEvent),
     /// A question or order from the HTTP API.
     Control(Control),
 }

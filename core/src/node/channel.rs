@@ -10,7 +10,7 @@ use std::collections::{BTreeMap, VecDeque};
 
 use bytes::Bytes;
 
-use crate::backbone::{BackboneError, Command as BbCommand, HistoryPage, RequestId};
+use crate::backbone::{BackboneCommand, BackboneError, HistoryPage, RequestId};
 use crate::frame;
 use crate::namespace::NamespaceOptions;
 use crate::protocol::{
@@ -154,7 +154,7 @@ impl Node {
         let pending = InFlight::Fill {
             channel: name.clone(),
         };
-        self.ask(pending, |request| BbCommand::History {
+        self.ask(pending, |request| BackboneCommand::History {
             request,
             channel: name,
             since,
@@ -306,7 +306,7 @@ impl Node {
         if self.mutation == Some(Mutation::KeepBackboneSubscription) {
             return;
         }
-        self.backbone.push_back(BbCommand::Unsubscribe {
+        self.backbone.push_back(BackboneCommand::Unsubscribe {
             channel: channel.to_string(),
         });
     }
@@ -441,7 +441,7 @@ impl Node {
                 .client_mut(conn)
                 .map(|c| c.user.clone())
                 .unwrap_or_default();
-            self.backbone.push_back(BbCommand::PresenceAdd {
+            self.backbone.push_back(BackboneCommand::PresenceAdd {
                 channel: channel.to_string(),
                 info: ClientInfo { client, user },
                 announce: options.join_leave,
@@ -510,7 +510,7 @@ impl Node {
             let Some(ch) = self.channels.get_mut(&channel) else {
                 continue;
             };
-            self.backbone.push_back(BbCommand::Subscribe {
+            self.backbone.push_back(BackboneCommand::Subscribe {
                 channel: channel.clone(),
             });
             let (epoch, offset) = match &ch.sync {
@@ -541,7 +541,7 @@ impl Node {
                         .client_mut(id)
                         .map(|c| c.user.clone())
                         .unwrap_or_default();
-                    self.backbone.push_back(BbCommand::PresenceAdd {
+                    self.backbone.push_back(BackboneCommand::PresenceAdd {
                         channel: channel.clone(),
                         info: ClientInfo { client, user },
                         announce: false,

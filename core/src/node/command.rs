@@ -5,7 +5,7 @@
 //! it unsubscribes, is told of a gap, or ends.
 
 use crate::admission::{admit, Action, Who};
-use crate::backbone::Command as BbCommand;
+use crate::backbone::BackboneCommand;
 use crate::connection::CloseCause;
 use crate::namespace::NamespaceOptions;
 #[cfg(feature = "mutations")]
@@ -119,7 +119,7 @@ impl Node {
             }
         }
         self.ask(InFlight::Publish { conn: id, id: rid }, |request| {
-            BbCommand::Publish {
+            BackboneCommand::Publish {
                 request,
                 channel,
                 data,
@@ -132,7 +132,7 @@ impl Node {
     /// the channel.
     fn presence(&mut self, id: ConnId, rid: u64, channel: String) {
         self.ask(InFlight::Presence { conn: id, id: rid }, |request| {
-            BbCommand::Presence { request, channel }
+            BackboneCommand::Presence { request, channel }
         });
     }
 
@@ -148,7 +148,7 @@ impl Node {
         limit: Option<usize>,
     ) {
         self.ask(InFlight::History { conn: id, id: rid }, |request| {
-            BbCommand::History {
+            BackboneCommand::History {
                 request,
                 channel,
                 since,
@@ -198,7 +198,7 @@ impl Node {
         }
         client.subs.push(channel.clone());
         if !self.channels.contains_key(&channel) {
-            self.backbone.push_back(BbCommand::Subscribe {
+            self.backbone.push_back(BackboneCommand::Subscribe {
                 channel: channel.clone(),
             });
             self.channels
@@ -214,7 +214,7 @@ impl Node {
         // Without recover only the position is needed (limit 0).
         let limit = if recovering { None } else { Some(0) };
         let name = channel.clone();
-        let request = self.ask(pending, |request| BbCommand::History {
+        let request = self.ask(pending, |request| BackboneCommand::History {
             request,
             channel: name,
             since: recover,
@@ -247,7 +247,7 @@ impl Node {
             self.take_request(request);
         }
         if was_live && presence {
-            self.backbone.push_back(BbCommand::PresenceRemove {
+            self.backbone.push_back(BackboneCommand::PresenceRemove {
                 channel: channel.to_string(),
                 info: ClientInfo { client, user },
                 announce: join_leave,

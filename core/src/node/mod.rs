@@ -68,7 +68,7 @@ use std::rc::Rc;
 
 use bytes::Bytes;
 
-use crate::backbone::{Command as BbCommand, Event as BbEvent, RequestId};
+use crate::backbone::{BackboneCommand, BackboneEvent, RequestId};
 use crate::close::CloseCode;
 use crate::connection::{Connection, ConnectionConfig, Event};
 use crate::frame::{self, OpCode};
@@ -167,7 +167,7 @@ pub struct Node {
     channels: BTreeMap<String, LocalChannel>,
     requests: BTreeMap<RequestId, InFlight>,
     next_request: u64,
-    backbone: VecDeque<BbCommand>,
+    backbone: VecDeque<BackboneCommand>,
     /// Scratch list of a fan-out's recipients (see `deliver`).
     targets: Vec<ConnId>,
     /// Paused connections whose requests drained below the bound: their
@@ -315,14 +315,14 @@ impl Node {
     }
 
     /// An event from the backbone.
-    pub fn handle_backbone(&mut self, now: Timestamp, event: BbEvent) {
+    pub fn handle_backbone(&mut self, now: Timestamp, event: BackboneEvent) {
         match event {
-            BbEvent::Publication {
+            BackboneEvent::Publication {
                 channel,
                 epoch,
                 publication,
             } => self.on_publication(now, &channel, epoch, publication),
-            BbEvent::Join { channel, info } => self.on_presence_push(
+            BackboneEvent::Join { channel, info } => self.on_presence_push(
                 now,
                 &channel,
                 Push::Join {
@@ -330,7 +330,7 @@ impl Node {
                     info,
                 },
             ),
-            BbEvent::Leave { channel, info } => self.on_presence_push(
+            BackboneEvent::Leave { channel, info } => self.on_presence_push(
                 now,
                 &channel,
                 Push::Leave {
@@ -338,8 +338,8 @@ impl Node {
                     info,
                 },
             ),
-            BbEvent::Reply { request, reply } => self.on_reply(now, request, reply),
-            BbEvent::Reset => self.on_reset(now),
+            BackboneEvent::Reply { request, reply } => self.on_reply(now, request, reply),
+            BackboneEvent::Reset => self.on_reset(now),
         }
         self.resume_unpaused(now);
     }
@@ -350,7 +350,7 @@ impl Node {
     }
 
     /// The next command for the backbone.
-    pub fn poll_backbone(&mut self) -> Option<BbCommand> {
+    pub fn poll_backbone(&mut self) -> Option<BackboneCommand> {
         self.backbone.pop_front()
     }
 

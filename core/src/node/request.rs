@@ -4,7 +4,7 @@
 //! the command queued: [`Node::ask`]), and the dispatch of a reply to the
 //! client or channel that waits for it.
 
-use crate::backbone::{self, BackboneError, Command as BbCommand, RequestId};
+use crate::backbone::{self, BackboneCommand, BackboneError, RequestId};
 use crate::protocol::{ErrorCode, ErrorReply, Reply};
 use crate::time::Timestamp;
 
@@ -62,7 +62,7 @@ impl Node {
     pub(super) fn ask(
         &mut self,
         pending: InFlight,
-        command: impl FnOnce(RequestId) -> BbCommand,
+        command: impl FnOnce(RequestId) -> BackboneCommand,
     ) -> RequestId {
         let request = self.request_id();
         if let Some(client) = pending.conn().and_then(|c| self.slab.get_mut(c)) {
@@ -100,26 +100,31 @@ impl Node {
         }
     }
 
-    pub(super) fn on_reply(&mut self, now: Timestamp, request: RequestId, reply: backbone::Reply) {
+    pub(super) fn on_reply(
+        &mut self,
+        now: Timestamp,
+        request: RequestId,
+        reply: backbone::BackboneReply,
+    ) {
         let Some(pending) = self.take_request(request) else {
             return; // its connection or channel is gone
         };
         match (pending, reply) {
-            (InFlight::Publish { conn, id }, backbone::Reply::Published(r)) => {
+            (InFlight::Publish { conn, id }, backbone::BackboneReply::Published(r)) => {
                 let reply = match r {
                     Ok(pos) => Reply::Publish { offset: pos.offset },
                     Err(e) => backbone_error(&e),
                 };
                 self.reply_to(now, conn, id, &reply);
             }
-            (InFlight::Presence { conn, id }, backbone::Reply::Presence(r)) => {
+            (InFlight::Presence { conn, id }, backbone::BackboneReply::Presence(r)) => {
                 let reply = match r {
                     Ok(clients) => Reply::Presence { clients },
                     Err(e) => backbone_error(&e),
                 };
                 self.reply_to(now, conn, id, &reply);
             }
-            (InFlight::History { conn, id }, backbone::Reply::History(r)) => {
+            (InFlight::History { conn, id }, backbone::BackboneReply::History(r)) => {
                 let reply = match r {
                     Ok(page) => Reply::History {
                         epoch: page.epoch,
@@ -137,9 +142,9 @@ impl Node {
                     channel,
                     recover,
                 },
-                backbone::Reply::History(r),
+                backbone::BackboneReply::History(r),
             ) => self.on_subscribed(now, request, conn, id, &channel, recover, r),
-            (InFlight::Fill { channel }, backbone::Reply::History(r)) => {
+            (InFlight::Fill { channel }, backbone::BackboneReply::History(r)) => {
                 self.on_filled(now, request, &channel, r)
             }
             (pending, reply) => {

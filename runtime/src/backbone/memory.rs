@@ -174,7 +174,7 @@ fn handle(hub: &mut Hub, now: Timestamp, msg: ToHub, figures: &HistoryFigures) {
 mod tests {
     use super::*;
     use crate::sys::inbox::Inbox;
-    use wavecast_core::backbone::{Command, HistoryPolicy, NodeId, RequestId};
+    use wavecast_core::backbone::{BackboneCommand, HistoryPolicy, NodeId, RequestId};
     use wavecast_core::protocol::Payload;
 
     /// The in-memory sequencer delivers after at most `HUB_BATCH` inputs,
@@ -187,13 +187,13 @@ mod tests {
         let (tx, rx) = crate::sys::backlog::channel(100);
         let node = NodeId(0);
         // A subscriber on node 0, then 10,000 publishes from it.
-        let subscribe = Command::Subscribe {
+        let subscribe = BackboneCommand::Subscribe {
             channel: "a".into(),
         };
         tx.send_now(ToHub::Command(node, subscribe)).unwrap();
         let total = 10_000;
         for i in 0..total {
-            let publish = Command::Publish {
+            let publish = BackboneCommand::Publish {
                 request: RequestId(i),
                 channel: "a".into(),
                 data: Payload::null(),

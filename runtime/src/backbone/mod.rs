@@ -25,7 +25,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use tokio::sync::oneshot;
-use wavecast_core::backbone::{Command, HistoryPage, HistoryPolicy, NodeId};
+use wavecast_core::backbone::{BackboneCommand, HistoryPage, HistoryPolicy, NodeId};
 use wavecast_core::hub::{ChannelStats, HistoryBudget};
 use wavecast_core::protocol::{ClientInfo, Payload, StreamPosition};
 
@@ -37,7 +37,7 @@ use memory::HistoryFigures;
 /// What the backbone thread (in-memory hub or Redis driver) is asked.
 pub(crate) enum ToHub {
     /// A node's command.
-    Command(NodeId, Command),
+    Command(NodeId, BackboneCommand),
     /// An HTTP API publish; the reply slot is dropped if it fails.
     Publish {
         channel: String,
@@ -208,7 +208,7 @@ impl Backbone {
     /// Sends a node's command. It counts against the backlog until the
     /// backbone takes it: while [`Backbone::backlog`] is full, shards stop
     /// reading their sockets.
-    pub fn command(&self, node: NodeId, cmd: Command) {
+    pub fn command(&self, node: NodeId, cmd: BackboneCommand) {
         // Gone only at shutdown, when nothing waits for the command.
         let _ = self.tx.send_now(ToHub::Command(node, cmd));
     }

@@ -8,7 +8,7 @@ use std::sync::Arc;
 
 use redis::aio::MultiplexedConnection;
 use redis::{RedisError, Value};
-use wavecast_core::backbone::{BackboneError, Command, NodeId, Reply, RequestId};
+use wavecast_core::backbone::{BackboneCommand, BackboneError, BackboneReply, NodeId, RequestId};
 
 use super::scripts::{
     history, invoke_presence_add, presence, presence_remove, publish, topic, Keys, Scripts,
@@ -22,35 +22,35 @@ impl Driver {
     pub(super) fn handle_down(&mut self, msg: ToHub) {
         match msg {
             ToHub::Command(node, cmd) => match cmd {
-                Command::Subscribe { channel } => {
+                BackboneCommand::Subscribe { channel } => {
                     self.subs.entry(channel).or_default().insert(node);
                 }
-                Command::Unsubscribe { channel } => {
+                BackboneCommand::Unsubscribe { channel } => {
                     self.unsubscribed(node, &channel);
                 }
-                Command::Publish { request, .. } => self.reply(
+                BackboneCommand::Publish { request, .. } => self.reply(
                     node,
                     request,
-                    Reply::Published(Err(BackboneError::Unavailable)),
+                    BackboneReply::Published(Err(BackboneError::Unavailable)),
                 ),
-                Command::History { request, .. } => self.reply(
+                BackboneCommand::History { request, .. } => self.reply(
                     node,
                     request,
-                    Reply::History(Err(BackboneError::Unavailable)),
+                    BackboneReply::History(Err(BackboneError::Unavailable)),
                 ),
-                Command::Presence { request, .. } => self.reply(
+                BackboneCommand::Presence { request, .. } => self.reply(
                     node,
                     request,
-                    Reply::Presence(Err(BackboneError::Unavailable)),
+                    BackboneReply::Presence(Err(BackboneError::Unavailable)),
                 ),
-                Command::PresenceAdd {
+                BackboneCommand::PresenceAdd {
                     channel,
                     info,
                     announce,
                 } => {
                     self.present_add(&channel, &info, announce);
                 }
-                Command::PresenceRemove {
+                BackboneCommand::PresenceRemove {
                     channel,
                     info,
                     announce,
@@ -89,10 +89,10 @@ impl Driver {
         &mut self,
         link: &mut Link,
         node: NodeId,
-        cmd: Command,
+        cmd: BackboneCommand,
     ) -> Result<(), Lost> {
         match cmd {
-            Command::Subscribe { channel } => {
+            BackboneCommand::Subscribe { channel } => {
                 let set = self.subs.entry(channel.clone()).or_default();
                 let first = set.is_empty();
                 set.insert(node);
@@ -107,12 +107,12 @@ impl Driver {
                     return lost_or_log(&e);
                 }
             }
-            Command::Unsubscribe { channel } => {
+            BackboneCommand::Unsubscribe { channel } => {
                 if self.unsubscribed(node, &channel) {
                     on_sink(link.sink.unsubscribe(topic(&channel))).await?;
                 }
             }
-            Command::Publish {
+            BackboneCommand::Publish {
                 request,
                 channel,
                 data,
@@ -122,13 +122,13 @@ impl Driver {
                     link,
                     node,
                     request,
-                    Reply::Published,
+                    BackboneReply::Published,
                     move |scripts, mut conn| async move {
                         publish(&scripts, &mut conn, &channel, &data, history).await
                     },
                 );
             }
-            Command::History {
+            BackboneCommand::History {
                 request,
                 channel,
                 since,
@@ -138,24 +138,24 @@ impl Driver {
                     link,
                     node,
                     request,
-                    Reply::History,
+                    BackboneReply::History,
                     move |scripts, mut conn| async move {
                         history(&scripts, &mut conn, &channel, since.as_ref(), limit).await
                     },
                 );
             }
-            Command::Presence { request, channel } => {
+            BackboneCommand::Presence { request, channel } => {
                 self.spawn_request(
                     link,
                     node,
                     request,
-                    Reply::Presence,
+                    BackboneReply::Presence,
                     move |scripts, mut conn| async move {
                         presence(&scripts, &mut conn, &channel).await
                     },
                 );
             }
-            Command::PresenceAdd {
+            BackboneCommand::PresenceAdd {
                 channel,
                 info,
                 announce,
@@ -181,7 +181,7 @@ impl Driver {
                         .err()
                 });
             }
-            Command::PresenceRemove {
+            BackboneCommand::PresenceRemove {
                 channel,
                 info,
                 announce,
@@ -274,7 +274,7 @@ impl Driver {
         link: &Link,
         node: NodeId,
         request: RequestId,
-        wrap: fn(Result<T, BackboneError>) -> Reply,
+        wrap: fn(Result<T, BackboneError>) -> BackboneReply,
         f: F,
     ) where
         T: Send + 'static,

@@ -3,7 +3,7 @@
 //!
 //! It reproduces the semantics of core's in-memory
 //! [`Hub`](wavecast_core::hub::Hub) with Redis as the shared state, so that
-//! a node cannot tell the two apart except through [`Event::Reset`] after a
+//! a node cannot tell the two apart except through [`BackboneEvent::Reset`] after a
 //! lost link (tests/cluster.rs compares their history and expiry answers).
 //! One thread (`wavecast-redis`) runs the driver: it consumes the same
 //! messages as the in-memory hub thread (`ToHub`) and answers with the same
@@ -37,7 +37,7 @@
 //! flight get [`BackboneError::Unavailable`], `/readyz` reports not ready,
 //! and the driver reconnects with backoff (100 ms doubling to 2 s). Once
 //! back it resubscribes every channel, refreshes leases and presence, and
-//! sends [`Event::Reset`] to every shard: each node then resubscribes and
+//! sends [`BackboneEvent::Reset`] to every shard: each node then resubscribes and
 //! fills its gaps from the streams (or tells its clients to recover).
 //!
 //! What differs from the hub, by design: requests fail with "unavailable"
@@ -65,7 +65,7 @@ use redis::aio::{MultiplexedConnection, PubSubSink, PubSubStream};
 use redis::{AsyncConnectionConfig, RedisError, Value};
 use tokio::sync::{mpsc, watch};
 use tokio::time::Instant;
-use wavecast_core::backbone::{BackboneError, Event, NodeId, Reply, RequestId};
+use wavecast_core::backbone::{BackboneError, BackboneEvent, BackboneReply, NodeId, RequestId};
 use wavecast_core::hub::ChannelStats;
 use wavecast_core::protocol::ClientInfo;
 
@@ -291,7 +291,7 @@ impl Driver {
                                 // Whatever the nodes had in flight or missed
                                 // is theirs to redo now.
                                 for shard in self.shards.iter() {
-                                    let _ = shard.send(ShardMsg::Backbone(Event::Reset));
+                                    let _ = shard.send(ShardMsg::Backbone(BackboneEvent::Reset));
                                 }
                             }
                             Err(e) => {
@@ -535,7 +535,7 @@ impl Driver {
             .collect()
     }
 
-    fn reply(&self, node: NodeId, request: RequestId, reply: Reply) {
+    fn reply(&self, node: NodeId, request: RequestId, reply: BackboneReply) {
         send_reply(&self.shards, node, request, reply);
     }
 
@@ -567,9 +567,9 @@ impl Driver {
     }
 }
 
-fn send_reply(shards: &[ShardInbox], node: NodeId, request: RequestId, reply: Reply) {
+fn send_reply(shards: &[ShardInbox], node: NodeId, request: RequestId, reply: BackboneReply) {
     if let Some(shard) = shards.get(node.0 as usize) {
-        let _ = shard.send(ShardMsg::Backbone(Event::Reply { request, reply }));
+        let _ = shard.send(ShardMsg::Backbone(BackboneEvent::Reply { request, reply }));
     }
 }
 

@@ -29,7 +29,7 @@
 use bytes::Bytes;
 use redis::aio::MultiplexedConnection;
 use redis::{RedisError, Script, Value};
-use wavecast_core::backbone::{Event, HistoryPage, HistoryPolicy};
+use wavecast_core::backbone::{BackboneEvent, HistoryPage, HistoryPolicy};
 use wavecast_core::hub::NO_EPOCH;
 use wavecast_core::protocol::{ClientInfo, Payload, Publication, StreamPosition};
 
@@ -436,7 +436,7 @@ pub(super) async fn presence(
 
 /// Reads a message of a channel's topic (see the module doc for the
 /// format); `None` if it is not one.
-pub(super) fn parse_message(channel: &str, payload: &[u8]) -> Option<Event> {
+pub(super) fn parse_message(channel: &str, payload: &[u8]) -> Option<BackboneEvent> {
     let mut parts = payload.splitn(2, |&b| b == b'\n');
     let kind = parts.next()?;
     let rest = parts.next()?;
@@ -446,7 +446,7 @@ pub(super) fn parse_message(channel: &str, payload: &[u8]) -> Option<Event> {
             let epoch = std::str::from_utf8(parts.next()?).ok()?;
             let offset = std::str::from_utf8(parts.next()?).ok()?.parse().ok()?;
             let data = Payload::from_json(parts.next()?).ok()?;
-            Some(Event::Publication {
+            Some(BackboneEvent::Publication {
                 channel: channel.to_owned(),
                 epoch: epoch.to_owned(),
                 publication: Publication { offset, data },
@@ -459,9 +459,9 @@ pub(super) fn parse_message(channel: &str, payload: &[u8]) -> Option<Event> {
             let info = ClientInfo { client, user };
             let channel = channel.to_owned();
             Some(if kind == b"j" {
-                Event::Join { channel, info }
+                BackboneEvent::Join { channel, info }
             } else {
-                Event::Leave { channel, info }
+                BackboneEvent::Leave { channel, info }
             })
         }
         _ => None,
@@ -485,7 +485,7 @@ mod tests {
     fn messages_parse_into_events() {
         let e = parse_message("c", b"p\n17-3\n42\n{\"a\":\"x\\ny\"}").expect("publication");
         match e {
-            Event::Publication {
+            BackboneEvent::Publication {
                 channel,
                 epoch,
                 publication,
@@ -499,7 +499,7 @@ mod tests {
         }
         assert_eq!(
             parse_message("c", b"j\nid1\nuser\nwith newline"),
-            Some(Event::Join {
+            Some(BackboneEvent::Join {
                 channel: "c".into(),
                 info: ClientInfo {
                     client: "id1".into(),
@@ -509,7 +509,7 @@ mod tests {
         );
         assert!(matches!(
             parse_message("c", b"l\nid1\n"),
-            Some(Event::Leave { .. })
+            Some(BackboneEvent::Leave { .. })
         ));
         // Not JSON, no offset, unknown kind, truncated: rejected.
         assert_eq!(parse_message("c", b"p\ne\n1\nnot json"), None);
