@@ -107,7 +107,7 @@ struct SubscribeBody<'a> {
     #[serde(default)]
     recovered: Option<bool>,
     #[serde(borrow, default)]
-    publications: Vec<PublicationBody<'a>>,
+    publications: Option<Vec<PublicationBody<'a>>>,
 }
 
 #[derive(Deserialize)]
@@ -198,14 +198,20 @@ fn decode_json(bytes: &[u8], label: Encoding) -> Result<ServerMessage, ServerMes
     }
     let reply = if let Some(raw) = envelope.subscribe {
         let body: SubscribeBody<'_> = body(raw, "subscribe")?;
-        let publications = publications(body.publications)?;
-        let recovery = match body.recovered {
-            Some(recovered) => Some(Recovery {
+        // The two come together: a recovery always lists its publications
+        // (empty when none or not recovered).
+        let recovery = match (body.recovered, body.publications) {
+            (Some(recovered), Some(list)) => Some(Recovery {
                 recovered,
-                publications,
+                publications: publications(list)?,
             }),
-            None if publications.is_empty() => None,
-            None => return Err(shape("subscribe: publications without recovered".into())),
+            (None, None) => None,
+            (Some(_), None) => {
+                return Err(shape("subscribe: recovered without publications".into()))
+            }
+            (None, Some(_)) => {
+                return Err(shape("subscribe: publications without recovered".into()))
+            }
         };
         Reply::Subscribe {
             epoch: body.epoch,
@@ -453,6 +459,7 @@ mod tests {
             r#"{"push":{"channel":"a","join":{"client":"x"},"leave":{"client":"x"}}}"#,
             r#"{"push":{"channel":"a","pub":{"offset":1}}}"#,
             r#"{"id":2,"subscribe":{"epoch":"e","offset":1,"publications":[{"offset":1,"data":1}]}}"#,
+            r#"{"id":2,"subscribe":{"epoch":"e","offset":1,"recovered":true}}"#,
         ];
         for text in refused {
             assert!(
