@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # benches/compare.sh: wavecast against its peers, side by side, in one run.
 #
-# Starts the release build of wavecast and each peer (../shared/peers/run-peer)
+# Starts the release build of wavecast and each peer ($PEERS_DIR/run-peer)
 # on free loopback ports, runs `wavecast bench compare` against all of them
 # (alternating them round by round, server memory read from /proc by PID),
 # then stops every server it started by its PID.
@@ -15,7 +15,8 @@
 #   RATE [max] publications per second, or "max" for as fast as acknowledged
 #   ROUNDS [2]   PEERS [ws socketio nats tungstenite]
 #   OUT [target/bench] directory for compare-SUBS.json and compare-SUBS.svg
-#   PEERS_DIR [/work/shared/peers]   NO_BUILD=1 skips `cargo build --release`
+#   PEERS_DIR [/work/shared/peers] where the peer servers are installed (outside this repository)
+#   NO_BUILD=1 skips `cargo build --release`
 #   BIN [target/release/wavecast] the binary (a copy is immune to rebuilds mid-run)
 #   EXTRA: more flags for `wavecast bench compare` (e.g. "--workers 2")
 set -euo pipefail

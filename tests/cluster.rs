@@ -12,6 +12,10 @@
 //! Needs `redis-server` on the PATH (scripts/test installs it) and the
 //! binary: `cargo build -p wavecast && cargo test -p wavecast-tests --test
 //! cluster`.
+//!
+//! Long because every test shares one harness (Redis, several servers,
+//! nginx in front, started and stopped by PID) that lives here, beside the
+//! tests that use it; each test stands alone.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::io::{Read, Write};

@@ -9,6 +9,10 @@
 //!
 //! Needs the binary: `cargo build -p wavecast && cargo test -p
 //! wavecast-tests --test websocket`.
+//!
+//! Long (about eighty short tests) because it is one checklist of the
+//! server's WebSocket behaviour over real sockets, sharing one set of
+//! helpers; each test stands alone.
 
 use std::io::Write;
 use std::net::TcpStream;

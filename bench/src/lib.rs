@@ -1,5 +1,5 @@
 //! `wavecast bench`: the load tool. It measures a WebSocket pub/sub server
-//! (wavecast itself, or one of the peers of `../shared/peers`) by the
+//! (wavecast itself, or one of the peer servers it is compared with) by the
 //! figures this field compares servers by: handshakes per second, resident
 //! memory per idle subscribed connection, fan-out latency (per delivery and
 //! to the last subscriber of each publication) and deliveries per second,
@@ -110,8 +110,9 @@ pub enum BenchCommand {
     Worker(WorkerArgs),
 }
 
-/// The server a run talks to (each speaks its own protocol; see
-/// `../shared/peers/README.md` and docs/PROTOCOL.md).
+/// The server a run talks to (each speaks its own protocol: wavecast's is
+/// docs/PROTOCOL.md; the peers' are described where they are installed,
+/// see `PEERS_DIR` in benches/compare.sh).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum, serde::Serialize, serde::Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Target {

@@ -1,7 +1,10 @@
 //! The in-memory backbone (`wavecast_core::hub`) against the delivery
-//! contract of DESIGN.md: one order per channel (offsets from 1, +1 each),
+//! contract of docs/PROTOCOL.md: one order per channel (offsets from 1, +1 each),
 //! every subscribed node gets every publication (its own included), bounded
 //! history, recovery that is exact or says it cannot, presence, cleanup.
+//!
+//! Long (about sixty short tests) because it is the one checklist of the
+//! sequencer's contract, section by section; each test stands alone.
 
 // proptest's `prop_oneof!` expands to an `Arc`; the core's ban on it is about
 // the library, not its tests.

@@ -1,7 +1,7 @@
 //! Model-based property tests of one server's pub/sub: two [`Node`]s
 //! (NodeIds 0 and 1) around one in-memory [`Hub`], driven entirely in
 //! memory by random sequences of client and backbone operations, with the
-//! delivery contract of DESIGN.md checked after every step.
+//! delivery contract of docs/PROTOCOL.md checked after every step.
 //!
 //! The harness plays every part the runtime and the network would:
 //!
@@ -40,6 +40,10 @@
 //!
 //! With `--features mutations`, planted bugs in the node must make the
 //! property fail (the `mutation_*` tests); each prints its minimized case.
+//!
+//! Long because the model is one piece: the operations, the reference
+//! world that executes them against a real node and hub, and the
+//! invariants it checks after each step must be read together.
 
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use std::time::Duration;

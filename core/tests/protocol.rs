@@ -2,6 +2,9 @@
 //! decodes from JSON and MessagePack, every reply and push encodes to the
 //! documented JSON and to MessagePack with the same structure, and each kind
 //! of bad input lands in the right error class.
+//!
+//! Long (about eighty short tests) because it follows docs/PROTOCOL.md
+//! section by section, one test per documented rule; each stands alone.
 
 mod common;
 

@@ -4,6 +4,10 @@
 //! Every response the module produces is read back with httparse, so these
 //! tests also check that what goes on the wire is well-formed HTTP/1.1 (a
 //! status line, headers, a Content-Length that matches the body).
+//!
+//! One file for all of section 4 (about a hundred cases, each a few lines)
+//! so that the section reads in order, as the RFC does; a split would cut
+//! one list of requirements in arbitrary places.
 
 // core/clippy.toml keeps `Arc` out of the core itself; proptest's
 // `prop_oneof!` expands to one.
