@@ -47,18 +47,26 @@
 //! leaves with nothing (no history, subscribers or presence) is dropped
 //! like an expired one, so its next use gets a new epoch.
 //!
-//! One file of about 880 lines, on purpose: every operation here keeps the
-//! same channel-map invariants (eager drop, contiguous history, the budget's
-//! index), and they are checked best side by side.
+//! The module is cut by job: this file holds the [`Hub`], its channel map
+//! and the operations that keep its invariants (eager drop, the wakeups,
+//! commands, publish, node removal, timeouts); `history.rs` a channel's
+//! bounded history (kept entries, expiry, reads) and the server-wide
+//! [`HistoryBudget`] with its eviction; `presence.rs` the presence map's
+//! adds, removes and reads.
+
+mod history;
+mod presence;
 
 use std::collections::{btree_map, BTreeMap, BTreeSet, VecDeque};
 use std::time::Duration;
 
-use crate::backbone::{
-    BackboneCommand, BackboneEvent, BackboneReply, HistoryPage, HistoryPolicy, NodeId,
-};
-use crate::protocol::{ClientInfo, Payload, Publication, StreamPosition};
+use crate::backbone::{BackboneCommand, BackboneEvent, BackboneReply, HistoryPolicy, NodeId};
+use crate::protocol::{Payload, Publication, StreamPosition};
 use crate::Timestamp;
+
+use history::{entry_cost, Entry, Usage};
+pub use history::{HistoryBudget, ENTRY_OVERHEAD};
+use presence::Present;
 
 /// What the hub knows of one channel (for the HTTP API's channel list and
 /// for tests).
@@ -78,97 +86,6 @@ pub struct ChannelStats {
     /// until a publish, read or timeout removes them; likewise a channel
     /// whose content has all expired is listed until then.
     pub kept: usize,
-}
-
-/// One kept publication and when it was published (which, with the
-/// channel's ttl, says when it expires).
-#[derive(Debug, Clone, PartialEq, Eq, Hash)]
-struct Entry {
-    publication: Publication,
-    at: Timestamp,
-    /// The hub-wide sequence number of the publication among all kept ones:
-    /// the order of eviction under the budget (oldest first).
-    seq: u64,
-}
-
-impl Entry {
-    /// What the entry counts against [`HistoryBudget::max_bytes`].
-    fn cost(&self) -> usize {
-        entry_cost(&self.publication.data)
-    }
-}
-
-/// What a kept publication with this payload counts against
-/// [`HistoryBudget::max_bytes`]: its JSON text plus [`ENTRY_OVERHEAD`].
-fn entry_cost(data: &Payload) -> usize {
-    data.len().saturating_add(ENTRY_OVERHEAD)
-}
-
-/// Bytes counted for each kept publication on top of its payload: the
-/// history entry itself (offset, payload handle, times: 56 bytes), the
-/// shared allocation header of its bytes, and allocator rounding. A fixed
-/// figure, so that a flood of tiny publications is bounded too.
-pub const ENTRY_OVERHEAD: usize = 128;
-
-/// The server-wide memory budget of history: what the hub keeps once the
-/// publishers are gone. Over either limit the hub evicts the oldest history
-/// first (see [`Hub`]).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub struct HistoryBudget {
-    /// Most channels holding history at once. A channel with subscribers or
-    /// presence but no history does not count: it is held by its
-    /// subscribers (each bounded by the server's connection limits), and
-    /// goes away with them; only history pins memory after everyone left.
-    pub max_channels: usize,
-    /// Most bytes of history in total: the payload bytes of every kept
-    /// publication plus [`ENTRY_OVERHEAD`] each.
-    pub max_bytes: usize,
-}
-
-impl HistoryBudget {
-    /// Default [`HistoryBudget::max_channels`]: 10,000. With the default
-    /// namespace policy (100 publications kept per channel) and typical
-    /// small messages (~256 bytes with overhead), 10,000 full channels are
-    /// about the default byte budget, so the two limits meet.
-    pub const DEFAULT_MAX_CHANNELS: usize = 10_000;
-    /// Default [`HistoryBudget::max_bytes`]: 256 MiB. Sized for a 24 GiB
-    /// machine: about 1% of it, leaving the rest to what scales with the
-    /// clients (the default 100,000 connections with up to 1 MiB of queued
-    /// frames each, socket buffers); allocator slack and channel overhead
-    /// keep the resident cost of full history well under 1 GiB.
-    pub const DEFAULT_MAX_BYTES: usize = 256 * 1024 * 1024;
-    /// No limit (tests, and what the hub did before it had a budget).
-    pub const UNLIMITED: HistoryBudget = HistoryBudget {
-        max_channels: usize::MAX,
-        max_bytes: usize::MAX,
-    };
-}
-
-impl Default for HistoryBudget {
-    fn default() -> Self {
-        HistoryBudget {
-            max_channels: HistoryBudget::DEFAULT_MAX_CHANNELS,
-            max_bytes: HistoryBudget::DEFAULT_MAX_BYTES,
-        }
-    }
-}
-
-/// What the kept history costs now, against the [`HistoryBudget`].
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash)]
-struct Usage {
-    /// Sum of [`Entry::cost`] over every kept publication.
-    bytes: usize,
-    /// Channels with at least one kept publication.
-    channels: usize,
-}
-
-/// A present client: which node it is on (so `remove_node` finds it) and
-/// whether its join was announced (so its leave is announced the same way).
-#[derive(Debug, Clone, PartialEq, Eq, Hash)]
-struct Present {
-    node: NodeId,
-    info: ClientInfo,
-    announced: bool,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
@@ -228,45 +145,6 @@ impl HubChannel {
         self.subscribers.is_empty() && self.presence.is_empty() && self.history.is_empty()
     }
 
-    /// When the oldest kept publication expires.
-    fn deadline(&self) -> Option<Timestamp> {
-        self.history.front().map(|e| e.at + self.ttl)
-    }
-
-    /// Keeps a publication, counting it in `usage`.
-    fn push(&mut self, entry: Entry, usage: &mut Usage) {
-        if self.history.is_empty() {
-            usage.channels = usage.channels.saturating_add(1);
-        }
-        usage.bytes = usage.bytes.saturating_add(entry.cost());
-        self.history.push_back(entry);
-    }
-
-    /// Drops the oldest kept publication, if any, from history and from
-    /// `usage`; false if none was kept.
-    fn pop_front(&mut self, usage: &mut Usage) -> bool {
-        let Some(entry) = self.history.pop_front() else {
-            return false;
-        };
-        usage.bytes = usage.bytes.saturating_sub(entry.cost());
-        if self.history.is_empty() {
-            usage.channels = usage.channels.saturating_sub(1);
-        }
-        true
-    }
-
-    /// Drops all kept publications.
-    fn clear(&mut self, usage: &mut Usage) {
-        while self.pop_front(usage) {}
-    }
-
-    /// Drops the publications that are `ttl` old at `now`.
-    fn expire(&mut self, now: Timestamp, usage: &mut Usage) {
-        while self.history.front().is_some_and(|e| e.at + self.ttl <= now) {
-            self.pop_front(usage);
-        }
-    }
-
     /// A channel whose content has all expired counts as dropped, whether
     /// or not a timeout has removed it yet: used again, it starts a new
     /// epoch, exactly as if it had been dropped on time. This keeps the
@@ -284,15 +162,6 @@ impl HubChannel {
             self.epoch = Hub::next_epoch(seed, created);
             self.top = 0;
         }
-    }
-
-    /// The offset of the oldest kept publication; `top + 1` when none is
-    /// kept.
-    fn first_offset(&self) -> u64 {
-        let len = u64::try_from(self.history.len()).unwrap_or(u64::MAX);
-        // `history.len() <= top` always holds, so this cannot wrap; saturate
-        // anyway rather than trust it.
-        self.top.saturating_sub(len).saturating_add(1)
     }
 }
 
@@ -448,66 +317,12 @@ impl Hub {
                 channel,
                 info,
                 announce,
-            } => {
-                let Some(ch) = self.channels.get_mut(&channel) else {
-                    return;
-                };
-                if ch.presence.remove(&info.client).is_some() && announce {
-                    broadcast(
-                        &mut self.events,
-                        &ch.subscribers,
-                        |channel| BackboneEvent::Leave {
-                            channel,
-                            info: info.clone(),
-                        },
-                        &channel,
-                    );
-                }
-                self.drop_if_empty(now, &channel);
-            }
+            } => self.presence_remove(now, channel, info, announce),
             BackboneCommand::Presence { request, channel } => {
                 let reply = BackboneReply::Presence(Ok(self.presence(&channel)));
                 self.events
                     .push_back((from, BackboneEvent::Reply { request, reply }));
             }
-        }
-    }
-
-    fn presence_add(
-        &mut self,
-        now: Timestamp,
-        from: NodeId,
-        channel: String,
-        info: ClientInfo,
-        announce: bool,
-    ) {
-        let ch = channel_entry(
-            &mut self.channels,
-            self.seed,
-            &mut self.created,
-            &mut self.usage,
-            now,
-            channel.clone(),
-        );
-        // Adding a client again is idempotent: its join is announced once,
-        // the first time an add asks for it.
-        let was_announced = ch.presence.get(&info.client).is_some_and(|p| p.announced);
-        let present = Present {
-            node: from,
-            info: info.clone(),
-            announced: was_announced || announce,
-        };
-        ch.presence.insert(info.client.clone(), present);
-        if announce && !was_announced {
-            broadcast(
-                &mut self.events,
-                &ch.subscribers,
-                |channel| BackboneEvent::Join {
-                    channel,
-                    info: info.clone(),
-                },
-                &channel,
-            );
         }
     }
 
@@ -527,50 +342,6 @@ impl Hub {
             self.oldest.0.remove(&(seq, name.to_owned()));
         }
         self.channels.remove(name);
-    }
-
-    /// Evicts the oldest history until the kept history is within the
-    /// budget again. Over the byte budget, the hub's oldest publications go
-    /// one by one; over the channel budget, the whole history of the
-    /// channel holding the oldest publication goes. A channel left with
-    /// nothing is dropped, so its next use gets a new epoch. Each step is
-    /// O(log n) in the channels with history.
-    fn enforce_budget(&mut self, now: Timestamp) {
-        while self.usage.bytes > self.budget.max_bytes
-            || self.usage.channels > self.budget.max_channels
-        {
-            let whole_channel = self.usage.channels > self.budget.max_channels;
-            let Some((seq, name)) = self.oldest.0.pop_first() else {
-                break;
-            };
-            let Some(ch) = self.channels.get_mut(&name) else {
-                continue;
-            };
-            if ch.indexed.0 != Some(seq) {
-                continue;
-            }
-            ch.indexed.0 = None;
-            let Some(front) = ch.history.front() else {
-                // Its history expired since it was filed.
-                continue;
-            };
-            if front.seq == seq {
-                if whole_channel {
-                    ch.clear(&mut self.usage);
-                } else {
-                    ch.pop_front(&mut self.usage);
-                }
-            }
-            // File it again under its (new) oldest publication, or drop it
-            // if nothing is left.
-            match ch.history.front() {
-                Some(front) => {
-                    ch.indexed.0 = Some(front.seq);
-                    self.oldest.0.insert((front.seq, name));
-                }
-                None => self.drop_if_empty(now, &name),
-            }
-        }
     }
 
     /// The next event to deliver, and to which node. Events for one node
@@ -669,81 +440,6 @@ impl Hub {
         }
         self.enforce_budget(now);
         position
-    }
-
-    /// Reads a channel's history directly (the HTTP API), with the semantics
-    /// of [`BackboneCommand::History`]:
-    ///
-    /// - `since: Some(pos)` in the current epoch with `pos.offset <= top`:
-    ///   the kept publications after `pos.offset`, oldest first, at most
-    ///   `limit`; `complete` when they are exactly all of
-    ///   `pos.offset + 1 ..= top` (nothing trimmed in between, no limit hit).
-    /// - `since: Some(pos)` from another epoch or beyond `top`: `complete` is
-    ///   false, and the publications are the oldest kept, at most `limit`
-    ///   (so that the HTTP API can page through what there is).
-    /// - `since: None`: as from offset 0 of the current epoch: the oldest
-    ///   kept, complete only if they are all of `1..=top`.
-    ///
-    /// `limit: Some(0)` returns just the epoch and top. Publications past
-    /// their age are never returned. A channel the hub does not know reads
-    /// as empty with epoch [`NO_EPOCH`] and is not created.
-    pub fn history(
-        &mut self,
-        now: Timestamp,
-        channel: &str,
-        since: Option<&StreamPosition>,
-        limit: Option<usize>,
-    ) -> HistoryPage {
-        // A channel whose content has all expired reads as the dropped
-        // channel it is, whether or not a timeout has removed it yet.
-        self.drop_if_empty(now, channel);
-        let Some(ch) = self.channels.get_mut(channel) else {
-            let complete = match since {
-                None => true,
-                Some(pos) => pos.epoch == NO_EPOCH && pos.offset == 0,
-            };
-            return HistoryPage {
-                epoch: NO_EPOCH.to_owned(),
-                top: 0,
-                publications: Vec::new(),
-                complete,
-            };
-        };
-        let (after, continues) = match since {
-            None => (0, true),
-            Some(pos) if pos.epoch == ch.epoch && pos.offset <= ch.top => (pos.offset, true),
-            Some(_) => (0, false),
-        };
-        let first = ch.first_offset();
-        // Index of the first kept publication with offset > `after`.
-        let skip = usize::try_from(after.saturating_add(1).saturating_sub(first))
-            .unwrap_or(usize::MAX)
-            .min(ch.history.len());
-        let available = ch.history.len() - skip;
-        let take = limit.map_or(available, |limit| limit.min(available));
-        let publications = ch
-            .history
-            .iter()
-            .skip(skip)
-            .take(take)
-            .map(|e| e.publication.clone())
-            .collect();
-        // Nothing is missing between `after` and the first kept one, and the
-        // list runs up to top.
-        let complete = continues && after.saturating_add(1) >= first && take == available;
-        HistoryPage {
-            epoch: ch.epoch.clone(),
-            top: ch.top,
-            publications,
-            complete,
-        }
-    }
-
-    /// The clients present in a channel, sorted by client id.
-    pub fn presence(&self, channel: &str) -> Vec<ClientInfo> {
-        self.channels.get(channel).map_or_else(Vec::new, |ch| {
-            ch.presence.values().map(|p| p.info.clone()).collect()
-        })
     }
 
     /// The channels the hub knows, by name.
