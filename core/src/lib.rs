@@ -59,6 +59,7 @@
 #![warn(missing_docs)]
 
 pub mod admission;
+pub mod auth;
 pub mod backbone;
 pub mod client;
 pub mod close;

@@ -39,11 +39,17 @@ pub enum ErrorCode {
     /// 110: the position asked for (`since` of history) is no longer in the
     /// channel's history, or belongs to another epoch.
     Unrecoverable = 110,
+    /// 111: the token (connection or subscription) has expired: get a new
+    /// one and send the command again.
+    TokenExpired = 111,
+    /// 112: bad or missing credentials (no `connect` yet where one is
+    /// required, a token that does not verify).
+    Unauthorized = 112,
 }
 
 impl ErrorCode {
     /// Every code, in numeric order (for docs and tests).
-    pub const ALL: [ErrorCode; 11] = [
+    pub const ALL: [ErrorCode; 13] = [
         ErrorCode::Internal,
         ErrorCode::BadRequest,
         ErrorCode::UnknownCommand,
@@ -55,6 +61,8 @@ impl ErrorCode {
         ErrorCode::NotAvailable,
         ErrorCode::BadChannel,
         ErrorCode::Unrecoverable,
+        ErrorCode::TokenExpired,
+        ErrorCode::Unauthorized,
     ];
 
     /// The number on the wire.
@@ -81,6 +89,8 @@ impl ErrorCode {
             ErrorCode::NotAvailable => "not available",
             ErrorCode::BadChannel => "bad channel name",
             ErrorCode::Unrecoverable => "unrecoverable position",
+            ErrorCode::TokenExpired => "token expired",
+            ErrorCode::Unauthorized => "unauthorized",
         }
     }
 
@@ -97,6 +107,7 @@ impl ErrorCode {
             }
             ErrorCode::LimitExceeded => 429,
             ErrorCode::Unrecoverable => 410,
+            ErrorCode::TokenExpired | ErrorCode::Unauthorized => 401,
         }
     }
 }
