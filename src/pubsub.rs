@@ -43,7 +43,7 @@ join_leave = true
 history_size = 3
 
 [namespaces.ro]
-allow_publish = false
+allow_publish = "none"
 
 [namespaces.quiet]
 presence = false

@@ -2,14 +2,72 @@
 //!
 //! A channel without a `:` uses the defaults, which make recovery work with
 //! no configuration at all: 100 publications of history kept 5 minutes,
-//! presence on, join/leave off, clients may publish. A channel `ns:name`
-//! takes the options of namespace `ns`, which must be configured; an
-//! unknown namespace is the client's error.
+//! presence on, join/leave off, and every action open to every connection
+//! ([`Permission::Anonymous`]); the runtime tightens the permissions when
+//! authentication is configured ([`NamespaceOptions::secured`]). A channel
+//! `ns:name` takes the options of namespace `ns`, which must be configured;
+//! an unknown namespace is the client's error.
 
 use std::collections::BTreeMap;
 use std::time::Duration;
 
 use crate::backbone::HistoryPolicy;
+
+/// Who may do an action on a namespace's channels (a client connection;
+/// the HTTP API may always).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum Permission {
+    /// Any connection, anonymous ones included.
+    Anonymous,
+    /// A connection that authenticated with a token (or a connect proxy).
+    Authenticated,
+    /// A connection subscribed to the channel (publish, history, presence).
+    Subscriber,
+    /// A connection that presents a subscription token for the channel
+    /// (subscribe).
+    Token,
+    /// No client connection.
+    None,
+}
+
+impl Permission {
+    /// Every permission, as the settings write them.
+    pub const ALL: [Permission; 5] = [
+        Permission::Anonymous,
+        Permission::Authenticated,
+        Permission::Subscriber,
+        Permission::Token,
+        Permission::None,
+    ];
+
+    /// The name in the settings (`"anonymous"`, ...).
+    pub fn name(self) -> &'static str {
+        match self {
+            Permission::Anonymous => "anonymous",
+            Permission::Authenticated => "authenticated",
+            Permission::Subscriber => "subscriber",
+            Permission::Token => "token",
+            Permission::None => "none",
+        }
+    }
+
+    /// The permission with this name.
+    pub fn from_name(name: &str) -> Option<Permission> {
+        Permission::ALL.into_iter().find(|p| p.name() == name)
+    }
+
+    /// Whether the permission makes sense for subscribe (`subscriber`
+    /// does not).
+    pub fn valid_for_subscribe(self) -> bool {
+        self != Permission::Subscriber
+    }
+
+    /// Whether the permission makes sense for publish, history and presence
+    /// (`token` does not).
+    pub fn valid_for_others(self) -> bool {
+        self != Permission::Token
+    }
+}
 
 /// What channels of one namespace do.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -22,8 +80,17 @@ pub struct NamespaceOptions {
     pub presence: bool,
     /// Push `join`/`leave` to subscribers (needs `presence`).
     pub join_leave: bool,
-    /// Clients (not only the HTTP API) may publish.
-    pub allow_publish: bool,
+    /// Who may subscribe.
+    pub allow_subscribe: Permission,
+    /// Which clients may publish (the HTTP API always may).
+    pub allow_publish: Permission,
+    /// Which clients may read history.
+    pub allow_history: Permission,
+    /// Which clients may ask for presence.
+    pub allow_presence: Permission,
+    /// Channels `name#u1,u2` may be used only by the users listed after
+    /// `#`.
+    pub user_limited: bool,
 }
 
 impl Default for NamespaceOptions {
@@ -33,12 +100,29 @@ impl Default for NamespaceOptions {
             history_ttl: Duration::from_secs(300),
             presence: true,
             join_leave: false,
-            allow_publish: true,
+            allow_subscribe: Permission::Anonymous,
+            allow_publish: Permission::Anonymous,
+            allow_history: Permission::Anonymous,
+            allow_presence: Permission::Anonymous,
+            user_limited: false,
         }
     }
 }
 
 impl NamespaceOptions {
+    /// The defaults when authentication is configured: subscribe needs an
+    /// authenticated connection, publishing is the backends' (through the
+    /// API), history and presence are for subscribers.
+    pub fn secured() -> Self {
+        NamespaceOptions {
+            allow_subscribe: Permission::Authenticated,
+            allow_publish: Permission::None,
+            allow_history: Permission::Subscriber,
+            allow_presence: Permission::Subscriber,
+            ..NamespaceOptions::default()
+        }
+    }
+
     /// The history policy the backbone applies to these channels.
     pub fn history(&self) -> HistoryPolicy {
         HistoryPolicy {

@@ -37,6 +37,7 @@ fn subscribed_node(n: usize, m: usize) -> (Node, Hub, Vec<ConnId>) {
                 command: wavecast_core::protocol::Command::Subscribe {
                     channel: "news".into(),
                     recover: None,
+                    token: None,
                 },
             };
             let payload = wavecast_core::protocol::encode_request(Encoding::MsgPack, &req);

@@ -426,6 +426,7 @@ impl World {
                     Command::Subscribe {
                         channel: channel.clone(),
                         recover: recover.clone(),
+                        token: None,
                     },
                     Req::Subscribe {
                         channel: channel.clone(),

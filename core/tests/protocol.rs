@@ -113,7 +113,8 @@ fn subscribe_decodes_in_both_encodings() {
         r.command,
         Command::Subscribe {
             channel: "news".into(),
-            recover: None
+            recover: None,
+            token: None,
         }
     );
 
@@ -125,7 +126,8 @@ fn subscribe_decodes_in_both_encodings() {
         r.command,
         Command::Subscribe {
             channel: "news".into(),
-            recover: Some(pos("E", 41))
+            recover: Some(pos("E", 41)),
+            token: None,
         }
     );
 }
@@ -229,7 +231,8 @@ fn unknown_fields_are_ignored_everywhere() {
         r.command,
         Command::Subscribe {
             channel: "news".into(),
-            recover: Some(pos("E", 3))
+            recover: Some(pos("E", 3)),
+            token: None,
         }
     );
     let r = decode_both(json!({"id": 9, "history": {"channel": "n", "future": true}})).unwrap();
@@ -254,10 +257,12 @@ fn encode_request_round_trips_every_command() {
         Command::Subscribe {
             channel: "news".into(),
             recover: None,
+            token: None,
         },
         Command::Subscribe {
             channel: "ns:a\"b".into(),
             recover: Some(pos("ep\noch", u64::MAX)),
+            token: None,
         },
         Command::Unsubscribe {
             channel: "news".into(),
@@ -1100,13 +1105,15 @@ fn unsubscribe_codes_say_whether_to_resubscribe() {
 #[test]
 fn error_codes_are_the_documented_numbers() {
     let numbers: Vec<u16> = ErrorCode::ALL.iter().map(|c| c.code()).collect();
-    assert_eq!(numbers, (100..=110).collect::<Vec<u16>>());
+    assert_eq!(numbers, (100..=112).collect::<Vec<u16>>());
     for code in ErrorCode::ALL {
         assert_eq!(ErrorCode::from_code(code.code()), Some(code));
         assert!((400..600).contains(&code.http_status()));
     }
     assert_eq!(ErrorCode::from_code(99), None);
-    assert_eq!(ErrorCode::from_code(111), None);
+    assert_eq!(ErrorCode::from_code(113), None);
+    assert_eq!(ErrorCode::TokenExpired.code(), 111);
+    assert_eq!(ErrorCode::Unauthorized.code(), 112);
     assert_eq!(ErrorCode::Internal.http_status(), 500);
     assert_eq!(ErrorCode::BadRequest.http_status(), 400);
 }
@@ -1127,19 +1134,24 @@ fn command_examples_in_the_docs_decode() {
             continue;
         };
         let is_command = value.get("id").is_some()
-            && ["subscribe", "unsubscribe", "publish", "presence", "history"]
+            && (["subscribe", "unsubscribe", "publish", "presence", "history"]
                 .iter()
                 .any(|c| {
                     value
                         .get(c)
                         .is_some_and(|body| body.get("channel").is_some())
-                });
+                })
+                || ["connect", "refresh"].iter().any(|c| {
+                    value
+                        .get(c)
+                        .is_some_and(|body| body.get("token").is_some() || body == &json!({}))
+                }));
         if is_command {
             decode_both(value).unwrap_or_else(|e| panic!("{line}: {e}"));
             n += 1;
         }
     }
-    assert!(n >= 8, "found only {n} command examples");
+    assert!(n >= 11, "found only {n} command examples");
 }
 
 #[test]
@@ -1155,7 +1167,8 @@ fn msgpack_example_in_the_docs_decodes() {
         request.command,
         Command::Subscribe {
             channel: "news".into(),
-            recover: None
+            recover: None,
+            token: None,
         }
     );
 }
@@ -1184,7 +1197,9 @@ fn docs_list_every_error_and_close_code() {
     }
     for code in [
         unsubscribe_code::SERVER,
+        unsubscribe_code::PERMISSION_REVOKED,
         unsubscribe_code::INSUFFICIENT_STATE,
+        unsubscribe_code::TOKEN_EXPIRED,
     ] {
         assert!(PROTOCOL_MD.contains(&format!("| {code}      |")), "{code}");
     }

@@ -54,7 +54,11 @@ fn verifier(c: TokenConfig) -> Verifier {
 }
 
 fn hs(claims: &Value) -> String {
-    sign(Algorithm::HS256, &EncodingKey::from_secret(SECRET).unwrap(), claims)
+    sign(
+        Algorithm::HS256,
+        &EncodingKey::from_secret(SECRET).unwrap(),
+        claims,
+    )
 }
 
 fn sign(alg: Algorithm, key: &EncodingKey, claims: &Value) -> String {
@@ -63,7 +67,9 @@ fn sign(alg: Algorithm, key: &EncodingKey, claims: &Value) -> String {
 
 fn private_key(alg: Algorithm) -> EncodingKey {
     match alg {
-        Algorithm::HS256 | Algorithm::HS384 | Algorithm::HS512 => EncodingKey::from_secret(SECRET).unwrap(),
+        Algorithm::HS256 | Algorithm::HS384 | Algorithm::HS512 => {
+            EncodingKey::from_secret(SECRET).unwrap()
+        }
         Algorithm::ES256 => EncodingKey::from_ec_pem(P256_KEY.as_bytes()).unwrap(),
         Algorithm::ES384 => EncodingKey::from_ec_pem(P384_KEY.as_bytes()).unwrap(),
         Algorithm::EdDSA => EncodingKey::from_ed_pem(ED_KEY.as_bytes()).unwrap(),
@@ -123,17 +129,29 @@ fn a_token_whose_algorithm_has_no_configured_key_is_refused() {
         assert_eq!(code(&e), 112);
     }
     // A secret alone refuses RS, and each curve refuses the other's.
-    let rs = sign(Algorithm::RS256, &private_key(Algorithm::RS256), &user(NOW + 60));
+    let rs = sign(
+        Algorithm::RS256,
+        &private_key(Algorithm::RS256),
+        &user(NOW + 60),
+    );
     assert!(matches!(
         verifier(config()).connection(&rs, NOW),
         Err(TokenError::Algorithm(_))
     ));
-    let es384 = sign(Algorithm::ES384, &private_key(Algorithm::ES384), &user(NOW + 60));
+    let es384 = sign(
+        Algorithm::ES384,
+        &private_key(Algorithm::ES384),
+        &user(NOW + 60),
+    );
     assert!(matches!(
         verifier(with_public(P256_PUB)).connection(&es384, NOW),
         Err(TokenError::Algorithm(_))
     ));
-    let ed = sign(Algorithm::EdDSA, &private_key(Algorithm::EdDSA), &user(NOW + 60));
+    let ed = sign(
+        Algorithm::EdDSA,
+        &private_key(Algorithm::EdDSA),
+        &user(NOW + 60),
+    );
     assert!(matches!(
         verifier(with_public(RSA_PUB)).connection(&ed, NOW),
         Err(TokenError::Algorithm(_))

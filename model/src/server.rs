@@ -315,6 +315,7 @@ fn server_msg(s: &mut Core, src: Id, backbone: Id, msg: Msg) {
                 let command = Command::Subscribe {
                     channel: CHANNELS[usize::from(ch)].to_string(),
                     recover: recover.map(|(epoch, offset)| StreamPosition { epoch, offset }),
+                    token: None,
                 };
                 let bytes = request_frame(SUB_RID + u64::from(ch), command);
                 s.node.handle_read(now, id, &bytes);

@@ -2,7 +2,7 @@
 //! origin the runtime picks at start ([`Clock`]), and every thread that
 //! feeds the core (shards, the in-memory sequencer) reads time through it.
 
-use std::time::{Duration, Instant};
+use std::time::{Duration, Instant, SystemTime};
 
 use wavecast_core::Timestamp;
 
@@ -11,14 +11,28 @@ use wavecast_core::Timestamp;
 #[derive(Debug, Clone, Copy)]
 pub struct Clock {
     origin: Instant,
+    /// The wall-clock time of the origin, in microseconds since the Unix
+    /// epoch (tokens speak Unix time).
+    unix_origin_micros: u64,
 }
 
 impl Clock {
     /// A clock whose timestamps count from now.
     pub fn start() -> Clock {
+        let origin = Instant::now();
+        let unix_origin_micros = SystemTime::now()
+            .duration_since(SystemTime::UNIX_EPOCH)
+            .map_or(0, |d| d.as_micros() as u64);
         Clock {
-            origin: Instant::now(),
+            origin,
+            unix_origin_micros,
         }
+    }
+
+    /// The wall-clock time of timestamp zero, in microseconds since the
+    /// Unix epoch.
+    pub fn unix_origin_micros(&self) -> u64 {
+        self.unix_origin_micros
     }
 
     /// The core's notion of now.

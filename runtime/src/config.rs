@@ -12,8 +12,12 @@ use std::time::Duration;
 use std::collections::BTreeMap;
 
 use serde::Deserialize;
+use wavecast_core::auth::{
+    AuthConfig, TokenConfig, Verifier, DEFAULT_CONNECT_TIMEOUT, DEFAULT_LEEWAY,
+    DEFAULT_MAX_TOKEN_SIZE, DEFAULT_REFRESH_GRACE,
+};
 use wavecast_core::hub::HistoryBudget;
-use wavecast_core::namespace::{NamespaceOptions, Namespaces};
+use wavecast_core::namespace::{NamespaceOptions, Namespaces, Permission};
 
 /// Flags of `wavecast serve`; each also reads `WAVECAST_<NAME>`.
 #[derive(Debug, Clone, Default, clap::Args)]
@@ -75,6 +79,39 @@ pub struct ServeArgs {
     /// With Redis: how long a crashed server's clients stay in presence (refreshed every third of it) [default: 15s].
     #[arg(long, env = "WAVECAST_REDIS_PRESENCE_TTL", value_parser = parse_duration)]
     pub redis_presence_ttl: Option<Duration>,
+    /// Shared secret of HS256/384/512 connection and subscription tokens.
+    #[arg(long, env = "WAVECAST_TOKEN_HMAC_SECRET", hide_env_values = true)]
+    pub token_hmac_secret: Option<String>,
+    /// PEM file of the public key of RS/PS (RSA), ES256 (P-256), ES384 (P-384) or EdDSA (Ed25519) tokens.
+    #[arg(long, env = "WAVECAST_TOKEN_PUBLIC_KEY")]
+    pub token_public_key: Option<PathBuf>,
+    /// Audience (`aud`) every token must name.
+    #[arg(long, env = "WAVECAST_TOKEN_AUDIENCE")]
+    pub token_audience: Option<String>,
+    /// Issuer (`iss`) every token must name.
+    #[arg(long, env = "WAVECAST_TOKEN_ISSUER")]
+    pub token_issuer: Option<String>,
+    /// Accept tokens without `exp`.
+    #[arg(long, env = "WAVECAST_TOKEN_ALLOW_NO_EXP", num_args = 0..=1, default_missing_value = "true")]
+    pub token_allow_no_exp: Option<bool>,
+    /// Clock skew allowed when checking a token's `exp` and `nbf` [default: 5s].
+    #[arg(long, env = "WAVECAST_TOKEN_LEEWAY", value_parser = parse_duration)]
+    pub token_leeway: Option<Duration>,
+    /// Longest token accepted, in bytes [default: 8192].
+    #[arg(long, env = "WAVECAST_TOKEN_MAX_SIZE")]
+    pub token_max_size: Option<usize>,
+    /// Also allow anonymous connections beside token authentication [default: false; with no token key every connection is anonymous].
+    #[arg(long, env = "WAVECAST_ALLOW_ANONYMOUS", num_args = 0..=1, default_missing_value = "true")]
+    pub allow_anonymous: Option<bool>,
+    /// Time a connection has to send `connect` where authentication is on [default: 10s].
+    #[arg(long, env = "WAVECAST_CONNECT_TIMEOUT", value_parser = parse_duration)]
+    pub connect_timeout: Option<Duration>,
+    /// Time past a token's `exp` before a connection that did not refresh is closed [default: 30s].
+    #[arg(long, env = "WAVECAST_REFRESH_GRACE", value_parser = parse_duration)]
+    pub refresh_grace: Option<Duration>,
+    /// Serve anonymous clients on a non-loopback address without any authentication (flag only).
+    #[arg(long)]
+    pub insecure: bool,
 }
 
 /// The TOML file: the same settings as the flags.
@@ -103,6 +140,19 @@ pub struct FileConfig {
     redis: Option<String>,
     #[serde(default, with = "opt_duration")]
     redis_presence_ttl: Option<Duration>,
+    token_hmac_secret: Option<String>,
+    token_public_key: Option<PathBuf>,
+    token_audience: Option<String>,
+    token_issuer: Option<String>,
+    token_allow_no_exp: Option<bool>,
+    #[serde(default, with = "opt_duration")]
+    token_leeway: Option<Duration>,
+    token_max_size: Option<usize>,
+    allow_anonymous: Option<bool>,
+    #[serde(default, with = "opt_duration")]
+    connect_timeout: Option<Duration>,
+    #[serde(default, with = "opt_duration")]
+    refresh_grace: Option<Duration>,
     /// Options of channels without a namespace.
     channels: Option<NamespaceFile>,
     /// Options of channels `NAME:...`, by NAME.
@@ -119,19 +169,85 @@ pub struct NamespaceFile {
     history_ttl: Option<Duration>,
     presence: Option<bool>,
     join_leave: Option<bool>,
-    allow_publish: Option<bool>,
+    allow_subscribe: Option<PermissionValue>,
+    allow_publish: Option<PermissionValue>,
+    allow_history: Option<PermissionValue>,
+    allow_presence: Option<PermissionValue>,
+    user_limited: Option<bool>,
+}
+
+/// A permission as written in the file: a string, or a boolean, which is
+/// refused with what to write instead (`allow_publish` was a boolean
+/// before permissions).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(untagged)]
+enum PermissionValue {
+    Name(String),
+    Bool(bool),
 }
 
 impl NamespaceFile {
-    fn resolve(&self) -> NamespaceOptions {
-        let d = NamespaceOptions::default();
-        NamespaceOptions {
-            history_size: self.history_size.unwrap_or(d.history_size),
-            history_ttl: self.history_ttl.unwrap_or(d.history_ttl),
-            presence: self.presence.unwrap_or(d.presence),
-            join_leave: self.join_leave.unwrap_or(d.join_leave),
-            allow_publish: self.allow_publish.unwrap_or(d.allow_publish),
-        }
+    /// The namespace's options over `base` (the defaults, or the secured
+    /// defaults when authentication is configured).
+    fn resolve(&self, base: NamespaceOptions, ns: &str) -> Result<NamespaceOptions, ConfigError> {
+        let permission = |name: &'static str,
+                          value: &Option<PermissionValue>,
+                          default: Permission,
+                          subscribe: bool|
+         -> Result<Permission, ConfigError> {
+            let allowed: &[&str] = if subscribe {
+                &["anonymous", "authenticated", "token", "none"]
+            } else {
+                &["anonymous", "authenticated", "subscriber", "none"]
+            };
+            let invalid = |reason: String| ConfigError::Invalid { name, reason };
+            match value {
+                None => Ok(default),
+                Some(PermissionValue::Bool(b)) => Err(invalid(format!(
+                    "in {ns}: a boolean is no longer accepted; write one of {} (for {b}: \"{}\")",
+                    allowed.join(", "),
+                    if *b { "anonymous" } else { "none" }
+                ))),
+                Some(PermissionValue::Name(n)) => match Permission::from_name(n) {
+                    Some(p) if allowed.contains(&p.name()) => Ok(p),
+                    _ => Err(invalid(format!(
+                        "in {ns}: {n:?} is not one of {}",
+                        allowed.join(", ")
+                    ))),
+                },
+            }
+        };
+        Ok(NamespaceOptions {
+            history_size: self.history_size.unwrap_or(base.history_size),
+            history_ttl: self.history_ttl.unwrap_or(base.history_ttl),
+            presence: self.presence.unwrap_or(base.presence),
+            join_leave: self.join_leave.unwrap_or(base.join_leave),
+            allow_subscribe: permission(
+                "allow_subscribe",
+                &self.allow_subscribe,
+                base.allow_subscribe,
+                true,
+            )?,
+            allow_publish: permission(
+                "allow_publish",
+                &self.allow_publish,
+                base.allow_publish,
+                false,
+            )?,
+            allow_history: permission(
+                "allow_history",
+                &self.allow_history,
+                base.allow_history,
+                false,
+            )?,
+            allow_presence: permission(
+                "allow_presence",
+                &self.allow_presence,
+                base.allow_presence,
+                false,
+            )?,
+            user_limited: self.user_limited.unwrap_or(base.user_limited),
+        })
     }
 }
 
@@ -178,6 +294,18 @@ pub struct Config {
     pub redis_presence_ttl: Duration,
     /// Channel namespaces and the defaults of channels without one.
     pub namespaces: Namespaces,
+    /// Token keys and rules (`token_*`).
+    pub tokens: TokenConfig,
+    /// The verifier built from `tokens`, when a key is configured.
+    pub verifier: Option<Verifier>,
+    /// Anonymous connections allowed (always, when no key is configured).
+    pub allow_anonymous: bool,
+    /// Time to send `connect` where authentication is on.
+    pub connect_timeout: Duration,
+    /// Time past `exp` before an unrefreshed connection is closed.
+    pub refresh_grace: Duration,
+    /// `--insecure`: serve anonymous clients on a network address.
+    pub insecure: bool,
 }
 
 impl Default for Config {
@@ -202,6 +330,16 @@ impl Default for Config {
             redis: None,
             redis_presence_ttl: Duration::from_secs(15),
             namespaces: Namespaces::default(),
+            tokens: TokenConfig {
+                leeway: DEFAULT_LEEWAY,
+                max_size: DEFAULT_MAX_TOKEN_SIZE,
+                ..TokenConfig::default()
+            },
+            verifier: None,
+            allow_anonymous: true,
+            connect_timeout: DEFAULT_CONNECT_TIMEOUT,
+            refresh_grace: DEFAULT_REFRESH_GRACE,
+            insecure: false,
         }
     }
 }
@@ -236,6 +374,18 @@ pub enum ConfigError {
 }
 
 impl Config {
+    /// How the nodes authenticate connections; `unix_origin_micros` is the
+    /// wall-clock time of the server clock's origin.
+    pub fn auth(&self, unix_origin_micros: u64) -> AuthConfig {
+        AuthConfig {
+            verifier: self.verifier.clone(),
+            allow_anonymous: self.allow_anonymous,
+            connect_timeout: self.connect_timeout,
+            refresh_grace: self.refresh_grace,
+            unix_origin_micros,
+        }
+    }
+
     /// Resolves defaults, the file named by `args.config`, and the flags.
     pub fn load(args: &ServeArgs) -> Result<Config, ConfigError> {
         let file = match &args.config {
@@ -243,6 +393,71 @@ impl Config {
             None => FileConfig::default(),
         };
         let d = Config::default();
+        let public_key_path = args
+            .token_public_key
+            .clone()
+            .or(file.token_public_key.clone());
+        let public_key_pem = match &public_key_path {
+            Some(path) => Some(std::fs::read(path).map_err(|source| ConfigError::Read {
+                path: path.clone(),
+                source,
+            })?),
+            None => None,
+        };
+        let tokens = TokenConfig {
+            hmac_secret: args
+                .token_hmac_secret
+                .clone()
+                .or(file.token_hmac_secret.clone())
+                .map(String::into_bytes),
+            public_key_pem,
+            audience: args.token_audience.clone().or(file.token_audience.clone()),
+            issuer: args.token_issuer.clone().or(file.token_issuer.clone()),
+            allow_no_exp: args
+                .token_allow_no_exp
+                .or(file.token_allow_no_exp)
+                .unwrap_or(false),
+            leeway: args
+                .token_leeway
+                .or(file.token_leeway)
+                .unwrap_or(d.tokens.leeway),
+            max_size: args
+                .token_max_size
+                .or(file.token_max_size)
+                .unwrap_or(d.tokens.max_size),
+        };
+        let verifier = if tokens.has_key() {
+            Some(
+                Verifier::new(tokens.clone()).map_err(|e| ConfigError::Invalid {
+                    name: if tokens.public_key_pem.is_some() {
+                        "token_public_key"
+                    } else {
+                        "token_hmac_secret"
+                    },
+                    reason: e.to_string(),
+                })?,
+            )
+        } else {
+            None
+        };
+        // With authentication configured, the namespaces' defaults close:
+        // subscribing needs a user, publishing is the backends'.
+        let base = if verifier.is_some() {
+            NamespaceOptions::secured()
+        } else {
+            NamespaceOptions::default()
+        };
+        let default_ns = match &file.channels {
+            Some(f) => f.resolve(base, "[channels]")?,
+            None => base,
+        };
+        let mut named = BTreeMap::new();
+        for (name, f) in &file.namespaces {
+            named.insert(
+                name.clone(),
+                f.resolve(base, &format!("[namespaces.{name}]"))?,
+            );
+        }
         let config = Config {
             listen: args.listen.or(file.listen).unwrap_or(d.listen),
             heartbeat_interval: args
@@ -303,17 +518,24 @@ impl Config {
                 .or(file.redis_presence_ttl)
                 .unwrap_or(d.redis_presence_ttl),
             namespaces: Namespaces {
-                default: file
-                    .channels
-                    .as_ref()
-                    .map(NamespaceFile::resolve)
-                    .unwrap_or_default(),
-                named: file
-                    .namespaces
-                    .iter()
-                    .map(|(k, v)| (k.clone(), v.resolve()))
-                    .collect(),
+                default: default_ns,
+                named,
             },
+            allow_anonymous: args
+                .allow_anonymous
+                .or(file.allow_anonymous)
+                .unwrap_or(verifier.is_none()),
+            tokens,
+            verifier,
+            connect_timeout: args
+                .connect_timeout
+                .or(file.connect_timeout)
+                .unwrap_or(d.connect_timeout),
+            refresh_grace: args
+                .refresh_grace
+                .or(file.refresh_grace)
+                .unwrap_or(d.refresh_grace),
+            insecure: args.insecure,
         };
         config.validate()?;
         Ok(config)
@@ -357,6 +579,30 @@ impl Config {
         // At least one largest client message must fit; at most 1 TiB.
         if self.max_history_bytes < 64 * 1024 || self.max_history_bytes as u64 > 1 << 40 {
             return invalid("max_history_bytes", "must be between 64 KiB and 1 TiB");
+        }
+        if self.verifier.is_none() && !self.allow_anonymous {
+            return invalid(
+                "allow_anonymous",
+                "false needs token_hmac_secret or token_public_key: no connection could authenticate",
+            );
+        }
+        if self.verifier.is_none() && !self.listen.ip().is_loopback() && !self.insecure {
+            return Err(ConfigError::Invalid {
+                name: "listen",
+                reason: format!(
+                    "{} is not a loopback address and no authentication is configured: every client \
+                     could subscribe to and publish on every channel. Set token_hmac_secret or \
+                     token_public_key (docs/OPERATIONS.md, \"Authentication\"), or pass --insecure \
+                     to serve anonymous clients anyway",
+                    self.listen
+                ),
+            });
+        }
+        if self.connect_timeout.is_zero() {
+            return invalid("connect_timeout", "must be more than zero");
+        }
+        if self.tokens.max_size < 256 || self.tokens.max_size > 1024 * 1024 {
+            return invalid("token_max_size", "must be between 256 bytes and 1 MiB");
         }
         for (name, ns) in &self.namespaces.named {
             if name.is_empty()

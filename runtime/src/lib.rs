@@ -5,6 +5,8 @@
 //!   connection limit, the backlog bound, `/proc` readings.
 //! - [`config`]: defaults, the TOML file, `WAVECAST_*` variables and flags
 //!   resolved into one [`config::Config`].
+//! - [`token`]: `wavecast token`, minting a token with the configured
+//!   secret.
 //! - [`instance`]: this process's instance id, which starts every client id.
 //! - [`clock`]: the one clock core timestamps are read from.
 //! - [`mailbox`]: what a shard is sent (backbone events, API questions) and
@@ -24,6 +26,7 @@ pub mod sys;
 
 pub mod config;
 pub mod instance;
+pub mod token;
 
 pub mod clock;
 pub mod mailbox;

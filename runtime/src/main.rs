@@ -1,14 +1,16 @@
 //! The `wavecast` command: `wavecast serve` runs the server; `wavecast
-//! bench` load-tests one.
+//! token` mints a token with the configured secret; `wavecast bench`
+//! load-tests a server.
 
 use std::future::Future;
 use std::process::ExitCode;
+use std::time::{Duration, SystemTime};
 
 use clap::{Parser, Subcommand};
 use tracing_subscriber::EnvFilter;
 
-use wavecast::config::{Config, ServeArgs};
-use wavecast::server;
+use wavecast::config::{parse_duration, Config, ServeArgs};
+use wavecast::{server, token};
 
 /// wavecast: a real-time messaging server (WebSocket pub/sub).
 #[derive(Debug, Parser)]
@@ -18,13 +20,38 @@ struct Cli {
     command: Command,
 }
 
+// Parsed once at start: the size of the largest variant does not matter.
+#[allow(clippy::large_enum_variant)]
 #[derive(Debug, Subcommand)]
 enum Command {
     /// Run the server.
     Serve(ServeArgs),
+    /// Print a connection token (or, with --channel, a subscription token)
+    /// signed with the configured token_hmac_secret.
+    Token(TokenArgs),
     /// Load-test a server (this one or a peer): connect, fanout, sweep,
     /// compare, plot.
     Bench(wavecast_bench::BenchArgs),
+}
+
+/// `wavecast token`: the token's claims, and the server's settings (for the
+/// secret, audience and issuer).
+#[derive(Debug, clap::Args)]
+struct TokenArgs {
+    /// The user (`sub`).
+    #[arg(long)]
+    user: String,
+    /// Lifetime (`exp` = now + ttl), e.g. `1h`, `10m`.
+    #[arg(long, value_parser = parse_duration, default_value = "1h")]
+    ttl: Duration,
+    /// Make a subscription token for this channel.
+    #[arg(long)]
+    channel: Option<String>,
+    /// Public JSON about the connection (`info`).
+    #[arg(long)]
+    info: Option<String>,
+    #[command(flatten)]
+    serve: ServeArgs,
 }
 
 fn main() -> ExitCode {
@@ -43,6 +70,31 @@ fn main() -> ExitCode {
                 ExitCode::from(e.exit_code())
             }
         },
+        Command::Token(args) => {
+            let config = match Config::load(&args.serve) {
+                Ok(c) => c,
+                Err(e) => {
+                    eprintln!("wavecast: {e}");
+                    return ExitCode::from(2);
+                }
+            };
+            let claims = token::Claims {
+                user: args.user,
+                ttl: args.ttl,
+                channel: args.channel,
+                info: args.info,
+            };
+            match token::mint(&config, &claims, SystemTime::now()) {
+                Ok(t) => {
+                    println!("{t}");
+                    ExitCode::SUCCESS
+                }
+                Err(e) => {
+                    eprintln!("wavecast token: {e}");
+                    ExitCode::from(2)
+                }
+            }
+        }
         Command::Serve(args) => {
             let config = match Config::load(&args) {
                 Ok(c) => c,

@@ -135,6 +135,13 @@ pub async fn run(
     }
     println!("wavecast listening on {addr}");
     tracing::info!(%addr, workers = threads.len(), "listening");
+    match (&shared.config.verifier, shared.config.allow_anonymous) {
+        (None, _) => tracing::warn!(
+            "authentication: none (no token key); every client is anonymous and may use every channel"
+        ),
+        (Some(_), true) => tracing::info!("authentication: tokens, anonymous connections allowed"),
+        (Some(_), false) => tracing::info!("authentication: tokens required"),
+    }
     shutdown.await;
     let _ = stop_tx.send(true);
     let joined = tokio::task::spawn_blocking(move || {

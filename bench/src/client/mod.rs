@@ -78,6 +78,7 @@ mod tests {
             Command::Subscribe {
                 channel: crate::CHANNEL.into(),
                 recover: None,
+                token: None,
             },
         );
         assert_eq!(

@@ -68,6 +68,7 @@ pub async fn connect_subscriber(
                 Command::Subscribe {
                     channel: CHANNEL.into(),
                     recover: None,
+                    token: None,
                 },
             );
             conn.writer

@@ -374,8 +374,11 @@ impl Verifier {
 /// `None` for negative or non-numbers.
 fn number_secs(n: Option<&serde_json::Number>) -> Option<u64> {
     let n = n?;
-    n.as_u64()
-        .or_else(|| n.as_f64().filter(|f| *f >= 0.0 && f.is_finite()).map(|f| f as u64))
+    n.as_u64().or_else(|| {
+        n.as_f64()
+            .filter(|f| *f >= 0.0 && f.is_finite())
+            .map(|f| f as u64)
+    })
 }
 
 fn info(raw: Option<Box<RawValue>>) -> Result<Option<Payload>, TokenError> {
@@ -468,4 +471,3 @@ impl std::hash::Hash for Verifier {
         self.jwks_source.hash(state);
     }
 }
-

@@ -510,6 +510,7 @@ impl Client {
             Command::Subscribe {
                 channel: channel.into(),
                 recover,
+                token: None,
             },
             Asked::Subscribe(channel.into()),
         );

@@ -100,7 +100,8 @@ impl Harness {
             sent[0].command,
             Command::Subscribe {
                 channel: channel.into(),
-                recover
+                recover,
+                token: None,
             }
         );
         sent[0].id
@@ -149,7 +150,8 @@ fn a_hole_is_healed_by_resubscribing_with_recover_from_the_last_offset() {
             },
             Command::Subscribe {
                 channel: "a".into(),
-                recover: Some(pos("e", 1))
+                recover: Some(pos("e", 1)),
+                token: None,
             }
         ]
     );
@@ -215,11 +217,13 @@ fn a_reconnect_resubscribes_with_recover_and_reports_a_lost_position_as_a_gap() 
         vec![
             Command::Subscribe {
                 channel: "a".into(),
-                recover: Some(pos("e", 1))
+                recover: Some(pos("e", 1)),
+                token: None,
             },
             Command::Subscribe {
                 channel: "b".into(),
-                recover: Some(pos("f", 10))
+                recover: Some(pos("f", 10)),
+                token: None,
             }
         ]
     );

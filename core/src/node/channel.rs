@@ -439,7 +439,7 @@ impl Node {
             let client = self.client_id(conn);
             let user = self
                 .client_mut(conn)
-                .map(|c| c.user.clone())
+                .map(|c| c.auth.presence_user())
                 .unwrap_or_default();
             self.backbone.push_back(BackboneCommand::PresenceAdd {
                 channel: channel.to_string(),
@@ -539,7 +539,7 @@ impl Node {
                     let client = self.client_id(id);
                     let user = self
                         .client_mut(id)
-                        .map(|c| c.user.clone())
+                        .map(|c| c.auth.presence_user())
                         .unwrap_or_default();
                     self.backbone.push_back(BackboneCommand::PresenceAdd {
                         channel: channel.clone(),

@@ -4,7 +4,8 @@
 //! presence, history); also the removal of a client's subscriptions when
 //! it unsubscribes, is told of a gap, or ends.
 
-use crate::admission::{admit, Action, Who};
+use crate::admission::{admit, Action, Caller, Who};
+use crate::auth::TokenError;
 use crate::backbone::BackboneCommand;
 use crate::connection::CloseCause;
 use crate::namespace::NamespaceOptions;
@@ -15,6 +16,7 @@ use crate::protocol::{
 };
 use crate::time::Timestamp;
 
+use super::auth::Gate;
 use super::channel::LocalChannel;
 #[cfg(feature = "mutations")]
 use super::channel::Sync;
@@ -46,7 +48,15 @@ impl Node {
             }
         };
         let rid = request.id;
-        let action = match &request.command {
+        let command = match request.command {
+            Command::Connect { token } => return self.connect(now, id, enc, rid, token),
+            Command::Refresh { token } => return self.refresh(now, id, enc, rid, &token),
+            other => other,
+        };
+        if let Gate::Done = self.gate(now, id, enc, rid) {
+            return;
+        }
+        let action = match &command {
             Command::Subscribe { .. } => Action::Subscribe,
             Command::Unsubscribe { .. } => Action::Unsubscribe,
             Command::Publish { .. } => Action::Publish,
@@ -54,9 +64,40 @@ impl Node {
             Command::History { limit, .. } => Action::History {
                 limit: limit.map(|l| l as usize),
             },
+            Command::Connect { .. } | Command::Refresh { .. } => return,
         };
-        let channel = request.command.channel();
-        let admitted = match admit(&self.config.namespaces, channel, action, Who::Client) {
+        let Some(channel) = command.channel() else {
+            return;
+        };
+        // A subscription token, when one is given, must verify (whether or
+        // not the namespace asks for one): 111 if expired, 112 otherwise.
+        let sub_token = match &command {
+            Command::Subscribe {
+                token: Some(token), ..
+            } => match self.check_sub_token(now, id, channel, token) {
+                Ok(()) => true,
+                Err(e) => {
+                    let reply = error(e.code(), e.to_string());
+                    self.reply(now, id, enc, rid, &reply);
+                    return;
+                }
+            },
+            _ => false,
+        };
+        let Some(client) = self.slab.get(id) else {
+            return;
+        };
+        let caller = Caller {
+            user: client.auth.user(),
+            subscribed: client.subs.iter().any(|c| c == channel),
+            sub_token,
+        };
+        let admitted = match admit(
+            &self.config.namespaces,
+            channel,
+            action,
+            Who::Client(caller),
+        ) {
             Ok(a) => a,
             Err(refusal) => {
                 let reply = error(refusal.code(), refusal.to_string());
@@ -65,10 +106,10 @@ impl Node {
             }
         };
         let options = admitted.options;
-        match request.command {
-            Command::Subscribe { channel, recover } => {
-                self.subscribe(now, id, enc, rid, channel, recover, options)
-            }
+        match command {
+            Command::Subscribe {
+                channel, recover, ..
+            } => self.subscribe(now, id, enc, rid, channel, recover, options),
             Command::Unsubscribe { channel } => self.unsubscribe(now, id, enc, rid, &channel),
             Command::Publish { channel, data } => {
                 self.publish(now, id, rid, channel, data, options)
@@ -77,7 +118,28 @@ impl Node {
             Command::History { channel, since, .. } => {
                 self.history(id, rid, channel, since, admitted.limit)
             }
+            Command::Connect { .. } | Command::Refresh { .. } => {}
         }
+    }
+
+    /// Verifies a subscription token for `channel` of this connection's
+    /// user (empty for an anonymous connection).
+    fn check_sub_token(
+        &self,
+        now: Timestamp,
+        id: ConnId,
+        channel: &str,
+        token: &str,
+    ) -> Result<(), TokenError> {
+        let verifier = self.verifier().ok_or(TokenError::NoKey)?;
+        let user = self
+            .slab
+            .get(id)
+            .and_then(|c| c.auth.user())
+            .unwrap_or_default();
+        verifier
+            .subscription(token, self.unix_now(now), user, channel)
+            .map(|_| ())
     }
 
     /// `unsubscribe`: ends a subscription (or a subscribe in flight).
@@ -232,7 +294,7 @@ impl Node {
         let user = match self.client_mut(id) {
             Some(client) => {
                 client.subs.retain(|c| c != channel);
-                client.user.clone()
+                client.auth.presence_user()
             }
             None => String::new(),
         };

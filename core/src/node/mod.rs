@@ -58,6 +58,7 @@
 //! - `channel.rs`: channel ordering and recovery (delivery in offset
 //!   order, holding and gap filling, subscribe replies, resets).
 
+mod auth;
 mod channel;
 mod command;
 mod request;
@@ -68,6 +69,7 @@ use std::rc::Rc;
 
 use bytes::Bytes;
 
+use crate::auth::AuthConfig;
 use crate::backbone::{BackboneCommand, BackboneEvent, RequestId};
 use crate::close::CloseCode;
 use crate::connection::{Connection, ConnectionConfig, Event};
@@ -79,7 +81,7 @@ use crate::time::Timestamp;
 
 use channel::LocalChannel;
 use request::InFlight;
-use slab::{Client, IdQueue, Slab};
+use slab::{Auth, Client, IdQueue, Slab};
 
 pub use slab::ConnId;
 
@@ -118,6 +120,9 @@ pub struct NodeConfig {
     /// that pipelines faster than the sequencer answers is slowed through
     /// TCP, not buffered.
     pub max_requests_in_flight: usize,
+    /// How pub/sub connections authenticate (default: open, every
+    /// connection anonymous, as on a loopback development server).
+    pub auth: AuthConfig,
 }
 
 /// Default of [`NodeConfig::max_requests_in_flight`]: enough for a client
@@ -131,6 +136,7 @@ impl Default for NodeConfig {
             namespaces: Namespaces::default(),
             client_prefix: String::new(),
             max_requests_in_flight: MAX_REQUESTS_IN_FLIGHT,
+            auth: AuthConfig::default(),
         }
     }
 }
@@ -162,6 +168,9 @@ pub struct Node {
     pubsub_config: Rc<ConnectionConfig>,
     slab: Slab,
     timers: BTreeSet<(Timestamp, ConnId)>,
+    /// Authentication deadlines (connect timeout, token expiry plus grace),
+    /// apart from `timers` so that the delivery path never looks at them.
+    auth_timers: BTreeSet<(Timestamp, ConnId)>,
     transmit: IdQueue,
     finished: VecDeque<ConnId>,
     channels: BTreeMap<String, LocalChannel>,
@@ -196,6 +205,7 @@ impl Node {
             config,
             slab: Slab::default(),
             timers: BTreeSet::new(),
+            auth_timers: BTreeSet::new(),
             transmit: IdQueue::default(),
             finished: VecDeque::new(),
             channels: BTreeMap::new(),
@@ -239,6 +249,12 @@ impl Node {
             Endpoint::Echo => self.echo_config.clone(),
         };
         let conn = Connection::with_config(now, config);
+        let auth = match endpoint {
+            Endpoint::PubSub(_) if !self.config.auth.open() => {
+                Auth::Pending(now + self.config.auth.connect_timeout)
+            }
+            _ => Auth::Anonymous,
+        };
         let client = Client {
             conn,
             endpoint,
@@ -247,9 +263,12 @@ impl Node {
             paused: false,
             in_flight: 0,
             subs: Vec::new(),
-            user: String::new(),
+            auth,
         };
         let id = self.slab.insert(client);
+        if let Some(Auth::Pending(at)) = self.slab.get(id).map(|c| &c.auth) {
+            self.auth_timers.insert((*at, id));
+        }
         if !leftover.is_empty() {
             self.with_conn(now, id, |c| c.handle_read(now, leftover));
         } else {
@@ -302,6 +321,7 @@ impl Node {
 
     /// Fires every timer due at `now`.
     pub fn handle_timeout(&mut self, now: Timestamp) {
+        self.auth_timeout(now);
         while let Some(&(at, id)) = self.timers.first() {
             if at > now {
                 break;
@@ -346,7 +366,12 @@ impl Node {
 
     /// The earliest deadline of any connection.
     pub fn poll_timeout(&self) -> Option<Timestamp> {
-        self.timers.first().map(|&(at, _)| at)
+        let conn = self.timers.first().map(|&(at, _)| at);
+        let auth = self.auth_timers.first().map(|&(at, _)| at);
+        match (conn, auth) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        }
     }
 
     /// The next command for the backbone.
@@ -418,9 +443,11 @@ impl Node {
         self.clients().map(|c| c.conn.queued_bytes()).sum()
     }
 
-    /// Timers registered (one at most per live connection).
+    /// Timers registered (one at most per live connection, and one more
+    /// for a connection waiting to authenticate or holding a token that
+    /// expires).
     pub fn timers(&self) -> usize {
-        self.timers.len()
+        self.timers.len() + self.auth_timers.len()
     }
 
     /// Requests to the backbone awaiting a reply.
@@ -557,6 +584,9 @@ impl Node {
         };
         if let Some(at) = client.timer {
             self.timers.remove(&(at, id));
+        }
+        if let Some(at) = self.auth_deadline(&client.auth) {
+            self.auth_timers.remove(&(at, id));
         }
         self.finished.push_back(id);
     }

@@ -56,8 +56,45 @@ pub(super) struct Client {
     pub(super) in_flight: u16,
     /// Channels subscribed or being subscribed.
     pub(super) subs: Vec<String>,
-    /// The user the connection belongs to (empty: anonymous).
+    /// Who the connection is (see `auth.rs`).
+    pub(super) auth: Auth,
+}
+
+/// Where a connection stands with authentication.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub(super) enum Auth {
+    /// Waiting for `connect` (authentication is on); closed with
+    /// `CONNECT_TIMEOUT` at this time.
+    Pending(Timestamp),
+    /// Connected without credentials.
+    Anonymous,
+    /// Connected as a user (boxed: most of a node's connections are one
+    /// kind or the other, and an anonymous one pays 8 bytes for this).
+    User(Box<Identity>),
+}
+
+/// What a verified connection token said.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub(super) struct Identity {
+    /// `sub`.
     pub(super) user: String,
+    /// `exp` as a node time and as Unix seconds (`None`: no expiry).
+    pub(super) expires: Option<(Timestamp, u64)>,
+}
+
+impl Auth {
+    /// The user, for an authenticated connection.
+    pub(super) fn user(&self) -> Option<&str> {
+        match self {
+            Auth::User(identity) => Some(&identity.user),
+            Auth::Pending(_) | Auth::Anonymous => None,
+        }
+    }
+
+    /// The user as presence shows it (empty for anonymous).
+    pub(super) fn presence_user(&self) -> String {
+        self.user().unwrap_or_default().to_owned()
+    }
 }
 
 /// The connections of a node, by [`ConnId`].

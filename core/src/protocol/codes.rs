@@ -24,22 +24,37 @@ pub mod close {
     pub const INSUFFICIENT_STATE: CloseCode = CloseCode(4003);
     /// Disconnected through the server API, reconnecting allowed.
     pub const DISCONNECTED: CloseCode = CloseCode(4004);
+    /// The connection's token expired and was not refreshed in time: get a
+    /// new token, then reconnect.
+    pub const TOKEN_EXPIRED: CloseCode = CloseCode(4005);
     /// The client sent a message that cannot be trusted (not the
     /// connection's encoding, not an object, no usable id, wrong frame
     /// type); a client bug, so do not reconnect.
     pub const BAD_COMMAND: CloseCode = CloseCode(4500);
     /// Disconnected through the server API for good; do not reconnect.
     pub const FORCE_DISCONNECT: CloseCode = CloseCode(4501);
+    /// No `connect` within the connect timeout where one is required.
+    pub const CONNECT_TIMEOUT: CloseCode = CloseCode(4502);
+    /// Bad credentials (a token that does not verify, another user's token
+    /// on refresh): do not reconnect until the application has new
+    /// credentials.
+    pub const UNAUTHORIZED: CloseCode = CloseCode(4503);
+    /// The connection kept sending faster than its rate limit.
+    pub const TOO_MANY_REQUESTS: CloseCode = CloseCode(4504);
 
     /// Every wavecast close code, in numeric order (for docs and tests).
-    pub const ALL: [CloseCode; 7] = [
+    pub const ALL: [CloseCode; 11] = [
         SHUTDOWN,
         HEARTBEAT_TIMEOUT,
         SLOW_CONSUMER,
         INSUFFICIENT_STATE,
         DISCONNECTED,
+        TOKEN_EXPIRED,
         BAD_COMMAND,
         FORCE_DISCONNECT,
+        CONNECT_TIMEOUT,
+        UNAUTHORIZED,
+        TOO_MANY_REQUESTS,
     ];
 
     /// Whether a client whose connection closed with `code` should
@@ -68,8 +83,12 @@ pub mod close {
             SLOW_CONSUMER => "slow consumer",
             INSUFFICIENT_STATE => "insufficient state",
             DISCONNECTED => "disconnected",
+            TOKEN_EXPIRED => "token expired",
             BAD_COMMAND => "bad command",
             FORCE_DISCONNECT => "disconnected, do not reconnect",
+            CONNECT_TIMEOUT => "connect timeout",
+            UNAUTHORIZED => "unauthorized",
+            TOO_MANY_REQUESTS => "too many requests",
             _ => "",
         }
     }
@@ -83,10 +102,15 @@ pub mod unsubscribe_code {
     /// Unsubscribed by the server (e.g. through the server API); do not
     /// resubscribe.
     pub const SERVER: u16 = 2000;
+    /// The connection may no longer use the channel; do not resubscribe.
+    pub const PERMISSION_REVOKED: u16 = 2001;
     /// The server could not deliver every publication to this subscription
     /// (a gap it cannot fill); resubscribe with recover from the last offset
     /// received.
     pub const INSUFFICIENT_STATE: u16 = 2500;
+    /// The subscription token expired and was not refreshed: get a new one
+    /// and resubscribe with recover.
+    pub const TOKEN_EXPIRED: u16 = 2501;
 
     /// Whether the client should resubscribe (with recover) after an
     /// unsubscribe push with `code`.

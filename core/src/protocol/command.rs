@@ -49,6 +49,8 @@ pub enum Command {
         channel: String,
         /// The last position the client saw, when resubscribing.
         recover: Option<StreamPosition>,
+        /// A subscription token, for channels that require one.
+        token: Option<String>,
     },
     /// Unsubscribe from a channel.
     Unsubscribe {
@@ -78,6 +80,19 @@ pub enum Command {
         /// absent; 0 returns only the current position).
         limit: Option<u32>,
     },
+    /// Authenticate: the first command of a connection where
+    /// authentication is on. Without a token, an anonymous connect (where
+    /// anonymous connections are allowed).
+    Connect {
+        /// The connection token (a JWT).
+        token: Option<String>,
+    },
+    /// Replace the connection's token with a fresh one (same user) before
+    /// it expires.
+    Refresh {
+        /// The new connection token.
+        token: String,
+    },
 }
 
 impl Command {
@@ -90,17 +105,21 @@ impl Command {
             Command::Publish { .. } => "publish",
             Command::Presence { .. } => "presence",
             Command::History { .. } => "history",
+            Command::Connect { .. } => "connect",
+            Command::Refresh { .. } => "refresh",
         }
     }
 
-    /// The channel the command is about.
-    pub fn channel(&self) -> &str {
+    /// The channel the command is about (`None` for the connection's own
+    /// commands, `connect` and `refresh`).
+    pub fn channel(&self) -> Option<&str> {
         match self {
             Command::Subscribe { channel, .. }
             | Command::Unsubscribe { channel }
             | Command::Publish { channel, .. }
             | Command::Presence { channel }
-            | Command::History { channel, .. } => channel,
+            | Command::History { channel, .. } => Some(channel),
+            Command::Connect { .. } | Command::Refresh { .. } => None,
         }
     }
 }
@@ -123,6 +142,10 @@ struct Envelope<'a> {
     presence: Option<&'a RawValue>,
     #[serde(borrow, default)]
     history: Option<&'a RawValue>,
+    #[serde(borrow, default)]
+    connect: Option<&'a RawValue>,
+    #[serde(borrow, default)]
+    refresh: Option<&'a RawValue>,
 }
 
 #[derive(Deserialize)]
@@ -135,6 +158,22 @@ struct SubscribeBody<'a> {
     channel: String,
     #[serde(borrow, default)]
     recover: Option<&'a RawValue>,
+    #[serde(borrow, default, deserialize_with = "present")]
+    token: Option<&'a RawValue>,
+}
+
+/// `connect` and `refresh`: the token is kept raw so that a token of the
+/// wrong type (`null` included) is told apart from no token.
+#[derive(Deserialize)]
+struct TokenBody<'a> {
+    #[serde(borrow, default, deserialize_with = "present")]
+    token: Option<&'a RawValue>,
+}
+
+/// A field that is present, whatever its value: `null` is kept as a value
+/// (`Some`), so that `"token": null` is a wrong type, not a missing token.
+fn present<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<&'de RawValue>, D::Error> {
+    <&RawValue>::deserialize(d).map(Some)
 }
 
 #[derive(Deserialize)]
@@ -199,6 +238,8 @@ fn decode_json_request(bytes: &[u8], label: Encoding) -> Result<Request, Protoco
         envelope.publish.is_some(),
         envelope.presence.is_some(),
         envelope.history.is_some(),
+        envelope.connect.is_some(),
+        envelope.refresh.is_some(),
     ]
     .into_iter()
     .filter(|&p| p)
@@ -213,9 +254,14 @@ fn decode_json_request(bytes: &[u8], label: Encoding) -> Result<Request, Protoco
             Some(raw) => Some(parse_body::<StreamPosition>(raw, "subscribe.recover").map_err(bad)?),
             None => None,
         };
+        let token = match body.token {
+            Some(raw) => Some(token_string(raw, "subscribe.token").map_err(bad)?),
+            None => None,
+        };
         Command::Subscribe {
             channel: body.channel,
             recover,
+            token,
         }
     } else if let Some(raw) = envelope.unsubscribe {
         let body: ChannelBody = parse_body(raw, "unsubscribe").map_err(bad)?;
@@ -246,6 +292,21 @@ fn decode_json_request(bytes: &[u8], label: Encoding) -> Result<Request, Protoco
             since,
             limit: body.limit,
         }
+    } else if let Some(raw) = envelope.connect {
+        let body: TokenBody<'_> = parse_body(raw, "connect").map_err(bad)?;
+        let token = match body.token {
+            Some(raw) => Some(token_string(raw, "connect.token").map_err(bad)?),
+            None => None,
+        };
+        Command::Connect { token }
+    } else if let Some(raw) = envelope.refresh {
+        let body: TokenBody<'_> = parse_body(raw, "refresh").map_err(bad)?;
+        let raw = body
+            .token
+            .ok_or_else(|| bad("refresh: missing field `token`".into()))?;
+        Command::Refresh {
+            token: token_string(raw, "refresh.token").map_err(bad)?,
+        }
     } else {
         return Err(ProtocolError::command(
             id,
@@ -254,9 +315,16 @@ fn decode_json_request(bytes: &[u8], label: Encoding) -> Result<Request, Protoco
         ));
     };
 
-    validate_channel(command.channel())
-        .map_err(|e| ProtocolError::command(id, e.error_code(), e.to_string()))?;
+    if let Some(channel) = command.channel() {
+        validate_channel(channel)
+            .map_err(|e| ProtocolError::command(id, e.error_code(), e.to_string()))?;
+    }
     Ok(Request { id, command })
+}
+
+/// A token field, which must be a string.
+fn token_string(raw: &RawValue, what: &str) -> Result<String, String> {
+    serde_json::from_str::<String>(raw.get()).map_err(|_| format!("{what}: expected a string"))
 }
 
 /// Decodes a command body, which must be an object (serde's derive would
@@ -382,10 +450,17 @@ fn msgpack_envelope_id(bytes: &[u8]) -> Result<Option<u64>, String> {
 /// (for MessagePack, with data equal as a JSON value).
 pub fn encode_request(encoding: Encoding, request: &Request) -> Bytes {
     let body = match &request.command {
-        Command::Subscribe { channel, recover } => {
+        Command::Subscribe {
+            channel,
+            recover,
+            token,
+        } => {
             let mut fields = vec![("channel", Tree::Str(channel))];
             if let Some(position) = recover {
                 fields.push(("recover", position_tree(position)));
+            }
+            if let Some(token) = token {
+                fields.push(("token", Tree::Str(token)));
             }
             Tree::Map(fields)
         }
@@ -410,6 +485,10 @@ pub fn encode_request(encoding: Encoding, request: &Request) -> Bytes {
             }
             Tree::Map(fields)
         }
+        Command::Connect { token } => {
+            Tree::Map(token.iter().map(|t| ("token", Tree::Str(t))).collect())
+        }
+        Command::Refresh { token } => Tree::Map(vec![("token", Tree::Str(token))]),
     };
     let mut out = Vec::with_capacity(64);
     Tree::Map(vec![

@@ -76,6 +76,21 @@ pub enum Reply {
         /// The publications asked for, in offset order.
         publications: Vec<Publication>,
     },
+    /// Connected (authenticated, or anonymous).
+    Connect {
+        /// The connection's client id.
+        client: String,
+        /// The user (`sub` of the token; empty when anonymous).
+        user: String,
+        /// Seconds until the token expires (`None`: it does not; the reply
+        /// says `"expires": false`).
+        ttl: Option<u64>,
+    },
+    /// The token was replaced.
+    Refresh {
+        /// Seconds until the new token expires (`None`: it does not).
+        ttl: Option<u64>,
+    },
     /// The command failed.
     Error(ErrorReply),
 }
@@ -165,6 +180,16 @@ pub fn encode_reply(encoding: Encoding, id: u64, reply: &Reply) -> Bytes {
                 ("publications", publications_tree(publications)),
             ]),
         ),
+        Reply::Connect { client, user, ttl } => {
+            let mut fields = vec![("client", Tree::Str(client)), ("user", Tree::Str(user))];
+            expiry_fields(&mut fields, *ttl);
+            ("connect", Tree::Map(fields))
+        }
+        Reply::Refresh { ttl } => {
+            let mut fields = Vec::new();
+            expiry_fields(&mut fields, *ttl);
+            ("refresh", Tree::Map(fields))
+        }
         Reply::Error(error) => (
             "error",
             Tree::Map(vec![
@@ -239,6 +264,14 @@ pub fn encode_pub(encoding: Encoding, channel: &str, publication: &Publication) 
             publication.data.write_msgpack(&mut out);
             Bytes::from(out)
         }
+    }
+}
+
+/// `"expires": true, "ttl": N`, or `"expires": false`.
+fn expiry_fields(fields: &mut Vec<(&'static str, Tree<'_>)>, ttl: Option<u64>) {
+    fields.push(("expires", Tree::Bool(ttl.is_some())));
+    if let Some(ttl) = ttl {
+        fields.push(("ttl", Tree::U64(ttl)));
     }
 }
 

@@ -91,6 +91,26 @@ struct Envelope<'a> {
     history: Option<&'a RawValue>,
     #[serde(borrow, default)]
     error: Option<&'a RawValue>,
+    #[serde(borrow, default)]
+    connect: Option<&'a RawValue>,
+    #[serde(borrow, default)]
+    refresh: Option<&'a RawValue>,
+}
+
+#[derive(Deserialize)]
+struct ConnectBody {
+    client: String,
+    #[serde(default)]
+    user: String,
+    #[serde(flatten)]
+    expiry: ExpiryBody,
+}
+
+#[derive(Deserialize)]
+struct ExpiryBody {
+    expires: bool,
+    #[serde(default)]
+    ttl: Option<u64>,
 }
 
 #[derive(Deserialize)]
@@ -192,6 +212,8 @@ fn decode_json(bytes: &[u8], label: Encoding) -> Result<ServerMessage, ServerMes
         envelope.presence,
         envelope.history,
         envelope.error,
+        envelope.connect,
+        envelope.refresh,
     ];
     if kinds.iter().flatten().count() != 1 {
         return Err(shape(format!("reply {id} has not exactly one result")));
@@ -238,6 +260,16 @@ fn decode_json(bytes: &[u8], label: Encoding) -> Result<ServerMessage, ServerMes
             offset: body.offset,
             publications: publications(body.publications)?,
         }
+    } else if let Some(raw) = envelope.connect {
+        let body: ConnectBody = body(raw, "connect")?;
+        Reply::Connect {
+            client: body.client,
+            user: body.user,
+            ttl: ttl(body.expiry)?,
+        }
+    } else if let Some(raw) = envelope.refresh {
+        let body: ExpiryBody = body(raw, "refresh")?;
+        Reply::Refresh { ttl: ttl(body)? }
     } else if let Some(raw) = envelope.error {
         let body: ErrorBody = body(raw, "error")?;
         let code = ErrorCode::from_code(body.code)
@@ -247,6 +279,15 @@ fn decode_json(bytes: &[u8], label: Encoding) -> Result<ServerMessage, ServerMes
         unreachable!("exactly one kind is present")
     };
     Ok(ServerMessage::Reply { id, reply })
+}
+
+/// `expires` and `ttl` agree: a ttl exactly when the token expires.
+fn ttl(body: ExpiryBody) -> Result<Option<u64>, ServerMessageError> {
+    match (body.expires, body.ttl) {
+        (true, Some(ttl)) => Ok(Some(ttl)),
+        (false, None) => Ok(None),
+        _ => Err(ServerMessageError::Shape("expires and ttl disagree".into())),
+    }
 }
 
 fn decode_push(raw: &RawValue) -> Result<Push, String> {
@@ -384,6 +425,19 @@ mod tests {
                 publications,
             },
             Reply::Error(ErrorReply::new(ErrorCode::NotSubscribed, "not subscribed")),
+            Reply::Connect {
+                client: "c-1".into(),
+                user: "42".into(),
+                ttl: Some(600),
+            },
+            Reply::Connect {
+                client: "c-2".into(),
+                user: String::new(),
+                ttl: None,
+            },
+            Reply::Refresh { ttl: Some(3600) },
+            Reply::Refresh { ttl: None },
+            Reply::Error(ErrorReply::new(ErrorCode::Unauthorized, "unauthorized")),
         ];
         both(|e| {
             for (i, reply) in replies.iter().enumerate() {
@@ -460,6 +514,8 @@ mod tests {
             r#"{"push":{"channel":"a","pub":{"offset":1}}}"#,
             r#"{"id":2,"subscribe":{"epoch":"e","offset":1,"publications":[{"offset":1,"data":1}]}}"#,
             r#"{"id":2,"subscribe":{"epoch":"e","offset":1,"recovered":true}}"#,
+            r#"{"id":3,"connect":{"client":"c","user":"u","expires":true}}"#,
+            r#"{"id":3,"refresh":{"expires":false,"ttl":5}}"#,
         ];
         for text in refused {
             assert!(

@@ -134,6 +134,7 @@ impl Shard {
                 namespaces: c.namespaces.clone(),
                 client_prefix: instance::client_prefix(&shared.instance, index),
                 max_requests_in_flight: c.max_requests_in_flight,
+                auth: c.auth(shared.clock.unix_origin_micros()),
             })),
             ios: RefCell::new(Vec::new()),
             poller,

@@ -1,0 +1,221 @@
+//! Authentication of pub/sub connections: the `connect` and `refresh`
+//! commands, the gate every other command passes first, and the two
+//! deadlines (no `connect` within the connect timeout: 4502; a token past
+//! `exp` plus the refresh grace: 4005).
+//!
+//! Tokens speak Unix time and the node's clock starts where its driver
+//! chose, so `AuthConfig::unix_origin_micros` converts between the two;
+//! nothing here reads a clock.
+
+use crate::auth::{TokenError, Verifier};
+use crate::protocol::{close, ErrorCode, Reply};
+use crate::time::Timestamp;
+
+use super::request::error;
+use super::slab::{Auth, Identity};
+use super::{ConnId, Encoding, Node};
+
+/// What the gate decided about a command.
+pub(super) enum Gate {
+    /// Go on with the command.
+    Pass,
+    /// The command was answered (or the connection closed) here.
+    Done,
+}
+
+impl Node {
+    /// The time `now` in seconds since the Unix epoch.
+    pub(super) fn unix_now(&self, now: Timestamp) -> u64 {
+        (self.config.auth.unix_origin_micros + now.as_micros()) / 1_000_000
+    }
+
+    /// The node time of a Unix time in seconds (`ZERO` if before the
+    /// node's origin).
+    fn node_time(&self, unix_secs: u64) -> Timestamp {
+        let micros = unix_secs.saturating_mul(1_000_000);
+        Timestamp::from_micros(micros.saturating_sub(self.config.auth.unix_origin_micros))
+    }
+
+    /// When a connection in this state is closed unless something happens
+    /// first.
+    pub(super) fn auth_deadline(&self, auth: &Auth) -> Option<Timestamp> {
+        match auth {
+            Auth::Pending(at) => Some(*at),
+            Auth::Anonymous => None,
+            Auth::User(identity) => identity
+                .expires
+                .map(|(at, _)| at + self.config.auth.refresh_grace),
+        }
+    }
+
+    /// Closes the connections whose authentication deadline passed.
+    pub(super) fn auth_timeout(&mut self, now: Timestamp) {
+        while let Some(&(at, id)) = self.auth_timers.first() {
+            if at > now {
+                break;
+            }
+            self.auth_timers.pop_first();
+            let code = match self.slab.get(id).map(|c| &c.auth) {
+                Some(Auth::Pending(_)) => close::CONNECT_TIMEOUT,
+                Some(Auth::User(_)) => close::TOKEN_EXPIRED,
+                Some(Auth::Anonymous) | None => continue,
+            };
+            self.close(now, id, code, close::reason(code));
+        }
+    }
+
+    /// Replaces a connection's authentication state, moving its deadline.
+    fn set_auth(&mut self, id: ConnId, auth: Auth) {
+        let Some(client) = self.slab.get(id) else {
+            return;
+        };
+        let old = self.auth_deadline(&client.auth);
+        let new = self.auth_deadline(&auth);
+        if let Some(at) = old {
+            self.auth_timers.remove(&(at, id));
+        }
+        if let Some(at) = new {
+            self.auth_timers.insert((at, id));
+        }
+        if let Some(client) = self.client_mut(id) {
+            client.auth = auth;
+        }
+    }
+
+    /// Every command but `connect` and `refresh` passes here first: a
+    /// connection still waiting for `connect` becomes anonymous where that
+    /// is allowed, and is otherwise told 112 (it stays open until the
+    /// connect timeout).
+    pub(super) fn gate(&mut self, now: Timestamp, id: ConnId, enc: Encoding, rid: u64) -> Gate {
+        let pending = matches!(self.slab.get(id).map(|c| &c.auth), Some(Auth::Pending(_)));
+        match pending {
+            true if self.config.auth.allow_anonymous => {
+                self.set_auth(id, Auth::Anonymous);
+                Gate::Pass
+            }
+            true => {
+                let reply = error(ErrorCode::Unauthorized, "send connect first");
+                self.reply(now, id, enc, rid, &reply);
+                Gate::Done
+            }
+            false => Gate::Pass,
+        }
+    }
+
+    /// `connect`: authenticates with a token, or anonymously without one
+    /// where that is allowed.
+    pub(super) fn connect(
+        &mut self,
+        now: Timestamp,
+        id: ConnId,
+        enc: Encoding,
+        rid: u64,
+        token: Option<String>,
+    ) {
+        if !matches!(self.slab.get(id).map(|c| &c.auth), Some(Auth::Pending(_))) {
+            let reply = error(ErrorCode::BadRequest, "already connected");
+            self.reply(now, id, enc, rid, &reply);
+            return;
+        }
+        let unix_now = self.unix_now(now);
+        let verified = match (&token, &self.config.auth.verifier) {
+            (None, _) if self.config.auth.allow_anonymous => Ok(None),
+            (None, _) => Err(TokenError::NoKey),
+            (Some(t), Some(v)) => v.connection(t, unix_now).map(Some),
+            (Some(_), None) => Err(TokenError::NoKey),
+        };
+        match verified {
+            Ok(claims) => {
+                let (auth, user, ttl) = match claims {
+                    None => (Auth::Anonymous, String::new(), None),
+                    Some(claims) => {
+                        let expires = claims.expires.map(|exp| (self.node_time(exp), exp));
+                        let ttl = claims.expires.map(|exp| exp.saturating_sub(unix_now));
+                        let user = claims.user.clone();
+                        let identity = Identity {
+                            user: claims.user,
+                            expires,
+                        };
+                        (Auth::User(Box::new(identity)), user, ttl)
+                    }
+                };
+                self.set_auth(id, auth);
+                let reply = Reply::Connect {
+                    client: self.client_id(id),
+                    user,
+                    ttl,
+                };
+                self.reply(now, id, enc, rid, &reply);
+            }
+            // The client may connect again with a fresh token before the
+            // connect timeout.
+            Err(TokenError::Expired) => {
+                let reply = error(ErrorCode::TokenExpired, "token expired");
+                self.reply(now, id, enc, rid, &reply);
+            }
+            Err(e) => self.refuse(now, id, enc, rid, &e),
+        }
+    }
+
+    /// `refresh`: a fresh token for the same user moves the expiry.
+    pub(super) fn refresh(
+        &mut self,
+        now: Timestamp,
+        id: ConnId,
+        enc: Encoding,
+        rid: u64,
+        token: &str,
+    ) {
+        let user = match self.slab.get(id).map(|c| &c.auth) {
+            Some(Auth::User(identity)) => identity.user.clone(),
+            Some(Auth::Pending(_)) => {
+                let reply = error(ErrorCode::Unauthorized, "send connect first");
+                self.reply(now, id, enc, rid, &reply);
+                return;
+            }
+            _ => {
+                let reply = error(
+                    ErrorCode::BadRequest,
+                    "an anonymous connection has no token to refresh",
+                );
+                self.reply(now, id, enc, rid, &reply);
+                return;
+            }
+        };
+        let unix_now = self.unix_now(now);
+        let verified = self.verifier().map(|v| v.connection(token, unix_now));
+        match verified {
+            Some(Ok(claims)) if claims.user == user => {
+                let expires = claims.expires.map(|exp| (self.node_time(exp), exp));
+                let ttl = claims.expires.map(|exp| exp.saturating_sub(unix_now));
+                self.set_auth(id, Auth::User(Box::new(Identity { user, expires })));
+                self.reply(now, id, enc, rid, &Reply::Refresh { ttl });
+            }
+            Some(Ok(_)) => {
+                let e = error(ErrorCode::Unauthorized, "the new token is for another user");
+                self.reply(now, id, enc, rid, &e);
+                let code = close::UNAUTHORIZED;
+                self.close(now, id, code, close::reason(code));
+            }
+            Some(Err(TokenError::Expired)) => {
+                let reply = error(ErrorCode::TokenExpired, "token expired");
+                self.reply(now, id, enc, rid, &reply);
+            }
+            Some(Err(e)) => self.refuse(now, id, enc, rid, &e),
+            None => self.refuse(now, id, enc, rid, &TokenError::NoKey),
+        }
+    }
+
+    /// Bad credentials: error 112, then close 4503 (reconnecting would only
+    /// repeat them).
+    fn refuse(&mut self, now: Timestamp, id: ConnId, enc: Encoding, rid: u64, e: &TokenError) {
+        let reply = error(e.code(), e.to_string());
+        self.reply(now, id, enc, rid, &reply);
+        let code = close::UNAUTHORIZED;
+        self.close(now, id, code, close::reason(code));
+    }
+
+    pub(super) fn verifier(&self) -> Option<&Verifier> {
+        self.config.auth.verifier.as_ref()
+    }
+}
