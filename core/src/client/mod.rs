@@ -6,11 +6,14 @@
 //! The driver owns the transport (a WebSocket, already through its
 //! handshake, see [`ClientHandshake`](crate::handshake::ClientHandshake))
 //! and feeds the client what happens to it:
-//! - [`Client::handle_open`] when a connection is up,
+//! - [`Client::handle_open`] when a connection is up (the client sends
+//!   `connect`, with [`ClientConfig::token`] if set, and restores its
+//!   subscriptions once the server accepts it),
 //!   [`Client::handle_message`] for each message it carries,
 //!   [`Client::handle_close`] when it ends (with the close code, if any),
 //!   [`Client::handle_timeout`] at [`Client::poll_timeout`];
 //! - the application's calls: [`Client::connect`], [`Client::disconnect`],
+//!   [`Client::set_token`] (a fresh token: `refresh` while connected),
 //!   [`Client::subscribe`], [`Client::unsubscribe`], [`Client::publish`],
 //!   [`Client::history`], [`Client::presence`];
 //!
@@ -71,6 +74,9 @@ pub struct ClientConfig {
     pub backoff: Backoff,
     /// How long a call (publish, history, presence) waits for its reply.
     pub timeout: Duration,
+    /// The connection token sent in `connect` (`None`: connect
+    /// anonymously).
+    pub token: Option<String>,
 }
 
 impl Default for ClientConfig {
@@ -79,6 +85,7 @@ impl Default for ClientConfig {
             encoding: Encoding::Json,
             backoff: Backoff::default(),
             timeout: Duration::from_secs(5),
+            token: None,
         }
     }
 }
@@ -90,8 +97,30 @@ pub enum Event {
     /// reconnect once its backoff passed); report it with
     /// [`Client::handle_open`] or [`Client::handle_close`].
     Connecting,
-    /// The connection is up; subscriptions are being restored.
-    Connected,
+    /// The server accepted `connect`; subscriptions are being restored.
+    Connected {
+        /// This connection's client id.
+        client: String,
+        /// The user the server knows it as (empty: anonymous).
+        user: String,
+        /// Seconds until the token expires (`None`: it does not); refresh
+        /// before ([`Client::set_token`]).
+        ttl: Option<u64>,
+    },
+    /// The server refused the token (`connect` or `refresh`): 111 expired
+    /// (give a fresh one with [`Client::set_token`]), 112 bad (the server
+    /// closes the connection with 4503).
+    TokenRefused {
+        /// The error code.
+        code: u16,
+        /// Why, for humans.
+        message: String,
+    },
+    /// A `refresh` was accepted.
+    Refreshed {
+        /// Seconds until the new token expires.
+        ttl: Option<u64>,
+    },
     /// The connection ended.
     Disconnected {
         /// The close code (`None`: the transport ended without one).
@@ -207,6 +236,10 @@ pub enum ClientError {
 /// What a request in flight was.
 #[derive(Clone, Debug, PartialEq, Eq)]
 enum Asked {
+    /// The connection's `connect`.
+    Connect,
+    /// A `refresh`.
+    Refresh,
     /// A subscribe on this channel.
     Subscribe(String),
     /// An unsubscribe (its reply changes nothing).
@@ -226,6 +259,8 @@ pub struct Client {
     wanted: bool,
     /// Reconnect attempts since the last connection was up.
     attempt: u32,
+    /// A transport is open (connected, or `connect` on its way).
+    open: bool,
     /// When to reconnect, while waiting.
     reconnect_at: Option<Timestamp>,
     /// A xorshift state for backoff jitter, seeded by the caller.
@@ -248,6 +283,7 @@ impl Client {
             state: State::Disconnected,
             wanted: false,
             attempt: 0,
+            open: false,
             reconnect_at: None,
             random: seed | 1,
             next_id: 1,
@@ -308,20 +344,32 @@ impl Client {
         }
     }
 
-    /// The transport is up (its handshake succeeded): subscriptions are
-    /// sent again, with `recover` where a position is known.
+    /// The transport is up (its handshake succeeded): `connect` goes out
+    /// (with the token, if any); once the server accepts it, subscriptions
+    /// are sent again, with `recover` where a position is known.
     pub fn handle_open(&mut self, _now: Timestamp) {
-        if self.state != State::Connecting {
+        if self.state != State::Connecting || self.open {
             return;
         }
-        self.state = State::Connected;
-        self.attempt = 0;
+        self.open = true;
         self.reconnect_at = None;
-        self.events.push_back(Event::Connected);
-        let channels: Vec<String> = self.subs.keys().cloned().collect();
-        for channel in channels {
-            self.send_subscribe(&channel);
+        self.send_connect();
+    }
+
+    /// Replaces the connection token: sent as `refresh` while connected,
+    /// or as a new `connect` after the server refused an expired one.
+    pub fn set_token(&mut self, token: String) {
+        self.config.token = Some(token.clone());
+        if self.state == State::Connected {
+            self.send(Command::Refresh { token }, Asked::Refresh);
+        } else if self.open && !self.requests.values().any(|a| *a == Asked::Connect) {
+            self.send_connect();
         }
+    }
+
+    fn send_connect(&mut self) {
+        let token = self.config.token.clone();
+        self.send(Command::Connect { token }, Asked::Connect);
     }
 
     /// The transport ended (or could not be opened), with the server's
@@ -352,7 +400,7 @@ impl Client {
         _now: Timestamp,
         bytes: &[u8],
     ) -> Result<(), ServerMessageError> {
-        if self.state != State::Connected {
+        if !self.open {
             return Ok(());
         }
         match decode_server_message(self.config.encoding, bytes)? {
@@ -529,6 +577,7 @@ impl Client {
     /// restored, nothing queued is sent.
     fn lose_connection(&mut self, code: Option<CloseCode>, reason: String, reconnect: bool) {
         self.state = State::Disconnected;
+        self.open = false;
         self.transmit.clear();
         self.deadlines.clear();
         for (id, asked) in std::mem::take(&mut self.requests) {
@@ -556,11 +605,44 @@ impl Client {
                 .events
                 .push_back(Event::Anomaly(format!("a reply to no request: {id}"))),
             Some(Asked::Unsubscribe) => {}
+            Some(Asked::Connect) => self.on_connected(reply),
+            Some(Asked::Refresh) => match reply {
+                Reply::Refresh { ttl } => self.events.push_back(Event::Refreshed { ttl }),
+                Reply::Error(e) => self.events.push_back(Event::TokenRefused {
+                    code: e.code.code(),
+                    message: e.message,
+                }),
+                other => self
+                    .events
+                    .push_back(Event::Anomaly(format!("refresh answered with {other:?}"))),
+            },
             Some(Asked::Call(due)) => {
                 self.deadlines.remove(&(due, id));
                 self.events.push_back(Event::Reply { id, reply });
             }
             Some(Asked::Subscribe(channel)) => self.on_subscribed(id, channel, reply),
+        }
+    }
+
+    fn on_connected(&mut self, reply: Reply) {
+        match reply {
+            Reply::Connect { client, user, ttl } => {
+                self.state = State::Connected;
+                self.attempt = 0;
+                self.events
+                    .push_back(Event::Connected { client, user, ttl });
+                let channels: Vec<String> = self.subs.keys().cloned().collect();
+                for channel in channels {
+                    self.send_subscribe(&channel);
+                }
+            }
+            Reply::Error(e) => self.events.push_back(Event::TokenRefused {
+                code: e.code.code(),
+                message: e.message,
+            }),
+            other => self
+                .events
+                .push_back(Event::Anomaly(format!("connect answered with {other:?}"))),
         }
     }
 

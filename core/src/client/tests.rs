@@ -36,9 +36,39 @@ impl Harness {
         };
         h.client.connect(T0);
         assert_eq!(h.events(), vec![Event::Connecting]);
-        h.client.handle_open(T0);
-        assert_eq!(h.events(), vec![Event::Connected]);
+        h.open_and_accept(T0);
         h
+    }
+
+    /// The transport opens: `connect` goes out; the server accepts it.
+    fn open_and_accept(&mut self, now: Timestamp) {
+        self.client.handle_open(now);
+        let sent = self.sent();
+        assert_eq!(sent.len(), 1, "{sent:?}");
+        assert_eq!(
+            sent[0].command,
+            Command::Connect {
+                token: self.client.config.token.clone()
+            }
+        );
+        assert_eq!(self.client.state(), State::Connecting);
+        self.reply(
+            sent[0].id,
+            Reply::Connect {
+                client: "c1".into(),
+                user: String::new(),
+                ttl: None,
+            },
+        );
+        assert_eq!(
+            self.events(),
+            vec![Event::Connected {
+                client: "c1".into(),
+                user: String::new(),
+                ttl: None
+            }]
+        );
+        assert_eq!(self.client.state(), State::Connected);
     }
 
     fn sent(&mut self) -> Vec<Request> {
@@ -209,8 +239,7 @@ fn a_reconnect_resubscribes_with_recover_and_reports_a_lost_position_as_a_gap() 
     assert_eq!(h.events(), vec![]);
     h.client.handle_timeout(at);
     assert_eq!(h.events(), vec![Event::Connecting]);
-    h.client.handle_open(at);
-    assert_eq!(h.events(), vec![Event::Connected]);
+    h.open_and_accept(at);
     let sent = h.sent();
     assert_eq!(
         sent.iter().map(|r| r.command.clone()).collect::<Vec<_>>(),
@@ -324,7 +353,7 @@ fn backoff_grows_with_failed_attempts_and_resets_once_connected() {
             "{n}: {d:?}"
         );
     }
-    h.client.handle_open(now);
+    h.open_and_accept(now);
     h.client.handle_close(now, None, "");
     let d = h.client.poll_timeout().unwrap().saturating_since(now);
     assert!(
@@ -360,8 +389,8 @@ fn disconnect_fails_calls_in_flight_and_keeps_subscriptions_for_the_next_connect
         Err(ClientError::NotConnected)
     );
     h.client.connect(T0);
-    h.client.handle_open(T0);
     h.events();
+    h.open_and_accept(T0);
     h.expect_subscribe("a", Some(pos("e", 5)));
 }
 
@@ -517,4 +546,70 @@ fn a_message_that_does_not_decode_is_an_error_for_the_driver() {
     let mut h = Harness::connected();
     assert!(h.client.handle_message(T0, b"{\"id\":1}").is_err());
     assert!(h.client.handle_message(T0, b"not json").is_err());
+}
+
+#[test]
+fn a_token_is_sent_in_connect_and_a_refused_one_can_be_replaced() {
+    let mut h = Harness {
+        client: Client::new(
+            ClientConfig {
+                token: Some("old".into()),
+                ..ClientConfig::default()
+            },
+            1,
+        ),
+    };
+    h.client.subscribe("a", None).unwrap();
+    h.client.connect(T0);
+    h.client.handle_open(T0);
+    let sent = h.sent();
+    assert_eq!(
+        sent.iter().map(|r| r.command.clone()).collect::<Vec<_>>(),
+        vec![Command::Connect {
+            token: Some("old".into())
+        }],
+        "nothing but connect before it is accepted"
+    );
+    h.reply(
+        sent[0].id,
+        Reply::Error(ErrorReply::new(ErrorCode::TokenExpired, "token expired")),
+    );
+    h.events();
+    assert_eq!(h.client.state(), State::Connecting);
+    h.client.set_token("new".into());
+    let sent = h.sent();
+    assert_eq!(
+        sent[0].command,
+        Command::Connect {
+            token: Some("new".into())
+        }
+    );
+    h.reply(
+        sent[0].id,
+        Reply::Connect {
+            client: "c9".into(),
+            user: "42".into(),
+            ttl: Some(600),
+        },
+    );
+    assert_eq!(
+        h.events(),
+        vec![Event::Connected {
+            client: "c9".into(),
+            user: "42".into(),
+            ttl: Some(600)
+        }]
+    );
+    h.expect_subscribe("a", None);
+    // While connected, a new token is a refresh.
+    h.client.set_token("newer".into());
+    let sent = h.sent();
+    assert_eq!(
+        sent[0].command,
+        Command::Refresh {
+            token: "newer".into()
+        }
+    );
+    h.reply(sent[0].id, Reply::Refresh { ttl: Some(900) });
+    assert_eq!(h.events(), vec![Event::Refreshed { ttl: Some(900) }]);
 }
