@@ -57,7 +57,10 @@ targets=()
 pidlist=()
 
 port=$(free_port 10000)
-"$bin" serve --listen "127.0.0.1:$port" >"$OUT/wavecast.log" 2>&1 &
+# No per-connection rate limits: the publisher sends as fast as it is
+# acknowledged, as it does to every peer.
+"$bin" serve --listen "127.0.0.1:$port" --client-command-rate 0 --client-publish-rate 0 \
+  >"$OUT/wavecast.log" 2>&1 &
 pids+=($!)
 wait_listening "$port" $! wavecast
 targets+=("wavecast=ws://127.0.0.1:$port/ws")

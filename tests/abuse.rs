@@ -137,7 +137,9 @@ fn pub_offset(payload: &[u8], channel: &str) -> Option<u64> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_publish_flood_is_slowed_not_buffered_and_a_fast_reader_keeps_up() {
-    let server = TestServer::start(&[]);
+    // The flooders here test the bounds behind the rate limits (the
+    // backlog, the sequencer, the queues), so the limits are off.
+    let server = TestServer::start(&["--client-command-rate", "0", "--client-publish-rate", "0"]);
     let addr = server.addr();
     let mut other = server.client(Enc::Json).await;
     other.subscribe("other").await;
@@ -244,4 +246,51 @@ async fn a_publish_flood_is_slowed_not_buffered_and_a_fast_reader_keeps_up() {
         "RSS grew by {growth} bytes under the flood"
     );
     drop(slow);
+}
+
+/// With the default limits (20 publications a second per connection,
+/// bursts of 40): a connection that keeps publishing at 50 a second gets
+/// error 107 for what is over, and is closed with 4504 about five seconds
+/// after its first 107; a calm client on the same server is served
+/// throughout.
+#[test]
+fn a_connection_over_its_publish_rate_gets_107_and_then_4504() {
+    let server = TestServer::start(&[]);
+    let mut flooder = RawClient::connect(server.addr(), "/ws");
+    let started = Instant::now();
+    let mut sent = 0u64;
+    while started.elapsed() < Duration::from_secs(9) {
+        sent += 1;
+        let cmd = json!({"id": sent, "publish": {"channel": "flood", "data": sent}});
+        if flooder
+            .send_frame(true, OpCode::Text, cmd.to_string().as_bytes())
+            .is_err()
+        {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let (mut ok, mut limited, mut close) = (0, 0, None);
+    loop {
+        match flooder.recv(T) {
+            Recv::Frame(f) if f.opcode == OpCode::Text => {
+                let v: Value = serde_json::from_slice(&f.payload).unwrap();
+                match v["error"]["code"].as_u64() {
+                    Some(107) => limited += 1,
+                    None if v.get("publish").is_some() => ok += 1,
+                    other => panic!("unexpected reply {v} ({other:?})"),
+                }
+            }
+            Recv::Frame(f) if f.opcode == OpCode::Close => {
+                close = Some(u16::from_be_bytes([f.payload[0], f.payload[1]]));
+                break;
+            }
+            Recv::Frame(_) => {}
+            _ => break,
+        }
+    }
+    assert_eq!(close, Some(4504), "after {ok} published and {limited} limited");
+    assert!(limited > 0);
+    // A burst of 40, then 20 a second for the five-odd seconds it lasted.
+    assert!((40..=40 + 20 * 9).contains(&ok), "{ok} published");
 }

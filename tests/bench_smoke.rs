@@ -130,7 +130,7 @@ fn assert_complete_fanout(report: &Value, subscribers: u64, publications: u64) {
 
 #[test]
 fn fanout_over_websocket_loses_nothing_and_reports_every_figure() {
-    let server = Server::start(&["--api-key", "k"]);
+    let server = Server::start(&["--api-key", "k", "--client-publish-rate", "0"]);
     let path = json_path("fanout-ws");
     let out = bench(&[
         "fanout",
@@ -156,7 +156,7 @@ fn fanout_over_websocket_loses_nothing_and_reports_every_figure() {
 
 #[test]
 fn fanout_over_the_http_api_as_fast_as_acknowledged_loses_nothing() {
-    let server = Server::start(&["--api-key", "k"]);
+    let server = Server::start(&["--api-key", "k", "--client-publish-rate", "0"]);
     let path = json_path("fanout-api");
     let out = bench(&[
         "fanout",
@@ -182,7 +182,7 @@ fn fanout_over_the_http_api_as_fast_as_acknowledged_loses_nothing() {
 
 #[test]
 fn fanout_with_worker_processes_and_source_addresses_merges_their_results() {
-    let server = Server::start(&[]);
+    let server = Server::start(&["--client-publish-rate", "0"]);
     let path = json_path("fanout-workers");
     let out = bench(&[
         "fanout",
@@ -207,7 +207,7 @@ fn fanout_with_worker_processes_and_source_addresses_merges_their_results() {
 
 #[test]
 fn connect_with_the_server_pid_reports_memory_per_connection() {
-    let server = Server::start(&[]);
+    let server = Server::start(&["--client-publish-rate", "0"]);
     let path = json_path("connect");
     let pid = server.pid().to_string();
     let out = bench(&[

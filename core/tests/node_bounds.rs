@@ -111,3 +111,61 @@ fn a_held_client_that_closes_is_released_with_its_requests() {
     assert_eq!(node.connections(), 0);
     assert_eq!(node.requests_in_flight(), 0);
 }
+
+/// Rate limits (issue 11): a burst of twice the rate passes, the rest of a
+/// flood is answered 107 and sent nowhere, and a connection still over the
+/// limit five seconds after its first 107 is closed with 4504; another
+/// connection is not touched.
+#[test]
+fn a_publish_flood_gets_107_then_4504_and_nobody_else_is_touched() {
+    use wavecast_core::frame::FrameDecoder;
+    let mut node = Node::new(NodeConfig {
+        client_command_rate: 100,
+        client_publish_rate: 2,
+        max_requests_in_flight: 1000,
+        ..NodeConfig::default()
+    });
+    let at = |ms: u64| Timestamp::from_micros(ms * 1000);
+    let flooder = node.handle_connect(at(0), Endpoint::PubSub(Encoding::Json), b"");
+    let calm = node.handle_connect(at(0), Endpoint::PubSub(Encoding::Json), b"");
+    let mut out = Vec::new();
+    let decode = |node: &mut Node, id: ConnId| {
+        let bytes = node.queue(id).map(common::take_queued).unwrap_or_default();
+        let mut buf = bytes::BytesMut::from(&bytes[..]);
+        let mut dec = FrameDecoder::client(1 << 20);
+        let mut frames = Vec::new();
+        while let Some(f) = dec.decode(&mut buf).unwrap() {
+            frames.push(f);
+        }
+        frames
+    };
+    // Ten publishes at once: a burst of 4 (twice 2/s) goes to the backbone.
+    let burst: Vec<u8> = (1..=10).flat_map(publish).collect();
+    node.handle_read(at(0), flooder, &burst);
+    assert_eq!(sent(&mut node).len(), 4);
+    let replies = decode(&mut node, flooder);
+    assert_eq!(replies.len(), 6, "one 107 per refused publish");
+    for f in &replies {
+        let v: serde_json::Value = serde_json::from_slice(&f.payload).unwrap();
+        assert_eq!(v["error"]["code"], 107, "{v}");
+    }
+    // Still flooding: one publish a tenth of a second for five seconds.
+    for t in (100..5000).step_by(100) {
+        node.handle_read(at(t), flooder, &publish(t));
+        out.extend(sent(&mut node));
+    }
+    assert!(node.ids().any(|i| i == flooder), "not closed before the grace");
+    assert!(out.len() <= 11, "{} publishes passed", out.len());
+    // Five seconds after the first 107: one passes (the bucket refilled
+    // that much), the next is refused and the connection closed.
+    let two: Vec<u8> = [5050, 5051].into_iter().flat_map(publish).collect();
+    node.handle_read(at(5050), flooder, &two);
+    assert_eq!(sent(&mut node).len(), 1);
+    let frames = decode(&mut node, flooder);
+    let close = frames.last().expect("a close frame");
+    assert_eq!(close.opcode, OpCode::Close);
+    assert_eq!(u16::from_be_bytes([close.payload[0], close.payload[1]]), 4504);
+    // The calm connection publishes as it likes within its own limits.
+    node.handle_read(at(5000), calm, &publish(1));
+    assert_eq!(sent(&mut node).len(), 1);
+}

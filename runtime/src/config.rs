@@ -109,6 +109,15 @@ pub struct ServeArgs {
     /// Time past a token's `exp` before a connection that did not refresh is closed [default: 30s].
     #[arg(long, env = "WAVECAST_REFRESH_GRACE", value_parser = parse_duration)]
     pub refresh_grace: Option<Duration>,
+    /// Commands per second one connection may send (bursts of twice that); over it error 107, and close 4504 if it persists 5s; 0: no limit [default: 100].
+    #[arg(long, env = "WAVECAST_CLIENT_COMMAND_RATE")]
+    pub client_command_rate: Option<u32>,
+    /// Publications per second one connection may send (same rules; 0: no limit) [default: 20].
+    #[arg(long, env = "WAVECAST_CLIENT_PUBLISH_RATE")]
+    pub client_publish_rate: Option<u32>,
+    /// Most channels one connection may subscribe to; beyond it error 107 [default: 512].
+    #[arg(long, env = "WAVECAST_MAX_SUBSCRIPTIONS")]
+    pub max_subscriptions: Option<usize>,
     /// Serve anonymous clients on a non-loopback address without any authentication (flag only).
     #[arg(long)]
     pub insecure: bool,
@@ -153,6 +162,9 @@ pub struct FileConfig {
     connect_timeout: Option<Duration>,
     #[serde(default, with = "opt_duration")]
     refresh_grace: Option<Duration>,
+    client_command_rate: Option<u32>,
+    client_publish_rate: Option<u32>,
+    max_subscriptions: Option<usize>,
     /// Options of channels without a namespace.
     channels: Option<NamespaceFile>,
     /// Options of channels `NAME:...`, by NAME.
@@ -306,6 +318,12 @@ pub struct Config {
     pub refresh_grace: Duration,
     /// `--insecure`: serve anonymous clients on a network address.
     pub insecure: bool,
+    /// Commands per second per connection (0: no limit).
+    pub client_command_rate: u32,
+    /// Publications per second per connection (0: no limit).
+    pub client_publish_rate: u32,
+    /// Most subscriptions per connection.
+    pub max_subscriptions: usize,
 }
 
 impl Default for Config {
@@ -340,6 +358,9 @@ impl Default for Config {
             connect_timeout: DEFAULT_CONNECT_TIMEOUT,
             refresh_grace: DEFAULT_REFRESH_GRACE,
             insecure: false,
+            client_command_rate: 100,
+            client_publish_rate: 20,
+            max_subscriptions: wavecast_core::node::MAX_SUBSCRIPTIONS,
         }
     }
 }
@@ -536,6 +557,18 @@ impl Config {
                 .or(file.refresh_grace)
                 .unwrap_or(d.refresh_grace),
             insecure: args.insecure,
+            client_command_rate: args
+                .client_command_rate
+                .or(file.client_command_rate)
+                .unwrap_or(d.client_command_rate),
+            client_publish_rate: args
+                .client_publish_rate
+                .or(file.client_publish_rate)
+                .unwrap_or(d.client_publish_rate),
+            max_subscriptions: args
+                .max_subscriptions
+                .or(file.max_subscriptions)
+                .unwrap_or(d.max_subscriptions),
         };
         config.validate()?;
         Ok(config)
@@ -597,6 +630,21 @@ impl Config {
                     self.listen
                 ),
             });
+        }
+        // Bucket levels are u32 thousandths of a command, twice the rate.
+        for (name, rate) in [
+            ("client_command_rate", self.client_command_rate),
+            ("client_publish_rate", self.client_publish_rate),
+        ] {
+            if rate > 1_000_000 {
+                return Err(ConfigError::Invalid {
+                    name,
+                    reason: "must be at most 1000000 (0: no limit)".into(),
+                });
+            }
+        }
+        if self.max_subscriptions == 0 || self.max_subscriptions > 65_536 {
+            return invalid("max_subscriptions", "must be between 1 and 65536");
         }
         if self.connect_timeout.is_zero() {
             return invalid("connect_timeout", "must be more than zero");

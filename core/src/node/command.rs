@@ -23,7 +23,8 @@ use super::channel::Sync;
 use super::request::{error, InFlight};
 #[cfg(feature = "mutations")]
 use super::Mutation;
-use super::{ConnId, Node, MAX_SUBSCRIPTIONS};
+use super::rate::Verdict;
+use super::{ConnId, Node};
 
 impl Node {
     /// A command frame from a pub/sub client: decoded (a frame that cannot
@@ -48,6 +49,9 @@ impl Node {
             }
         };
         let rid = request.id;
+        if !self.within_rate(now, id, enc, rid, &request.command) {
+            return;
+        }
         let command = match request.command {
             Command::Connect { token } => return self.connect(now, id, enc, rid, token),
             Command::Refresh { token } => return self.refresh(now, id, enc, rid, &token),
@@ -120,6 +124,45 @@ impl Node {
             }
             Command::Connect { .. } | Command::Refresh { .. } => {}
         }
+    }
+
+    /// Takes the command from the connection's rate limits; over them the
+    /// command is answered 107 (and the connection closed 4504 once it has
+    /// been over for the grace). False if the command must not go on.
+    fn within_rate(
+        &mut self,
+        now: Timestamp,
+        id: ConnId,
+        enc: Encoding,
+        rid: u64,
+        command: &Command,
+    ) -> bool {
+        let (commands, publishes) = (
+            self.config.client_command_rate,
+            self.config.client_publish_rate,
+        );
+        if commands == 0 && publishes == 0 {
+            return true;
+        }
+        let publish = matches!(command, Command::Publish { .. });
+        let Some(client) = self.client_mut(id) else {
+            return false;
+        };
+        let verdict = client.rate.take(now, commands, publishes, publish);
+        if verdict == Verdict::Pass {
+            return true;
+        }
+        let what = if publish { "publications" } else { "commands" };
+        let reply = error(
+            ErrorCode::LimitExceeded,
+            format!("too many {what} on this connection; slow down"),
+        );
+        self.reply(now, id, enc, rid, &reply);
+        if verdict == Verdict::Close {
+            let code = close::TOO_MANY_REQUESTS;
+            self.close(now, id, code, close::reason(code));
+        }
+        false
     }
 
     /// Verifies a subscription token for `channel` of this connection's
@@ -234,7 +277,8 @@ impl Node {
         recover: Option<StreamPosition>,
         options: NamespaceOptions,
     ) {
-        let Some(client) = self.client_mut(id) else {
+        let max_subscriptions = self.config.max_subscriptions;
+        let Some(client) = self.slab.get_mut(id) else {
             return;
         };
         if client.subs.contains(&channel) {
@@ -245,7 +289,7 @@ impl Node {
             self.reply(now, id, enc, rid, &reply);
             return;
         }
-        if client.subs.len() >= MAX_SUBSCRIPTIONS {
+        if client.subs.len() >= max_subscriptions {
             let reply = error(
                 ErrorCode::LimitExceeded,
                 "too many subscriptions on this connection",

@@ -61,6 +61,7 @@
 mod auth;
 mod channel;
 mod command;
+mod rate;
 mod request;
 mod slab;
 
@@ -85,8 +86,9 @@ use slab::{Auth, Client, IdQueue, Slab};
 
 pub use slab::ConnId;
 
-/// Most channels one connection may subscribe to.
+/// Default of [`NodeConfig::max_subscriptions`].
 pub const MAX_SUBSCRIPTIONS: usize = 512;
+pub use rate::OVER_LIMIT_GRACE;
 /// Most publications kept for replay to pending subscribers of a channel;
 /// past it a pending subscribe fails with "not available, retry".
 pub const MAX_REPLAY: usize = 4096;
@@ -123,6 +125,16 @@ pub struct NodeConfig {
     /// How pub/sub connections authenticate (default: open, every
     /// connection anonymous, as on a loopback development server).
     pub auth: AuthConfig,
+    /// Commands per second one connection may send, with bursts of twice
+    /// that; over it a command gets error 107, and a connection still over
+    /// it [`OVER_LIMIT_GRACE`] after its first 107 is closed with 4504.
+    /// 0: no limit (the default here; the server's default is 100).
+    pub client_command_rate: u32,
+    /// Publications per second one connection may send (the same rules;
+    /// 0: no limit; the server's default is 20).
+    pub client_publish_rate: u32,
+    /// Most channels one connection may subscribe to (error 107 beyond).
+    pub max_subscriptions: usize,
 }
 
 /// Default of [`NodeConfig::max_requests_in_flight`]: enough for a client
@@ -137,6 +149,9 @@ impl Default for NodeConfig {
             client_prefix: String::new(),
             max_requests_in_flight: MAX_REQUESTS_IN_FLIGHT,
             auth: AuthConfig::default(),
+            client_command_rate: 0,
+            client_publish_rate: 0,
+            max_subscriptions: MAX_SUBSCRIPTIONS,
         }
     }
 }
@@ -264,6 +279,11 @@ impl Node {
             in_flight: 0,
             subs: Vec::new(),
             auth,
+            rate: rate::Rate::new(
+                now,
+                self.config.client_command_rate,
+                self.config.client_publish_rate,
+            ),
         };
         let id = self.slab.insert(client);
         if let Some(Auth::Pending(at)) = self.slab.get(id).map(|c| &c.auth) {

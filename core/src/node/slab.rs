@@ -58,6 +58,8 @@ pub(super) struct Client {
     pub(super) subs: Vec<String>,
     /// Who the connection is (see `auth.rs`).
     pub(super) auth: Auth,
+    /// Its rate limits (see `rate.rs`).
+    pub(super) rate: super::rate::Rate,
 }
 
 /// Where a connection stands with authentication.
