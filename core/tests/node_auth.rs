@@ -485,3 +485,68 @@ fn nothing_of_an_authenticated_connection_outlives_it() {
     assert_eq!(h.core.node.requests_in_flight(), 0);
     assert_eq!(h.core.node.subscribers("news"), 0);
 }
+
+#[test]
+fn a_subscription_token_ends_its_subscription_at_exp_plus_grace_unless_refreshed() {
+    let mut h = Harness::new(false);
+    let c = h.open(at(0));
+    h.connect(at(0), c, &user_token("42", 3600));
+    let sub = |channel: &str, ttl: u64| {
+        token(json!({"sub": "42", "channel": channel, "exp": ORIGIN + ttl}))
+    };
+    for (i, ch) in ["vip:a", "vip:b"].into_iter().enumerate() {
+        let r = h.ask(
+            at(0),
+            c,
+            json!({"id": 10 + i, "subscribe": {"channel": ch, "token": sub(ch, 60)}}),
+        );
+        assert!(r["subscribe"].is_object(), "{r}");
+    }
+    // vip:b is refreshed; a token for another channel is refused (112) and
+    // changes nothing; not subscribed is 106.
+    let r = h.ask(
+        at(50),
+        c,
+        json!({"id": 20, "sub_refresh": {"channel": "vip:b", "token": sub("vip:b", 600)}}),
+    );
+    assert_eq!(
+        r["sub_refresh"],
+        json!({"expires": true, "ttl": 550}),
+        "{r}"
+    );
+    assert_eq!(
+        h.error_code(
+            at(50),
+            c,
+            json!({"id": 21, "sub_refresh": {"channel": "vip:a", "token": sub("vip:b", 600)}})
+        ),
+        112
+    );
+    assert_eq!(
+        h.error_code(
+            at(50),
+            c,
+            json!({"id": 22, "sub_refresh": {"channel": "vip:c", "token": sub("vip:c", 600)}})
+        ),
+        106
+    );
+    h.tick(at(90) - Duration::from_micros(1));
+    assert!(h.seen(c).messages.is_empty());
+    h.tick(at(90));
+    let seen = h.seen(c);
+    assert_eq!(
+        seen.messages,
+        vec![json!({"push": {"channel": "vip:a", "unsubscribe":
+            {"code": 2501, "reason": "subscription token expired"}}})]
+    );
+    assert_eq!(h.core.node.subscriptions(c), vec!["vip:b".to_string()]);
+    assert!(h.is_open(c), "only the subscription ends");
+    // Unsubscribing clears its deadline.
+    h.ask(
+        at(91),
+        c,
+        json!({"id": 30, "unsubscribe": {"channel": "vip:b"}}),
+    );
+    h.tick(at(700));
+    assert!(h.seen(c).messages.is_empty());
+}

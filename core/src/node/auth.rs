@@ -1,14 +1,16 @@
-//! Authentication of pub/sub connections: the `connect` and `refresh`
-//! commands, the gate every other command passes first, and the two
-//! deadlines (no `connect` within the connect timeout: 4502; a token past
-//! `exp` plus the refresh grace: 4005).
+//! Authentication of pub/sub connections: the `connect`, `refresh` and
+//! `sub_refresh` commands, the gate every other command passes first, and
+//! the deadlines (no `connect` within the connect timeout: 4502; a token
+//! past `exp` plus the refresh grace: 4005; a subscription token past its
+//! `exp` plus the grace: the subscription ends with an `unsubscribe` push
+//! 2501).
 //!
 //! Tokens speak Unix time and the node's clock starts where its driver
 //! chose, so `AuthConfig::unix_origin_micros` converts between the two;
 //! nothing here reads a clock.
 
 use crate::auth::{TokenError, Verifier};
-use crate::protocol::{close, ErrorCode, Reply};
+use crate::protocol::{close, unsubscribe_code, ErrorCode, Push, Reply};
 use crate::time::Timestamp;
 
 use super::request::error;
@@ -48,8 +50,10 @@ impl Node {
         }
     }
 
-    /// Closes the connections whose authentication deadline passed.
+    /// Closes the connections whose authentication deadline passed, and
+    /// ends the subscriptions whose token did.
     pub(super) fn auth_timeout(&mut self, now: Timestamp) {
+        self.sub_timeout(now);
         while let Some(&(at, id)) = self.auth_timers.first() {
             if at > now {
                 break;
@@ -217,5 +221,65 @@ impl Node {
 
     pub(super) fn verifier(&self) -> Option<&Verifier> {
         self.config.auth.verifier.as_ref()
+    }
+
+    /// Sets (or, with `None`, clears) when a token-admitted subscription
+    /// ends: `exp` (Unix seconds) plus the refresh grace.
+    pub(super) fn set_sub_expiry(&mut self, id: ConnId, channel: &str, exp: Option<u64>) {
+        let key = (id, channel.to_owned());
+        if let Some(at) = self.sub_expiry.remove(&key) {
+            self.sub_timers.remove(&(at, id, key.1.clone()));
+        }
+        if let Some(exp) = exp {
+            let at = self.node_time(exp) + self.config.auth.refresh_grace;
+            self.sub_timers.insert((at, id, key.1.clone()));
+            self.sub_expiry.insert(key, at);
+        }
+    }
+
+    /// Ends the subscriptions whose token expired without a refresh.
+    pub(super) fn sub_timeout(&mut self, now: Timestamp) {
+        while let Some((at, id, channel)) = self.sub_timers.first().cloned() {
+            if at > now {
+                break;
+            }
+            self.drop_subscription(now, id, &channel);
+            let push = Push::Unsubscribe {
+                channel,
+                code: unsubscribe_code::TOKEN_EXPIRED,
+                reason: "subscription token expired".into(),
+            };
+            self.push(now, id, &push);
+        }
+    }
+
+    /// `sub_refresh`: a fresh subscription token for a channel this
+    /// connection subscribes to moves its expiry.
+    pub(super) fn sub_refresh(
+        &mut self,
+        now: Timestamp,
+        id: ConnId,
+        enc: Encoding,
+        rid: u64,
+        channel: &str,
+        token: &str,
+    ) {
+        if !self.subscriptions(id).iter().any(|c| c == channel) {
+            let reply = error(ErrorCode::NotSubscribed, "not subscribed to this channel");
+            self.reply(now, id, enc, rid, &reply);
+            return;
+        }
+        let unix_now = self.unix_now(now);
+        match self.check_sub_token(now, id, channel, token) {
+            Ok(exp) => {
+                self.set_sub_expiry(id, channel, exp);
+                let ttl = exp.map(|e| e.saturating_sub(unix_now));
+                self.reply(now, id, enc, rid, &Reply::SubRefresh { ttl });
+            }
+            Err(e) => {
+                let reply = error(e.code(), e.to_string());
+                self.reply(now, id, enc, rid, &reply);
+            }
+        }
     }
 }

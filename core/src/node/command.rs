@@ -20,10 +20,10 @@ use super::auth::Gate;
 use super::channel::LocalChannel;
 #[cfg(feature = "mutations")]
 use super::channel::Sync;
+use super::rate::Verdict;
 use super::request::{error, InFlight};
 #[cfg(feature = "mutations")]
 use super::Mutation;
-use super::rate::Verdict;
 use super::{ConnId, Node};
 
 impl Node {
@@ -60,6 +60,9 @@ impl Node {
         if let Gate::Done = self.gate(now, id, enc, rid) {
             return;
         }
+        if let Command::SubRefresh { channel, token } = command {
+            return self.sub_refresh(now, id, enc, rid, &channel, &token);
+        }
         let action = match &command {
             Command::Subscribe { .. } => Action::Subscribe,
             Command::Unsubscribe { .. } => Action::Unsubscribe,
@@ -68,7 +71,9 @@ impl Node {
             Command::History { limit, .. } => Action::History {
                 limit: limit.map(|l| l as usize),
             },
-            Command::Connect { .. } | Command::Refresh { .. } => return,
+            Command::Connect { .. } | Command::Refresh { .. } | Command::SubRefresh { .. } => {
+                return
+            }
         };
         let Some(channel) = command.channel() else {
             return;
@@ -79,14 +84,14 @@ impl Node {
             Command::Subscribe {
                 token: Some(token), ..
             } => match self.check_sub_token(now, id, channel, token) {
-                Ok(()) => true,
+                Ok(expires) => Some(expires),
                 Err(e) => {
                     let reply = error(e.code(), e.to_string());
                     self.reply(now, id, enc, rid, &reply);
                     return;
                 }
             },
-            _ => false,
+            _ => None,
         };
         let Some(client) = self.slab.get(id) else {
             return;
@@ -94,7 +99,7 @@ impl Node {
         let caller = Caller {
             user: client.auth.user(),
             subscribed: client.subs.iter().any(|c| c == channel),
-            sub_token,
+            sub_token: sub_token.is_some(),
         };
         let admitted = match admit(
             &self.config.namespaces,
@@ -113,7 +118,17 @@ impl Node {
         match command {
             Command::Subscribe {
                 channel, recover, ..
-            } => self.subscribe(now, id, enc, rid, channel, recover, options),
+            } => {
+                let name = channel.clone();
+                self.subscribe(now, id, enc, rid, channel, recover, options);
+                // The token's expiry ends the subscription, unless
+                // refreshed (`sub_refresh`).
+                if let Some(Some(exp)) = sub_token {
+                    if self.subscriptions(id).contains(&name) {
+                        self.set_sub_expiry(id, &name, Some(exp));
+                    }
+                }
+            }
             Command::Unsubscribe { channel } => self.unsubscribe(now, id, enc, rid, &channel),
             Command::Publish { channel, data } => {
                 self.publish(now, id, rid, channel, data, options)
@@ -122,7 +137,7 @@ impl Node {
             Command::History { channel, since, .. } => {
                 self.history(id, rid, channel, since, admitted.limit)
             }
-            Command::Connect { .. } | Command::Refresh { .. } => {}
+            Command::Connect { .. } | Command::Refresh { .. } | Command::SubRefresh { .. } => {}
         }
     }
 
@@ -167,13 +182,13 @@ impl Node {
 
     /// Verifies a subscription token for `channel` of this connection's
     /// user (empty for an anonymous connection).
-    fn check_sub_token(
+    pub(super) fn check_sub_token(
         &self,
         now: Timestamp,
         id: ConnId,
         channel: &str,
         token: &str,
-    ) -> Result<(), TokenError> {
+    ) -> Result<Option<u64>, TokenError> {
         let verifier = self.verifier().ok_or(TokenError::NoKey)?;
         let user = self
             .slab
@@ -182,7 +197,7 @@ impl Node {
             .unwrap_or_default();
         verifier
             .subscription(token, self.unix_now(now), user, channel)
-            .map(|_| ())
+            .map(|claims| claims.expires)
     }
 
     /// `unsubscribe`: ends a subscription (or a subscribe in flight).
@@ -335,6 +350,7 @@ impl Node {
     /// `channel`; drops the channel, and its backbone subscription, with
     /// the last local subscriber.
     pub(super) fn drop_subscription(&mut self, _now: Timestamp, id: ConnId, channel: &str) {
+        self.set_sub_expiry(id, channel, None);
         let user = match self.client_mut(id) {
             Some(client) => {
                 client.subs.retain(|c| c != channel);

@@ -186,6 +186,11 @@ pub struct Node {
     /// Authentication deadlines (connect timeout, token expiry plus grace),
     /// apart from `timers` so that the delivery path never looks at them.
     auth_timers: BTreeSet<(Timestamp, ConnId)>,
+    /// Subscriptions made with an expiring subscription token: when each
+    /// ends unless refreshed (`exp` plus the refresh grace), and the same
+    /// ordered by time.
+    sub_expiry: BTreeMap<(ConnId, String), Timestamp>,
+    sub_timers: BTreeSet<(Timestamp, ConnId, String)>,
     transmit: IdQueue,
     finished: VecDeque<ConnId>,
     channels: BTreeMap<String, LocalChannel>,
@@ -221,6 +226,8 @@ impl Node {
             slab: Slab::default(),
             timers: BTreeSet::new(),
             auth_timers: BTreeSet::new(),
+            sub_expiry: BTreeMap::new(),
+            sub_timers: BTreeSet::new(),
             transmit: IdQueue::default(),
             finished: VecDeque::new(),
             channels: BTreeMap::new(),
@@ -388,10 +395,8 @@ impl Node {
     pub fn poll_timeout(&self) -> Option<Timestamp> {
         let conn = self.timers.first().map(|&(at, _)| at);
         let auth = self.auth_timers.first().map(|&(at, _)| at);
-        match (conn, auth) {
-            (Some(a), Some(b)) => Some(a.min(b)),
-            (a, b) => a.or(b),
-        }
+        let sub = self.sub_timers.first().map(|(at, _, _)| *at);
+        [conn, auth, sub].into_iter().flatten().min()
     }
 
     /// The next command for the backbone.
@@ -467,7 +472,7 @@ impl Node {
     /// for a connection waiting to authenticate or holding a token that
     /// expires).
     pub fn timers(&self) -> usize {
-        self.timers.len() + self.auth_timers.len()
+        self.timers.len() + self.auth_timers.len() + self.sub_timers.len()
     }
 
     /// Requests to the backbone awaiting a reply.

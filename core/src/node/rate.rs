@@ -162,7 +162,9 @@ mod tests {
             .unwrap()
             .0;
         assert_eq!(first_limited, 200);
-        assert!(verdicts.iter().any(|(t, v)| *t > 1000 && *v == Verdict::Pass));
+        assert!(verdicts
+            .iter()
+            .any(|(t, v)| *t > 1000 && *v == Verdict::Pass));
         assert!(verdicts.iter().all(|(_, v)| *v != Verdict::Close));
         assert_eq!(r.take(ms(5_200), 1, 0, false), Verdict::Close);
     }

@@ -93,6 +93,13 @@ pub enum Command {
         /// The new connection token.
         token: String,
     },
+    /// Replace a subscription's token with a fresh one before it expires.
+    SubRefresh {
+        /// The channel.
+        channel: String,
+        /// The new subscription token.
+        token: String,
+    },
 }
 
 impl Command {
@@ -107,6 +114,7 @@ impl Command {
             Command::History { .. } => "history",
             Command::Connect { .. } => "connect",
             Command::Refresh { .. } => "refresh",
+            Command::SubRefresh { .. } => "sub_refresh",
         }
     }
 
@@ -118,7 +126,8 @@ impl Command {
             | Command::Unsubscribe { channel }
             | Command::Publish { channel, .. }
             | Command::Presence { channel }
-            | Command::History { channel, .. } => Some(channel),
+            | Command::History { channel, .. }
+            | Command::SubRefresh { channel, .. } => Some(channel),
             Command::Connect { .. } | Command::Refresh { .. } => None,
         }
     }
@@ -146,6 +155,8 @@ struct Envelope<'a> {
     connect: Option<&'a RawValue>,
     #[serde(borrow, default)]
     refresh: Option<&'a RawValue>,
+    #[serde(borrow, default)]
+    sub_refresh: Option<&'a RawValue>,
 }
 
 #[derive(Deserialize)]
@@ -166,6 +177,13 @@ struct SubscribeBody<'a> {
 /// wrong type (`null` included) is told apart from no token.
 #[derive(Deserialize)]
 struct TokenBody<'a> {
+    #[serde(borrow, default, deserialize_with = "present")]
+    token: Option<&'a RawValue>,
+}
+
+#[derive(Deserialize)]
+struct SubRefreshBody<'a> {
+    channel: String,
     #[serde(borrow, default, deserialize_with = "present")]
     token: Option<&'a RawValue>,
 }
@@ -240,6 +258,7 @@ fn decode_json_request(bytes: &[u8], label: Encoding) -> Result<Request, Protoco
         envelope.history.is_some(),
         envelope.connect.is_some(),
         envelope.refresh.is_some(),
+        envelope.sub_refresh.is_some(),
     ]
     .into_iter()
     .filter(|&p| p)
@@ -306,6 +325,15 @@ fn decode_json_request(bytes: &[u8], label: Encoding) -> Result<Request, Protoco
             .ok_or_else(|| bad("refresh: missing field `token`".into()))?;
         Command::Refresh {
             token: token_string(raw, "refresh.token").map_err(bad)?,
+        }
+    } else if let Some(raw) = envelope.sub_refresh {
+        let body: SubRefreshBody<'_> = parse_body(raw, "sub_refresh").map_err(bad)?;
+        let raw = body
+            .token
+            .ok_or_else(|| bad("sub_refresh: missing field `token`".into()))?;
+        Command::SubRefresh {
+            channel: body.channel,
+            token: token_string(raw, "sub_refresh.token").map_err(bad)?,
         }
     } else {
         return Err(ProtocolError::command(
@@ -489,6 +517,10 @@ pub fn encode_request(encoding: Encoding, request: &Request) -> Bytes {
             Tree::Map(token.iter().map(|t| ("token", Tree::Str(t))).collect())
         }
         Command::Refresh { token } => Tree::Map(vec![("token", Tree::Str(token))]),
+        Command::SubRefresh { channel, token } => Tree::Map(vec![
+            ("channel", Tree::Str(channel)),
+            ("token", Tree::Str(token)),
+        ]),
     };
     let mut out = Vec::with_capacity(64);
     Tree::Map(vec![

@@ -91,6 +91,11 @@ pub enum Reply {
         /// Seconds until the new token expires (`None`: it does not).
         ttl: Option<u64>,
     },
+    /// A subscription's token was replaced.
+    SubRefresh {
+        /// Seconds until the new token expires (`None`: it does not).
+        ttl: Option<u64>,
+    },
     /// The command failed.
     Error(ErrorReply),
 }
@@ -189,6 +194,11 @@ pub fn encode_reply(encoding: Encoding, id: u64, reply: &Reply) -> Bytes {
             let mut fields = Vec::new();
             expiry_fields(&mut fields, *ttl);
             ("refresh", Tree::Map(fields))
+        }
+        Reply::SubRefresh { ttl } => {
+            let mut fields = Vec::new();
+            expiry_fields(&mut fields, *ttl);
+            ("sub_refresh", Tree::Map(fields))
         }
         Reply::Error(error) => (
             "error",

@@ -95,6 +95,8 @@ struct Envelope<'a> {
     connect: Option<&'a RawValue>,
     #[serde(borrow, default)]
     refresh: Option<&'a RawValue>,
+    #[serde(borrow, default)]
+    sub_refresh: Option<&'a RawValue>,
 }
 
 #[derive(Deserialize)]
@@ -214,6 +216,7 @@ fn decode_json(bytes: &[u8], label: Encoding) -> Result<ServerMessage, ServerMes
         envelope.error,
         envelope.connect,
         envelope.refresh,
+        envelope.sub_refresh,
     ];
     if kinds.iter().flatten().count() != 1 {
         return Err(shape(format!("reply {id} has not exactly one result")));
@@ -270,6 +273,9 @@ fn decode_json(bytes: &[u8], label: Encoding) -> Result<ServerMessage, ServerMes
     } else if let Some(raw) = envelope.refresh {
         let body: ExpiryBody = body(raw, "refresh")?;
         Reply::Refresh { ttl: ttl(body)? }
+    } else if let Some(raw) = envelope.sub_refresh {
+        let body: ExpiryBody = body(raw, "sub_refresh")?;
+        Reply::SubRefresh { ttl: ttl(body)? }
     } else if let Some(raw) = envelope.error {
         let body: ErrorBody = body(raw, "error")?;
         let code = ErrorCode::from_code(body.code)
@@ -437,6 +443,7 @@ mod tests {
             },
             Reply::Refresh { ttl: Some(3600) },
             Reply::Refresh { ttl: None },
+            Reply::SubRefresh { ttl: Some(60) },
             Reply::Error(ErrorReply::new(ErrorCode::Unauthorized, "unauthorized")),
         ];
         both(|e| {
