@@ -32,7 +32,10 @@
 //! - [`backbone`]: the interface between a node and the sequencer of every
 //!   channel: `BackboneCommand`s out, `BackboneEvent`s in.
 //! - [`namespace`]: per-namespace channel options (history, presence,
-//!   join/leave, client publish).
+//!   join/leave, and who may subscribe, publish, read history and ask
+//!   presence).
+//! - [`auth`]: tokens: verification of connection and subscription JWTs
+//!   with the time passed in, and how a node authenticates.
 //! - [`admission`]: the one rule for both front doors (WebSocket commands
 //!   and the HTTP API): whether an action on a channel is allowed to whom,
 //!   with its namespace options or the error it gets.

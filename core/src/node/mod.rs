@@ -54,6 +54,9 @@
 //!   timer, release it when finished);
 //! - `slab.rs`: the generational slab of connections ([`ConnId`]);
 //! - `command.rs`: client commands, one method per command;
+//! - `auth.rs`: `connect`, `refresh` and `sub_refresh`, the gate before
+//!   every other command, and the authentication deadlines;
+//! - `rate.rs`: the per-connection rate limits;
 //! - `request.rs`: requests waiting for the backbone and their replies;
 //! - `channel.rs`: channel ordering and recovery (delivery in offset
 //!   order, holding and gap filling, subscribe replies, resets).
