@@ -5,8 +5,11 @@
 //! panics only if an invariant that must hold for *every* input breaks, so
 //! a fuzzer finding is a real bug.
 
+use std::time::Duration;
+
 use bytes::BytesMut;
 
+use crate::auth::{AuthConfig, TokenConfig, Verifier};
 use crate::connection::{Connection, ConnectionConfig, Event};
 use crate::frame::{self, FrameDecoder};
 use crate::handshake::HandshakeConfig;
@@ -163,12 +166,23 @@ pub fn handshake(data: &[u8]) {
     }
 }
 
+/// A client byte stream, driven twice: into a bare connection
+/// ([`connection_alone`]) and into a pub/sub connection of a node with
+/// authentication on ([`node_with_auth`]), so that the fuzzer's frames
+/// reach `connect`, `refresh` and `subscribe` with tokens. Byte 0 seeds the
+/// chunk sizes (low 5 bits) and, for the node, the encoding (bit 6:
+/// MessagePack) and whether anonymous connections are allowed (bit 7).
+pub fn connection(data: &[u8]) {
+    connection_alone(data);
+    node_with_auth(data);
+}
+
 /// Feeds `data` to a connection as a client byte stream, in chunks whose
 /// sizes come from the data, with timeouts in between. Whatever happens,
 /// the connection must end up either open or closed with exactly one
 /// `Closed` event, never hold more input than one frame plus one message,
 /// and release everything once closed.
-pub fn connection(data: &[u8]) {
+fn connection_alone(data: &[u8]) {
     let Some((&seed, data)) = data.split_first() else {
         return;
     };
@@ -182,7 +196,7 @@ pub fn connection(data: &[u8]) {
     let mut closed = 0;
     let chunk = usize::from(seed % 32) + 1;
     for piece in data.chunks(chunk) {
-        now = now + std::time::Duration::from_millis(u64::from(piece[0]));
+        now = now + Duration::from_millis(u64::from(piece[0]));
         conn.handle_read(now, piece);
         conn.handle_timeout(now);
         while let Some(ev) = conn.poll_event() {
@@ -202,7 +216,7 @@ pub fn connection(data: &[u8]) {
         let q = conn.queue().len();
         conn.queue().advance(q / 2);
     }
-    let far = now + std::time::Duration::from_secs(3600);
+    let far = now + Duration::from_secs(3600);
     conn.handle_timeout(far);
     conn.handle_eof(far);
     while let Some(ev) = conn.poll_event() {
@@ -213,6 +227,257 @@ pub fn connection(data: &[u8]) {
     assert_eq!(closed, 1, "exactly one Closed event");
     assert_eq!(conn.buffered_input(), 0);
     assert_eq!(conn.poll_timeout(), None, "no timer after close");
+}
+
+/// The HMAC secret of the tokens the fuzz targets verify (the seeds in
+/// fuzz/seeds/connection/ and fuzz/seeds/token/ are signed with it).
+pub const TOKEN_SECRET: &[u8] = b"wavecast fuzz token secret 32 b!";
+/// The Unix time, in seconds, of the fuzzed node's `Timestamp::ZERO` and
+/// the time [`token`] verifies at.
+pub const UNIX_ORIGIN: u64 = 1_800_000_000;
+/// The user of the seeds' subscription tokens, which [`token`] checks
+/// subscription tokens for.
+pub const TOKEN_USER: &str = "42";
+/// The channel [`token`] checks subscription tokens for; its namespace
+/// `vip` wants one in the fuzzed node.
+pub const TOKEN_CHANNEL: &str = "vip:a";
+
+/// The verifier of the fuzz targets: HS* tokens signed with
+/// [`TOKEN_SECRET`], 5 s of leeway, at most 8 KiB, `exp` required.
+pub fn token_verifier() -> Verifier {
+    Verifier::new(TokenConfig {
+        hmac_secret: Some(TOKEN_SECRET.to_vec()),
+        leeway: Duration::from_secs(5),
+        max_size: 8192,
+        ..TokenConfig::default()
+    })
+    .expect("the fuzz secret is a key")
+}
+
+/// `data[1..]` as a client byte stream of one pub/sub connection of a node
+/// (wired to a hub) that verifies tokens with [`token_verifier`], in
+/// chunks with time passing in between; everything the node sends is read
+/// at once. The node must send only valid frames whose messages decode,
+/// with error codes of ours; keep no more timers than one connection can
+/// have; subscribe nothing for a connection that must but did not
+/// authenticate, and close such a connection by the connect timeout; and
+/// hold nothing once it ended.
+fn node_with_auth(data: &[u8]) {
+    use crate::message::{CloseCode, Message};
+    use crate::namespace::{NamespaceOptions, Namespaces, Permission};
+    use crate::node::{Endpoint, NodeConfig};
+    use crate::protocol::{Encoding, ErrorCode};
+    use crate::standalone::Standalone;
+
+    let Some((&seed, data)) = data.split_first() else {
+        return;
+    };
+    let allow_anonymous = seed & 0x80 != 0;
+    let enc = if seed & 0x40 != 0 {
+        Encoding::MsgPack
+    } else {
+        Encoding::Json
+    };
+    let mut namespaces = Namespaces {
+        default: NamespaceOptions::secured(),
+        named: Default::default(),
+    };
+    namespaces
+        .named
+        .insert("open".into(), NamespaceOptions::default());
+    namespaces.named.insert(
+        "vip".into(),
+        NamespaceOptions {
+            allow_subscribe: Permission::Token,
+            join_leave: true,
+            ..NamespaceOptions::secured()
+        },
+    );
+    let config = NodeConfig {
+        connection: ConnectionConfig {
+            // Room for a token of the verifier's largest size.
+            max_message_size: 16 * 1024,
+            max_queued_bytes: 1 << 20,
+            ..ConnectionConfig::default()
+        },
+        namespaces,
+        auth: AuthConfig {
+            verifier: Some(token_verifier()),
+            allow_anonymous,
+            connect_timeout: Duration::from_secs(10),
+            refresh_grace: Duration::from_secs(30),
+            unix_origin_micros: UNIX_ORIGIN * 1_000_000,
+        },
+        ..NodeConfig::default()
+    };
+    let mut core = Standalone::new(config, 1);
+    let mut now = Timestamp::ZERO;
+    let id = core.node.handle_connect(now, Endpoint::PubSub(enc), &[]);
+
+    // The client's view of what the node sent.
+    let mut decoder = FrameDecoder::client(1 << 22);
+    let mut assembler = Assembler::new(1 << 22);
+    let mut wire = BytesMut::new();
+    let mut connected = false;
+    let mut close_seen = false;
+    let mut read_output = |core: &mut Standalone, connected: &mut bool, close_seen: &mut bool| {
+        while core.node.poll_transmit().is_some() {}
+        if let Some(queue) = core.node.queue(id) {
+            for slice in queue.slices() {
+                wire.extend_from_slice(slice);
+            }
+            let n = queue.len();
+            queue.advance(n);
+        }
+        loop {
+            let frame = match decoder.decode(&mut wire) {
+                Ok(Some(frame)) => frame,
+                Ok(None) => break,
+                Err(e) => panic!("the node sent a bad frame: {e:?}"),
+            };
+            let message = match assembler.push(frame) {
+                Ok(Some(m)) => m,
+                Ok(None) => continue,
+                Err(e) => panic!("the node sent a bad message: {e:?}"),
+            };
+            let value: serde_json::Value = match (message, enc) {
+                (Message::Text(t), Encoding::Json) => serde_json::from_slice(&t)
+                    .unwrap_or_else(|e| panic!("the node sent bad JSON: {e}")),
+                (Message::Binary(b), Encoding::MsgPack) => rmp_serde::from_slice(&b)
+                    .unwrap_or_else(|e| panic!("the node sent bad MessagePack: {e}")),
+                (Message::Close(close), _) => {
+                    assert!(!*close_seen, "two close frames");
+                    *close_seen = true;
+                    if let Some(close) = close {
+                        assert!(CloseCode::is_valid_on_wire(close.code.0));
+                    }
+                    continue;
+                }
+                (Message::Ping(_) | Message::Pong(_), _) => continue,
+                (m, enc) => panic!("{m:?} in a {enc:?} connection"),
+            };
+            if let Some(err) = value.get("error") {
+                let code = err["code"].as_u64().expect("an error has a code");
+                let known = u16::try_from(code)
+                    .ok()
+                    .and_then(ErrorCode::from_code)
+                    .is_some();
+                assert!(known, "error code {code} is not one of ours");
+            } else if let Some(reply) = value.get("connect") {
+                assert!(reply["user"].is_string(), "connect reply without user");
+                *connected = true;
+            }
+        }
+    };
+
+    let chunk = usize::from(seed % 32) + 1;
+    for piece in data.chunks(chunk) {
+        now = now + Duration::from_millis(u64::from(piece[0]));
+        core.node.handle_read(now, id, piece);
+        core.node.handle_timeout(now);
+        core.pump(now);
+        read_output(&mut core, &mut connected, &mut close_seen);
+        // Its connection timer, its authentication deadline, and one
+        // expiry per subscription made with a token.
+        let subs = core.node.subscriptions(id).len();
+        assert!(
+            core.node.timers() <= 2 + subs,
+            "more timers than it can have"
+        );
+        if !allow_anonymous && !connected {
+            assert_eq!(
+                core.node.subscriptions(id),
+                Vec::<String>::new(),
+                "subscribed before connect"
+            );
+        }
+    }
+    // Past the connect timeout: a connection that had to authenticate and
+    // did not is being closed.
+    let far = now + Duration::from_secs(3600);
+    core.node.handle_timeout(far);
+    core.pump(far);
+    read_output(&mut core, &mut connected, &mut close_seen);
+    if !allow_anonymous && !connected {
+        assert!(
+            close_seen || !core.node.ids().any(|i| i == id),
+            "an unauthenticated connection outlived the connect timeout"
+        );
+    }
+    core.node.handle_eof(far, id);
+    core.pump(far);
+    read_output(&mut core, &mut connected, &mut close_seen);
+    while core.node.poll_finished().is_some() {}
+    assert_eq!(core.node.connections(), 0);
+    assert_eq!(core.node.timers(), 0);
+    assert_eq!(core.node.requests_in_flight(), 0);
+    assert!(
+        core.node.channels().all(|(_, n)| n == 0),
+        "a subscriber outlived its connection"
+    );
+}
+
+/// Arbitrary bytes (as UTF-8, lossily) as a connection token and as a
+/// subscription token for [`TOKEN_USER`] on [`TOKEN_CHANNEL`], verified at
+/// [`UNIX_ORIGIN`] with [`token_verifier`]. Every refusal must be 111
+/// (expired) or 112; verification must be deterministic; an expired token
+/// stays expired later; and what verifies must be within the limits
+/// (size, `exp`, `info`), a subscription token being a valid connection
+/// token of its user as well.
+pub fn token(data: &[u8]) {
+    use crate::auth::{TokenError, MAX_INFO_SIZE};
+
+    fn check_error(e: &TokenError) {
+        let code = e.code().code();
+        assert!(code == 111 || code == 112, "{e:?} -> {code}");
+        assert_eq!(code == 111, *e == TokenError::Expired);
+    }
+
+    let text = String::from_utf8_lossy(data);
+    let verifier = token_verifier();
+    let leeway = verifier.config().leeway.as_secs();
+    let now = UNIX_ORIGIN;
+    let later = UNIX_ORIGIN + 100_000;
+
+    let connection = verifier.connection(&text, now);
+    assert_eq!(
+        connection,
+        verifier.connection(&text, now),
+        "not deterministic"
+    );
+    match &connection {
+        Ok(claims) => {
+            assert!(text.len() <= verifier.config().max_size);
+            let exp = claims.expires.expect("exp is required");
+            assert!(exp.saturating_add(leeway) >= now, "expired token accepted");
+            if let Some(info) = &claims.info {
+                assert!(info.as_json().len() <= MAX_INFO_SIZE);
+            }
+        }
+        Err(e) => {
+            check_error(e);
+            if *e == TokenError::Expired {
+                assert_eq!(
+                    verifier.connection(&text, later),
+                    Err(TokenError::Expired),
+                    "an expired token became valid"
+                );
+            }
+        }
+    }
+
+    match verifier.subscription(&text, now, TOKEN_USER, TOKEN_CHANNEL) {
+        Ok(claims) => {
+            let exp = claims.expires.expect("exp is required");
+            assert!(exp.saturating_add(leeway) >= now, "expired token accepted");
+            if let Some(info) = &claims.info {
+                assert!(info.as_json().len() <= MAX_INFO_SIZE);
+            }
+            let user = connection.as_ref().map(|c| c.user.as_str());
+            assert_eq!(user, Ok(TOKEN_USER), "subscription token of another user");
+        }
+        Err(e) => check_error(&e),
+    }
 }
 
 /// Decodes `data` as a client command in both encodings. A command that

@@ -127,6 +127,9 @@ pub enum TokenError {
     /// No key is configured at all.
     #[error("no token key is configured")]
     NoKey,
+    /// No token where one is required.
+    #[error("a token is required")]
+    Missing,
 }
 
 impl TokenError {

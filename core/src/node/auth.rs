@@ -124,7 +124,7 @@ impl Node {
         let unix_now = self.unix_now(now);
         let verified = match (&token, &self.config.auth.verifier) {
             (None, _) if self.config.auth.allow_anonymous => Ok(None),
-            (None, _) => Err(TokenError::NoKey),
+            (None, _) => Err(TokenError::Missing),
             (Some(t), Some(v)) => v.connection(t, unix_now).map(Some),
             (Some(_), None) => Err(TokenError::NoKey),
         };

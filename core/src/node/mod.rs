@@ -471,9 +471,9 @@ impl Node {
         self.clients().map(|c| c.conn.queued_bytes()).sum()
     }
 
-    /// Timers registered (one at most per live connection, and one more
-    /// for a connection waiting to authenticate or holding a token that
-    /// expires).
+    /// Timers registered: one at most per live connection, one more for a
+    /// connection waiting to authenticate or holding a token that expires,
+    /// and one per subscription admitted by an expiring subscription token.
     pub fn timers(&self) -> usize {
         self.timers.len() + self.auth_timers.len() + self.sub_timers.len()
     }
