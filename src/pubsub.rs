@@ -95,11 +95,17 @@ pub struct TestServer {
 }
 
 impl TestServer {
-    /// `wavecast serve --api-key KEY --config CONFIG EXTRA...`.
+    /// `wavecast serve --api-key KEY --config CONFIG EXTRA...`, with the
+    /// per-connection rate limits off unless `extra` sets one: the tests of
+    /// other features publish faster from one connection than a real
+    /// client's default allowance (the limits have their own tests).
     pub fn start(extra: &[&str]) -> TestServer {
         let config = TempFile::new("toml", CONFIG);
         let path = config.path();
         let mut args = vec!["--api-key", KEY, "--config", path.as_str()];
+        if !extra.iter().any(|a| a.starts_with("--client-")) {
+            args.extend_from_slice(&["--client-command-rate", "0", "--client-publish-rate", "0"]);
+        }
         args.extend_from_slice(extra);
         TestServer {
             server: Server::start(&args),

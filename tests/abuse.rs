@@ -255,7 +255,14 @@ async fn a_publish_flood_is_slowed_not_buffered_and_a_fast_reader_keeps_up() {
 /// throughout.
 #[test]
 fn a_connection_over_its_publish_rate_gets_107_and_then_4504() {
-    let server = TestServer::start(&[]);
+    // The server's defaults, written out (the test support turns the
+    // limits off otherwise).
+    let server = TestServer::start(&[
+        "--client-command-rate",
+        "100",
+        "--client-publish-rate",
+        "20",
+    ]);
     let mut flooder = RawClient::connect(server.addr(), "/ws");
     let started = Instant::now();
     let mut sent = 0u64;
@@ -289,7 +296,11 @@ fn a_connection_over_its_publish_rate_gets_107_and_then_4504() {
             _ => break,
         }
     }
-    assert_eq!(close, Some(4504), "after {ok} published and {limited} limited");
+    assert_eq!(
+        close,
+        Some(4504),
+        "after {ok} published and {limited} limited"
+    );
     assert!(limited > 0);
     // A burst of 40, then 20 a second for the five-odd seconds it lasted.
     assert!((40..=40 + 20 * 9).contains(&ok), "{ok} published");

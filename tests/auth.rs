@@ -374,3 +374,45 @@ fn misconfigurations_fail_at_startup_with_a_message() {
         &["token_public_key"],
     );
 }
+
+/// The next `pub` push (join and leave pushes before it are skipped).
+async fn next_pub_push(c: &mut Client) -> Value {
+    loop {
+        let p = c.next_push().await;
+        if p.get("pub").is_some() {
+            return p;
+        }
+    }
+}
+
+#[tokio::test]
+async fn a_client_publication_names_its_sender_and_an_api_one_does_not() {
+    let s = AuthServer::start(&[]);
+    let mut ann = s.user(&token("42", 600)).await;
+    ann.subscribe("chat:room").await;
+    // The data may claim anything; the server says who spoke.
+    ann.publish("chat:room", &json!({"text": "hi", "user": "bob"}))
+        .await;
+    let p = next_pub_push(&mut ann).await;
+    assert_eq!(p["pub"]["info"]["user"], "42", "{p}");
+    assert!(p["pub"]["info"]["client"].is_string(), "{p}");
+    assert_eq!(p["pub"]["data"]["user"], "bob");
+    let r = api(
+        s.server.addr(),
+        Some(KEY),
+        "/api/publish",
+        json!({"channel": "chat:room", "data": "from the backend"})
+            .to_string()
+            .as_bytes(),
+    )
+    .await;
+    assert_eq!(r.status, 200, "{}", r.text());
+    let p = next_pub_push(&mut ann).await;
+    assert!(p["pub"].get("info").is_none(), "{p}");
+    // History keeps the sender.
+    let h = ann.ok("history", json!({"channel": "chat:room"})).await;
+    let pubs = h["publications"].as_array().unwrap();
+    assert_eq!(pubs.len(), 2, "{h}");
+    assert_eq!(pubs[0]["info"]["user"], "42", "{h}");
+    assert!(pubs[1].get("info").is_none(), "{h}");
+}

@@ -67,6 +67,7 @@ fn main() {
                 publication: Publication {
                     offset,
                     data: data.clone(),
+                    info: None,
                 },
             },
         );

@@ -54,6 +54,9 @@ pub enum BackboneCommand {
         channel: String,
         /// The data.
         data: Payload,
+        /// Who published it, for a client's publication (`None` for the
+        /// API); delivered and kept with it.
+        info: Option<Box<ClientInfo>>,
         /// History to keep for the channel.
         history: HistoryPolicy,
     },

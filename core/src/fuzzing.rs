@@ -571,6 +571,7 @@ fn check_payload(payload: &crate::protocol::Payload) {
     let publication = Publication {
         offset: u64::MAX,
         data: payload.clone(),
+        info: None,
     };
     let json = p::encode_pub(Encoding::Json, "ns:c", &publication);
     let mut expected =

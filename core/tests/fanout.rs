@@ -66,6 +66,7 @@ fn ten_thousand_subscribers_share_one_frame_per_encoding() {
             publication: Publication {
                 offset: 1,
                 data: Payload::from_json(br#"{"price": 101.5}"#).unwrap(),
+                info: None,
             },
         },
     );

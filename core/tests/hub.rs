@@ -92,10 +92,10 @@ fn epoch_of(hub: &Hub, channel: &str) -> Option<String> {
 #[test]
 fn offsets_start_at_one_and_increase_by_one() {
     let mut hub = Hub::new(7);
-    let first = hub.publish(T0, "a", data(0), keep_all());
+    let first = hub.publish(T0, "a", data(0), None, keep_all());
     assert_eq!(first.offset, 1);
     for n in 2..=50 {
-        let p = hub.publish(T0, "a", data(n), keep_all());
+        let p = hub.publish(T0, "a", data(n), None, keep_all());
         assert_eq!(
             p,
             pos(&first.epoch, n),
@@ -103,7 +103,7 @@ fn offsets_start_at_one_and_increase_by_one() {
         );
     }
     // Channels are independent sequences.
-    assert_eq!(hub.publish(T0, "b", data(0), keep_all()).offset, 1);
+    assert_eq!(hub.publish(T0, "b", data(0), None, keep_all()).offset, 1);
     let page = hub.history(T0, "a", None, Some(0));
     assert_eq!((page.epoch.as_str(), page.top), (first.epoch.as_str(), 50));
 }
@@ -122,6 +122,7 @@ fn every_subscribed_node_gets_every_publication_in_order_publisher_included() {
             channel: "news".into(),
             data: data(i),
             history: keep_all(),
+            info: None,
         };
         hub.handle_command(T0, from, cmd);
     }
@@ -182,7 +183,7 @@ fn unsubscribe_stops_delivery() {
     let mut hub = Hub::new(1);
     sub(&mut hub, N1, "c");
     sub(&mut hub, N2, "c");
-    hub.publish(T0, "c", data(1), keep_all());
+    hub.publish(T0, "c", data(1), None, keep_all());
     hub.handle_command(
         T0,
         N2,
@@ -197,7 +198,7 @@ fn unsubscribe_stops_delivery() {
             channel: "c".into(),
         },
     ); // idempotent
-    hub.publish(T0, "c", data(2), keep_all());
+    hub.publish(T0, "c", data(2), None, keep_all());
     let events = drain(&mut hub);
     assert_eq!(offsets_to(&events, N1, "c"), vec![1, 2]);
     assert_eq!(offsets_to(&events, N2, "c"), vec![1]);
@@ -207,7 +208,7 @@ fn unsubscribe_stops_delivery() {
 fn history_is_bounded_by_count() {
     let mut hub = Hub::new(1);
     for i in 0..10 {
-        hub.publish(T0, "c", data(i), policy(3, 60));
+        hub.publish(T0, "c", data(i), None, policy(3, 60));
     }
     let page = hub.history(T0, "c", None, None);
     assert_eq!(offsets(&page), vec![8, 9, 10]);
@@ -217,7 +218,7 @@ fn history_is_bounded_by_count() {
     // Size 0 keeps nothing but still sequences.
     for i in 0..3 {
         sub(&mut hub, N1, "zero");
-        hub.publish(T0, "zero", data(i), policy(0, 60));
+        hub.publish(T0, "zero", data(i), None, policy(0, 60));
     }
     let page = hub.history(T0, "zero", None, None);
     assert_eq!((page.top, page.publications.len()), (3, 0));
@@ -228,9 +229,9 @@ fn history_is_bounded_by_age_at_read_time_and_by_timeouts() {
     let mut hub = Hub::new(1);
     sub(&mut hub, N1, "c");
     assert_eq!(hub.poll_timeout(), None, "nothing kept, nothing to expire");
-    hub.publish(secs(0), "c", data(1), policy(100, 10));
-    hub.publish(secs(5), "c", data(2), policy(100, 10));
-    hub.publish(secs(8), "c", data(3), policy(100, 10));
+    hub.publish(secs(0), "c", data(1), None, policy(100, 10));
+    hub.publish(secs(5), "c", data(2), None, policy(100, 10));
+    hub.publish(secs(8), "c", data(3), None, policy(100, 10));
     assert_eq!(hub.poll_timeout(), Some(secs(10)));
     // No handle_timeout yet: a read already ignores what expired.
     let page = hub.history(secs(12), "c", None, None);
@@ -259,7 +260,7 @@ fn recovery_fixture() -> (Hub, String) {
     let mut hub = Hub::new(3);
     sub(&mut hub, N1, "r");
     for i in 0..10 {
-        hub.publish(T0, "r", data(i), policy(5, 60));
+        hub.publish(T0, "r", data(i), None, policy(5, 60));
     }
     let epoch = epoch_of(&hub, "r").unwrap();
     (hub, epoch)
@@ -355,7 +356,7 @@ fn history_command_replies_to_the_requester() {
 fn a_dropped_channel_comes_back_with_a_new_epoch() {
     let mut hub = Hub::new(5);
     sub(&mut hub, N1, "d");
-    let old = hub.publish(T0, "d", data(1), policy(10, 10));
+    let old = hub.publish(T0, "d", data(1), None, policy(10, 10));
     hub.handle_command(
         T0,
         N1,
@@ -376,7 +377,7 @@ fn a_dropped_channel_comes_back_with_a_new_epoch() {
         "a read does not create a channel"
     );
     sub(&mut hub, N1, "d");
-    let new = hub.publish(secs(10), "d", data(2), policy(10, 10));
+    let new = hub.publish(secs(10), "d", data(2), None, policy(10, 10));
     assert_ne!(new.epoch, old.epoch);
     assert_eq!(new.offset, 1);
     let page = hub.history(secs(10), "d", Some(&old), None);
@@ -387,9 +388,9 @@ fn a_dropped_channel_comes_back_with_a_new_epoch() {
 #[test]
 fn an_expired_channel_counts_as_dropped_even_before_the_timeout_runs() {
     let mut hub = Hub::new(5);
-    let old = hub.publish(T0, "d", data(1), policy(10, 10));
+    let old = hub.publish(T0, "d", data(1), None, policy(10, 10));
     // No handle_timeout: the next use still sees a dropped channel.
-    let new = hub.publish(secs(11), "d", data(2), policy(10, 10));
+    let new = hub.publish(secs(11), "d", data(2), None, policy(10, 10));
     assert_ne!(new.epoch, old.epoch);
     assert_eq!(new.offset, 1);
 }
@@ -505,9 +506,9 @@ fn remove_node_drops_its_subscriptions_presence_and_queued_events() {
             announce: false,
         },
     );
-    hub.publish(T0, "a", data(1), policy(0, 10));
+    hub.publish(T0, "a", data(1), None, policy(0, 10));
     drain(&mut hub);
-    hub.publish(T0, "a", data(2), policy(0, 10)); // queued for N1 and N2
+    hub.publish(T0, "a", data(2), None, policy(0, 10)); // queued for N1 and N2
     hub.remove_node(T0, N2);
     let events = drain(&mut hub);
     assert_eq!(
@@ -520,7 +521,8 @@ fn remove_node_drops_its_subscriptions_presence_and_queued_events() {
                     epoch: epoch_of(&hub, "a").unwrap(),
                     publication: Publication {
                         offset: 2,
-                        data: data(2)
+                        data: data(2),
+                        info: None,
                     }
                 }
             ),
@@ -564,6 +566,7 @@ fn scripted_run(seed: u64) -> (Vec<(NodeId, BackboneEvent)>, Vec<HistoryPage>) {
                     channel,
                     data: data(i),
                     history: policy(4, 7),
+                    info: None,
                 },
             ),
             3 => pages.push(hub.history(now, &channel, None, None)),
@@ -593,7 +596,7 @@ fn epochs_never_repeat_within_a_hub() {
     let mut seen = BTreeSet::new();
     for _ in 0..1000 {
         // Size 0 and nobody subscribed: each publication drops the channel.
-        let p = hub.publish(T0, "x", data(0), policy(0, 1));
+        let p = hub.publish(T0, "x", data(0), None, policy(0, 1));
         assert_eq!(p.offset, 1);
         assert!(!p.epoch.is_empty() && p.epoch != NO_EPOCH);
         assert!(seen.insert(p.epoch), "epoch repeated");
@@ -690,6 +693,7 @@ impl ModelChannel {
             .map(|o| Publication {
                 offset: o,
                 data: self.pubs[(o - 1) as usize].0.clone(),
+                info: None,
             })
             .collect()
     }
@@ -846,7 +850,7 @@ fn run_ops(ops: Vec<Op>) -> Result<(), TestCaseError> {
                 };
                 let (position, delivered) = match node {
                     None => {
-                        let p = hub.publish(now, CHANNELS[c], payload.clone(), history);
+                        let p = hub.publish(now, CHANNELS[c], payload.clone(), None, history);
                         (p, drain(&mut hub))
                     }
                     Some(n) => {
@@ -856,6 +860,7 @@ fn run_ops(ops: Vec<Op>) -> Result<(), TestCaseError> {
                             channel: CHANNELS[c].into(),
                             data: payload.clone(),
                             history,
+                            info: None,
                         };
                         hub.handle_command(now, NodeId(n), cmd);
                         // The reply is the publisher's last event.
@@ -896,6 +901,7 @@ fn run_ops(ops: Vec<Op>) -> Result<(), TestCaseError> {
                         let publication = Publication {
                             offset: top,
                             data: payload.clone(),
+                            info: None,
                         };
                         (
                             NodeId(n),
@@ -1109,7 +1115,13 @@ fn a_flood_of_large_publications_to_fresh_channels_stays_within_the_budget() {
     let default_policy = policy(100, 300);
     let mut positions = Vec::new();
     for i in 0..1200u64 {
-        let p = hub.publish(T0, &format!("flood{i}"), big(i, 60_000), default_policy);
+        let p = hub.publish(
+            T0,
+            &format!("flood{i}"),
+            big(i, 60_000),
+            None,
+            default_policy,
+        );
         assert!(hub.history_bytes() <= budget.max_bytes, "after {i}");
         assert!(
             hub.channels_with_history() <= budget.max_channels,
@@ -1135,7 +1147,7 @@ fn a_flood_of_large_publications_to_fresh_channels_stays_within_the_budget() {
     let page = hub.history(T0, "flood0", Some(&pos(&positions[0].epoch, 0)), None);
     assert!(!page.complete);
     assert!(page.publications.is_empty());
-    let again = hub.publish(T0, "flood0", data(1), default_policy);
+    let again = hub.publish(T0, "flood0", data(1), None, default_policy);
     assert_ne!(again.epoch, positions[0].epoch);
     assert_eq!(again.offset, 1);
 }
@@ -1151,18 +1163,18 @@ fn eviction_takes_the_hubs_oldest_publication_first() {
     );
     sub(&mut hub, N1, "a");
     sub(&mut hub, N1, "b");
-    hub.publish(T0, "a", big(1, 100), keep_all()); // a:1
-    hub.publish(T0, "b", big(2, 100), keep_all()); // b:1
-    hub.publish(T0, "a", big(3, 100), keep_all()); // a:2
+    hub.publish(T0, "a", big(1, 100), None, keep_all()); // a:1
+    hub.publish(T0, "b", big(2, 100), None, keep_all()); // b:1
+    hub.publish(T0, "a", big(3, 100), None, keep_all()); // a:2
     assert_eq!(hub.history_bytes(), 3 * cost(100));
-    hub.publish(T0, "b", big(4, 100), keep_all()); // b:2 evicts a:1
+    hub.publish(T0, "b", big(4, 100), None, keep_all()); // b:2 evicts a:1
     assert_eq!(offsets(&hub.history(T0, "a", None, None)), vec![2]);
     assert_eq!(offsets(&hub.history(T0, "b", None, None)), vec![1, 2]);
-    hub.publish(T0, "a", big(5, 100), keep_all()); // a:3 evicts b:1
+    hub.publish(T0, "a", big(5, 100), None, keep_all()); // a:3 evicts b:1
     assert_eq!(offsets(&hub.history(T0, "a", None, None)), vec![2, 3]);
     assert_eq!(offsets(&hub.history(T0, "b", None, None)), vec![2]);
     // A bigger one evicts as many as it needs, oldest first.
-    hub.publish(T0, "b", big(6, 200), keep_all()); // b:3 evicts a:2, b:2
+    hub.publish(T0, "b", big(6, 200), None, keep_all()); // b:3 evicts a:2, b:2
     assert_eq!(offsets(&hub.history(T0, "a", None, None)), vec![3]);
     assert_eq!(offsets(&hub.history(T0, "b", None, None)), vec![3]);
     assert_eq!(hub.history_bytes(), cost(100) + cost(200));
@@ -1177,10 +1189,10 @@ fn over_the_channel_budget_the_channel_with_the_oldest_history_goes() {
             max_bytes: usize::MAX,
         },
     );
-    let a = hub.publish(T0, "a", data(1), keep_all());
-    hub.publish(T0, "b", data(2), keep_all());
-    hub.publish(T0, "a", data(3), keep_all());
-    hub.publish(T0, "c", data(4), keep_all()); // a holds the oldest: all of a goes
+    let a = hub.publish(T0, "a", data(1), None, keep_all());
+    hub.publish(T0, "b", data(2), None, keep_all());
+    hub.publish(T0, "a", data(3), None, keep_all());
+    hub.publish(T0, "c", data(4), None, keep_all()); // a holds the oldest: all of a goes
     assert_eq!(hub.channels_with_history(), 2);
     let names: Vec<String> = hub.channels().into_iter().map(|c| c.name).collect();
     assert_eq!(names, vec!["b", "c"], "a had nothing else: dropped");
@@ -1189,7 +1201,7 @@ fn over_the_channel_budget_the_channel_with_the_oldest_history_goes() {
     // A channel with subscribers and no history does not count.
     for i in 0..10 {
         sub(&mut hub, N2, &format!("live{i}"));
-        hub.publish(T0, &format!("live{i}"), data(i), policy(0, 60));
+        hub.publish(T0, &format!("live{i}"), data(i), None, policy(0, 60));
     }
     assert_eq!(hub.channels_with_history(), 2);
     assert_eq!(hub.channels().len(), 12);
@@ -1213,12 +1225,12 @@ fn recovery_from_an_evicted_position_is_incomplete_and_from_a_kept_one_exact() {
     );
     sub(&mut hub, N1, "r");
     for i in 1..=10 {
-        hub.publish(T0, "r", big(i, 100), keep_all());
+        hub.publish(T0, "r", big(i, 100), None, keep_all());
     }
     let epoch = epoch_of(&hub, "r").unwrap();
     // Four publications elsewhere evict r:1..=4.
     for i in 0..4 {
-        hub.publish(T0, "other", big(i, 100), keep_all());
+        hub.publish(T0, "other", big(i, 100), None, keep_all());
     }
     assert_eq!(
         offsets(&hub.history(T0, "r", None, None)),
@@ -1236,7 +1248,7 @@ fn recovery_from_an_evicted_position_is_incomplete_and_from_a_kept_one_exact() {
     }
     // Ten more elsewhere evict the rest of r; its subscriber keeps it.
     for i in 4..14 {
-        hub.publish(T0, "other", big(i, 100), keep_all());
+        hub.publish(T0, "other", big(i, 100), None, keep_all());
     }
     let page = hub.history(T0, "r", Some(&pos(&epoch, 9)), None);
     assert_eq!((page.epoch.as_str(), page.top), (epoch.as_str(), 10));
@@ -1255,8 +1267,8 @@ fn a_publication_larger_than_the_byte_budget_is_delivered_but_not_kept() {
         },
     );
     sub(&mut hub, N1, "c");
-    hub.publish(T0, "c", big(1, 100), keep_all());
-    let p = hub.publish(T0, "c", big(2, 2000), keep_all());
+    hub.publish(T0, "c", big(1, 100), None, keep_all());
+    let p = hub.publish(T0, "c", big(2, 2000), None, keep_all());
     assert_eq!(p.offset, 2);
     let events = drain(&mut hub);
     assert_eq!(offsets_to(&events, N1, "c"), vec![1, 2]);
@@ -1265,10 +1277,10 @@ fn a_publication_larger_than_the_byte_budget_is_delivered_but_not_kept() {
     assert!(!page.complete && page.publications.is_empty());
     assert_eq!(page.top, 2);
     // Without a subscriber the channel is dropped at once.
-    let q = hub.publish(T0, "lonely", big(3, 2000), keep_all());
+    let q = hub.publish(T0, "lonely", big(3, 2000), None, keep_all());
     assert!(hub.channels().iter().all(|c| c.name != "lonely"));
     assert_ne!(
-        hub.publish(T0, "lonely", data(1), keep_all()).epoch,
+        hub.publish(T0, "lonely", data(1), None, keep_all()).epoch,
         q.epoch
     );
 }
@@ -1339,6 +1351,7 @@ fn run_budget_ops(
                     t,
                     BUDGET_CHANNELS[channel],
                     payload.clone(),
+                    None,
                     policy(size, 10),
                 );
                 prop_assert!(log.insert((p.epoch.clone(), p.offset), payload).is_none());

@@ -154,7 +154,10 @@ fn a_publish_flood_gets_107_then_4504_and_nobody_else_is_touched() {
         node.handle_read(at(t), flooder, &publish(t));
         out.extend(sent(&mut node));
     }
-    assert!(node.ids().any(|i| i == flooder), "not closed before the grace");
+    assert!(
+        node.ids().any(|i| i == flooder),
+        "not closed before the grace"
+    );
     assert!(out.len() <= 11, "{} publishes passed", out.len());
     // Five seconds after the first 107: one passes (the bucket refilled
     // that much), the next is refused and the connection closed.
@@ -164,7 +167,10 @@ fn a_publish_flood_gets_107_then_4504_and_nobody_else_is_touched() {
     let frames = decode(&mut node, flooder);
     let close = frames.last().expect("a close frame");
     assert_eq!(close.opcode, OpCode::Close);
-    assert_eq!(u16::from_be_bytes([close.payload[0], close.payload[1]]), 4504);
+    assert_eq!(
+        u16::from_be_bytes([close.payload[0], close.payload[1]]),
+        4504
+    );
     // The calm connection publishes as it likes within its own limits.
     node.handle_read(at(5000), calm, &publish(1));
     assert_eq!(sent(&mut node).len(), 1);

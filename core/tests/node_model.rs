@@ -464,7 +464,7 @@ impl World {
                 let channel = CHANNELS[channel];
                 let pos = self
                     .hub
-                    .publish(self.now, channel, data.clone(), policy(channel));
+                    .publish(self.now, channel, data.clone(), None, policy(channel));
                 self.record(channel, &pos, data)?;
             }
             Op::Close { client } => {

@@ -589,10 +589,12 @@ fn subscribe_replies_encode_as_documented() {
                             Publication {
                                 offset: 42,
                                 data: payload(json!({"a": 1})),
+                                info: None,
                             },
                             Publication {
                                 offset: 43,
                                 data: payload(json!("x")),
+                                info: None,
                             },
                         ],
                     }),
@@ -670,6 +672,7 @@ fn other_replies_encode_as_documented() {
                     publications: vec![Publication {
                         offset: 44,
                         data: payload(json!([1, 2.5, null])),
+                        info: None,
                     }],
                 },
             )
@@ -720,6 +723,7 @@ fn pushes_encode_as_documented() {
                     publication: Publication {
                         offset: 46,
                         data: payload(json!({"text": "hi", "n": [1, -1, 0.5]})),
+                        info: None,
                     },
                 },
             )
@@ -773,7 +777,11 @@ fn json_pub_push_splices_data_bytes_verbatim() {
     // "1e2", an escaped "é".
     let raw: &[u8] = br#"{"z": 1.50 , "a":[1e2,"\u00e9"]}"#;
     let data = Payload::from_json(raw).unwrap();
-    let publication = Publication { offset: 7, data };
+    let publication = Publication {
+        offset: 7,
+        data,
+        info: None,
+    };
     let frame = encode_pub(Encoding::Json, "news", &publication);
     let mut expected = br#"{"push":{"channel":"news","pub":{"offset":7,"data":"#.to_vec();
     expected.extend_from_slice(raw);
@@ -823,6 +831,7 @@ fn msgpack_strings_and_containers_of_every_length_class_decode() {
                         publication: Publication {
                             offset: len as u64,
                             data: payload(data.clone()),
+                            info: None,
                         },
                     },
                 )

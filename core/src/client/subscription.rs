@@ -158,6 +158,7 @@ mod tests {
             .map(|offset| Publication {
                 offset,
                 data: Payload::null(),
+                info: None,
             })
             .collect()
     }

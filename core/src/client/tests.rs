@@ -14,6 +14,7 @@ fn publication(offset: u64) -> Publication {
     Publication {
         offset,
         data: data(offset),
+        info: None,
     }
 }
 

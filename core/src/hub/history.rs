@@ -7,7 +7,7 @@
 
 use super::{Hub, HubChannel, NO_EPOCH};
 use crate::backbone::HistoryPage;
-use crate::protocol::{Payload, Publication, StreamPosition};
+use crate::protocol::{Publication, StreamPosition};
 use crate::Timestamp;
 
 /// One kept publication and when it was published (which, with the
@@ -24,15 +24,30 @@ pub(super) struct Entry {
 impl Entry {
     /// What the entry counts against [`HistoryBudget::max_bytes`].
     pub(super) fn cost(&self) -> usize {
-        entry_cost(&self.publication.data)
+        entry_cost(&self.publication)
     }
 }
 
-/// What a kept publication with this payload counts against
-/// [`HistoryBudget::max_bytes`]: its JSON text plus [`ENTRY_OVERHEAD`].
-pub(super) fn entry_cost(data: &Payload) -> usize {
-    data.len().saturating_add(ENTRY_OVERHEAD)
+/// What a kept publication counts against [`HistoryBudget::max_bytes`]:
+/// its JSON text plus [`ENTRY_OVERHEAD`], plus, for a client's, the sender's
+/// client id and user and [`INFO_OVERHEAD`].
+pub(super) fn entry_cost(publication: &Publication) -> usize {
+    let info = publication.info.as_ref().map_or(0, |i| {
+        i.client
+            .len()
+            .saturating_add(i.user.len())
+            .saturating_add(INFO_OVERHEAD)
+    });
+    publication
+        .data
+        .len()
+        .saturating_add(ENTRY_OVERHEAD)
+        .saturating_add(info)
 }
+
+/// Bytes counted for a publication's sender on top of its two strings:
+/// the box and the two string headers, with allocator rounding.
+pub const INFO_OVERHEAD: usize = 96;
 
 /// Bytes counted for each kept publication on top of its payload: the
 /// history entry itself (offset, payload handle, times: 56 bytes), the

@@ -61,11 +61,11 @@ use std::collections::{btree_map, BTreeMap, BTreeSet, VecDeque};
 use std::time::Duration;
 
 use crate::backbone::{BackboneCommand, BackboneEvent, BackboneReply, HistoryPolicy, NodeId};
-use crate::protocol::{Payload, Publication, StreamPosition};
+use crate::protocol::{ClientInfo, Payload, Publication, StreamPosition};
 use crate::Timestamp;
 
 use history::{entry_cost, Entry, Usage};
-pub use history::{HistoryBudget, ENTRY_OVERHEAD};
+pub use history::{HistoryBudget, ENTRY_OVERHEAD, INFO_OVERHEAD};
 use presence::Present;
 
 /// What the hub knows of one channel (for the HTTP API's channel list and
@@ -290,9 +290,10 @@ impl Hub {
                 request,
                 channel,
                 data,
+                info,
                 history,
             } => {
-                let position = self.publish(now, &channel, data, history);
+                let position = self.publish(now, &channel, data, info, history);
                 let reply = BackboneReply::Published(Ok(position));
                 self.events
                     .push_back((from, BackboneEvent::Reply { request, reply }));
@@ -361,6 +362,7 @@ impl Hub {
         now: Timestamp,
         channel: &str,
         data: Payload,
+        info: Option<Box<ClientInfo>>,
         history: HistoryPolicy,
     ) -> StreamPosition {
         // The hot path is one lookup by &str; the name is copied only when
@@ -388,6 +390,7 @@ impl Hub {
         let publication = Publication {
             offset: ch.top,
             data,
+            info,
         };
         // Publication times never go backwards along the history even if the
         // driver's clock does, so expiry stays a front trim.
@@ -396,7 +399,7 @@ impl Hub {
         // A publication larger than the whole byte budget is delivered but
         // not kept; what was kept before it then no longer runs up to top,
         // so it goes too (exactly as with history size 0).
-        let keep = entry_cost(&publication.data) <= self.budget.max_bytes;
+        let keep = entry_cost(&publication) <= self.budget.max_bytes;
         let size = if keep { history.size } else { 0 };
         if size > 0 {
             let seq = self.next_seq;

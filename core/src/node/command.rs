@@ -101,12 +101,13 @@ impl Node {
             subscribed: client.subs.iter().any(|c| c == channel),
             sub_token: sub_token.is_some(),
         };
-        let admitted = match admit(
-            &self.config.namespaces,
-            channel,
-            action,
-            Who::Client(caller),
-        ) {
+        let who = Who::Client(caller);
+        #[cfg(feature = "mutations")]
+        let who = match (self.mutation, action) {
+            (Some(Mutation::SkipSubscribePermission), Action::Subscribe) => Who::Api,
+            _ => who,
+        };
+        let admitted = match admit(&self.config.namespaces, channel, action, who) {
             Ok(a) => a,
             Err(refusal) => {
                 let reply = error(refusal.code(), refusal.to_string());
@@ -234,15 +235,27 @@ impl Node {
                 let publication = Publication {
                     offset: offset + 1,
                     data: data.clone(),
+                    info: None,
                 };
                 self.deliver(now, &channel, publication);
             }
         }
+        // The sender, as the server knows it: subscribers see who spoke
+        // without trusting anything in the data.
+        let info = ClientInfo {
+            client: self.client_id(id),
+            user: self
+                .slab
+                .get(id)
+                .map(|c| c.auth.presence_user())
+                .unwrap_or_default(),
+        };
         self.ask(InFlight::Publish { conn: id, id: rid }, |request| {
             BackboneCommand::Publish {
                 request,
                 channel,
                 data,
+                info: Some(Box::new(info)),
                 history: options.history(),
             }
         });

@@ -176,6 +176,10 @@ pub enum Mutation {
     /// for the backbone to sequence it (the short-cut the delivery
     /// contract forbids).
     DeliverLocalDirectly,
+    /// A client's `subscribe` is admitted without the namespace's
+    /// permission check (as the HTTP API would be): an anonymous
+    /// connection subscribes to a channel for authenticated ones.
+    SkipSubscribePermission,
 }
 
 /// One shard's connections, channels and timers.

@@ -11,13 +11,18 @@ use super::payload::Payload;
 use super::tree::Tree;
 use super::write::{mp_map_len, mp_str, mp_uint, push_json_str, push_u64};
 
-/// A publication as delivered: its offset in the channel and its data.
+/// A publication as delivered: its offset in the channel, its data, and,
+/// for one a client made, who made it.
 #[derive(Clone, Debug, PartialEq, Eq, Hash)]
 pub struct Publication {
     /// Offset in the channel's stream (strictly increasing, from 1).
     pub offset: u64,
     /// The data.
     pub data: Payload,
+    /// The connection that published it (`None` for the HTTP API): set by
+    /// the server, so a room knows who spoke without trusting the data.
+    /// Boxed: most publications come from backends and carry none.
+    pub info: Option<Box<ClientInfo>>,
 }
 
 /// A client in a presence list or a join/leave push.
@@ -256,6 +261,13 @@ pub fn encode_pub(encoding: Encoding, channel: &str, publication: &Publication) 
             push_u64(&mut out, publication.offset);
             out.extend_from_slice(b",\"data\":");
             out.extend_from_slice(data);
+            if let Some(info) = &publication.info {
+                out.extend_from_slice(b",\"info\":{\"client\":");
+                push_json_str(&mut out, &info.client);
+                out.extend_from_slice(b",\"user\":");
+                push_json_str(&mut out, &info.user);
+                out.push(b'}');
+            }
             out.extend_from_slice(b"}}}");
             Bytes::from(out)
         }
@@ -267,11 +279,19 @@ pub fn encode_pub(encoding: Encoding, channel: &str, publication: &Publication) 
             mp_str(&mut out, "channel");
             mp_str(&mut out, channel);
             mp_str(&mut out, "pub");
-            mp_map_len(&mut out, 2);
+            mp_map_len(&mut out, if publication.info.is_some() { 3 } else { 2 });
             mp_str(&mut out, "offset");
             mp_uint(&mut out, publication.offset);
             mp_str(&mut out, "data");
             publication.data.write_msgpack(&mut out);
+            if let Some(info) = &publication.info {
+                mp_str(&mut out, "info");
+                mp_map_len(&mut out, 2);
+                mp_str(&mut out, "client");
+                mp_str(&mut out, &info.client);
+                mp_str(&mut out, "user");
+                mp_str(&mut out, &info.user);
+            }
             Bytes::from(out)
         }
     }
@@ -290,10 +310,14 @@ fn publications_tree(publications: &[Publication]) -> Tree<'_> {
         publications
             .iter()
             .map(|p| {
-                Tree::Map(vec![
+                let mut fields = vec![
                     ("offset", Tree::U64(p.offset)),
                     ("data", Tree::Data(&p.data)),
-                ])
+                ];
+                if let Some(info) = &p.info {
+                    fields.push(("info", client_tree(info)));
+                }
+                Tree::Map(fields)
             })
             .collect(),
     )

@@ -120,6 +120,8 @@ struct PublicationBody<'a> {
     offset: u64,
     #[serde(borrow)]
     data: &'a RawValue,
+    #[serde(default)]
+    info: Option<ClientBody>,
 }
 
 #[derive(Deserialize)]
@@ -349,6 +351,7 @@ fn publication(body: PublicationBody<'_>) -> Result<Publication, ServerMessageEr
     Ok(Publication {
         offset: body.offset,
         data,
+        info: body.info.map(|c| Box::new(client_info(c))),
     })
 }
 
@@ -383,10 +386,15 @@ mod tests {
             Publication {
                 offset: 4,
                 data: data(r#"{"a":[1,2.5,"x"]}"#),
+                info: Some(Box::new(ClientInfo {
+                    client: "c-4".into(),
+                    user: "42".into(),
+                })),
             },
             Publication {
                 offset: 5,
                 data: data("null"),
+                info: None,
             },
         ];
         let replies = [
@@ -470,10 +478,22 @@ mod tests {
         };
         let pushes = [
             Push::Pub {
+                channel: "chat:room".into(),
+                publication: Publication {
+                    offset: 13,
+                    data: data("[1]"),
+                    info: Some(Box::new(ClientInfo {
+                        client: "c-\"1".into(),
+                        user: "ann\n".into(),
+                    })),
+                },
+            },
+            Push::Pub {
                 channel: "chat:room \u{e9}".into(),
                 publication: Publication {
                     offset: 12,
                     data: data(r#""text""#),
+                    info: None,
                 },
             },
             Push::Join {

@@ -134,7 +134,7 @@ fn handle(hub: &mut Hub, now: Timestamp, msg: ToHub, figures: &HistoryFigures) {
             history,
             reply,
         } => {
-            let position = hub.publish(now, &channel, data, history);
+            let position = hub.publish(now, &channel, data, None, history);
             // Before the reply: an API client that reads `/api/info` after
             // its publish sees the figures of after it.
             figures.store(hub);
@@ -197,6 +197,7 @@ mod tests {
                 request: RequestId(i),
                 channel: "a".into(),
                 data: Payload::null(),
+                info: None,
                 history: HistoryPolicy {
                     size: 10,
                     ttl: Duration::from_secs(60),

@@ -116,6 +116,7 @@ impl Driver {
                 request,
                 channel,
                 data,
+                info,
                 history,
             } => {
                 self.spawn_request(
@@ -124,7 +125,8 @@ impl Driver {
                     request,
                     BackboneReply::Published,
                     move |scripts, mut conn| async move {
-                        publish(&scripts, &mut conn, &channel, &data, history).await
+                        publish(&scripts, &mut conn, &channel, &data, info.as_deref(), history)
+                            .await
                     },
                 );
             }
@@ -210,7 +212,7 @@ impl Driver {
                 history: policy,
                 reply,
             } => self.spawn(link, move |scripts, mut conn| async move {
-                match publish(&scripts, &mut conn, &channel, &data, policy).await {
+                match publish(&scripts, &mut conn, &channel, &data, None, policy).await {
                     Ok(pos) => {
                         let _ = reply.send(pos);
                         None

@@ -10,12 +10,15 @@
 //!   subscribe or a presence add), so a channel that went away starts a new
 //!   epoch: positions from before can never be taken for positions after.
 //! - `wc:{CH}:s`: stream of kept publications, entry id `OFFSET-0`, fields
-//!   `x` (expiry, Redis time in ms) and `d` (the JSON data); capped at the
-//!   history size, expired entries trimmed from the front.
+//!   `x` (expiry, Redis time in ms), `d` (the JSON data) and, for a
+//!   client's publication, `i` (its sender, `{"client":…,"user":…}`);
+//!   capped at the history size, expired entries trimmed from the front.
 //! - `wc:{CH}:p` / `wc:{CH}:px`: presence: client id to `FLAG USER`
 //!   (FLAG `1` if its join was announced), and client id to expiry time.
 //! - `wc:{CH}:pub`: the pub/sub topic: `p\nEPOCH\nOFFSET\nDATA` for a
-//!   publication, `j\nCLIENT\nUSER` / `l\nCLIENT\nUSER` for join/leave.
+//!   publication, `P\nEPOCH\nOFFSET\nINFO\nDATA` for one with a sender
+//!   (INFO one line of JSON), `j\nCLIENT\nUSER` / `l\nCLIENT\nUSER` for
+//!   join/leave.
 //!
 //! And per server, two control topics (see the `control` module): `wc:ctl`,
 //! which every server subscribes to, and `wc:ctl:INSTANCE`, its own.
@@ -72,8 +75,8 @@ local function prune(p, px, topic, now)
 end
 "#;
 
-/// KEYS: meta, stream, topic. ARGV: data, history size, history ttl (ms).
-/// Returns {epoch, offset}.
+/// KEYS: meta, stream, topic. ARGV: data, history size, history ttl (ms),
+/// the sender's info as JSON (empty for none). Returns {epoch, offset}.
 const LUA_PUBLISH: &str = r#"
 local now = now_ms()
 local size = tonumber(ARGV[2])
@@ -81,7 +84,12 @@ local ttl = tonumber(ARGV[3])
 local epoch = ensure(KEYS[1], KEYS[2])
 local offset = redis.call('HINCRBY', KEYS[1], 'o', 1)
 if size > 0 and ttl > 0 then
-  redis.call('XADD', KEYS[2], 'MAXLEN', size, offset .. '-0', 'x', now + ttl, 'd', ARGV[1])
+  if ARGV[4] == '' then
+    redis.call('XADD', KEYS[2], 'MAXLEN', size, offset .. '-0', 'x', now + ttl, 'd', ARGV[1])
+  else
+    redis.call('XADD', KEYS[2], 'MAXLEN', size, offset .. '-0', 'x', now + ttl, 'd', ARGV[1],
+      'i', ARGV[4])
+  end
   for _ = 1, 64 do
     local f = redis.call('XRANGE', KEYS[2], '-', '+', 'COUNT', 1)[1]
     if f == nil or tonumber(f[2][2]) > now then break end
@@ -95,12 +103,18 @@ else
   redis.call('DEL', KEYS[2])
   extend(KEYS[1], 1)
 end
-redis.call('PUBLISH', KEYS[3], 'p\n' .. epoch .. '\n' .. offset .. '\n' .. ARGV[1])
+if ARGV[4] == '' then
+  redis.call('PUBLISH', KEYS[3], 'p\n' .. epoch .. '\n' .. offset .. '\n' .. ARGV[1])
+else
+  redis.call('PUBLISH', KEYS[3],
+    'P\n' .. epoch .. '\n' .. offset .. '\n' .. ARGV[4] .. '\n' .. ARGV[1])
+end
 return {epoch, tostring(offset)}
 "#;
 
 /// KEYS: meta, stream. ARGV: has since (0/1), since epoch, since offset,
-/// limit (-1: none). Returns {epoch, top, complete, {offset, data, ...}},
+/// limit (-1: none). Returns {epoch, top, complete, {offset, data, info,
+/// ...}} (info: the sender as JSON, or empty),
 /// or {''} for a channel that does not exist.
 const LUA_HISTORY: &str = r#"
 local now = now_ms()
@@ -133,6 +147,7 @@ if take > 0 then
   for _, r in ipairs(rows) do
     table.insert(pubs, string.match(r[1], '^%d+'))
     table.insert(pubs, r[2][4])
+    table.insert(pubs, r[2][6] or '')
   end
 end
 local complete = 0
@@ -287,6 +302,7 @@ pub(super) async fn publish(
     conn: &mut MultiplexedConnection,
     channel: &str,
     data: &Payload,
+    info: Option<&ClientInfo>,
     policy: HistoryPolicy,
 ) -> Result<StreamPosition, RedisError> {
     let keys = Keys::new(channel);
@@ -303,6 +319,7 @@ pub(super) async fn publish(
         .arg(data.as_json())
         .arg(policy.size.min(MAX_HISTORY_SIZE))
         .arg(ttl_ms)
+        .arg(info.map(info_json).unwrap_or_default())
         .invoke_async(conn)
         .await?;
     let offset = offset.parse().map_err(|_| unexpected("offset"))?;
@@ -368,15 +385,22 @@ pub(super) fn parse_history(
     let top: String = redis::from_redis_value(&top)?;
     let top: u64 = top.parse().map_err(|_| unexpected("history: top"))?;
     let complete: i64 = redis::from_redis_value(&complete)?;
-    let mut publications = Vec::with_capacity(pubs.len() / 2);
+    let mut publications = Vec::with_capacity(pubs.len() / 3);
     let mut pubs = pubs.into_iter();
-    while let (Some(offset), Some(data)) = (pubs.next(), pubs.next()) {
+    while let (Some(offset), Some(data), Some(info)) = (pubs.next(), pubs.next(), pubs.next()) {
         let offset: String = redis::from_redis_value(&offset)?;
         let offset = offset.parse().map_err(|_| unexpected("history: offset"))?;
         let data: Vec<u8> = redis::from_redis_value(&data)?;
         let data = Payload::from_json_bytes(Bytes::from(data))
             .map_err(|_| unexpected("history: data is not JSON"))?;
-        publications.push(Publication { offset, data });
+        let info: Vec<u8> = redis::from_redis_value(&info)?;
+        let info = match info.as_slice() {
+            b"" => None,
+            json => Some(Box::new(
+                parse_info(json).ok_or_else(|| unexpected("history: info"))?,
+            )),
+        };
+        publications.push(Publication { offset, data, info });
     }
     Ok(HistoryPage {
         epoch,
@@ -434,6 +458,20 @@ pub(super) async fn presence(
     Ok(out)
 }
 
+/// A publication's sender as stored in Redis: one line of JSON (JSON text
+/// has no raw newline, so it fits between the topic message's separators).
+fn info_json(info: &ClientInfo) -> String {
+    serde_json::json!({"client": info.client, "user": info.user}).to_string()
+}
+
+fn parse_info(json: &[u8]) -> Option<ClientInfo> {
+    let v: serde_json::Value = serde_json::from_slice(json).ok()?;
+    Some(ClientInfo {
+        client: v.get("client")?.as_str()?.to_owned(),
+        user: v.get("user")?.as_str()?.to_owned(),
+    })
+}
+
 /// Reads a message of a channel's topic (see the module doc for the
 /// format); `None` if it is not one.
 pub(super) fn parse_message(channel: &str, payload: &[u8]) -> Option<BackboneEvent> {
@@ -441,15 +479,20 @@ pub(super) fn parse_message(channel: &str, payload: &[u8]) -> Option<BackboneEve
     let kind = parts.next()?;
     let rest = parts.next()?;
     match kind {
-        b"p" => {
-            let mut parts = rest.splitn(3, |&b| b == b'\n');
+        b"p" | b"P" => {
+            let with_info = kind == b"P";
+            let mut parts = rest.splitn(if with_info { 4 } else { 3 }, |&b| b == b'\n');
             let epoch = std::str::from_utf8(parts.next()?).ok()?;
             let offset = std::str::from_utf8(parts.next()?).ok()?.parse().ok()?;
+            let info = match with_info {
+                true => Some(Box::new(parse_info(parts.next()?)?)),
+                false => None,
+            };
             let data = Payload::from_json(parts.next()?).ok()?;
             Some(BackboneEvent::Publication {
                 channel: channel.to_owned(),
                 epoch: epoch.to_owned(),
-                publication: Publication { offset, data },
+                publication: Publication { offset, data, info },
             })
         }
         b"j" | b"l" => {
@@ -479,6 +522,26 @@ mod tests {
         }
         assert_eq!(channel_of("other"), None);
         assert_eq!(channel_of("wc:{x}:m"), None);
+    }
+
+    #[test]
+    fn a_publication_with_a_sender_parses_with_its_info() {
+        let info = ClientInfo {
+            client: "c-1".into(),
+            user: "ann\n\"x\"".into(),
+        };
+        let mut message = b"P\n17-3\n9\n".to_vec();
+        message.extend_from_slice(info_json(&info).as_bytes());
+        message.extend_from_slice(b"\n{\"t\":\"a\\nb\"}");
+        match parse_message("c", &message) {
+            Some(BackboneEvent::Publication { publication, .. }) => {
+                assert_eq!(publication.offset, 9);
+                assert_eq!(publication.info.as_deref(), Some(&info));
+                assert_eq!(publication.data.as_json(), b"{\"t\":\"a\\nb\"}");
+            }
+            other => panic!("{other:?}"),
+        }
+        assert!(parse_message("c", b"P\n17-3\n9\nnot json\n1").is_none());
     }
 
     #[test]
