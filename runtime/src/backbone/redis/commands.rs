@@ -125,8 +125,15 @@ impl Driver {
                     request,
                     BackboneReply::Published,
                     move |scripts, mut conn| async move {
-                        publish(&scripts, &mut conn, &channel, &data, info.as_deref(), history)
-                            .await
+                        publish(
+                            &scripts,
+                            &mut conn,
+                            &channel,
+                            &data,
+                            info.as_deref(),
+                            history,
+                        )
+                        .await
                     },
                 );
             }
