@@ -1788,3 +1788,33 @@ async fn behind_nginx_upgrades_reuse_keep_alive_upstream_connections() {
         );
     }
 }
+
+/// Through Redis, a client's publication keeps its sender: a subscriber on
+/// another server sees `info` with the publisher's client id in the push
+/// (topic message `P`) and in history (stream field `i`); an API
+/// publication has none there either.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_publication_keeps_its_sender_across_servers() {
+    let redis = RedisServer::start();
+    let a = cluster_server(&redis);
+    let b = cluster_server(&redis);
+    wait_ready(&a).await;
+    wait_ready(&b).await;
+    let ch = "cluster-info";
+    let mut reader = b.client(Enc::MsgPack).await;
+    reader.subscribe(ch).await;
+    let mut writer = a.client(Enc::Json).await;
+    let writer_id = writer.ok("connect", json!({})).await["client"].clone();
+    writer.publish(ch, &json!({"text": "hi"})).await;
+    api_publish_retry(b.addr(), ch, &json!("api")).await;
+    let first = reader.next_push().await;
+    assert_eq!(first["pub"]["info"]["client"], writer_id, "{first}");
+    assert_eq!(first["pub"]["info"]["user"], "", "{first}");
+    let second = reader.next_push().await;
+    assert!(second["pub"].get("info").is_none(), "{second}");
+    let h = reader.ok("history", json!({"channel": ch})).await;
+    let pubs = h["publications"].as_array().expect("publications");
+    assert_eq!(pubs.len(), 2, "{h}");
+    assert_eq!(pubs[0]["info"]["client"], writer_id, "{h}");
+    assert!(pubs[1].get("info").is_none(), "{h}");
+}

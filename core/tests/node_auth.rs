@@ -550,3 +550,30 @@ fn a_subscription_token_ends_its_subscription_at_exp_plus_grace_unless_refreshed
     h.tick(at(700));
     assert!(h.seen(c).messages.is_empty());
 }
+
+#[test]
+fn on_an_open_server_connect_is_optional_and_answers_the_client_id() {
+    let mut h = Harness::new(true);
+    h.core = Standalone::new(NodeConfig::default(), 3);
+    let c = h.open(at(0));
+    let r = h.ask(at(0), c, json!({"id": 1, "connect": {}}));
+    assert_eq!(
+        r["connect"],
+        json!({"client": h.core.node.client_id(c), "user": "", "expires": false})
+    );
+    assert_eq!(
+        h.error_code(at(0), c, json!({"id": 2, "connect": {}})),
+        101,
+        "already connected"
+    );
+    // Without connect, commands work at once, and then connect is late.
+    let d = h.open(at(0));
+    let r = h.ask(at(0), d, json!({"id": 1, "subscribe": {"channel": "news"}}));
+    assert!(r["subscribe"].is_object(), "{r}");
+    assert_eq!(h.error_code(at(0), d, json!({"id": 2, "connect": {}})), 101);
+    assert_eq!(
+        h.core.node.timers(),
+        2,
+        "heartbeats only: no connect timeout"
+    );
+}

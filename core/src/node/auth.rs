@@ -43,7 +43,7 @@ impl Node {
     pub(super) fn auth_deadline(&self, auth: &Auth) -> Option<Timestamp> {
         match auth {
             Auth::Pending(at) => Some(*at),
-            Auth::Anonymous => None,
+            Auth::Open | Auth::Anonymous => None,
             Auth::User(identity) => identity
                 .expires
                 .map(|(at, _)| at + self.config.auth.refresh_grace),
@@ -62,7 +62,7 @@ impl Node {
             let code = match self.slab.get(id).map(|c| &c.auth) {
                 Some(Auth::Pending(_)) => close::CONNECT_TIMEOUT,
                 Some(Auth::User(_)) => close::TOKEN_EXPIRED,
-                Some(Auth::Anonymous) | None => continue,
+                Some(Auth::Open | Auth::Anonymous) | None => continue,
             };
             self.close(now, id, code, close::reason(code));
         }
@@ -91,7 +91,14 @@ impl Node {
     /// is allowed, and is otherwise told 112 (it stays open until the
     /// connect timeout).
     pub(super) fn gate(&mut self, now: Timestamp, id: ConnId, enc: Encoding, rid: u64) -> Gate {
-        let pending = matches!(self.slab.get(id).map(|c| &c.auth), Some(Auth::Pending(_)));
+        let auth = self.slab.get(id).map(|c| &c.auth);
+        if matches!(auth, Some(Auth::Open)) {
+            // The first command on an open server: anonymous from now on
+            // (a later `connect` is "already connected").
+            self.set_auth(id, Auth::Anonymous);
+            return Gate::Pass;
+        }
+        let pending = matches!(auth, Some(Auth::Pending(_)));
         match pending {
             true if self.config.auth.allow_anonymous => {
                 self.set_auth(id, Auth::Anonymous);
@@ -116,7 +123,10 @@ impl Node {
         rid: u64,
         token: Option<String>,
     ) {
-        if !matches!(self.slab.get(id).map(|c| &c.auth), Some(Auth::Pending(_))) {
+        if !matches!(
+            self.slab.get(id).map(|c| &c.auth),
+            Some(Auth::Pending(_) | Auth::Open)
+        ) {
             let reply = error(ErrorCode::BadRequest, "already connected");
             self.reply(now, id, enc, rid, &reply);
             return;

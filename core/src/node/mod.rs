@@ -282,7 +282,8 @@ impl Node {
             Endpoint::PubSub(_) if !self.config.auth.open() => {
                 Auth::Pending(now + self.config.auth.connect_timeout)
             }
-            _ => Auth::Anonymous,
+            Endpoint::PubSub(_) => Auth::Open,
+            Endpoint::Echo => Auth::Anonymous,
         };
         let client = Client {
             conn,

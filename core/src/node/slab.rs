@@ -68,6 +68,9 @@ pub(super) enum Auth {
     /// Waiting for `connect` (authentication is on); closed with
     /// `CONNECT_TIMEOUT` at this time.
     Pending(Timestamp),
+    /// On an open server (no authentication): anonymous, and `connect` may
+    /// still come first (clients send it to learn their client id).
+    Open,
     /// Connected without credentials.
     Anonymous,
     /// Connected as a user (boxed: most of a node's connections are one
@@ -89,7 +92,7 @@ impl Auth {
     pub(super) fn user(&self) -> Option<&str> {
         match self {
             Auth::User(identity) => Some(&identity.user),
-            Auth::Pending(_) | Auth::Anonymous => None,
+            Auth::Pending(_) | Auth::Open | Auth::Anonymous => None,
         }
     }
 
