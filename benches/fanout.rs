@@ -48,6 +48,7 @@ fn bench_fanout(c: &mut Criterion) {
                         publication: Publication {
                             offset,
                             data: data.clone(),
+                            info: None,
                         },
                     },
                 );

@@ -78,6 +78,11 @@ pub const CONNECTIONS_PER_SOURCE_ADDRESS: usize = 5_000;
 /// TIME_WAIT ports.
 pub const SOURCE_POOL: usize = 240;
 
+/// The environment variable `--token-hmac-secret` is also read from (and
+/// handed to worker processes in, rather than on their command line, which
+/// every user of the machine can read).
+pub const TOKEN_SECRET_ENV: &str = "WAVECAST_BENCH_TOKEN_HMAC_SECRET";
+
 /// Channel every scenario uses.
 pub const CHANNEL: &str = "bench";
 
@@ -209,6 +214,13 @@ pub struct TargetArgs {
     /// and after the connections are open.
     #[arg(long, value_delimiter = ',')]
     pub server_pid: Vec<u32>,
+    /// wavecast only: authenticate every connection with a `connect`
+    /// command before it subscribes, each with its own HS256 token signed
+    /// with this secret (user `u0`, `u1`, ... by connection index; the
+    /// publisher's user is `publisher`; expiry in 1 h). A refused `connect`
+    /// fails the run. Without it, no `connect` is sent (anonymous).
+    #[arg(long, env = TOKEN_SECRET_ENV, hide_env_values = true)]
+    pub token_hmac_secret: Option<String>,
 }
 
 /// `wavecast bench connect`.
@@ -388,6 +400,10 @@ pub enum BenchError {
     /// its own protocol.
     #[error("server: {0}")]
     Server(String),
+    /// The server refused a connection's token (`connect` answered with an
+    /// error, or for another user than the token's).
+    #[error("authentication: {0}")]
+    Auth(String),
     /// The server lost, duplicated or reordered deliveries (wavecast
     /// promises none of these).
     #[error("server broke delivery: {0}")]
@@ -412,6 +428,7 @@ impl BenchError {
             BenchError::Delivery(_) => 3,
             BenchError::Io { .. }
             | BenchError::Server(_)
+            | BenchError::Auth(_)
             | BenchError::Worker(_)
             | BenchError::Plot(_)
             | BenchError::Json(_) => 1,
@@ -603,6 +620,15 @@ mod tests {
             assert_eq!(err.exit_code(), 2, "{list:?}: {err}");
         }
         assert!(cli(&["--url", "ws://127.0.0.1:1/ws,ws://127.0.0.1:2/ws"]).is_ok());
+    }
+
+    #[test]
+    fn the_token_secret_is_optional_and_absent_by_default() {
+        if std::env::var_os(TOKEN_SECRET_ENV).is_none() {
+            assert_eq!(cli(&[]).unwrap().target.token_hmac_secret, None);
+        }
+        let c = cli(&["--token-hmac-secret", "S"]).unwrap();
+        assert_eq!(c.target.token_hmac_secret.as_deref(), Some("S"));
     }
 
     #[test]

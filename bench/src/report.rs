@@ -27,6 +27,13 @@ pub struct Report {
     pub failed_connections: u64,
     /// The first connection error, if any.
     pub first_error: Option<String>,
+    /// Every connection sent `connect` with its own token first
+    /// (`--token-hmac-secret`).
+    #[serde(default)]
+    pub authenticated: bool,
+    /// Of the failed connections, those whose `connect` the server refused.
+    #[serde(default)]
+    pub refused_connections: u64,
     /// Worker processes holding the subscribers (0 = this process).
     pub workers: u64,
     /// Subscribed connections per second while opening them.
@@ -217,6 +224,22 @@ pub fn check_delivery(reports: &[Report]) -> Result<(), BenchError> {
     Ok(())
 }
 
+/// A run with tokens checks that every token is accepted: a refused
+/// `connect` fails the command (after the report is out).
+pub fn check_auth(reports: &[Report]) -> Result<(), BenchError> {
+    for r in reports {
+        if r.refused_connections > 0 {
+            return Err(BenchError::Auth(format!(
+                "{} of {} connections refused at connect; first error: {}",
+                r.refused_connections,
+                r.subscribers,
+                r.first_error.as_deref().unwrap_or("none recorded")
+            )));
+        }
+    }
+    Ok(())
+}
+
 // ---------------------------------------------------------------------------
 // Human output
 // ---------------------------------------------------------------------------
@@ -233,9 +256,14 @@ fn mib(bytes: u64) -> String {
 pub fn format_report(r: &Report) -> String {
     let mut s = String::new();
     s += &format!(
-        "{} {}: {} subscribers ({} connected, {} failed{}), {} worker processes\n",
+        "{} {}{}: {} subscribers ({} connected, {} failed{}), {} worker processes\n",
         r.scenario,
         r.target,
+        if r.authenticated {
+            " (HS256 token per connection)"
+        } else {
+            ""
+        },
         r.subscribers,
         r.connected,
         r.failed_connections,
@@ -384,6 +412,43 @@ mod tests {
         assert_eq!(median(vec![]), None);
         assert_eq!(median(vec![3.0, 1.0, 2.0]), Some(2.0));
         assert_eq!(median(vec![4.0, 1.0, 2.0, 3.0]), Some(2.5));
+    }
+
+    #[test]
+    fn a_refused_connect_fails_the_run_and_other_failures_do_not() {
+        let ok = Report {
+            scenario: "connect".into(),
+            target: "wavecast".into(),
+            subscribers: 10,
+            connected: 9,
+            failed_connections: 1,
+            authenticated: true,
+            ..Report::default()
+        };
+        assert!(check_auth(std::slice::from_ref(&ok)).is_ok());
+        let refused = Report {
+            refused_connections: 1,
+            first_error: Some("authentication: refused to connect: 112".into()),
+            ..ok.clone()
+        };
+        let err = check_auth(&[ok.clone(), refused]).unwrap_err();
+        assert!(matches!(err, BenchError::Auth(_)), "{err:?}");
+        assert!(err.to_string().contains("1 of 10"), "{err}");
+        assert_eq!(err.exit_code(), 1);
+        // Shown in the header; a report without tokens reads as before.
+        assert!(format_report(&ok).starts_with("connect wavecast (HS256 token per connection): 10"));
+        let plain = Report {
+            authenticated: false,
+            ..ok
+        };
+        assert!(format_report(&plain).starts_with("connect wavecast: 10 subscribers"));
+        // Reports written before these fields existed still read.
+        let mut old = serde_json::to_value(&plain).unwrap();
+        let fields = old.as_object_mut().unwrap();
+        fields.remove("authenticated");
+        fields.remove("refused_connections");
+        let back: Report = serde_json::from_value(old).unwrap();
+        assert_eq!(back, plain);
     }
 
     #[test]

@@ -325,6 +325,10 @@ pub struct ConnectResult {
     pub connected: u64,
     /// Connections that failed (refused, timed out, server error).
     pub failed: u64,
+    /// Of those, connections whose `connect` the server refused
+    /// (`--token-hmac-secret`).
+    #[serde(default)]
+    pub refused: u64,
     /// Monotonic time the first connection started.
     pub started_ns: u64,
     /// Monotonic time the last one was subscribed.
@@ -336,6 +340,7 @@ impl ConnectResult {
     pub fn merge(&mut self, other: &ConnectResult) {
         self.connected += other.connected;
         self.failed += other.failed;
+        self.refused += other.refused;
         self.started_ns = if self.started_ns == 0 {
             other.started_ns
         } else {

@@ -23,7 +23,9 @@
 //! - [`reader`]: frames in, each target's messages classified into
 //!   [`Event`]s.
 //! - [`writer`]: masked frames out.
-//! - [`subscriber`]: a subscribed connection and its delivery loop.
+//! - [`token`]: the HS256 connection tokens of `--token-hmac-secret`.
+//! - [`subscriber`]: a subscribed (and, with a token, authenticated)
+//!   connection and its delivery loop.
 //! - [`publisher`]: the publisher (WebSocket or wavecast's HTTP API) and
 //!   its acknowledgements.
 
@@ -32,6 +34,7 @@ pub mod marker;
 pub mod publisher;
 pub mod reader;
 pub mod subscriber;
+pub mod token;
 pub mod writer;
 
 pub use connect::{open_tcp, websocket_handshake};
@@ -39,6 +42,7 @@ pub use marker::{parse_marker, write_payload};
 pub use publisher::{publish, PublishConfig, Published, PublisherConnection};
 pub use reader::{classify, Event, Reader, Reply};
 pub use subscriber::{connect_subscriber, run_subscriber, Conn};
+pub use token::{user_for, Credentials, TokenSigner, PUBLISHER_USER};
 pub use writer::Writer;
 
 use bytes::Bytes;
@@ -96,6 +100,19 @@ mod tests {
         assert_eq!(
             &publish[..],
             br#"{"id":8,"publish":{"channel":"bench","data":"~7:8:xx"}}"#
+        );
+        let connect = wavecast_request(
+            1,
+            Command::Connect {
+                token: Some("a.b.c".into()),
+            },
+        );
+        assert_eq!(&connect[..], br#"{"id":1,"connect":{"token":"a.b.c"}}"#);
+        assert_eq!(
+            decode_request(Encoding::Json, &connect).unwrap().command,
+            Command::Connect {
+                token: Some("a.b.c".into())
+            }
         );
         let request = decode_request(Encoding::Json, &publish).unwrap();
         assert_eq!(request.id, 8);

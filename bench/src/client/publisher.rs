@@ -16,7 +16,8 @@ use wavecast_core::protocol::{Command, Payload};
 use super::connect::{open_tcp, websocket_handshake};
 use super::marker::write_payload;
 use super::reader::{Event, Reader, Reply};
-use super::subscriber::connect_subscriber;
+use super::subscriber::{connect_subscriber, Conn};
+use super::token::Credentials;
 use super::writer::Writer;
 use super::{find, wavecast_request, MAX_HEAD, MAX_MESSAGE, READ_CHUNK};
 use crate::stats::now_ns;
@@ -49,6 +50,9 @@ pub struct PublishConfig {
     pub window: u64,
     /// Data bytes per publication.
     pub payload: usize,
+    /// wavecast over the WebSocket: authenticate the publisher's connection
+    /// with these first (`--token-hmac-secret`).
+    pub credentials: Option<Credentials>,
 }
 
 /// What the publisher did.
@@ -108,12 +112,27 @@ pub async fn publish(cfg: &PublishConfig) -> Result<Published, BenchError> {
     } else if cfg.target == Target::Wavecast {
         let mut stream = open_tcp(cfg.url.addr, None).await?;
         let buf = websocket_handshake(&mut stream, &cfg.url).await?;
-        let (rd, wr) = stream.into_split();
-        (rd, wr, Writer::new(), buf)
+        match &cfg.credentials {
+            Some(credentials) => {
+                let mut conn = Conn {
+                    stream,
+                    reader: Reader::new(cfg.target, buf),
+                    writer: Writer::new(),
+                };
+                conn.authenticate(credentials).await?;
+                let buf = conn.reader.into_buf();
+                let (rd, wr) = conn.stream.into_split();
+                (rd, wr, conn.writer, buf)
+            }
+            None => {
+                let (rd, wr) = stream.into_split();
+                (rd, wr, Writer::new(), buf)
+            }
+        }
     } else {
         // The peers send each message to the publisher too: subscribe it
         // like any other client and count its copies as acknowledgements.
-        let conn = connect_subscriber(cfg.target, &cfg.url, None).await?;
+        let conn = connect_subscriber(cfg.target, &cfg.url, None, None).await?;
         let buf = conn.reader.into_buf();
         let (rd, wr) = conn.stream.into_split();
         (rd, wr, conn.writer, buf)
@@ -292,7 +311,7 @@ async fn read_acks<R: AsyncRead + Unpin>(
                     "closed the publisher's connection".into(),
                 ))
             }
-            Event::Subscribed | Event::Other => {}
+            Event::Subscribed | Event::Connected { .. } | Event::Other => {}
         }
     }
 }

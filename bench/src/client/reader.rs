@@ -37,6 +37,13 @@ pub enum Event {
     /// The subscription is in place (subscribe reply, Socket.IO `40`,
     /// NATS `PONG`).
     Subscribed,
+    /// wavecast's `connect` reply: the connection is authenticated.
+    Connected {
+        /// The id of the command it answers.
+        id: u64,
+        /// The user the server took from the token.
+        user: String,
+    },
     /// A publish was acknowledged (wavecast's publish reply or HTTP 200).
     Ack,
     /// The server refused a command.
@@ -237,7 +244,7 @@ pub fn classify(target: Target, msg: &[u8]) -> Event {
 
 /// A wavecast message (JSON, the server's default encoding), decoded once
 /// by the core's client side: a `pub` push is a publication (its data
-/// carries the marker), a subscribe or publish reply confirms, an error
+/// carries the marker), a connect, subscribe or publish reply confirms, an error
 /// reply or a message no client could act on is an error (the server broke
 /// its protocol; a subscriber ignores it, the publisher stops).
 fn wavecast_event(msg: &[u8]) -> Event {
@@ -250,6 +257,7 @@ fn wavecast_event(msg: &[u8]) -> Event {
         }
         Ok(ServerMessage::Push(_)) => Event::Other,
         Ok(ServerMessage::Reply { id, reply }) => match reply {
+            protocol::Reply::Connect { user, .. } => Event::Connected { id, user },
             protocol::Reply::Subscribe { .. } => Event::Subscribed,
             protocol::Reply::Publish { .. } => Event::Ack,
             protocol::Reply::Error(e) => Event::Error(format!("command {id}: {e}")),
@@ -296,6 +304,33 @@ mod tests {
             classify(Target::Wavecast, br#"{"id":2,"publish":{"offset":1}}"#),
             Event::Ack
         );
+        assert_eq!(
+            classify(
+                Target::Wavecast,
+                br#"{"id":1,"connect":{"client":"c-0-1.1","user":"u7","expires":true,"ttl":3599}}"#
+            ),
+            Event::Connected {
+                id: 1,
+                user: "u7".into()
+            }
+        );
+        assert_eq!(
+            classify(
+                Target::Wavecast,
+                br#"{"id":3,"connect":{"client":"c","user":"","expires":false}}"#
+            ),
+            Event::Connected {
+                id: 3,
+                user: String::new()
+            }
+        );
+        match classify(
+            Target::Wavecast,
+            br#"{"id":1,"error":{"code":112,"message":"bad token signature"}}"#,
+        ) {
+            Event::Error(e) => assert!(e.contains("112"), "{e}"),
+            other => panic!("{other:?}"),
+        }
         match classify(
             Target::Wavecast,
             br#"{"id":2,"error":{"code":104,"message":"no"}}"#,

@@ -16,9 +16,9 @@ use tokio::sync::{mpsc, Semaphore};
 use tokio::task::JoinHandle;
 
 use super::resolve::{resolve, source_for, Resolved};
-use crate::client::{connect_subscriber, run_subscriber};
+use crate::client::{connect_subscriber, run_subscriber, user_for, Credentials};
 use crate::stats::{now_ns, ConnectResult, GroupResult, Recorder};
-use crate::{BenchError, LoadArgs, WorkerArgs};
+use crate::{BenchError, LoadArgs, WorkerArgs, TOKEN_SECRET_ENV};
 
 /// How long one connection may take to be subscribed.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(30);
@@ -41,15 +41,29 @@ impl Drop for LocalGroup {
 
 /// Opens `n` subscribers (indices `first_index..`), paced by the connect
 /// rate and concurrency, and returns once each is subscribed or failed.
-async fn open_local(r: &Resolved, n: usize, first_index: usize, publications: u64) -> LocalGroup {
+/// With a signer, every connection's token is signed before the first
+/// connection starts, so the tool's signing is not in the measured time.
+async fn open_local(
+    r: &Resolved,
+    n: usize,
+    first_index: usize,
+    publications: u64,
+) -> Result<LocalGroup, BenchError> {
+    let mut credentials: Vec<Option<Credentials>> = match &r.signer {
+        Some(signer) => (first_index..first_index + n)
+            .map(|index| signer.credentials(user_for(index)).map(Some))
+            .collect::<Result<_, _>>()?,
+        None => Vec::new(),
+    };
+    credentials.resize(n, None);
     let recorder = Arc::new(Recorder::new(publications));
     let permits = Arc::new(Semaphore::new(r.args.pacing.concurrency.max(1)));
-    let (tx, mut rx) = mpsc::unbounded_channel::<Result<(), String>>();
+    let (tx, mut rx) = mpsc::unbounded_channel::<Result<(), (bool, String)>>();
     let mut tasks = Vec::with_capacity(n);
     let started_ns = now_ns();
     let start = tokio::time::Instant::now();
     let finished_ns = Arc::new(AtomicU64::new(started_ns));
-    for i in 0..n {
+    for (i, credentials) in credentials.into_iter().enumerate() {
         if r.args.pacing.connect_rate > 0.0 {
             tokio::time::sleep_until(
                 start + Duration::from_secs_f64(i as f64 / r.args.pacing.connect_rate),
@@ -65,9 +79,12 @@ async fn open_local(r: &Resolved, n: usize, first_index: usize, publications: u6
         let (target, url) = (r.args.target, r.urls.for_connection(index).clone());
         let source = source_for(index, r.source_addrs, r.source_base);
         tasks.push(tokio::spawn(async move {
-            let conn =
-                tokio::time::timeout(CONNECT_TIMEOUT, connect_subscriber(target, &url, source))
-                    .await;
+            let conn = tokio::time::timeout(
+                CONNECT_TIMEOUT,
+                connect_subscriber(target, &url, source, credentials.as_ref()),
+            )
+            .await;
+            drop(credentials);
             drop(permit);
             match conn {
                 Ok(Ok(conn)) => {
@@ -76,10 +93,14 @@ async fn open_local(r: &Resolved, n: usize, first_index: usize, publications: u6
                     let _ = run_subscriber(conn, recorder).await;
                 }
                 Ok(Err(e)) => {
-                    let _ = tx.send(Err(e.to_string()));
+                    let refused = matches!(e, BenchError::Auth(_));
+                    let _ = tx.send(Err((refused, e.to_string())));
                 }
                 Err(_) => {
-                    let _ = tx.send(Err(format!("not subscribed within {CONNECT_TIMEOUT:?}")));
+                    let _ = tx.send(Err((
+                        false,
+                        format!("not subscribed within {CONNECT_TIMEOUT:?}"),
+                    )));
                 }
             }
         }));
@@ -93,8 +114,9 @@ async fn open_local(r: &Resolved, n: usize, first_index: usize, publications: u6
     while let Some(result) = rx.recv().await {
         match result {
             Ok(()) => connect.connected += 1,
-            Err(e) => {
+            Err((refused, e)) => {
                 connect.failed += 1;
+                connect.refused += u64::from(refused);
                 first_error.get_or_insert(e);
             }
         }
@@ -103,12 +125,12 @@ async fn open_local(r: &Resolved, n: usize, first_index: usize, publications: u6
         }
     }
     connect.finished_ns = finished_ns.load(Ordering::Relaxed);
-    LocalGroup {
+    Ok(LocalGroup {
         tasks,
         recorder,
         connect,
         first_error,
-    }
+    })
 }
 
 /// Waits until every subscriber has the last publication, or nothing has
@@ -165,7 +187,7 @@ pub(super) async fn open_group(
     publications: u64,
 ) -> Result<(Group, ConnectResult, Option<String>), BenchError> {
     if r.workers == 0 {
-        let g = open_local(r, n, 0, publications).await;
+        let g = open_local(r, n, 0, publications).await?;
         let (c, e) = (g.connect, g.first_error.clone());
         return Ok((Group::Local(g), c, e));
     }
@@ -185,6 +207,12 @@ pub(super) async fn open_group(
         // Spread n as evenly as possible.
         let share = n / k + usize::from(w < n % k);
         let mut cmd = tokio::process::Command::new(&exe);
+        // The token secret goes by the environment, not the command line
+        // (which every user of the machine can read).
+        match &r.args.token_hmac_secret {
+            Some(secret) => cmd.env(TOKEN_SECRET_ENV, secret),
+            None => cmd.env_remove(TOKEN_SECRET_ENV),
+        };
         // Every URL: the worker picks each connection's server from its
         // index among all of them (--first-index), as this process would.
         cmd.args([
@@ -285,7 +313,7 @@ pub(super) async fn worker_command(a: WorkerArgs) -> Result<(), BenchError> {
     r.workers = 0;
     r.source_addrs = a.target.pacing.source_addrs;
     r.source_base = a.source_base;
-    let g = open_local(&r, a.subscribers, a.first_index, a.publications).await;
+    let g = open_local(&r, a.subscribers, a.first_index, a.publications).await?;
     let ready = WorkerReady {
         connect: g.connect,
         first_error: g.first_error.clone(),

@@ -26,7 +26,8 @@ pub use memory::{read_rss, read_rss_sum};
 use self::group::worker_command;
 use self::runs::{run_connect, run_fanout};
 use crate::report::{
-    check_delivery, format_report, format_summary, summarize, table_header, table_row, Runs,
+    check_auth, check_delivery, format_report, format_summary, summarize, table_header, table_row,
+    Runs,
 };
 use crate::{
     plot, BenchArgs, BenchCommand, BenchError, BenchUrl, CompareArgs, ConnectArgs, FanoutArgs,
@@ -91,13 +92,15 @@ async fn connect_command(mut a: ConnectArgs) -> Result<(), BenchError> {
     }
     let report = run_connect(&a.target, a.connections).await?;
     print!("{}", format_report(&report));
-    write_json(&a.json, &report)
+    write_json(&a.json, &report)?;
+    check_auth(std::slice::from_ref(&report))
 }
 
 async fn fanout_command(a: FanoutArgs) -> Result<(), BenchError> {
     let report = run_fanout(&a.target, a.subscribers, &a.load).await?;
     print!("{}", format_report(&report));
     write_json(&a.json, &report)?;
+    check_auth(std::slice::from_ref(&report))?;
     check_delivery(std::slice::from_ref(&report))
 }
 
@@ -119,6 +122,7 @@ async fn sweep_command(a: SweepArgs) -> Result<(), BenchError> {
     if let Some(out) = &a.plot {
         plot::plot_reports(&runs.runs, out)?;
     }
+    check_auth(&runs.runs)?;
     check_delivery(&runs.runs)
 }
 
@@ -152,6 +156,7 @@ async fn compare_command(a: CompareArgs) -> Result<(), BenchError> {
             url: vec![url.clone()],
             pacing: a.pacing.clone(),
             server_pid: pid.into_iter().collect(),
+            token_hmac_secret: None,
         };
         // Refuse a bad URL before any run starts.
         BenchUrl::parse(url, target)?;

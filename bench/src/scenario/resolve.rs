@@ -5,9 +5,10 @@
 use std::net::Ipv4Addr;
 use std::sync::atomic::{AtomicUsize, Ordering};
 
+use crate::client::TokenSigner;
 use crate::{
-    BenchError, BenchUrls, TargetArgs, CONNECTIONS_PER_SOURCE_ADDRESS, MAX_CONNECTIONS_PER_PROCESS,
-    SOURCE_POOL,
+    BenchError, BenchUrls, Target, TargetArgs, CONNECTIONS_PER_SOURCE_ADDRESS,
+    MAX_CONNECTIONS_PER_PROCESS, SOURCE_POOL,
 };
 
 /// Target arguments with the automatic choices made.
@@ -18,6 +19,8 @@ pub(super) struct Resolved {
     pub(super) workers: usize,
     pub(super) source_addrs: usize,
     pub(super) source_base: usize,
+    /// `--token-hmac-secret`: every connection authenticates first.
+    pub(super) signer: Option<TokenSigner>,
 }
 
 pub(super) fn resolve(t: &TargetArgs, connections: usize) -> Result<Resolved, BenchError> {
@@ -30,6 +33,15 @@ pub(super) fn resolve(t: &TargetArgs, connections: usize) -> Result<Resolved, Be
             )));
         }
     }
+    let signer = match &t.token_hmac_secret {
+        Some(_) if t.target != Target::Wavecast => {
+            return Err(BenchError::Usage(
+                "--token-hmac-secret is for --target wavecast".into(),
+            ))
+        }
+        Some(secret) => Some(TokenSigner::new(secret)?),
+        None => None,
+    };
     let workers = if t.pacing.workers > 0 {
         t.pacing.workers
     } else if connections > MAX_CONNECTIONS_PER_PROCESS {
@@ -61,6 +73,7 @@ pub(super) fn resolve(t: &TargetArgs, connections: usize) -> Result<Resolved, Be
         workers,
         source_addrs,
         source_base,
+        signer,
     })
 }
 
@@ -113,6 +126,7 @@ mod tests {
                 source_addrs: 0,
             },
             server_pid: Vec::new(),
+            token_hmac_secret: None,
         }
     }
 
@@ -156,6 +170,22 @@ mod tests {
                 );
             }
         }
+    }
+
+    #[test]
+    fn a_token_secret_makes_a_signer_for_wavecast_only() {
+        let mut t = target_args(&["ws://127.0.0.1:1/ws"]);
+        assert!(resolve(&t, 1).unwrap().signer.is_none());
+        t.token_hmac_secret = Some("S".into());
+        assert_eq!(
+            resolve(&t, 1).unwrap().signer,
+            Some(TokenSigner::new("S").unwrap())
+        );
+        t.token_hmac_secret = Some(String::new());
+        assert_eq!(resolve(&t, 1).unwrap_err().exit_code(), 2);
+        t.token_hmac_secret = Some("S".into());
+        t.target = Target::Nats;
+        assert_eq!(resolve(&t, 1).unwrap_err().exit_code(), 2);
     }
 
     #[test]

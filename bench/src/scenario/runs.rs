@@ -7,7 +7,7 @@ use std::time::Duration;
 use super::group::{collect, open_group};
 use super::memory::{settled_rss, SETTLE};
 use super::resolve::resolve;
-use crate::client::{publish, PublishConfig};
+use crate::client::{publish, PublishConfig, PUBLISHER_USER};
 use crate::report::Report;
 use crate::stats::{
     now_ns, percentiles_of_sparse, percentiles_of_values, ConnectResult, GroupResult,
@@ -22,6 +22,7 @@ fn seconds(ns: u64) -> f64 {
 fn connect_figures(report: &mut Report, connect: &ConnectResult, rss: (Option<u64>, Option<u64>)) {
     report.connected = connect.connected;
     report.failed_connections = connect.failed;
+    report.refused_connections = connect.refused;
     let took = connect.finished_ns.saturating_sub(connect.started_ns);
     report.connect_seconds = seconds(took);
     report.handshakes_per_sec = if took > 0 {
@@ -62,6 +63,7 @@ pub(super) async fn run_connect(t: &TargetArgs, connections: usize) -> Result<Re
         subscribers: connections as u64,
         workers: r.workers as u64,
         first_error,
+        authenticated: r.signer.is_some(),
         ..Report::default()
     };
     connect_figures(&mut report, &connect, (before, after));
@@ -111,6 +113,7 @@ pub(super) async fn run_fanout(
         subscribers: subscribers as u64,
         workers: r.workers as u64,
         first_error,
+        authenticated: r.signer.is_some(),
         publications: load.publications,
         payload_bytes: load.payload as u64,
         publish_rate: (!load.max).then_some(load.publish_rate),
@@ -138,6 +141,10 @@ pub(super) async fn run_fanout(
         rate: (!load.max).then_some(load.publish_rate),
         window: load.window,
         payload: load.payload,
+        credentials: match &r.signer {
+            Some(signer) => Some(signer.credentials(PUBLISHER_USER.into())?),
+            None => None,
+        },
     };
     let published = publish(&cfg).await?;
     let result = collect(
