@@ -9,10 +9,14 @@ use std::time::Duration;
 /// finish doing so.
 pub(super) const SETTLE: Duration = Duration::from_secs(1);
 
-/// The resident memory of `pid` from /proc/PID/status, in bytes.
+/// The resident anonymous memory of `pid` (heap and stacks: `RssAnon` in
+/// /proc/PID/status), in bytes. Not `VmRSS`: that also counts the pages
+/// of the executable's code, which are read in once, the first time the
+/// code runs (the first handshakes), and would pass for memory per
+/// connection whenever the code's layout moves.
 pub fn read_rss(pid: u32) -> Option<u64> {
     let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
-    let line = status.lines().find(|l| l.starts_with("VmRSS:"))?;
+    let line = status.lines().find(|l| l.starts_with("RssAnon:"))?;
     let kb: u64 = line.split_whitespace().nth(1)?.parse().ok()?;
     kb.checked_mul(1024)
 }
