@@ -37,6 +37,9 @@ pub struct ServeArgs {
     /// Most WebSocket connections held at once; beyond it the handshake gets 503 [default: 100000].
     #[arg(long, env = "WAVECAST_MAX_CONNECTIONS")]
     pub max_connections: Option<usize>,
+    /// Most WebSocket connections one client IP address may hold at once; beyond it the handshake gets 503; 0: no limit [default: 0].
+    #[arg(long, env = "WAVECAST_MAX_CONNECTIONS_PER_IP")]
+    pub max_connections_per_ip: Option<usize>,
     /// Most plain HTTP (keep-alive) connections held at once; beyond it a new one gets 503 [default: 1024].
     #[arg(long, env = "WAVECAST_MAX_HTTP_CONNECTIONS")]
     pub max_http_connections: Option<usize>,
@@ -133,6 +136,7 @@ pub struct FileConfig {
     #[serde(default, with = "opt_duration")]
     heartbeat_timeout: Option<Duration>,
     max_connections: Option<usize>,
+    max_connections_per_ip: Option<usize>,
     max_http_connections: Option<usize>,
     #[serde(default, with = "opt_duration")]
     http_timeout: Option<Duration>,
@@ -274,6 +278,9 @@ pub struct Config {
     pub heartbeat_timeout: Duration,
     /// Most WebSocket connections at once.
     pub max_connections: usize,
+    /// Most WebSocket connections of one client IP address at once (0: no
+    /// limit).
+    pub max_connections_per_ip: usize,
     /// Most plain HTTP connections at once.
     pub max_http_connections: usize,
     /// Request head deadline (first and later heads) and HTTP keep-alive
@@ -333,6 +340,7 @@ impl Default for Config {
             heartbeat_interval: Duration::from_secs(25),
             heartbeat_timeout: Duration::from_secs(10),
             max_connections: 100_000,
+            max_connections_per_ip: 0,
             max_http_connections: 1024,
             http_timeout: Duration::from_secs(10),
             max_message_size: 64 * 1024,
@@ -493,6 +501,10 @@ impl Config {
                 .max_connections
                 .or(file.max_connections)
                 .unwrap_or(d.max_connections),
+            max_connections_per_ip: args
+                .max_connections_per_ip
+                .or(file.max_connections_per_ip)
+                .unwrap_or(d.max_connections_per_ip),
             max_http_connections: args
                 .max_http_connections
                 .or(file.max_http_connections)
@@ -818,6 +830,22 @@ mod tests {
                 ..
             })
         ));
+    }
+
+    #[test]
+    fn max_connections_per_ip_from_file_and_flags() {
+        assert_eq!(
+            Config::default().max_connections_per_ip,
+            0,
+            "off by default"
+        );
+        let file: FileConfig = toml::from_str("max_connections_per_ip = 5\n").unwrap();
+        assert_eq!(file.max_connections_per_ip, Some(5));
+        let args = ServeArgs {
+            max_connections_per_ip: Some(3),
+            ..Default::default()
+        };
+        assert_eq!(Config::load(&args).unwrap().max_connections_per_ip, 3);
     }
 
     #[test]

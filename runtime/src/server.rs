@@ -25,6 +25,7 @@ use crate::shard;
 use crate::shared::Shared;
 use crate::sys::inbox::Inbox;
 use crate::sys::limit::ConnectionLimit;
+use crate::sys::per_ip::PerIpLimit;
 
 pub use crate::shard::SHUTDOWN_GRACE;
 
@@ -113,11 +114,13 @@ pub async fn run(
         }
     };
     let max_connections = config.max_connections;
+    let max_connections_per_ip = config.max_connections_per_ip;
     let max_http_connections = config.max_http_connections;
     let shared = Arc::new(Shared {
         config,
         clock,
         connections: ConnectionLimit::new(max_connections),
+        connections_per_ip: PerIpLimit::new(max_connections_per_ip),
         http_connections: ConnectionLimit::new(max_http_connections),
         shutdown: stop_rx,
         backbone,

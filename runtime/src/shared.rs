@@ -1,7 +1,11 @@
 //! The state every shard shares: the configuration, the clock, the
 //! connection limits, the backbone handle and every shard's inbox. It is
-//! read-mostly (the counters are atomics), built once by the server, and
-//! is all the HTTP API needs to answer.
+//! read-mostly (the counters are atomics; the per-address counts are a
+//! map under a lock taken only when a handshake reserves a slot and when a
+//! connection gives it back), built once by the server, and is all the
+//! HTTP API needs to answer.
+
+use std::net::IpAddr;
 
 use tokio::sync::watch;
 
@@ -10,6 +14,7 @@ use crate::clock::Clock;
 use crate::config::Config;
 use crate::mailbox::ShardInbox;
 use crate::sys::limit::ConnectionLimit;
+use crate::sys::per_ip::PerIpLimit;
 
 /// State shared by every shard (read-mostly; the counters are atomics).
 #[derive(Debug)]
@@ -20,6 +25,9 @@ pub struct Shared {
     pub clock: Clock,
     /// WebSocket connections currently held, across shards.
     pub connections: ConnectionLimit,
+    /// WebSocket connections currently held per client address, across
+    /// shards (`max_connections_per_ip`; off at 0).
+    pub connections_per_ip: PerIpLimit,
     /// Plain HTTP connections currently held, across shards
     /// (`max_http_connections`); one that upgrades moves to `connections`.
     pub http_connections: ConnectionLimit,
@@ -35,14 +43,26 @@ pub struct Shared {
 }
 
 impl Shared {
-    /// Reserves a connection slot; false when at `max_connections`.
-    pub fn try_reserve_connection(&self) -> bool {
-        self.connections.try_acquire()
+    /// Reserves a WebSocket connection slot for a client at `peer`: one of
+    /// `max_connections_per_ip` for its address, then one of
+    /// `max_connections`. Takes nothing when it fails.
+    pub fn try_reserve_connection(&self, peer: IpAddr) -> Result<(), ConnectionRefused> {
+        // The address first: one address retrying past its own limit then
+        // never holds, even for a moment, a slot another client could get.
+        if !self.connections_per_ip.try_acquire(peer) {
+            return Err(ConnectionRefused::PerIp);
+        }
+        if !self.connections.try_acquire() {
+            self.connections_per_ip.release(peer);
+            return Err(ConnectionRefused::Server);
+        }
+        Ok(())
     }
 
-    /// Gives a reserved connection slot back.
-    pub fn release_connection(&self) {
+    /// Gives back a slot reserved with `try_reserve_connection(peer)`.
+    pub fn release_connection(&self, peer: IpAddr) {
         self.connections.release();
+        self.connections_per_ip.release(peer);
     }
 
     /// Reserves a plain HTTP connection slot; false when at
@@ -60,4 +80,13 @@ impl Shared {
     pub fn shutting_down(&self) -> bool {
         *self.shutdown.borrow()
     }
+}
+
+/// Why no WebSocket connection slot was reserved.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ConnectionRefused {
+    /// The server holds `max_connections`.
+    Server,
+    /// The client's address holds `max_connections_per_ip`.
+    PerIp,
 }

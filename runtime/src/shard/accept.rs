@@ -3,8 +3,15 @@
 //! node and the shard's epoll set) or hand it to the HTTP side
 //! ([`super::http`]), which holds a slot of `max_http_connections` (503
 //! beyond it) until hyper lets the socket go.
+//!
+//! An upgrade holds a [`Reservation`] from [`admit`] on: a slot of
+//! `max_connections` and one of `max_connections_per_ip` for the client's
+//! address (503 beyond either). Dropped before [`adopt`] (the 101 cannot be
+//! written, hyper's upgrade fails), it gives both back; once adopted, the
+//! shard gives them back when the node has finished the connection.
 
 use std::io;
+use std::net::IpAddr;
 use std::os::fd::AsRawFd;
 use std::rc::Rc;
 use std::sync::Arc;
@@ -16,12 +23,13 @@ use wavecast_core::node::Endpoint;
 use wavecast_core::protocol::Encoding;
 
 use super::{ConnIo, Shard};
-use crate::shared::Shared;
+use crate::shared::{ConnectionRefused, Shared};
 use crate::sys::poller::Interest;
 
 /// A new TCP connection: read its request head, then either upgrade it to
 /// a WebSocket owned by the node or hand it to the HTTP side.
-pub(super) async fn handle_socket(shard: Rc<Shard>, stream: TcpStream) {
+/// `peer`: the client's address.
+pub(super) async fn handle_socket(shard: Rc<Shard>, stream: TcpStream, peer: IpAddr) {
     let _ = stream.set_nodelay(true);
     let max = shard.handshake.max_head_size;
     let mut buf = Vec::with_capacity(1024);
@@ -59,16 +67,15 @@ pub(super) async fn handle_socket(shard: Rc<Shard>, stream: TcpStream) {
                 .await;
             return;
         };
-        super::http::serve(shard.clone(), buf, stream).await;
+        super::http::serve(shard.clone(), buf, stream, peer).await;
         return;
     }
-    let endpoint = match admit(&shard, &head) {
-        Ok((accepted, endpoint)) => {
+    let (endpoint, slot) = match admit(&shard, &head, peer) {
+        Ok((accepted, endpoint, slot)) => {
             if stream.write_all(&accepted.response).await.is_err() {
-                shard.shared.release_connection();
-                return;
+                return; // `slot` is given back as it drops
             }
-            endpoint
+            (endpoint, slot)
         }
         Err(response) => {
             let _ = stream.write_all(&response).await;
@@ -78,7 +85,7 @@ pub(super) async fn handle_socket(shard: Rc<Shard>, stream: TcpStream) {
     let leftover = buf.split_off(head.head_len);
     drop(buf);
     drop(head);
-    adopt(&shard, stream, endpoint, &leftover);
+    adopt(&shard, stream, endpoint, slot, &leftover);
 }
 
 /// A reserved slot of `max_http_connections`, given back exactly once when
@@ -100,15 +107,44 @@ impl Drop for HttpSlot {
     }
 }
 
-/// Decides an upgrade request: the endpoint its path names, the handshake,
-/// shutdown and the connection limit. `Ok`: a connection slot is reserved
-/// and the 101 response is to be sent. `Err`: the complete refusal to send.
-/// Shared by upgrades on a fresh connection and those that arrive on an
-/// HTTP keep-alive connection ([`super::http`]).
+/// A reserved WebSocket connection slot ([`admit`]): one of
+/// `max_connections`, and one of `max_connections_per_ip` for the client's
+/// address. Given back exactly once: when dropped, unless [`adopt`] kept
+/// it (then by the shard, when the node has finished the connection).
+pub(crate) struct Reservation {
+    /// `None` once kept.
+    shared: Option<Arc<Shared>>,
+    peer: IpAddr,
+}
+
+impl Reservation {
+    /// The slot now belongs to a connection in the shard's table, which
+    /// gives it back: the client's address, for that.
+    fn keep(mut self) -> IpAddr {
+        self.shared = None;
+        self.peer
+    }
+}
+
+impl Drop for Reservation {
+    fn drop(&mut self) {
+        if let Some(shared) = self.shared.take() {
+            shared.release_connection(self.peer);
+        }
+    }
+}
+
+/// Decides an upgrade request from a client at `peer`: the endpoint its
+/// path names, the handshake, shutdown and the connection limits. `Ok`: a
+/// connection slot is reserved and the 101 response is to be sent. `Err`:
+/// the complete refusal to send. Shared by upgrades on a fresh connection
+/// and those that arrive on an HTTP keep-alive connection
+/// ([`super::http`]).
 pub(crate) fn admit(
     shard: &Shard,
     head: &RequestHead,
-) -> Result<(handshake::Accepted, Endpoint), Vec<u8>> {
+    peer: IpAddr,
+) -> Result<(handshake::Accepted, Endpoint, Reservation), Vec<u8>> {
     let pubsub = head.path == "/ws";
     match head.path.as_str() {
         "/ws" => {}
@@ -137,27 +173,34 @@ pub(crate) fn admit(
             "shutting down\n",
         ));
     }
-    if !shard.shared.try_reserve_connection() {
-        return Err(handshake::reject_response(
-            503,
-            "Service Unavailable",
-            "at max connections\n",
-        ));
+    if let Err(refused) = shard.shared.try_reserve_connection(peer) {
+        let body = match refused {
+            ConnectionRefused::Server => "at max connections\n",
+            ConnectionRefused::PerIp => "at max connections for this address\n",
+        };
+        return Err(handshake::reject_response(503, "Service Unavailable", body));
     }
-    Ok((accepted, endpoint))
+    let slot = Reservation {
+        shared: Some(shard.shared.clone()),
+        peer,
+    };
+    Ok((accepted, endpoint, slot))
 }
 
-/// Takes an upgraded socket (101 sent, connection slot reserved by
-/// [`admit`]) out of tokio and into the node and the shard's epoll set.
-/// `leftover`: bytes the client sent after its request head.
-pub(crate) fn adopt(shard: &Shard, stream: TcpStream, endpoint: Endpoint, leftover: &[u8]) {
-    // Still non-blocking once out of tokio.
-    let stream = match stream.into_std() {
-        Ok(s) => s,
-        Err(_) => {
-            shard.shared.release_connection();
-            return;
-        }
+/// Takes an upgraded socket (101 sent, `slot` reserved by [`admit`]) out
+/// of tokio and into the node and the shard's epoll set. `leftover`: bytes
+/// the client sent after its request head.
+pub(crate) fn adopt(
+    shard: &Shard,
+    stream: TcpStream,
+    endpoint: Endpoint,
+    slot: Reservation,
+    leftover: &[u8],
+) {
+    // Still non-blocking once out of tokio. On failure `slot` is given
+    // back as it drops.
+    let Ok(stream) = stream.into_std() else {
+        return;
     };
     let now = shard.now();
     let id = shard
@@ -190,6 +233,9 @@ pub(crate) fn adopt(shard: &Shard, stream: TcpStream, endpoint: Endpoint, leftov
             paused: false,
         });
     }
+    // The connection's slot is the shard's to give back now, when the node
+    // has finished it (even if it could not be watched: it finishes then).
+    shard.set_peer(id.index(), slot.keep());
     shard.drive();
 }
 

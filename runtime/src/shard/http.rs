@@ -26,6 +26,7 @@
 //! `max_http_connections` while it is here ([`super`]).
 
 use std::convert::Infallible;
+use std::net::IpAddr;
 use std::rc::Rc;
 
 use bytes::Bytes;
@@ -45,14 +46,15 @@ type Conn = TokioIo<Rewind<TcpStream>>;
 /// hyper's smallest allowed read buffer (`max_buf_size` panics below it).
 const HYPER_MIN_BUF: usize = 8192;
 
-/// Serves HTTP/1.1 on `stream` until the client is done.
-pub async fn serve(shard: Rc<Shard>, prefix: Vec<u8>, stream: TcpStream) {
+/// Serves HTTP/1.1 on `stream`, from a client at `peer`, until the client
+/// is done.
+pub async fn serve(shard: Rc<Shard>, prefix: Vec<u8>, stream: TcpStream, peer: IpAddr) {
     let max_head = shard.handshake().max_head_size;
     let timeout = shard.shared().config.http_timeout;
     let io: Conn = TokioIo::new(Rewind::new(prefix, stream));
     let service = hyper::service::service_fn(move |req| {
         let shard = shard.clone();
-        async move { Ok::<_, Infallible>(route(shard, req).await) }
+        async move { Ok::<_, Infallible>(route(shard, req, peer).await) }
     });
     if let Err(e) = hyper::server::conn::http1::Builder::new()
         .timer(TokioTimer::new())
@@ -74,7 +76,7 @@ pub async fn serve(shard: Rc<Shard>, prefix: Vec<u8>, stream: TcpStream) {
     }
 }
 
-async fn route(shard: Rc<Shard>, req: Request<Incoming>) -> Response<Full<Bytes>> {
+async fn route(shard: Rc<Shard>, req: Request<Incoming>, peer: IpAddr) -> Response<Full<Bytes>> {
     if req.uri().path().starts_with("/api/") {
         return crate::api::handle(shard.shared(), req).await;
     }
@@ -104,7 +106,7 @@ async fn route(shard: Rc<Shard>, req: Request<Incoming>) -> Response<Full<Bytes>
         (_, "/ws" | "/echo") => {
             let head = head_of(&req);
             if head.wants_websocket() {
-                upgrade(shard, req, &head)
+                upgrade(shard, req, &head, peer)
             } else {
                 text(
                     StatusCode::UPGRADE_REQUIRED,
@@ -153,6 +155,7 @@ fn upgrade(
     shard: Rc<Shard>,
     mut req: Request<Incoming>,
     head: &RequestHead,
+    peer: IpAddr,
 ) -> Response<Full<Bytes>> {
     // hyper's `max_header_size` already refuses a longer head; this keeps
     // the upgrade's own bound explicit, as `parse_request` does on a fresh
@@ -166,7 +169,7 @@ fn upgrade(
             &body,
         ));
     }
-    let (accepted, endpoint) = match super::admit(&shard, head) {
+    let (accepted, endpoint, slot) = match super::admit(&shard, head, peer) {
         Ok(ok) => ok,
         Err(refusal) => return raw_response(&refusal),
     };
@@ -174,15 +177,14 @@ fn upgrade(
     tokio::task::spawn_local(async move {
         let parts = match on_upgrade.await.map(|u| u.downcast::<Conn>()) {
             Ok(Ok(parts)) => parts,
-            _ => {
-                // The 101 never went out, or the connection is not ours.
-                shard.shared().release_connection();
-                return;
-            }
+            // The 101 never went out, or the connection is not ours:
+            // `slot` is given back as it drops (as it is if this task
+            // never gets here, at shutdown).
+            _ => return,
         };
         let (mut leftover, stream) = parts.io.into_inner().into_parts();
         leftover.extend_from_slice(&parts.read_buf);
-        super::adopt(&shard, stream, endpoint, &leftover);
+        super::adopt(&shard, stream, endpoint, slot, &leftover);
     });
     raw_response(&accepted.response)
 }

@@ -7,7 +7,9 @@
 //! front by `io.rs`), which holds a slot of `max_http_connections` (503
 //! beyond it) until hyper lets the socket go. Once upgraded, the socket
 //! leaves tokio: it joins the shard's one epoll set ([`Poller`]) and costs
-//! a 16-byte slot here, with no task and no tokio registration of its own.
+//! a 16-byte slot here, with no task and no tokio registration of its own
+//! (4 more, its client's IPv4 address, while `max_connections_per_ip` is
+//! on: the address's slot is given back with the connection's).
 //! One task waits for the epoll set to be ready, reads each ready socket
 //! once into the shard's one scratch buffer and straight into the node
 //! (which keeps only a partial-frame remainder), then drives the node's
@@ -18,6 +20,7 @@
 
 use std::cell::{Cell, RefCell};
 use std::io::{ErrorKind, IoSlice, Read, Write};
+use std::net::{IpAddr, Ipv6Addr};
 use std::os::fd::AsRawFd;
 use std::rc::Rc;
 use std::sync::Arc;
@@ -40,6 +43,7 @@ use wavecast_core::Timestamp;
 use crate::instance;
 use crate::mailbox::{Control, ShardInbox, ShardInfo, ShardMsg};
 use crate::shared::Shared;
+use crate::sys::per_ip::PeerTable;
 use crate::sys::poller::{Events, Interest, Poller};
 
 mod accept;
@@ -96,6 +100,11 @@ pub struct Shard {
     node: RefCell<Node>,
     /// Upgraded sockets by the node's slot index (the epoll key).
     ios: RefCell<Vec<Option<ConnIo>>>,
+    /// The client address of each upgraded socket, by the same index
+    /// (4 bytes for IPv4); kept (and allocated) only while
+    /// `max_connections_per_ip` is on, the one thing that needs it: to
+    /// give the address's slot back.
+    peers: RefCell<PeerTable>,
     poller: AsyncFd<Poller>,
     scratch: RefCell<Box<[u8]>>,
     handshake: HandshakeConfig,
@@ -140,6 +149,7 @@ impl Shard {
                 max_subscriptions: c.max_subscriptions,
             })),
             ios: RefCell::new(Vec::new()),
+            peers: RefCell::new(PeerTable::default()),
             poller,
             scratch: RefCell::new(vec![0; SCRATCH].into_boxed_slice()),
             handshake,
@@ -168,6 +178,28 @@ impl Shard {
     /// True once shutdown has started.
     pub fn shutting_down(&self) -> bool {
         self.shared.shutting_down()
+    }
+
+    /// Remembers the client address of the upgraded socket at `index`,
+    /// while the per-address limit is on (it is read back only to give the
+    /// address's slot back).
+    fn set_peer(&self, index: usize, peer: IpAddr) {
+        if !self.shared.connections_per_ip.is_on() {
+            return;
+        }
+        self.peers.borrow_mut().insert(index, peer);
+    }
+
+    /// The client address of the upgraded socket at `index`, as
+    /// [`Shard::set_peer`] kept it, forgotten; with the limit off (nothing
+    /// kept, and nothing counted per address) the unspecified address.
+    fn take_peer(&self, index: usize) -> IpAddr {
+        let peer = self.peers.borrow_mut().take(index);
+        debug_assert!(
+            peer.is_some() || !self.shared.connections_per_ip.is_on(),
+            "no address kept for connection slot {index}"
+        );
+        peer.unwrap_or(IpAddr::V6(Ipv6Addr::UNSPECIFIED))
     }
 
     /// Writes what the node queued, drops finished transports, re-arms the
@@ -200,7 +232,8 @@ impl Shard {
                 .and_then(|slot| slot.take_if(|io| io.id == id));
             if let Some(mut io) = io {
                 self.unwatch(&mut io);
-                self.shared.release_connection();
+                // Once per connection: its socket left the table above.
+                self.shared.release_connection(self.take_peer(id.index()));
             }
         }
         let next = self.node.borrow().poll_timeout();
@@ -402,8 +435,10 @@ pub fn run(
         loop {
             tokio::select! {
                 accepted = listener.accept() => match accepted {
-                    Ok((stream, _)) => {
-                        tokio::task::spawn_local(accept::handle_socket(shard.clone(), stream));
+                    Ok((stream, peer)) => {
+                        tokio::task::spawn_local(
+                            accept::handle_socket(shard.clone(), stream, peer.ip()),
+                        );
                     }
                     Err(e) => {
                         // Out of file descriptors and the like: back off
