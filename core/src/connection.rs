@@ -300,8 +300,6 @@ impl Connection {
     /// The earliest instant at which `handle_timeout` has something to do.
     pub fn poll_timeout(&self) -> Option<Timestamp> {
         match self.state {
-            State::Closed if self.queue.is_empty() => None,
-            State::Closed | State::Closing => self.deadline,
             State::Open => {
                 // Silence and a stalled queue have the same patience: one
                 // deadline from the earlier of the two instants.
@@ -310,6 +308,10 @@ impl Connection {
                     .map_or(self.last_seen, |s| s.min(self.last_seen));
                 Some(self.next_ping.min(from + self.patience()))
             }
+            // Closing, or closed with bytes left: the close deadline;
+            // finished: none. (Open first and one arm for the rest: the
+            // branch `Node::settle` takes on every delivery is one test.)
+            State::Closing | State::Closed => self.deadline.filter(|_| !self.is_finished()),
         }
     }
 
@@ -394,13 +396,18 @@ impl Connection {
     /// The next event for the application.
     #[inline]
     pub fn poll_event(&mut self) -> Option<Event> {
-        let event = self.events.pop_front();
-        if event.is_none() && self.events.capacity() > 0 {
+        // Returned from here rather than tested again below: `Node::after`
+        // polls once more per delivery and gets `None`, and this shape
+        // keeps that path to two tests.
+        if let Some(event) = self.events.pop_front() {
+            return Some(event);
+        }
+        if self.events.capacity() > 0 {
             // Drained: an idle connection holds no event storage (it is
             // allocated again by the next read that produces events).
             self.events = VecDeque::new();
         }
-        event
+        None
     }
 
     /// True if events wait to be taken with [`Connection::poll_event`].
