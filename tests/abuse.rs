@@ -74,6 +74,15 @@ async fn a_ping_flood_that_never_reads_stays_bounded_and_is_cut() {
     let watch = async {
         let mut max_queued = 0u64;
         let deadline = tokio::time::Instant::now() + Duration::from_secs(40);
+        // The flooder's thread may not have connected yet: "gone" only
+        // counts once it was there.
+        while info(&server).await["connections"] != 2 {
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "the flooder never connected"
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
         loop {
             let i = info(&server).await;
             max_queued = max_queued.max(i["queued_bytes"].as_u64().unwrap());
