@@ -47,8 +47,11 @@ pub(super) struct Rate {
 impl Rate {
     /// Full buckets at `now`.
     pub(super) fn new(now: Timestamp, command_rate: u32, publish_rate: u32) -> Rate {
+        // Without limits nothing is ever refilled: keep no time (two
+        // connections then differ in nothing here).
+        let limited = command_rate != 0 || publish_rate != 0;
         Rate {
-            at: now,
+            at: if limited { now } else { Timestamp::ZERO },
             commands: capacity(command_rate),
             publishes: capacity(publish_rate),
             over_since: 0,
