@@ -38,6 +38,8 @@ pub enum Actor {
         cuts: u8,
         /// Node setup (mutations).
         setup: Option<fn(&mut Node)>,
+        /// The node authenticates (`Config::auth`).
+        auth: bool,
     },
     /// The backbone.
     Backbone {
@@ -63,11 +65,13 @@ impl Actor {
                 backbone,
                 cuts,
                 setup,
+                auth,
             } => Some(ServerParams {
                 index: *index,
                 backbone: *backbone,
                 cuts: *cuts,
                 setup: *setup,
+                auth: *auth,
             }),
             _ => None,
         }
@@ -106,6 +110,8 @@ impl stateright::actor::Actor for Actor {
                     published: 0,
                     reconnects_left: script.reconnects,
                     silent: false,
+                    connect_sent: false,
+                    connect_reply: None,
                     got: BTreeSet::new(),
                     told_gap: false,
                     recovered_some: false,

@@ -7,7 +7,8 @@ use stateright::actor::{ActorModel, Id};
 use stateright::{Checker, Expectation, Model};
 
 use crate::properties::{
-    client_violations, leaks, missing_deliveries, order_conflicts, servers, ModelState,
+    client_violations, leaks, missing_deliveries, order_conflicts, servers, token_violations,
+    unpermitted_deliveries, ModelState,
 };
 use crate::{Actor, Config, Msg, Opaque, Outcome};
 
@@ -64,6 +65,8 @@ fn format_path(
         .into_iter()
         .chain(order_conflicts(&last))
         .chain(late.collect::<Vec<_>>())
+        .chain(unpermitted_deliveries(&model.cfg, &last))
+        .chain(token_violations(&last))
         .chain(missing_deliveries(&last))
         .chain(leaks(&model.cfg, &last))
     {

@@ -6,7 +6,7 @@
 use std::collections::BTreeSet;
 
 use stateright::actor::{model_timeout, Id, Out};
-use wavecast_core::protocol::{close, unsubscribe_code};
+use wavecast_core::protocol::{close, unsubscribe_code, ErrorCode};
 
 use crate::{Actor, ClientScript, Msg, Timer, CHANNELS};
 
@@ -24,6 +24,9 @@ pub enum Sub {
         /// The last offset received.
         last: u64,
     },
+    /// Refused for lack of permission (104): not tried again on this
+    /// connection.
+    Denied,
 }
 
 /// A client actor's state.
@@ -45,6 +48,12 @@ pub struct ClientState {
     pub reconnects_left: u8,
     /// Has gone silent: it does nothing more and counts as gone.
     pub silent: bool,
+    /// Its `connect` was sent on the current connection (clients with a
+    /// token kind only).
+    pub connect_sent: bool,
+    /// The last connect reply: the user (empty: anonymous), or the error
+    /// code.
+    pub connect_reply: Option<Result<String, u64>>,
     /// Publications received: (server index, channel, epoch, offset,
     /// data).
     pub got: BTreeSet<(usize, u8, String, u64, u64)>,
@@ -56,33 +65,48 @@ pub struct ClientState {
     pub violations: Vec<String>,
 }
 
-/// What a connected client does next: (re)subscribe at once to every
-/// channel of its script it is not subscribed to (with recover when it has
-/// a position), and, once all are live, arm the timers of its other
+/// What a connected client does next: `connect` first if its script has
+/// a token kind, (re)subscribe at once to every channel of its script it
+/// is not subscribed to (with recover when it has a position) and was not
+/// refused, and, once all are live or refused, arm the timers of its other
 /// actions (publish, disconnect).
 pub(crate) fn arm(servers: &[Id], script: &ClientScript, c: &mut ClientState, o: &mut Out<Actor>) {
     let Some(server) = c.server.and_then(|s| servers.get(s).copied()) else {
         return;
     };
+    // Sent as one message (one batch, read by the server in one step), as
+    // a client pipelines its first commands.
+    let mut out = Vec::new();
+    if let Some(token) = script.token.filter(|_| !c.connect_sent) {
+        c.connect_sent = true;
+        out.push(Msg::Connect {
+            conn: c.conn,
+            token,
+        });
+    }
     for &ch in &script.subscribe {
         let i = usize::from(ch);
         if c.subs.get(i) == Some(&Sub::Idle) {
             let recover = c.pos.get(i).cloned().flatten();
             c.subs[i] = Sub::Pending(recover.clone());
-            o.send(
-                server,
-                Msg::Subscribe {
-                    conn: c.conn,
-                    ch,
-                    recover,
-                },
-            );
+            out.push(Msg::Subscribe {
+                conn: c.conn,
+                ch,
+                recover,
+            });
         }
     }
-    let all_live = script
-        .subscribe
-        .iter()
-        .all(|&ch| matches!(c.subs.get(usize::from(ch)), Some(Sub::Live { .. })));
+    match out.len() {
+        0 => {}
+        1 => o.send(server, out.remove(0)),
+        _ => o.send(server, Msg::Batch(out)),
+    }
+    let all_live = script.subscribe.iter().all(|&ch| {
+        matches!(
+            c.subs.get(usize::from(ch)),
+            Some(Sub::Live { .. } | Sub::Denied)
+        )
+    });
     if !all_live {
         return;
     }
@@ -100,6 +124,7 @@ pub(crate) fn arm(servers: &[Id], script: &ClientScript, c: &mut ClientState, o:
 /// The connection ended: every subscription with it (positions are kept).
 fn disconnected(c: &mut ClientState) {
     c.server = None;
+    c.connect_sent = false;
     for sub in &mut c.subs {
         *sub = Sub::Idle;
     }
@@ -232,11 +257,17 @@ fn client_one(c: &mut ClientState, servers: &[Id], src: Id, msg: Msg, o: &mut Ou
             };
             c.pos[i] = Some((epoch, offset));
         }
-        Msg::SubscribeFailed { conn: k, ch, .. } if k == conn => {
+        Msg::SubscribeFailed { conn: k, ch, code } if k == conn => {
             if let Some(sub) = c.subs.get_mut(usize::from(ch)) {
-                *sub = Sub::Idle;
+                *sub = if code == u64::from(ErrorCode::PermissionDenied.code()) {
+                    Sub::Denied
+                } else {
+                    Sub::Idle
+                };
             }
         }
+        Msg::Connected { conn: k, user, .. } if k == conn => c.connect_reply = Some(Ok(user)),
+        Msg::ConnectFailed { conn: k, code } if k == conn => c.connect_reply = Some(Err(code)),
         Msg::Pub {
             conn: k,
             ch,

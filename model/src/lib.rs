@@ -18,11 +18,13 @@
 //!   reconnecting the backbone forgets its subscriptions and presence (as
 //!   Redis forgets a closed connection's) and sends it `Event::Reset`.
 //!   History survives.
-//! - **clients** ([`Actor::Client`]): connect to a server, subscribe,
-//!   publish, disconnect and reconnect to any server, resubscribing with
-//!   `recover` from the last position they saw, or go silent. They check
-//!   what they receive as they receive it (order, gaps, recovery) and keep
-//!   the verdicts in their state, where the properties read them.
+//! - **clients** ([`Actor::Client`]): connect to a server (with a
+//!   `connect` carrying a valid, expired or no token, in the
+//!   authenticating topology [`Config::auth`]), subscribe, publish,
+//!   disconnect and reconnect to any server, resubscribing with `recover`
+//!   from the last position they saw, or go silent. They check what they
+//!   receive as they receive it (order, gaps, recovery) and keep the
+//!   verdicts in their state, where the properties read them.
 //!
 //! Network: stateright's ordered network, FIFO per directed pair of actors
 //! (every real link here is one TCP connection); messages on different
@@ -31,11 +33,15 @@
 //! Time: the backbone's clock stays at zero (history never expires); a
 //! server's clock moves (`Timer::Tick`, to the node's next deadline) only
 //! while it holds the connection of a client that has gone silent, so that
-//! the heartbeat can expire it; the transports of other clients answer the
-//! node's pings at once.
+//! the heartbeat can expire it, or one authenticated with an expiring
+//! token, so that its expiry can close it (there a tick first stops one
+//! microsecond before the deadline); the transports of other clients
+//! answer the node's pings at once.
 //!
 //! Modules, bottom up:
 //!
+//! - `auth`: the authenticating topology's node settings, tokens (signed
+//!   once) and expectations ([`may_subscribe`], [`EXPIRY_CLOSE`]).
 //! - `msg`: the messages ([`Msg`], [`Opaque`]) and timers ([`Timer`])
 //!   actors exchange, and the per-step outbox that batches them.
 //! - `wire`: a client's side of the WebSocket link: abstract commands
@@ -50,7 +56,8 @@
 //!   to the three kinds of actor.
 //! - `properties`: what is checked of a whole state ([`quiescent`],
 //!   [`client_violations`], [`order_conflicts`], [`missing_deliveries`],
-//!   [`leaks`]) and the model's property list.
+//!   [`leaks`], [`unpermitted_deliveries`], [`token_violations`]) and the
+//!   model's property list.
 //! - `checker`: runs stateright's checker and renders discovered paths.
 //! - this file: the topology ([`Config`], [`ClientScript`]) and the entry
 //!   points ([`check`], [`find_violation`], [`Outcome`]).
@@ -58,6 +65,7 @@
 #![warn(missing_docs)]
 
 mod actor;
+mod auth;
 mod backbone;
 mod checker;
 mod client;
@@ -72,17 +80,23 @@ use stateright::actor::{ActorModel, Id, Network};
 use wavecast_core::node::Node;
 
 pub use actor::{Actor, State};
+pub use auth::{may_subscribe, TokenKind, EXPIRY_CLOSE, SECURED};
 pub use backbone::BackboneState;
 pub use client::{ClientState, Sub};
 pub use msg::{Msg, Opaque, Timer};
-pub use properties::{client_violations, leaks, missing_deliveries, order_conflicts, quiescent};
+pub use properties::{
+    client_violations, leaks, missing_deliveries, order_conflicts, quiescent, token_violations,
+    unpermitted_deliveries,
+};
 pub use server::{NodeSummary, ServerState, Transport};
 
 use checker::run;
 use properties::add_properties;
 
-/// Channel names, by index.
-pub const CHANNELS: [&str; 2] = ["a", "b"];
+/// Channel names, by index. `a` and `b` are the open topologies'
+/// channels; `priv:c` ([`SECURED`]) is only used by [`Config::auth`],
+/// where only authenticated connections may subscribe to it.
+pub const CHANNELS: [&str; 3] = ["a", "b", "priv:c"];
 
 /// What one client does, in order where order matters.
 #[derive(Clone, Debug, PartialEq, Eq, Hash)]
@@ -98,6 +112,9 @@ pub struct ClientScript {
     /// Whether it goes silent (stops reading and answering) once
     /// subscribed, so that only the heartbeat can drop its connection.
     pub silent: bool,
+    /// The token it sends in a `connect` before its first subscribe
+    /// (`None`: it sends no `connect`, as on an open server).
+    pub token: Option<TokenKind>,
 }
 
 /// A topology to check.
@@ -116,6 +133,9 @@ pub struct Config {
     /// (index); the loss is revealed by the next publication of the same
     /// channel to that server, as a lost pub/sub message would be.
     pub lose_first_pub_to: Option<usize>,
+    /// The nodes authenticate (see [`Config::auth`]); the authorization
+    /// properties are checked.
+    pub auth: bool,
 }
 
 impl Config {
@@ -138,6 +158,7 @@ impl Config {
                     publish: vec![u8::from(b)],
                     reconnects: u8::from(b),
                     silent: false,
+                    token: None,
                 }
             })
             .collect();
@@ -149,6 +170,41 @@ impl Config {
             cuts,
             setup_node: None,
             lose_first_pub_to: None,
+            auth: false,
+        }
+    }
+
+    /// The authenticating topology: nodes verify tokens (HMAC), allow
+    /// anonymous connections, and let only authenticated connections
+    /// subscribe to `priv:c` ([`SECURED`]); `a` is open. Three clients, on
+    /// servers `0, 1, 0` (modulo `servers`), each sends `connect` first and
+    /// subscribes to `a` and `priv:c`: client 0 holds a valid token
+    /// (expiring at [`EXPIRY_CLOSE`] minus the grace) and publishes once
+    /// to `priv:c`; client 1 holds an expired token (refused 111, then
+    /// anonymous); client 2 connects without a token and publishes once to
+    /// `a`. No cuts, no reconnects. A server's clock moves while it holds
+    /// a connection whose token expires.
+    pub fn auth(servers: usize) -> Config {
+        let servers = servers.max(1);
+        let client = |home: usize, token: TokenKind, publish: Vec<u8>| ClientScript {
+            home: home % servers,
+            subscribe: vec![0, SECURED],
+            publish,
+            reconnects: 0,
+            silent: false,
+            token: Some(token),
+        };
+        Config {
+            servers,
+            clients: vec![
+                client(0, TokenKind::Valid, vec![SECURED]),
+                client(1, TokenKind::Expired, vec![]),
+                client(2, TokenKind::Absent, vec![0]),
+            ],
+            cuts: vec![0; servers],
+            setup_node: None,
+            lose_first_pub_to: None,
+            auth: true,
         }
     }
 
@@ -165,6 +221,7 @@ impl Config {
                 backbone: self.backbone(),
                 cuts: self.cuts.get(i).copied().unwrap_or(0),
                 setup: self.setup_node,
+                auth: self.auth,
             });
         }
         model = model.actor(Actor::Backbone {

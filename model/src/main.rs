@@ -1,6 +1,7 @@
 //! `wavecast-model check --servers N --clients M --depth D [--threads T]
-//! [--cuts K] [--lose SERVER] [--silent CLIENT] [--mutation NAME]`: explores a topology (see
-//! `Config::standard`) and prints the state counts and every discovery.
+//! [--cuts K] [--lose SERVER] [--silent CLIENT] [--auth] [--mutation NAME]`: explores a
+//! topology (see `Config::standard`; `--auth`: `Config::auth`, with
+//! `--servers` only) and prints the state counts and every discovery.
 
 use std::process::ExitCode;
 use std::time::Instant;
@@ -10,7 +11,7 @@ use wavecast_model::{check, Config};
 fn usage() -> ExitCode {
     eprintln!(
         "usage: wavecast-model check [--servers N] [--clients M] [--depth D] \
-         [--threads T] [--cuts K] [--lose SERVER] [--silent CLIENT] [--mutation NAME]"
+         [--threads T] [--cuts K] [--lose SERVER] [--silent CLIENT] [--auth] [--mutation NAME]"
     );
     ExitCode::from(2)
 }
@@ -24,8 +25,13 @@ fn main() -> ExitCode {
     let mut mutation: Option<String> = None;
     let mut lose: Option<usize> = None;
     let mut silent: Option<usize> = None;
+    let mut auth = false;
     let mut it = args.iter().skip(1);
     while let Some(flag) = it.next() {
+        if flag == "--auth" {
+            auth = true;
+            continue;
+        }
         let Some(value) = it.next() else {
             return usage();
         };
@@ -42,8 +48,13 @@ fn main() -> ExitCode {
             _ => return usage(),
         }
     }
-    let mut cfg = Config::standard(servers, clients);
-    cfg.cuts[0] = cuts;
+    let mut cfg = if auth {
+        Config::auth(servers)
+    } else {
+        let mut cfg = Config::standard(servers, clients);
+        cfg.cuts[0] = cuts;
+        cfg
+    };
     cfg.lose_first_pub_to = lose;
     if let Some(script) = silent.and_then(|i| cfg.clients.get_mut(i)) {
         script.silent = true;
@@ -57,9 +68,17 @@ fn main() -> ExitCode {
             }
         }
     }
+    let channels: std::collections::BTreeSet<u8> = cfg
+        .clients
+        .iter()
+        .flat_map(|c| c.subscribe.iter().chain(&c.publish).copied())
+        .collect();
     println!(
-        "checking {servers} servers, 1 backbone, {clients} clients, {} channels, depth {depth}",
-        wavecast_model::CHANNELS.len()
+        "checking {} servers, 1 backbone, {} clients, {} channels{}, depth {depth}",
+        cfg.servers,
+        cfg.clients.len(),
+        channels.len(),
+        if cfg.auth { ", authenticating" } else { "" }
     );
     let start = Instant::now();
     let outcome = check(cfg, depth, threads);
@@ -102,6 +121,7 @@ fn plant(name: &str) -> Option<fn(&mut wavecast_core::node::Node)> {
         "IgnoreGap" => |n| n.set_mutation(Mutation::IgnoreGap),
         "KeepBackboneSubscription" => |n| n.set_mutation(Mutation::KeepBackboneSubscription),
         "DeliverLocalDirectly" => |n| n.set_mutation(Mutation::DeliverLocalDirectly),
+        "SkipSubscribePermission" => |n| n.set_mutation(Mutation::SkipSubscribePermission),
         _ => return None,
     };
     Some(f)

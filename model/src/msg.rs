@@ -9,7 +9,7 @@ use std::collections::BTreeMap;
 use stateright::actor::{Id, Out};
 use wavecast_core::backbone::{BackboneCommand, BackboneEvent};
 
-use crate::Actor;
+use crate::{Actor, TokenKind};
 
 /// A value compared by its `Debug` text: stateright wants messages to be
 /// `Ord`, and the core's backbone messages are only `Eq + Hash`.
@@ -36,6 +36,13 @@ impl<T: std::fmt::Debug + Eq> Ord for Opaque<T> {
 /// leftovers.
 #[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub enum Msg {
+    /// Client: `connect` with this token (first, before subscribing).
+    Connect {
+        /// Connection number.
+        conn: u32,
+        /// The token sent.
+        token: TokenKind,
+    },
     /// Client: subscribe, recovering from a position if it has one.
     Subscribe {
         /// Connection number.
@@ -58,6 +65,22 @@ pub enum Msg {
     Disconnect {
         /// Connection number.
         conn: u32,
+    },
+    /// Server: connect reply.
+    Connected {
+        /// Connection number.
+        conn: u32,
+        /// The user (empty: anonymous).
+        user: String,
+        /// Seconds until the token expires, if it does.
+        ttl: Option<u64>,
+    },
+    /// Server: connect failed with this error code.
+    ConnectFailed {
+        /// Connection number.
+        conn: u32,
+        /// Error code.
+        code: u64,
     },
     /// Server: subscribe reply.
     Subscribed {
@@ -167,7 +190,8 @@ impl Outbox {
 pub enum Timer {
     /// Server: cut the backbone link.
     Cut,
-    /// Server: advance the clock to the node's next deadline.
+    /// Server: advance the clock to the node's next deadline (in the
+    /// authenticating topology, first to one microsecond before it).
     Tick,
     /// Client: go silent (stop reading and answering).
     GoSilent,

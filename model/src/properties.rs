@@ -1,6 +1,7 @@
 //! What is checked of a whole model state: the verdicts clients recorded,
 //! one order per channel, delivery and leaks at quiescence, heartbeat
-//! liveness, and the `Sometimes` witnesses; [`add_properties`] gives the
+//! liveness, authorization and token expiry (authenticating topology
+//! only), and the `Sometimes` witnesses; [`add_properties`] gives the
 //! model its property list.
 
 use std::collections::{BTreeMap, BTreeSet};
@@ -11,7 +12,8 @@ use wavecast_core::backbone::{BackboneCommand, NodeId};
 use wavecast_core::hub::Hub;
 
 use crate::{
-    Actor, BackboneState, ClientState, Config, Msg, Opaque, ServerState, State, Sub, CHANNELS,
+    may_subscribe, Actor, BackboneState, ClientState, Config, Msg, Opaque, ServerState, State, Sub,
+    TokenKind, CHANNELS, SECURED,
 };
 
 pub(crate) type ModelState = stateright::actor::ActorModelState<Actor, ()>;
@@ -92,6 +94,36 @@ pub fn order_conflicts(state: &ModelState) -> Vec<String> {
     out
 }
 
+/// Publications a client received on a channel its token does not let it
+/// subscribe to (in a subscribe reply's recovery or pushed).
+pub fn unpermitted_deliveries(cfg: &Config, state: &ModelState) -> Vec<String> {
+    let mut out = Vec::new();
+    for (i, c) in clients(state) {
+        let token = cfg.clients.get(i).and_then(|s| s.token);
+        for (server, ch, _, off, data) in &c.got {
+            if !may_subscribe(token, *ch) {
+                out.push(format!(
+                    "client {i} ({token:?}) got {} offset {off} (data {data}) on server {server}, \
+                     a channel it may not subscribe to",
+                    CHANNELS[usize::from(*ch)]
+                ));
+            }
+        }
+    }
+    out
+}
+
+/// Token expiry closes that came too early, or did not come once due.
+pub fn token_violations(state: &ModelState) -> Vec<String> {
+    servers(state)
+        .flat_map(|(i, s)| {
+            s.t.token_errors
+                .iter()
+                .map(move |e| format!("server {i}: {e}"))
+        })
+        .collect()
+}
+
 /// At quiescence, every live subscription has received everything the
 /// backbone sequenced in its epoch.
 pub fn missing_deliveries(state: &ModelState) -> Vec<String> {
@@ -168,10 +200,14 @@ pub fn leaks(cfg: &Config, state: &ModelState) -> Vec<String> {
         if node.queued_bytes != 0 {
             out.push(format!("server {i}: {} bytes queued", node.queued_bytes));
         }
-        if node.timers != node.connections {
+        // One timer per connection, and one more per connection whose
+        // token expires (its expiry deadline).
+        if node.timers != node.connections + s.t.expiring.len() {
             out.push(format!(
-                "server {i}: {} timers for {} connections",
-                node.timers, node.connections
+                "server {i}: {} timers for {} connections, {} with an expiring token",
+                node.timers,
+                node.connections,
+                s.t.expiring.len()
             ));
         }
         for (ch, name) in CHANNELS.iter().enumerate() {
@@ -204,6 +240,12 @@ pub fn leaks(cfg: &Config, state: &ModelState) -> Vec<String> {
 pub(crate) fn add_properties(
     model: ActorModel<Actor, Config, ()>,
 ) -> ActorModel<Actor, Config, ()> {
+    let auth = model.cfg.auth;
+    let model = if auth {
+        add_auth_properties(model)
+    } else {
+        model
+    };
     model
         .property(
             Expectation::Always,
@@ -268,5 +310,43 @@ pub(crate) fn add_properties(
                     .collect();
                 from.len() >= 2
             },
+        )
+}
+
+/// The authenticating topology's properties (`Config::auth`).
+fn add_auth_properties(model: ActorModel<Actor, Config, ()>) -> ActorModel<Actor, Config, ()> {
+    fn valid(m: &ActorModel<Actor, Config, ()>, i: usize) -> bool {
+        m.cfg.clients.get(i).and_then(|s| s.token) == Some(TokenKind::Valid)
+    }
+    model
+        .property(
+            Expectation::Always,
+            "auth: no publication of a channel the connection may not subscribe to",
+            |m, s| unpermitted_deliveries(&m.cfg, s).is_empty(),
+        )
+        .property(
+            Expectation::Always,
+            "auth: an unrefreshed token closes its connection at exp + grace, never before",
+            |_, s| token_violations(s).is_empty(),
+        )
+        .property(
+            Expectation::Sometimes,
+            "auth: a secured channel's publication delivered",
+            |m, s| clients(s).any(|(i, c)| valid(m, i) && c.got.iter().any(|g| g.1 == SECURED)),
+        )
+        .property(
+            Expectation::Sometimes,
+            "auth: an open channel's publication delivered to an unauthenticated client",
+            |m, s| clients(s).any(|(i, c)| !valid(m, i) && c.got.iter().any(|g| g.1 != SECURED)),
+        )
+        .property(
+            Expectation::Sometimes,
+            "auth: a subscribe refused for lack of permission",
+            |_, s| clients(s).any(|(_, c)| c.subs.contains(&Sub::Denied)),
+        )
+        .property(
+            Expectation::Sometimes,
+            "auth: a connection closed at its token's expiry",
+            |_, s| servers(s).any(|(_, s)| s.t.token_closes > 0),
         )
 }

@@ -12,12 +12,12 @@ use stateright::actor::{model_timeout, Id, Out};
 use wavecast_core::backbone::BackboneEvent;
 use wavecast_core::frame::{self, OpCode};
 use wavecast_core::node::{ConnId, Endpoint, Node, NodeConfig};
-use wavecast_core::protocol::{Command, Encoding, Payload, StreamPosition};
+use wavecast_core::protocol::{close, Command, Encoding, Payload, StreamPosition};
 use wavecast_core::Timestamp;
 
 use crate::msg::Outbox;
-use crate::wire::{decode_frames, request_frame, MASK, PUB_RID, SUB_RID};
-use crate::{Actor, Msg, Opaque, Timer, CHANNELS};
+use crate::wire::{decode_frames, request_frame, CONNECT_RID, MASK, PUB_RID, SUB_RID};
+use crate::{auth, Actor, Msg, Opaque, Timer, CHANNELS, EXPIRY_CLOSE};
 
 /// How long after going silent a peer's connection may still be held:
 /// heartbeat interval + heartbeat timeout (when it is closed) + close
@@ -66,6 +66,13 @@ pub struct Transport {
     pub expired: u8,
     /// Silent connections dropped too late (heartbeat liveness).
     pub late: Vec<String>,
+    /// Connections authenticated with an expiring token, not yet closed:
+    /// client -> when the node must close them (`exp` + refresh grace).
+    pub expiring: BTreeMap<Id, Timestamp>,
+    /// Connections closed (4005) at their token's expiry so far.
+    pub token_closes: u8,
+    /// Token expiry closes too early, or missing once due.
+    pub token_errors: Vec<String>,
 }
 
 impl PartialEq for ServerState {
@@ -152,13 +159,20 @@ pub(crate) struct ServerParams {
     pub(crate) backbone: Id,
     pub(crate) cuts: u8,
     pub(crate) setup: Option<fn(&mut Node)>,
+    /// The node authenticates (`Config::auth`).
+    pub(crate) auth: bool,
 }
 
 impl ServerParams {
     pub(crate) fn fresh(&self) -> Core {
-        let config = NodeConfig {
-            client_prefix: format!("s{}-", self.index),
-            ..NodeConfig::default()
+        let client_prefix = format!("s{}-", self.index);
+        let config = if self.auth {
+            auth::node_config(client_prefix)
+        } else {
+            NodeConfig {
+                client_prefix,
+                ..NodeConfig::default()
+            }
         };
         let mut node = Node::new(config);
         if let Some(setup) = self.setup {
@@ -174,6 +188,9 @@ impl ServerParams {
                 silent: BTreeMap::new(),
                 expired: 0,
                 late: Vec::new(),
+                expiring: BTreeMap::new(),
+                token_closes: 0,
+                token_errors: Vec::new(),
             },
         }
     }
@@ -199,21 +216,32 @@ impl ServerParams {
             }
             Input::Tick => {
                 if let Some(at) = core.node.poll_timeout() {
+                    // With authentication, time stops one microsecond
+                    // before each deadline first: nothing may fire early.
+                    let before = at - std::time::Duration::from_micros(1);
+                    let at = if self.auth && core.t.now < before {
+                        before
+                    } else {
+                        at
+                    };
                     core.t.now = core.t.now.max(at);
                     core.node.handle_timeout(core.t.now);
                 }
             }
         }
         drain(core, self.backbone, o);
+        overdue(&mut core.t, self.backbone);
         // The link may be cut once the node holds a channel (before, a cut
         // changes nothing).
         if core.t.cuts_left > 0 && !core.t.link_down && core.node.channels().next().is_some() {
             o.set_timer(Timer::Cut, model_timeout());
         }
-        // Time moves only while a silent connection is held: that is when
-        // it matters (heartbeat expiry); otherwise every peer answers pings
-        // at once and a tick changes nothing of interest.
-        if !core.t.silent.is_empty() && core.node.poll_timeout().is_some() {
+        // Time moves only while a silent connection, or one whose token
+        // expires, is held: that is when it matters (heartbeat expiry,
+        // token expiry); otherwise every peer answers pings at once and a
+        // tick changes nothing of interest.
+        let timed = !core.t.silent.is_empty() || !core.t.expiring.is_empty();
+        if timed && core.node.poll_timeout().is_some() {
             o.set_timer(Timer::Tick, model_timeout());
         }
     }
@@ -310,6 +338,15 @@ fn server_msg(s: &mut Core, src: Id, backbone: Id, msg: Msg) {
         }
     };
     match msg {
+        Msg::Connect { conn, token } => {
+            if let Some(id) = current(s, conn) {
+                let command = Command::Connect {
+                    token: auth::token(token),
+                };
+                let bytes = request_frame(CONNECT_RID, command);
+                s.node.handle_read(now, id, &bytes);
+            }
+        }
         Msg::Subscribe { conn, ch, recover } => {
             if let Some(id) = current(s, conn) {
                 let command = Command::Subscribe {
@@ -350,6 +387,57 @@ fn server_msg(s: &mut Core, src: Id, backbone: Id, msg: Msg) {
     }
 }
 
+/// A close frame to `client` at `now`: a token expiry close (4005) must
+/// come at or after its token's deadline; any close ends the wait for it.
+fn closed(t: &mut Transport, client: Id, backbone: Id, code: u16, now: Timestamp) {
+    let due = t.expiring.remove(&client);
+    if code != close::TOKEN_EXPIRED.0 {
+        return;
+    }
+    let client = client_name(client, backbone);
+    match due {
+        Some(at) if now >= at => t.token_closes = t.token_closes.saturating_add(1),
+        Some(at) => t.token_errors.push(format!(
+            "{client} closed 4005 at {now:?}, before its token's exp + grace {at:?}"
+        )),
+        None => t.token_errors.push(format!(
+            "{client} closed 4005 at {now:?} without an expiring token"
+        )),
+    }
+}
+
+/// Clients' actor ids follow the backbone's.
+fn client_name(client: Id, backbone: Id) -> String {
+    let index = usize::from(client).saturating_sub(usize::from(backbone) + 1);
+    format!("client {index}")
+}
+
+/// After a step: a connection whose token's deadline has passed and that
+/// was not closed is a violation; connections gone otherwise are
+/// forgotten.
+fn overdue(t: &mut Transport, backbone: Id) {
+    let Transport {
+        conns,
+        expiring,
+        now,
+        token_errors,
+        ..
+    } = t;
+    expiring.retain(|client, at| {
+        if !conns.contains_key(client) {
+            return false;
+        }
+        if *now >= *at {
+            token_errors.push(format!(
+                "{} still open at {now:?}, its token's exp + grace was {at:?}",
+                client_name(*client, backbone)
+            ));
+            return false;
+        }
+        true
+    });
+}
+
 /// Drains the node in the documented order until it has nothing left:
 /// backbone commands, bytes to write (decoded and sent to their clients),
 /// finished connections.
@@ -380,11 +468,21 @@ fn drain(s: &mut Core, backbone: Id, o: &mut Out<Actor>) {
             }
             let mut pong = false;
             for msg in decode_frames(conn, bytes) {
-                if let Msg::Ping { .. } = msg {
-                    pong = true;
-                } else {
-                    out.push(client, msg);
+                match &msg {
+                    Msg::Ping { .. } => {
+                        pong = true;
+                        continue;
+                    }
+                    // Only the valid token names a user, and it expires.
+                    Msg::Connected {
+                        user, ttl: Some(_), ..
+                    } if !user.is_empty() => {
+                        s.t.expiring.insert(client, EXPIRY_CLOSE);
+                    }
+                    Msg::Closed { code, .. } => closed(&mut s.t, client, backbone, *code, now),
+                    _ => {}
                 }
+                out.push(client, msg);
             }
             if pong {
                 // The client's WebSocket stack answers pings by itself.

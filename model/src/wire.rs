@@ -18,6 +18,8 @@ pub(crate) const MASK: [u8; 4] = [0x11, 0x22, 0x33, 0x44];
 /// flight at a time, so ids need not be unique over time).
 pub(crate) const SUB_RID: u64 = 1;
 pub(crate) const PUB_RID: u64 = 11;
+/// Request id of `connect` (once per connection).
+pub(crate) const CONNECT_RID: u64 = 21;
 
 /// One masked client frame carrying `request` in JSON.
 pub(crate) fn request_frame(id: u64, command: Command) -> BytesMut {
@@ -113,12 +115,22 @@ fn decode_json(conn: u32, payload: &[u8]) -> Option<Msg> {
                     ch,
                     code: code.into(),
                 }),
-                // join/leave are off in the default namespace.
+                // join/leave are off in every namespace of the model.
                 Push::Join { .. } | Push::Leave { .. } => garbage("unexpected push"),
             };
         }
         ServerMessage::Reply { id, reply } => (id, reply),
     };
+    if rid == CONNECT_RID {
+        return match reply {
+            Reply::Connect { user, ttl, .. } => Some(Msg::Connected { conn, user, ttl }),
+            Reply::Error(e) => Some(Msg::ConnectFailed {
+                conn,
+                code: e.code.code().into(),
+            }),
+            _ => garbage("unexpected reply to connect"),
+        };
+    }
     if (PUB_RID..PUB_RID + CHANNELS.len() as u64).contains(&rid) {
         // Publish replies (offset or error) carry nothing the properties
         // need; clients do not wait for them.

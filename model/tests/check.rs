@@ -1,7 +1,8 @@
 //! The model checks of `cargo test -p wavecast-model`: the standard
 //! topology (2 servers, 1 backbone, 3 clients, 2 channels) on the real
-//! core, and each of core's planted mutations caught with a counterexample
-//! (printed; run with `--nocapture` to read it).
+//! core, its lossy and silent variants, the authenticating topology, and
+//! each of core's planted mutations caught with a counterexample (printed;
+//! run with `--nocapture` to read it).
 
 use wavecast_core::node::{Mutation, Node};
 use wavecast_model::{check, find_violation, Config, Outcome};
@@ -24,9 +25,14 @@ const LOSSY_STATES: usize = 51_546;
 /// subscribed, no link cut) at `DEPTH`.
 const SILENT_STATES: usize = 88_753;
 
+/// Unique states of the authenticating topology (`Config::auth(2)`),
+/// explored to the end (no depth bound; its deepest path is 37 steps).
+const AUTH_STATES: usize = 126_331;
+
 const HEARTBEAT_EXPIRY: &str = "a silent peer dropped by the heartbeat";
 const ONE_ORDER: &str = "one order, no duplicates, no silent gap, exact recovery";
 const NO_LEAKS: &str = "quiescent: no leaks";
+const UNPERMITTED: &str = "auth: no publication of a channel the connection may not subscribe to";
 
 fn lossy() -> Config {
     let mut cfg = Config::standard(2, 3);
@@ -96,6 +102,26 @@ fn silent_client_is_dropped_by_the_heartbeat() {
     assert_eq!(outcome.unique_states, SILENT_STATES);
 }
 
+#[test]
+fn authorization_and_token_expiry_hold() {
+    let outcome = check(Config::auth(2), 0, 2);
+    print(&outcome);
+    assert_holds(&outcome);
+    let auth: Vec<_> = outcome
+        .sometimes
+        .iter()
+        .filter(|n| n.starts_with("auth:"))
+        .collect();
+    assert_eq!(auth.len(), 4);
+    for name in auth {
+        assert!(
+            outcome.discoveries.contains_key(name),
+            "{name:?} never witnessed"
+        );
+    }
+    assert_eq!(outcome.unique_states, AUTH_STATES);
+}
+
 /// Checks `cfg` with `mutation` planted in every node and returns the
 /// counterexample found for `property`.
 fn caught(cfg: Config, mutation: fn(&mut Node), property: &str) -> String {
@@ -144,4 +170,15 @@ fn deliver_local_directly_is_caught() {
         ONE_ORDER,
     );
     assert!(path.contains("got data"), "{path}");
+}
+
+#[test]
+fn skip_subscribe_permission_is_caught() {
+    let path = caught(
+        Config::auth(2),
+        |n| n.set_mutation(Mutation::SkipSubscribePermission),
+        UNPERMITTED,
+    );
+    assert!(path.contains("Subscribed { conn: 0, ch: 2"), "{path}");
+    assert!(path.contains("a channel it may not subscribe to"), "{path}");
 }

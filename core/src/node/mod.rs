@@ -178,7 +178,9 @@ pub enum Mutation {
     DeliverLocalDirectly,
     /// A client's `subscribe` is admitted without the namespace's
     /// permission check (as the HTTP API would be): an anonymous
-    /// connection subscribes to a channel for authenticated ones.
+    /// connection subscribes to a channel for authenticated ones. Caught
+    /// by the stateright model's authenticating topology
+    /// (`model/tests/check.rs`), not by `node_model.rs`.
     SkipSubscribePermission,
 }
 
