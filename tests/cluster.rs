@@ -1818,3 +1818,79 @@ async fn a_publication_keeps_its_sender_across_servers() {
     assert_eq!(pubs[0]["info"]["client"], writer_id, "{h}");
     assert!(pubs[1].get("info").is_none(), "{h}");
 }
+
+/// With tokens, a user is the same user on every server: a reader on one
+/// server is told that user 42 joined on another, and presence read
+/// through either shows both users.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_users_presence_is_seen_on_every_server() {
+    const SECRET: &str = "cluster test secret of 32 bytes!";
+    let redis = RedisServer::start();
+    let url = redis.url();
+    let start = || {
+        TestServer::start(&[
+            "--redis",
+            &url,
+            "--redis-presence-ttl",
+            PRESENCE_TTL,
+            "--token-hmac-secret",
+            SECRET,
+        ])
+    };
+    let (a, b) = (start(), start());
+    wait_ready(&a).await;
+    wait_ready(&b).await;
+    let exp = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs()
+        + 600;
+    let token = |user: &str| {
+        jsonwebtoken::encode(
+            &jsonwebtoken::Header::default(),
+            &json!({"sub": user, "exp": exp}),
+            &jsonwebtoken::EncodingKey::from_secret(SECRET.as_bytes()).unwrap(),
+        )
+        .unwrap()
+    };
+    // chat has join/leave; with a key, subscribing needs a user.
+    let ch = "chat:cluster-users";
+    let mut reader = b.client(Enc::MsgPack).await;
+    assert_eq!(
+        reader.ok("connect", json!({"token": token("17")})).await["user"],
+        "17"
+    );
+    reader.subscribe(ch).await;
+    let mut user = a.client(Enc::Json).await;
+    assert_eq!(
+        user.ok("connect", json!({"token": token("42")})).await["user"],
+        "42"
+    );
+    user.subscribe(ch).await;
+    let joined = loop {
+        let p = reader.next_push().await;
+        if p["join"]["user"] == "42" {
+            break p;
+        }
+    };
+    assert!(joined["join"]["client"].is_string(), "{joined}");
+    for server in [&a, &b] {
+        let users = eventually(T, "both users in presence", || async {
+            let r = server
+                .api_ok("/api/presence", &json!({"channel": ch}))
+                .await;
+            let mut users: Vec<String> = r["clients"]
+                .as_object()
+                .map(|m| {
+                    m.values()
+                        .filter_map(|c| c["user"].as_str().map(String::from))
+                        .collect()
+                })
+                .unwrap_or_default();
+            users.sort();
+            (users.len() == 2).then_some(users)
+        })
+        .await;
+        assert_eq!(users, vec!["17", "42"]);
+    }
+}
