@@ -414,6 +414,13 @@ impl Node {
         self.backbone.pop_front()
     }
 
+    /// Gives back a command from [`Node::poll_backbone`] that the driver
+    /// could not send yet (its channel to the backbone is full): it is the
+    /// next one polled again, so the order is kept.
+    pub fn unpoll_backbone(&mut self, command: BackboneCommand) {
+        self.backbone.push_front(command);
+    }
+
     /// The next change of whether the driver should read a connection's
     /// transport: `(id, false)` when the connection has
     /// `max_requests_in_flight` commands waiting for the backbone and

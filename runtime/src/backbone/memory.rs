@@ -184,7 +184,9 @@ mod tests {
     #[tokio::test]
     async fn the_sequencer_delivers_in_batches_and_waits_for_a_full_inbox() {
         let inbox: ShardInbox = Arc::new(Inbox::new());
-        let (tx, rx) = crate::sys::backlog::channel(100);
+        // Everything queued before the sequencer starts, far over the
+        // backlog's bound of 100 (the channel's own is raised for it).
+        let (tx, rx) = crate::sys::backlog::with_capacity(100, 20_000);
         let node = NodeId(0);
         // A subscriber on node 0, then 10,000 publishes from it.
         let subscribe = BackboneCommand::Subscribe {

@@ -207,10 +207,17 @@ impl Backbone {
 
     /// Sends a node's command. It counts against the backlog until the
     /// backbone takes it: while [`Backbone::backlog`] is full, shards stop
-    /// reading their sockets.
-    pub fn command(&self, node: NodeId, cmd: BackboneCommand) {
-        // Gone only at shutdown, when nothing waits for the command.
-        let _ = self.tx.send_now(ToHub::Command(node, cmd));
+    /// reading their sockets. The command comes back (`Err`) when the
+    /// channel is at its hard bound: the shard keeps it in its node and
+    /// sends it again once the backlog has room. (At shutdown, when the
+    /// backbone is gone and nothing waits for it, it is dropped.)
+    pub fn command(&self, node: NodeId, cmd: BackboneCommand) -> Result<(), BackboneCommand> {
+        match self.tx.send_now(ToHub::Command(node, cmd)) {
+            Ok(()) => Ok(()),
+            Err(_) if self.tx.is_closed() => Ok(()),
+            Err(ToHub::Command(_, cmd)) => Err(cmd),
+            Err(_) => Ok(()),
+        }
     }
 
     /// Messages sent to the backbone that it has not taken yet.

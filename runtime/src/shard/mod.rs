@@ -210,7 +210,13 @@ impl Shard {
         loop {
             let cmd = self.node.borrow_mut().poll_backbone();
             let Some(cmd) = cmd else { break };
-            self.shared.backbone.command(NodeId(self.index as u32), cmd);
+            if let Err(cmd) = self.shared.backbone.command(NodeId(self.index as u32), cmd) {
+                // The backbone's channel is at its hard bound: the node
+                // keeps the rest, sent once the backlog has room (the poll
+                // task drives the node again then).
+                self.node.borrow_mut().unpoll_backbone(cmd);
+                break;
+            }
         }
         loop {
             let change = self.node.borrow_mut().poll_reading();
@@ -503,6 +509,8 @@ async fn poll_task(shard: Rc<Shard>) {
         // inbox and the timer still run, so deliveries keep going out).
         if shard.shared.backbone.backlog().is_full() {
             shard.shared.backbone.backlog().wait_for_room().await;
+            // Commands the node kept while the channel was full go now.
+            shard.drive();
         }
         let mut guard = match shard.poller.readable().await {
             Ok(g) => g,

@@ -19,7 +19,11 @@
 //! the whole loop, client to sequencer to shard, is bounded at each step.
 //!
 //! A shard may overshoot `max` by what one batch of reads produces (each
-//! connection is also held to `max_requests_in_flight`), never more.
+//! connection is also held to `max_requests_in_flight`). The channel itself
+//! holds at most twice `max` ([`channel`]): should the overshoot ever need
+//! more, [`Sender::send_now`] refuses and hands the message back, and the
+//! shard keeps it in its node (whose own queue is bounded by the
+//! per-connection limits) until the backbone has taken some.
 
 use std::pin::pin;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -27,10 +31,17 @@ use std::sync::Arc;
 
 use tokio::sync::{mpsc, Notify};
 
-/// A channel to the backbone bounded by a [`Backlog`] of `max` messages.
+/// A channel to the backbone bounded by a [`Backlog`] of `max` messages:
+/// senders hold back past `max`, and the channel refuses past twice `max`.
 pub fn channel<T>(max: usize) -> (Sender<T>, Receiver<T>) {
-    let (tx, rx) = mpsc::unbounded_channel();
+    with_capacity(max, max.max(1).saturating_mul(2))
+}
+
+/// [`channel`] with another hard bound (`capacity`, at least `max`), for
+/// tests that queue more than a shard's overshoot up front.
+pub fn with_capacity<T>(max: usize, capacity: usize) -> (Sender<T>, Receiver<T>) {
     let backlog = Arc::new(Backlog::new(max));
+    let (tx, rx) = mpsc::channel(capacity.max(backlog.max));
     (
         Sender {
             tx,
@@ -43,7 +54,7 @@ pub fn channel<T>(max: usize) -> (Sender<T>, Receiver<T>) {
 /// The sending side of [`channel`]; cheap to clone.
 #[derive(Debug)]
 pub struct Sender<T> {
-    tx: mpsc::UnboundedSender<T>,
+    tx: mpsc::Sender<T>,
     backlog: Arc<Backlog>,
 }
 
@@ -60,19 +71,37 @@ impl<T> Sender<T> {
     /// Sends without waiting, counted against the backlog: for a caller
     /// that cannot wait and holds back its own input while
     /// [`Backlog::is_full`] instead (a shard). The item comes back if the
-    /// receiver is gone.
+    /// channel is at twice the bound (send it again once the backlog has
+    /// room) or the receiver is gone.
     pub fn send_now(&self, item: T) -> Result<(), T> {
         self.backlog.sent();
-        self.tx.send(item).map_err(|e| {
+        self.tx.try_send(item).map_err(|e| {
             self.backlog.taken(1);
-            e.0
+            match e {
+                mpsc::error::TrySendError::Full(item) | mpsc::error::TrySendError::Closed(item) => {
+                    item
+                }
+            }
         })
     }
 
-    /// Waits until the backlog is within its bound, then sends.
+    /// Waits until the backlog is within its bound and the channel has a
+    /// place, then sends.
     pub async fn send(&self, item: T) -> Result<(), T> {
         self.backlog.wait_for_room().await;
-        self.send_now(item)
+        match self.tx.reserve().await {
+            Ok(permit) => {
+                self.backlog.sent();
+                permit.send(item);
+                Ok(())
+            }
+            Err(_) => Err(item),
+        }
+    }
+
+    /// True once the receiver is gone.
+    pub fn is_closed(&self) -> bool {
+        self.tx.is_closed()
     }
 
     /// The count of messages sent and not yet received.
@@ -84,7 +113,7 @@ impl<T> Sender<T> {
 /// The receiving side of [`channel`]: taking a message uncounts it.
 #[derive(Debug)]
 pub struct Receiver<T> {
-    rx: mpsc::UnboundedReceiver<T>,
+    rx: mpsc::Receiver<T>,
     backlog: Arc<Backlog>,
 }
 
@@ -212,6 +241,23 @@ mod tests {
         drop(rx);
         assert_eq!(tx.send_now(9), Err(9), "receiver gone: nothing counted");
         assert_eq!(tx.backlog().waiting(), 0);
+    }
+
+    #[test]
+    fn the_channel_refuses_past_twice_the_bound_and_hands_the_item_back() {
+        let (tx, mut rx) = channel::<u32>(2);
+        for i in 0..4 {
+            tx.send_now(i).unwrap();
+        }
+        assert_eq!(tx.send_now(4), Err(4), "at twice the bound");
+        assert_eq!(tx.backlog().waiting(), 4, "the refused one is not counted");
+        assert_eq!(rx.try_recv(), Some(0));
+        tx.send_now(4).unwrap();
+        assert_eq!(tx.backlog().waiting(), 4);
+        for want in 1..=4 {
+            assert_eq!(rx.try_recv(), Some(want));
+        }
+        assert_eq!(rx.try_recv(), None);
     }
 
     #[tokio::test]
