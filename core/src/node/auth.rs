@@ -38,6 +38,13 @@ impl Node {
         Timestamp::from_micros(micros.saturating_sub(self.config.auth.unix_origin_micros))
     }
 
+    /// A token's `exp` (Unix seconds) as the identity keeps it (node time
+    /// and Unix time) and as the reply says it (seconds left).
+    fn expiry(&self, exp: Option<u64>, unix_now: u64) -> (Option<(Timestamp, u64)>, Option<u64>) {
+        let expires = exp.map(|e| (self.node_time(e), e));
+        (expires, exp.map(|e| e.saturating_sub(unix_now)))
+    }
+
     /// When a connection in this state is closed unless something happens
     /// first.
     pub(super) fn auth_deadline(&self, auth: &Auth) -> Option<Timestamp> {
@@ -143,8 +150,7 @@ impl Node {
                 let (auth, user, ttl) = match claims {
                     None => (Auth::Anonymous, String::new(), None),
                     Some(claims) => {
-                        let expires = claims.expires.map(|exp| (self.node_time(exp), exp));
-                        let ttl = claims.expires.map(|exp| exp.saturating_sub(unix_now));
+                        let (expires, ttl) = self.expiry(claims.expires, unix_now);
                         let user = claims.user.clone();
                         let identity = Identity {
                             user: claims.user,
@@ -200,8 +206,7 @@ impl Node {
         let verified = self.verifier().map(|v| v.connection(token, unix_now));
         match verified {
             Some(Ok(claims)) if claims.user == user => {
-                let expires = claims.expires.map(|exp| (self.node_time(exp), exp));
-                let ttl = claims.expires.map(|exp| exp.saturating_sub(unix_now));
+                let (expires, ttl) = self.expiry(claims.expires, unix_now);
                 self.set_auth(id, Auth::User(Box::new(Identity { user, expires })));
                 self.reply(now, id, enc, rid, &Reply::Refresh { ttl });
             }
