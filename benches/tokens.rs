@@ -31,6 +31,7 @@ fn config(secret: Option<&[u8]>, public_pem: Option<&str>) -> TokenConfig {
         allow_no_exp: false,
         leeway: Duration::from_secs(5),
         max_size: DEFAULT_MAX_TOKEN_SIZE,
+        jwks: false,
     }
 }
 

@@ -81,6 +81,11 @@ expired = jwt({"sub": "42", "exp": ORIGIN - 100})
 no_exp = jwt({"sub": "42"})
 bad_sig = jwt({"sub": "42", "exp": ORIGIN + 600}, secret=b"another secret")
 sub_vip = jwt({"sub": "42", "channel": "vip:a", "exp": ORIGIN + 600})
+# A key id no key set has (the signature is never checked).
+unknown_kid = jwt({"sub": "42", "exp": ORIGIN + 600}, alg="RS256",
+                  header={"alg": "RS256", "typ": "JWT", "kid": "k9"})
+user42_channels = jwt({"sub": "42", "exp": ORIGIN + 600, "info": {"n": "Ann"},
+                       "channels": ["open:a", "vip:a", "news", "open:a"]})
 sub_vip_other = jwt({"sub": "7", "channel": "vip:a", "exp": ORIGIN + 600})
 sub_vip_expired = jwt({"sub": "42", "channel": "vip:a", "exp": ORIGIN - 60})
 
@@ -123,7 +128,9 @@ tokens = {
 for name, t in tokens.items():
     write(f"seeds/token/{name}", t)
 
-# Byte 0: low 5 bits chunk size - 1, bit 6 MessagePack, bit 7 anonymous allowed.
+# Byte 0: low 5 bits chunk size - 1, bit 5 every proxy on and keys from a
+# key set (asks answered from the input), bit 6 MessagePack, bit 7
+# anonymous allowed.
 streams = {
     "auth_connect_subscribe": (0x1F, [
         cmd({"id": 1, "connect": {"token": user42}}),
@@ -192,6 +199,24 @@ streams = {
     "auth_msgpack_anonymous": (0xDF, [
         mp_cmd([("id", 1), ("connect", [])]),
         mp_cmd([("id", 2), ("subscribe", [("channel", "open:x")])]),
+    ]),
+    "proxy_connect_pipelined": (0x3F, [
+        cmd({"id": 1, "connect": {"data": {"session": "s1"}}}),
+        cmd({"id": 2, "subscribe": {"channel": "open:x"}}),
+        cmd({"id": 3, "publish": {"channel": "open:x", "data": {"t": "hi"}}}),
+        cmd({"id": 4, "subscribe": {"channel": "vip:a", "token": sub_vip}}),
+        cmd({"id": 5, "connect": {}}),
+    ]),
+    "proxy_unknown_kid": (0x25, [
+        cmd({"id": 1, "connect": {"token": unknown_kid}}),
+        cmd({"id": 2, "subscribe": {"channel": "news"}}),
+        cmd({"id": 3, "connect": {"token": user42}}),
+        cmd({"id": 4, "subscribe": {"channel": "vip:a", "token": unknown_kid}}),
+    ]),
+    "proxy_token_beside_proxy": (0x3F, [
+        cmd({"id": 1, "connect": {"token": user42_channels}}),
+        cmd({"id": 2, "publish": {"channel": "open:a", "data": 1}}),
+        cmd({"id": 3, "refresh": {"token": user42_later}}),
     ]),
 }
 for name, (seed, frames) in streams.items():

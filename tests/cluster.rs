@@ -1894,3 +1894,249 @@ async fn a_users_presence_is_seen_on_every_server() {
         assert_eq!(users, vec!["17", "42"]);
     }
 }
+
+// ---------------------------------------------------------------------------
+// The Redis backbone itself, below the node: two servers' backbones
+// (`wavecast::backbone::Backbone::start_redis`) on one redis-server, each
+// with one shard inbox that the test reads.
+
+/// One server's Redis backbone and the events its one shard receives.
+struct RedisSide {
+    backbone: wavecast::backbone::Backbone,
+    inbox: wavecast::mailbox::ShardInbox,
+    /// Received and not yet expected.
+    seen: std::collections::VecDeque<wavecast_core::backbone::BackboneEvent>,
+}
+
+impl RedisSide {
+    async fn start(redis: &RedisServer, instance: &str, presence_ttl: Duration) -> RedisSide {
+        let inbox: wavecast::mailbox::ShardInbox = Arc::new(wavecast::sys::inbox::Inbox::new());
+        let options = wavecast::backbone::redis::RedisOptions {
+            url: redis.url(),
+            presence_ttl,
+            instance: instance.into(),
+        };
+        let backbone =
+            wavecast::backbone::Backbone::start_redis(options, vec![inbox.clone()], 1024)
+                .expect("start the redis backbone");
+        eventually(T, "the redis backbone is connected", || async {
+            backbone.is_ready().then_some(())
+        })
+        .await;
+        RedisSide {
+            backbone,
+            inbox,
+            seen: Default::default(),
+        }
+    }
+
+    fn command(&self, cmd: wavecast_core::backbone::BackboneCommand) {
+        self.backbone
+            .command(wavecast_core::backbone::NodeId(0), cmd)
+            .expect("backlog has room");
+    }
+
+    /// The first event received (now or within `T`) that `pick` takes;
+    /// the others stay for later.
+    async fn expect<R>(
+        &mut self,
+        what: &str,
+        pick: impl Fn(&wavecast_core::backbone::BackboneEvent) -> Option<R>,
+    ) -> R {
+        let deadline = Instant::now() + T;
+        loop {
+            for msg in self.inbox.take() {
+                if let wavecast::mailbox::ShardMsg::Backbone(event) = msg {
+                    self.seen.push_back(event);
+                }
+            }
+            if let Some(i) = self.seen.iter().position(|e| pick(e).is_some()) {
+                let event = self.seen.remove(i).expect("found");
+                return pick(&event).expect("picked");
+            }
+            assert!(Instant::now() < deadline, "not within {T:?}: {what}");
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    }
+
+    async fn presence(&self, channel: &str) -> Vec<wavecast_core::protocol::ClientInfo> {
+        self.backbone
+            .presence(channel.into())
+            .await
+            .expect("presence answered")
+    }
+}
+
+/// Presence entries, join and leave, and a client's publication (pushed
+/// and kept in the stream) carry `conn_info` and `chan_info` through Redis
+/// from one server to another; a client without them is stored and
+/// announced as before they existed, and an entry an older server wrote
+/// still reads.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn redis_backbone_carries_conn_info_and_chan_info() {
+    use wavecast_core::backbone::{BackboneCommand, BackboneEvent, BackboneReply, HistoryPolicy};
+    use wavecast_core::protocol::{ClientInfo, Payload, Publication};
+
+    let redis = RedisServer::start();
+    let lease = Duration::from_millis(900);
+    let mut a = RedisSide::start(&redis, "aaaa01", lease).await;
+    let mut b = RedisSide::start(&redis, "bbbb02", lease).await;
+    let ch = "chat:infos";
+    let json = |text: &str| Payload::from_json(text.as_bytes()).expect("valid JSON");
+    let client = |id: &str, user: &str, conn: Option<&str>, chan: Option<&str>| ClientInfo {
+        client: id.into(),
+        user: user.into(),
+        conn_info: conn.map(json),
+        chan_info: chan.map(json),
+    };
+    // Redis keeps an info's JSON text as given, except that line breaks
+    // become spaces (INFO is one line).
+    let ann = client(
+        "aaaa01-1.0",
+        "42",
+        Some("{\"name\": \"Ann\",\n \"langs\": [\"en\", \"fr\"]}"),
+        Some(r#"{"role":"mod"}"#),
+    );
+    let ann_stored = client(
+        "aaaa01-1.0",
+        "42",
+        Some(r#"{"name": "Ann",  "langs": ["en", "fr"]}"#),
+        Some(r#"{"role":"mod"}"#),
+    );
+    let bob = client("aaaa01-2.0", "17", None, None);
+    let carol = client("aaaa01-3.0", "", Some("null"), None);
+
+    // B listens to the channel; its presence read (after the subscribe, in
+    // order) says the subscription is in place.
+    b.command(BackboneCommand::Subscribe { channel: ch.into() });
+    assert!(b.presence(ch).await.is_empty());
+    for info in [&ann, &bob, &carol] {
+        a.command(BackboneCommand::PresenceAdd {
+            channel: ch.into(),
+            info: info.clone(),
+            announce: true,
+        });
+    }
+    for want in [&ann_stored, &bob, &carol] {
+        let got = b
+            .expect("a join", |e| match e {
+                BackboneEvent::Join { channel, info }
+                    if channel == ch && info.client == want.client =>
+                {
+                    Some(info.clone())
+                }
+                _ => None,
+            })
+            .await;
+        assert_eq!(&got, want);
+    }
+    // As stored: a client without infos exactly as before they existed.
+    let hget = |client: &str| redis.cli(&["HGET", &format!("wc:{{{ch}}}:p"), client]);
+    assert_eq!(hget(&bob.client), "117");
+    assert_eq!(
+        hget(&ann.client),
+        r#"3{"client":"aaaa01-1.0","user":"42","conn_info":{"name": "Ann",  "langs": ["en", "fr"]},"chan_info":{"role":"mod"}}"#
+    );
+    // An entry an older server wrote (its lease far ahead) reads too.
+    redis.cli(&["HSET", &format!("wc:{{{ch}}}:p"), "old-1.0", "1old user"]);
+    redis.cli(&[
+        "ZADD",
+        &format!("wc:{{{ch}}}:px"),
+        "99999999999999",
+        "old-1.0",
+    ]);
+    let old = client("old-1.0", "old user", None, None);
+
+    // Presence on both servers, after more than a lease: A's refreshes
+    // kept its entries, infos included.
+    tokio::time::sleep(lease + lease / 2).await;
+    let mut want = vec![ann_stored.clone(), bob.clone(), carol.clone(), old.clone()];
+    want.sort();
+    assert_eq!(b.presence(ch).await, want);
+    assert_eq!(a.presence(ch).await, want);
+
+    // A client's publication: pushed to B and kept in the stream, with its
+    // sender's infos.
+    a.command(BackboneCommand::Publish {
+        request: wavecast_core::backbone::RequestId(7),
+        channel: ch.into(),
+        data: json(r#"{"text":"hi"}"#),
+        info: Some(Box::new(ann.clone())),
+        history: HistoryPolicy {
+            size: 10,
+            ttl: Duration::from_secs(60),
+        },
+    });
+    let position = a
+        .expect("the publish reply", |e| match e {
+            BackboneEvent::Reply {
+                reply: BackboneReply::Published(r),
+                ..
+            } => Some(r.clone()),
+            _ => None,
+        })
+        .await
+        .expect("published");
+    let pushed = b
+        .expect("the publication", |e| match e {
+            BackboneEvent::Publication {
+                channel,
+                publication,
+                ..
+            } if channel == ch => Some(publication.clone()),
+            _ => None,
+        })
+        .await;
+    let kept = Publication {
+        offset: position.offset,
+        data: json(r#"{"text":"hi"}"#),
+        info: Some(Box::new(ann_stored.clone())),
+    };
+    assert_eq!(pushed, kept);
+    let page = b
+        .backbone
+        .history(ch.into(), None, None)
+        .await
+        .expect("history answered");
+    assert_eq!(page.publications, vec![kept]);
+
+    // Ann leaves, named by her client id alone: the leave shows her as she
+    // was present.
+    a.command(BackboneCommand::PresenceRemove {
+        channel: ch.into(),
+        info: client(&ann.client, "", None, None),
+        announce: true,
+    });
+    let left = b
+        .expect("ann's leave", |e| match e {
+            BackboneEvent::Leave { info, .. } if info.client == ann.client => Some(info.clone()),
+            _ => None,
+        })
+        .await;
+    assert_eq!(left, ann_stored);
+
+    // Server A goes away without removing its clients: once their lease
+    // is over, the next read prunes them and announces their leaves, each
+    // in its own form. (B's own present client keeps the channel's
+    // presence alive meanwhile, as a live server's would.)
+    let dave = client("bbbb02-1.0", "9", Some(r#"{"n":1}"#), None);
+    b.command(BackboneCommand::PresenceAdd {
+        channel: ch.into(),
+        info: dave.clone(),
+        announce: false,
+    });
+    drop(a);
+    tokio::time::sleep(lease * 2).await;
+    assert_eq!(b.presence(ch).await, vec![dave, old]);
+    for want in [&bob, &carol] {
+        let got = b
+            .expect("a pruned client's leave", |e| match e {
+                BackboneEvent::Leave { info, .. } if info.client == want.client => {
+                    Some(info.clone())
+                }
+                _ => None,
+            })
+            .await;
+        assert_eq!(&got, want);
+    }
+}

@@ -283,7 +283,7 @@ pub fn format_report(r: &Report) -> String {
         r.server_bytes_per_connection,
     ) {
         s += &format!(
-            "  server RSS: {} -> {} = {:.0} bytes per connection\n",
+            "  server RssAnon (user-space memory): {} -> {} = {:.0} bytes per connection\n",
             mib(b),
             mib(a),
             per

@@ -273,6 +273,9 @@ fn node_with_auth(data: &[u8]) {
         return;
     };
     let allow_anonymous = seed & 0x80 != 0;
+    // Every proxy on, and a key set that is asked for on unknown key ids:
+    // the asks are answered from the input (below).
+    let asking = seed & 0x20 != 0;
     let enc = if seed & 0x40 != 0 {
         Encoding::MsgPack
     } else {
@@ -301,8 +304,20 @@ fn node_with_auth(data: &[u8]) {
             ..ConnectionConfig::default()
         },
         namespaces,
+        proxies: crate::proxy::Proxies {
+            connect: asking,
+            refresh: asking,
+            subscribe: asking,
+            publish: asking,
+        },
         auth: AuthConfig {
-            verifier: Some(token_verifier()),
+            verifier: Some(if asking {
+                let mut config = token_verifier().config().clone();
+                config.jwks = true;
+                Verifier::new(config).expect("the fuzz secret is a key")
+            } else {
+                token_verifier()
+            }),
             allow_anonymous,
             connect_timeout: Duration::from_secs(10),
             refresh_grace: Duration::from_secs(30),
@@ -358,11 +373,14 @@ fn node_with_auth(data: &[u8]) {
             };
             if let Some(err) = value.get("error") {
                 let code = err["code"].as_u64().expect("an error has a code");
-                let known = u16::try_from(code)
-                    .ok()
-                    .and_then(ErrorCode::from_code)
-                    .is_some();
-                assert!(known, "error code {code} is not one of ours");
+                let known = u16::try_from(code).ok().is_some_and(|c| {
+                    ErrorCode::from_code(c).is_some()
+                        || crate::protocol::APP_ERROR_CODES.contains(&c)
+                });
+                assert!(
+                    known,
+                    "error code {code} is neither ours nor an application's"
+                );
             } else if let Some(reply) = value.get("connect") {
                 assert!(reply["user"].is_string(), "connect reply without user");
                 *connected = true;
@@ -375,6 +393,8 @@ fn node_with_auth(data: &[u8]) {
         now = now + Duration::from_millis(u64::from(piece[0]));
         core.node.handle_read(now, id, piece);
         core.node.handle_timeout(now);
+        core.pump(now);
+        answer_asks(&mut core, now, piece);
         core.pump(now);
         read_output(&mut core, &mut connected, &mut close_seen);
         // Its connection timer, its authentication deadline, and one
@@ -397,6 +417,8 @@ fn node_with_auth(data: &[u8]) {
     let far = now + Duration::from_secs(3600);
     core.node.handle_timeout(far);
     core.pump(far);
+    answer_asks(&mut core, far, &[0]);
+    core.pump(far);
     read_output(&mut core, &mut connected, &mut close_seen);
     if !allow_anonymous && !connected {
         assert!(
@@ -415,6 +437,51 @@ fn node_with_auth(data: &[u8]) {
         core.node.channels().all(|(_, n)| n == 0),
         "a subscriber outlived its connection"
     );
+}
+
+/// Answers every ask of the fuzzed node, each with an answer the input
+/// picks: a result of several shapes (a user, an expiry, channels, data,
+/// nonsense), an application or out-of-range error, a disconnect with any
+/// code, or unavailable; a key-set fetch that brings nothing.
+fn answer_asks(core: &mut crate::standalone::Standalone, now: Timestamp, piece: &[u8]) {
+    use crate::node::Ask;
+    use crate::protocol::Payload;
+    use crate::proxy::ProxyAnswer;
+
+    let mut pick = piece.iter().copied().cycle();
+    while let Some(ask) = core.node.poll_ask() {
+        let Ask::Proxy { ask, .. } = ask else {
+            core.node.handle_keys(now, None);
+            continue;
+        };
+        let b = pick.next().unwrap_or(0);
+        let exp = UNIX_ORIGIN + u64::from(b);
+        let result = |json: String| {
+            ProxyAnswer::Result(Payload::from_json(json.as_bytes()).expect("valid JSON"))
+        };
+        let answer = match b % 8 {
+            0 => result(format!(
+                r#"{{"user":"42","expire_at":{exp},"channels":["open:a","vip:a","x"]}}"#
+            )),
+            1 => result(r#"{"user":"","data":{"d":1}}"#.into()),
+            2 => result(format!(
+                r#"{{"expired":{},"expire_at":{exp},"data":[1]}}"#,
+                b & 1 == 0
+            )),
+            3 => result(r#"{"user":7,"data":"x"}"#.into()),
+            4 => ProxyAnswer::Error {
+                code: u16::from(b) * 9,
+                message: "no".into(),
+            },
+            5 => ProxyAnswer::Disconnect {
+                code: u16::from(b) * 40,
+                reason: "é".repeat(usize::from(b)),
+            },
+            6 => result("{}".into()),
+            _ => ProxyAnswer::Unavailable("down".into()),
+        };
+        core.node.handle_proxy(now, ask, answer);
+    }
 }
 
 /// Arbitrary bytes (as UTF-8, lossily) as a connection token and as a

@@ -75,6 +75,7 @@ pub mod message;
 pub mod namespace;
 pub mod node;
 pub mod protocol;
+pub mod proxy;
 pub mod queue;
 pub mod standalone;
 pub mod time;

@@ -19,7 +19,9 @@ use proptest::prelude::*;
 use wavecast_core::backbone::{
     BackboneCommand, BackboneEvent, BackboneReply, HistoryPage, HistoryPolicy, NodeId, RequestId,
 };
-use wavecast_core::hub::{HistoryBudget, Hub, ENTRY_OVERHEAD, NO_EPOCH};
+use wavecast_core::hub::{
+    HistoryBudget, Hub, ENTRY_OVERHEAD, INFO_JSON_OVERHEAD, INFO_OVERHEAD, NO_EPOCH,
+};
 use wavecast_core::protocol::{ClientInfo, Payload, Publication, StreamPosition};
 use wavecast_core::Timestamp;
 
@@ -403,10 +405,14 @@ fn presence_add_remove_with_join_and_leave() {
     let alice = ClientInfo {
         client: "c2".into(),
         user: "alice".into(),
+        conn_info: None,
+        chan_info: None,
     };
     let bob = ClientInfo {
         client: "c1".into(),
         user: "bob".into(),
+        conn_info: None,
+        chan_info: None,
     };
     let add = |info: &ClientInfo, announce| BackboneCommand::PresenceAdd {
         channel: "p".into(),
@@ -483,10 +489,14 @@ fn remove_node_drops_its_subscriptions_presence_and_queued_events() {
     let c1 = ClientInfo {
         client: "c1".into(),
         user: "u".into(),
+        conn_info: None,
+        chan_info: None,
     };
     let c2 = ClientInfo {
         client: "c2".into(),
         user: "u".into(),
+        conn_info: None,
+        chan_info: None,
     };
     hub.handle_command(
         T0,
@@ -549,6 +559,221 @@ fn remove_node_drops_its_subscriptions_presence_and_queued_events() {
 }
 
 /// One scripted run; returns everything observable.
+/// A client with a `conn_info` (from its connection token) and, if
+/// given, a `chan_info` (from its subscription token).
+fn with_infos(client: &str, conn: &str, chan: Option<&str>) -> ClientInfo {
+    ClientInfo {
+        client: client.into(),
+        user: format!("user of {client}"),
+        conn_info: Some(Payload::from_json(conn.as_bytes()).expect("valid JSON")),
+        chan_info: chan.map(|c| Payload::from_json(c.as_bytes()).expect("valid JSON")),
+    }
+}
+
+#[test]
+fn presence_join_and_leave_carry_conn_info_and_chan_info() {
+    let mut hub = Hub::new(1);
+    sub(&mut hub, N1, "p");
+    let ann = with_infos("c1", r#"{"name":"Ann"}"#, Some(r#"{"role":"mod"}"#));
+    let bob = with_infos("c2", r#"{"name":"Bob"}"#, None);
+    let add = |info: &ClientInfo| BackboneCommand::PresenceAdd {
+        channel: "p".into(),
+        info: info.clone(),
+        announce: true,
+    };
+    hub.handle_command(T0, N2, add(&ann));
+    hub.handle_command(T0, N2, add(&bob));
+    let join = |info: &ClientInfo| {
+        (
+            N1,
+            BackboneEvent::Join {
+                channel: "p".into(),
+                info: info.clone(),
+            },
+        )
+    };
+    assert_eq!(drain(&mut hub), vec![join(&ann), join(&bob)]);
+    assert_eq!(hub.presence("p"), vec![ann.clone(), bob.clone()]);
+    hub.handle_command(
+        T0,
+        N1,
+        BackboneCommand::Presence {
+            request: RequestId(1),
+            channel: "p".into(),
+        },
+    );
+    assert_eq!(
+        drain(&mut hub),
+        vec![(
+            N1,
+            BackboneEvent::Reply {
+                request: RequestId(1),
+                reply: BackboneReply::Presence(Ok(vec![ann.clone(), bob.clone()])),
+            }
+        )]
+    );
+
+    // Added again with another info (a refreshed subscription token): no
+    // second join, and presence shows the latest.
+    let ann2 = with_infos("c1", r#"{"name":"Ann"}"#, Some(r#"{"role":"owner"}"#));
+    hub.handle_command(T0, N2, add(&ann2));
+    assert!(drain(&mut hub).is_empty());
+    assert_eq!(hub.presence("p"), vec![ann2.clone(), bob.clone()]);
+
+    // The leave shows the client as it was present, even when the remove
+    // names it by its client id alone.
+    hub.handle_command(
+        T0,
+        N2,
+        BackboneCommand::PresenceRemove {
+            channel: "p".into(),
+            info: ClientInfo {
+                client: "c1".into(),
+                user: String::new(),
+                conn_info: None,
+                chan_info: None,
+            },
+            announce: true,
+        },
+    );
+    assert_eq!(
+        drain(&mut hub),
+        vec![(
+            N1,
+            BackboneEvent::Leave {
+                channel: "p".into(),
+                info: ann2,
+            }
+        )]
+    );
+    // A node that goes away: its clients' leaves carry their infos too.
+    hub.remove_node(T0, N2);
+    assert_eq!(
+        drain(&mut hub),
+        vec![(
+            N1,
+            BackboneEvent::Leave {
+                channel: "p".into(),
+                info: bob,
+            }
+        )]
+    );
+    assert!(hub.presence("p").is_empty());
+}
+
+#[test]
+fn a_publications_sender_is_delivered_and_kept_with_its_infos() {
+    let mut hub = Hub::new(1);
+    sub(&mut hub, N1, "h");
+    let ann = with_infos("c1", r#"{"name":"Ann"}"#, Some("[1,2]"));
+    let sent = hub.publish(T0, "h", data(1), Some(Box::new(ann.clone())), keep_all());
+    let publication = Publication {
+        offset: 1,
+        data: data(1),
+        info: Some(Box::new(ann)),
+    };
+    assert_eq!(
+        drain(&mut hub),
+        vec![(
+            N1,
+            BackboneEvent::Publication {
+                channel: "h".into(),
+                epoch: sent.epoch.clone(),
+                publication: publication.clone(),
+            }
+        )]
+    );
+    let page = hub.history(T0, "h", Some(&pos(&sent.epoch, 0)), None);
+    assert!(page.complete);
+    assert_eq!(page.publications, vec![publication]);
+}
+
+/// What a publication of `data` by `info` counts against the byte budget.
+fn cost_with(data: &Payload, info: &ClientInfo) -> usize {
+    let json = |j: &Option<Payload>| j.as_ref().map_or(0, |j| j.len() + INFO_JSON_OVERHEAD);
+    data.len()
+        + ENTRY_OVERHEAD
+        + info.client.len()
+        + info.user.len()
+        + json(&info.conn_info)
+        + json(&info.chan_info)
+        + INFO_OVERHEAD
+}
+
+#[test]
+fn the_history_budget_counts_the_senders_infos() {
+    // The overhead covers the sender's box.
+    assert!(std::mem::size_of::<ClientInfo>() < INFO_OVERHEAD);
+    let big_info = format!("\"{}\"", "i".repeat(10_000));
+    let ann = with_infos("c1", &big_info, Some(r#"{"role":"mod"}"#));
+    let small = data(1);
+    let one = cost_with(&small, &ann);
+    assert!(one > 10_000 + small.len() + ENTRY_OVERHEAD);
+
+    // Exactly what is kept is counted.
+    let mut hub = Hub::new(3);
+    hub.publish(
+        T0,
+        "a",
+        small.clone(),
+        Some(Box::new(ann.clone())),
+        keep_all(),
+    );
+    assert_eq!(hub.history_bytes(), one);
+    hub.publish(T0, "a", small.clone(), None, keep_all());
+    assert_eq!(hub.history_bytes(), one + cost(small.len()));
+    let plain = ClientInfo {
+        conn_info: None,
+        chan_info: None,
+        ..ann.clone()
+    };
+    hub.publish(
+        T0,
+        "a",
+        small.clone(),
+        Some(Box::new(plain.clone())),
+        keep_all(),
+    );
+    assert_eq!(
+        hub.history_bytes(),
+        one + cost(small.len()) + cost_with(&small, &plain)
+    );
+
+    // A budget of three tiny publications holds two of them with a big
+    // info: the info does not slip past it.
+    let budget = HistoryBudget {
+        max_channels: 10,
+        max_bytes: 2 * one + one / 2,
+    };
+    let mut hub = Hub::with_budget(3, budget);
+    for i in 1..=5 {
+        hub.publish(T0, "a", data(i), Some(Box::new(ann.clone())), keep_all());
+        assert!(hub.history_bytes() <= budget.max_bytes, "after {i}");
+    }
+    assert_eq!(offsets(&hub.history(T0, "a", None, None)), vec![4, 5]);
+    assert_eq!(hub.history_bytes(), 2 * one);
+
+    // An info larger than the whole budget: delivered, not kept.
+    let mut hub = Hub::with_budget(
+        3,
+        HistoryBudget {
+            max_channels: 10,
+            max_bytes: 8_000,
+        },
+    );
+    sub(&mut hub, N1, "a");
+    hub.publish(
+        T0,
+        "a",
+        small.clone(),
+        Some(Box::new(ann.clone())),
+        keep_all(),
+    );
+    assert_eq!(hub.history_bytes(), 0);
+    assert_eq!(offsets_to(&drain(&mut hub), N1, "a"), vec![1]);
+    assert!(hub.history(T0, "a", None, None).publications.is_empty());
+}
+
 fn scripted_run(seed: u64) -> (Vec<(NodeId, BackboneEvent)>, Vec<HistoryPage>) {
     let mut hub = Hub::new(seed);
     let mut pages = Vec::new();
@@ -795,6 +1020,8 @@ fn client(k: u8) -> ClientInfo {
     ClientInfo {
         client: format!("c{k}"),
         user: format!("u{k}"),
+        conn_info: None,
+        chan_info: None,
     }
 }
 

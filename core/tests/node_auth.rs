@@ -9,19 +9,15 @@ mod common;
 
 use std::time::Duration;
 
-use bytes::BytesMut;
 use jsonwebtoken::{encode, EncodingKey, Header};
 use serde_json::{json, Value};
 use wavecast_core::auth::{AuthConfig, TokenConfig, Verifier};
 use wavecast_core::connection::ConnectionConfig;
-use wavecast_core::frame::{FrameDecoder, OpCode};
 use wavecast_core::namespace::{NamespaceOptions, Namespaces, Permission};
-use wavecast_core::node::{ConnId, Endpoint, NodeConfig};
-use wavecast_core::protocol::Encoding;
+use wavecast_core::node::NodeConfig;
 use wavecast_core::standalone::Standalone;
-use wavecast_core::Timestamp;
 
-use common::{masked, take_queued};
+use common::harness::{at, Harness};
 
 const SECRET: &[u8] = b"node auth test secret, 32 bytes!";
 /// The Unix time of the node's `Timestamp::ZERO`, in seconds.
@@ -72,136 +68,34 @@ fn node(allow_anonymous: bool) -> Standalone {
         ..TokenConfig::default()
     })
     .unwrap();
-    Standalone::new(
-        NodeConfig {
-            namespaces: namespaces(),
-            // No heartbeat closes during these tests' hours of node time
-            // (the test clients do not answer pings).
-            connection: ConnectionConfig {
-                heartbeat_interval: Duration::from_secs(24 * 3600),
-                ..ConnectionConfig::default()
-            },
-            auth: AuthConfig {
-                verifier: Some(verifier),
-                allow_anonymous,
-                connect_timeout: Duration::from_secs(10),
-                refresh_grace: Duration::from_secs(30),
-                unix_origin_micros: ORIGIN * 1_000_000,
-            },
-            ..NodeConfig::default()
+    Standalone::new(config(allow_anonymous, verifier), 7)
+}
+
+/// The node's settings in these tests: `namespaces()`, a verifier, no
+/// heartbeat closes.
+pub fn config(allow_anonymous: bool, verifier: Verifier) -> NodeConfig {
+    NodeConfig {
+        namespaces: namespaces(),
+        // No heartbeat closes during these tests' hours of node time
+        // (the test clients do not answer pings).
+        connection: ConnectionConfig {
+            heartbeat_interval: Duration::from_secs(24 * 3600),
+            ..ConnectionConfig::default()
         },
-        7,
-    )
-}
-
-fn at(secs: u64) -> Timestamp {
-    Timestamp::from_micros(secs * 1_000_000)
-}
-
-/// What a client saw: messages (JSON) and the close code, if one came.
-#[derive(Default)]
-struct Seen {
-    messages: Vec<Value>,
-    close: Option<u16>,
-}
-
-struct Harness {
-    core: Standalone,
-    /// Per connection: its frame decoder, bytes not yet decoded, and the
-    /// close code once one came.
-    decoders: Vec<(ConnId, FrameDecoder, BytesMut, Option<u16>)>,
-}
-
-impl Harness {
-    fn new(allow_anonymous: bool) -> Harness {
-        Harness {
-            core: node(allow_anonymous),
-            decoders: Vec::new(),
-        }
-    }
-
-    fn open(&mut self, now: Timestamp) -> ConnId {
-        let id = self
-            .core
-            .node
-            .handle_connect(now, Endpoint::PubSub(Encoding::Json), &[]);
-        self.decoders
-            .push((id, FrameDecoder::client(1 << 20), BytesMut::new(), None));
-        id
-    }
-
-    fn send(&mut self, now: Timestamp, id: ConnId, v: Value) {
-        let frame = masked(true, OpCode::Text, v.to_string().as_bytes(), [9, 8, 7, 6]);
-        self.core.node.handle_read(now, id, &frame);
-        self.core.pump(now);
-    }
-
-    fn tick(&mut self, now: Timestamp) {
-        self.core.node.handle_timeout(now);
-        self.core.pump(now);
-    }
-
-    /// Everything the connection was sent since the last look.
-    fn seen(&mut self, id: ConnId) -> Seen {
-        let node = &mut self.core.node;
-        while node.poll_transmit().is_some() {}
-        let (_, decoder, buf, close) = self
-            .decoders
-            .iter_mut()
-            .find(|(c, ..)| *c == id)
-            .expect("opened here");
-        if let Some(q) = node.queue(id) {
-            buf.extend_from_slice(&take_queued(q));
-        }
-        let mut seen = Seen::default();
-        while let Some(frame) = decoder.decode(buf).expect("the server sends valid frames") {
-            match frame.opcode {
-                OpCode::Text => seen
-                    .messages
-                    .push(serde_json::from_slice(&frame.payload).unwrap()),
-                OpCode::Close => {
-                    *close = frame
-                        .payload
-                        .get(..2)
-                        .map(|b| u16::from_be_bytes([b[0], b[1]]))
-                }
-                _ => {}
-            }
-        }
-        seen.close = *close;
-        seen
-    }
-
-    /// Sends a command and returns the one reply to it.
-    fn ask(&mut self, now: Timestamp, id: ConnId, v: Value) -> Value {
-        let rid = v["id"].clone();
-        self.send(now, id, v);
-        let seen = self.seen(id);
-        seen.messages
-            .into_iter()
-            .find(|m| m["id"] == rid)
-            .unwrap_or_else(|| panic!("no reply to {rid}"))
-    }
-
-    fn error_code(&mut self, now: Timestamp, id: ConnId, v: Value) -> u64 {
-        let r = self.ask(now, id, v);
-        r["error"]["code"]
-            .as_u64()
-            .unwrap_or_else(|| panic!("expected an error, got {r}"))
-    }
-
-    fn connect(&mut self, now: Timestamp, id: ConnId, token: &str) -> Value {
-        self.ask(now, id, json!({"id": 1, "connect": {"token": token}}))
-    }
-
-    fn is_open(&self, id: ConnId) -> bool {
-        self.core.node.ids().any(|i| i == id)
+        auth: AuthConfig {
+            verifier: Some(verifier),
+            allow_anonymous,
+            connect_timeout: Duration::from_secs(10),
+            refresh_grace: Duration::from_secs(30),
+            unix_origin_micros: ORIGIN * 1_000_000,
+        },
+        ..NodeConfig::default()
     }
 }
 
 #[test]
 fn a_user_connects_with_a_token_and_presence_shows_the_user() {
-    let mut h = Harness::new(false);
+    let mut h = Harness::new(node(false));
     let c = h.open(at(0));
     let r = h.connect(at(0), c, &user_token("42", 600));
     assert_eq!(r["connect"]["user"], "42");
@@ -232,7 +126,7 @@ fn a_user_connects_with_a_token_and_presence_shows_the_user() {
 
 #[test]
 fn commands_before_connect_get_112_and_no_connect_closes_4502_at_the_timeout() {
-    let mut h = Harness::new(false);
+    let mut h = Harness::new(node(false));
     let c = h.open(at(0));
     assert_eq!(
         h.error_code(at(1), c, json!({"id": 1, "subscribe": {"channel": "news"}})),
@@ -251,7 +145,7 @@ fn commands_before_connect_get_112_and_no_connect_closes_4502_at_the_timeout() {
 
 #[test]
 fn an_expired_token_gets_111_and_may_be_followed_by_a_good_one() {
-    let mut h = Harness::new(false);
+    let mut h = Harness::new(node(false));
     let c = h.open(at(100));
     let r = h.connect(at(100), c, &user_token("42", 50));
     assert_eq!(r["error"]["code"], 111, "{r}");
@@ -272,14 +166,14 @@ fn bad_credentials_get_112_then_close_4503() {
         ).unwrap()}),
         json!({}),
     ] {
-        let mut h = Harness::new(false);
+        let mut h = Harness::new(node(false));
         let c = h.open(at(0));
         let r = h.ask(at(0), c, json!({"id": 1, "connect": bad}));
         assert_eq!(r["error"]["code"], 112, "{r}");
         assert_eq!(h.seen(c).close, Some(4503), "{bad}");
     }
     // A token of the wrong type is a malformed command: 101, still open.
-    let mut h = Harness::new(false);
+    let mut h = Harness::new(node(false));
     let c = h.open(at(0));
     assert_eq!(
         h.error_code(at(0), c, json!({"id": 1, "connect": {"token": null}})),
@@ -291,7 +185,7 @@ fn bad_credentials_get_112_then_close_4503() {
 
 #[test]
 fn an_unrefreshed_connection_closes_4005_at_exp_plus_grace_and_never_before() {
-    let mut h = Harness::new(false);
+    let mut h = Harness::new(node(false));
     let c = h.open(at(0));
     h.connect(at(0), c, &user_token("42", 60));
     h.tick(at(89));
@@ -304,7 +198,7 @@ fn an_unrefreshed_connection_closes_4005_at_exp_plus_grace_and_never_before() {
 
 #[test]
 fn refresh_moves_the_expiry_and_refuses_another_user() {
-    let mut h = Harness::new(false);
+    let mut h = Harness::new(node(false));
     let c = h.open(at(0));
     h.connect(at(0), c, &user_token("42", 60));
     let r = h.ask(
@@ -345,7 +239,7 @@ fn refresh_moves_the_expiry_and_refuses_another_user() {
 
 #[test]
 fn where_anonymous_is_allowed_a_first_command_connects_anonymously() {
-    let mut h = Harness::new(true);
+    let mut h = Harness::new(node(true));
     let c = h.open(at(0));
     let r = h.ask(
         at(0),
@@ -374,7 +268,7 @@ fn where_anonymous_is_allowed_a_first_command_connects_anonymously() {
 
 #[test]
 fn namespace_permissions_apply_to_every_command() {
-    let mut h = Harness::new(true);
+    let mut h = Harness::new(node(true));
     let anon = h.open(at(0));
     let user = h.open(at(0));
     h.connect(at(0), user, &user_token("42", 600));
@@ -472,7 +366,7 @@ fn namespace_permissions_apply_to_every_command() {
 
 #[test]
 fn nothing_of_an_authenticated_connection_outlives_it() {
-    let mut h = Harness::new(false);
+    let mut h = Harness::new(node(false));
     let c = h.open(at(0));
     assert_eq!(h.core.node.timers(), 2, "heartbeat and connect timeout");
     h.connect(at(0), c, &user_token("42", 600));
@@ -488,7 +382,7 @@ fn nothing_of_an_authenticated_connection_outlives_it() {
 
 #[test]
 fn a_subscription_token_ends_its_subscription_at_exp_plus_grace_unless_refreshed() {
-    let mut h = Harness::new(false);
+    let mut h = Harness::new(node(false));
     let c = h.open(at(0));
     h.connect(at(0), c, &user_token("42", 3600));
     let sub = |channel: &str, ttl: u64| {
@@ -553,7 +447,7 @@ fn a_subscription_token_ends_its_subscription_at_exp_plus_grace_unless_refreshed
 
 #[test]
 fn on_an_open_server_connect_is_optional_and_answers_the_client_id() {
-    let mut h = Harness::new(true);
+    let mut h = Harness::new(node(true));
     h.core = Standalone::new(NodeConfig::default(), 3);
     let c = h.open(at(0));
     let r = h.ask(at(0), c, json!({"id": 1, "connect": {}}));

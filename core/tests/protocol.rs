@@ -644,10 +644,14 @@ fn other_replies_encode_as_documented() {
                         ClientInfo {
                             client: "c1".into(),
                             user: "alice".into(),
+                            conn_info: None,
+                            chan_info: None,
                         },
                         ClientInfo {
                             client: "c2".into(),
                             user: "".into(),
+                            conn_info: None,
+                            chan_info: None,
                         },
                     ],
                 },
@@ -713,6 +717,8 @@ fn pushes_encode_as_documented() {
     let info = ClientInfo {
         client: "C".into(),
         user: "U".into(),
+        conn_info: None,
+        chan_info: None,
     };
     assert_encodes(
         |enc| {
@@ -769,6 +775,139 @@ fn pushes_encode_as_documented() {
         json!({"push": {"channel": "news", "unsubscribe": {"code": 2500,
             "reason": "insufficient state"}}}),
     );
+}
+
+#[test]
+fn client_infos_carry_conn_info_and_chan_info_only_when_present() {
+    let ann = ClientInfo {
+        client: "C".into(),
+        user: "U".into(),
+        conn_info: Some(payload(json!({"name": "Ann", "n": [1, 2.5]}))),
+        chan_info: Some(payload(json!({"role": "mod"}))),
+    };
+    let bob = ClientInfo {
+        client: "D".into(),
+        user: "bob".into(),
+        conn_info: None,
+        chan_info: Some(payload(json!(null))),
+    };
+    let ann_json = json!({"client": "C", "user": "U",
+        "conn_info": {"name": "Ann", "n": [1, 2.5]}, "chan_info": {"role": "mod"}});
+    assert_encodes(
+        |enc| {
+            encode_reply(
+                enc,
+                4,
+                &Reply::Presence {
+                    clients: vec![ann.clone(), bob.clone()],
+                },
+            )
+        },
+        json!({"id": 4, "presence": {"clients": {
+            "C": ann_json,
+            "D": {"client": "D", "user": "bob", "chan_info": null}}}}),
+    );
+    assert_encodes(
+        |enc| {
+            encode_push(
+                enc,
+                &Push::Join {
+                    channel: "room".into(),
+                    info: ann.clone(),
+                },
+            )
+        },
+        json!({"push": {"channel": "room", "join": ann_json}}),
+    );
+    assert_encodes(
+        |enc| {
+            encode_push(
+                enc,
+                &Push::Leave {
+                    channel: "room".into(),
+                    info: bob.clone(),
+                },
+            )
+        },
+        json!({"push": {"channel": "room", "leave": {"client": "D", "user": "bob",
+            "chan_info": null}}}),
+    );
+    let publication = Publication {
+        offset: 9,
+        data: payload(json!("hi")),
+        info: Some(Box::new(ann.clone())),
+    };
+    assert_encodes(
+        |enc| encode_pub(enc, "room", &publication),
+        json!({"push": {"channel": "room", "pub": {"offset": 9, "data": "hi",
+            "info": ann_json}}}),
+    );
+    assert_encodes(
+        |enc| {
+            encode_reply(
+                enc,
+                5,
+                &Reply::History {
+                    epoch: "E".into(),
+                    offset: 9,
+                    publications: vec![publication.clone()],
+                },
+            )
+        },
+        json!({"id": 5, "history": {"epoch": "E", "offset": 9,
+            "publications": [{"offset": 9, "data": "hi", "info": ann_json}]}}),
+    );
+}
+
+#[test]
+fn infos_are_spliced_verbatim_and_their_absence_changes_no_byte() {
+    // Without infos: the bytes servers sent before infos existed.
+    let plain = ClientInfo {
+        client: "C".into(),
+        user: "U".into(),
+        conn_info: None,
+        chan_info: None,
+    };
+    let join = Push::Join {
+        channel: "room".into(),
+        info: plain.clone(),
+    };
+    assert_eq!(
+        &encode_push(Encoding::Json, &join)[..],
+        br#"{"push":{"channel":"room","join":{"client":"C","user":"U"}}}"#
+    );
+    let publication = |info: ClientInfo| Publication {
+        offset: 7,
+        data: payload(json!(1)),
+        info: Some(Box::new(info)),
+    };
+    assert_eq!(
+        &encode_pub(Encoding::Json, "room", &publication(plain.clone()))[..],
+        br#"{"push":{"channel":"room","pub":{"offset":7,"data":1,"info":{"client":"C","user":"U"}}}}"#
+    );
+    // With them: their JSON text as given, after client and user.
+    let raw: &[u8] = br#"{"z": 1.50 , "a":[1e2,"\u00e9"]}"#;
+    let with = ClientInfo {
+        conn_info: Some(Payload::from_json(raw).unwrap()),
+        chan_info: Some(Payload::from_json(b"[true]").unwrap()),
+        ..plain
+    };
+    let mut expected =
+        br#"{"push":{"channel":"room","pub":{"offset":7,"data":1,"info":{"client":"C","user":"U","conn_info":"#
+            .to_vec();
+    expected.extend_from_slice(raw);
+    expected.extend_from_slice(br#","chan_info":[true]}}}}"#);
+    let frame = encode_pub(Encoding::Json, "room", &publication(with.clone()));
+    assert_eq!(&frame[..], &expected[..]);
+    let mut expected =
+        br#"{"push":{"channel":"room","join":{"client":"C","user":"U","conn_info":"#.to_vec();
+    expected.extend_from_slice(raw);
+    expected.extend_from_slice(br#","chan_info":[true]}}}"#);
+    let join = Push::Join {
+        channel: "room".into(),
+        info: with,
+    };
+    assert_eq!(&encode_push(Encoding::Json, &join)[..], &expected[..]);
 }
 
 #[test]

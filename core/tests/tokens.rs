@@ -38,6 +38,7 @@ fn config() -> TokenConfig {
         allow_no_exp: false,
         leeway: Duration::from_secs(5),
         max_size: DEFAULT_MAX_TOKEN_SIZE,
+        jwks: false,
     }
 }
 

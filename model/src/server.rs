@@ -342,6 +342,7 @@ fn server_msg(s: &mut Core, src: Id, backbone: Id, msg: Msg) {
             if let Some(id) = current(s, conn) {
                 let command = Command::Connect {
                     token: auth::token(token),
+                    data: None,
                 };
                 let bytes = request_frame(CONNECT_RID, command);
                 s.node.handle_read(now, id, &bytes);

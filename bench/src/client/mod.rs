@@ -105,13 +105,15 @@ mod tests {
             1,
             Command::Connect {
                 token: Some("a.b.c".into()),
+                data: None,
             },
         );
         assert_eq!(&connect[..], br#"{"id":1,"connect":{"token":"a.b.c"}}"#);
         assert_eq!(
             decode_request(Encoding::Json, &connect).unwrap().command,
             Command::Connect {
-                token: Some("a.b.c".into())
+                token: Some("a.b.c".into()),
+                data: None,
             }
         );
         let request = decode_request(Encoding::Json, &publish).unwrap();

@@ -41,6 +41,7 @@ impl Conn {
             CONNECT_ID,
             Command::Connect {
                 token: Some(credentials.token.clone()),
+                data: None,
             },
         );
         self.writer

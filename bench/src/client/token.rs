@@ -119,6 +119,7 @@ mod tests {
             allow_no_exp: false,
             leeway: DEFAULT_LEEWAY,
             max_size: DEFAULT_MAX_TOKEN_SIZE,
+            jwks: false,
         })
         .unwrap()
     }

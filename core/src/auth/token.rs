@@ -51,12 +51,16 @@ pub struct TokenConfig {
     pub leeway: Duration,
     /// Longest token accepted, in bytes.
     pub max_size: usize,
+    /// Keys also come from a key set (a JWKS URL, fetched by the driver
+    /// and handed in with `Verifier::set_jwks`): a token naming a key id
+    /// the set does not have is refused as an unknown `kid`.
+    pub jwks: bool,
 }
 
 impl TokenConfig {
     /// Whether any key is configured (tokens can be verified at all).
     pub fn has_key(&self) -> bool {
-        self.hmac_secret.is_some() || self.public_key_pem.is_some()
+        self.hmac_secret.is_some() || self.public_key_pem.is_some() || self.jwks
     }
 }
 
@@ -314,8 +318,9 @@ impl Verifier {
         let key = if HMAC.contains(&alg) {
             self.hmac.as_ref()
         } else {
-            let by_kid = match (&header.kid, self.jwks.is_empty()) {
-                (Some(kid), false) => Some(
+            let set = self.config.jwks || !self.jwks.is_empty();
+            let by_kid = match (&header.kid, set) {
+                (Some(kid), true) => Some(
                     self.jwks
                         .get(kid)
                         .ok_or_else(|| TokenError::UnknownKid(kid.clone()))?,

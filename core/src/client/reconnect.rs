@@ -1,5 +1,7 @@
-//! When to reconnect: the close-code table ([`close::should_reconnect`])
-//! and exponential backoff with full jitter between attempts.
+//! When to reconnect: the close-code table ([`close::should_reconnect`];
+//! 4502 aside, see [`should_reconnect`]) and exponential backoff with full
+//! jitter between attempts (also between `connect` retries on one
+//! transport).
 
 use std::time::Duration;
 
@@ -46,8 +48,14 @@ impl Backoff {
 
 /// Whether a connection that ended with `code` (`None`: the transport ended
 /// without a close frame, 1006) should reconnect by itself.
+///
+/// The table ([`close::should_reconnect`]), but for 4502 (connect timeout):
+/// the table says not to reconnect until the client sends `connect` first,
+/// and this client always does, so a 4502 means its `connect` waited too
+/// long (a slow connect proxy, or retries after temporary failures that
+/// outlasted the server's `connect_timeout`): reconnect with backoff.
 pub fn should_reconnect(code: Option<CloseCode>) -> bool {
-    code.is_none_or(close::should_reconnect)
+    code.is_none_or(|code| code == close::CONNECT_TIMEOUT || close::should_reconnect(code))
 }
 
 #[cfg(test)]
@@ -79,5 +87,9 @@ mod tests {
         assert!(!should_reconnect(Some(close::FORCE_DISCONNECT)));
         assert!(!should_reconnect(Some(CloseCode::NORMAL)));
         assert!(!should_reconnect(Some(CloseCode::PROTOCOL_ERROR)));
+        assert!(!should_reconnect(Some(close::UNAUTHORIZED)));
+        assert!(should_reconnect(Some(close::TOKEN_EXPIRED)));
+        // This client sends `connect` first, always.
+        assert!(should_reconnect(Some(close::CONNECT_TIMEOUT)));
     }
 }

@@ -1,7 +1,9 @@
 //! One subscription's bookkeeping on the client: its state, its position in
-//! the channel's stream (epoch and last offset), and the delivery rule that
-//! turns what the server sends into what the application may trust: every
-//! publication once, in offset order, or a gap said out loud.
+//! the channel's stream (epoch and last offset), its subscription token,
+//! whose side it is (the application's, the server's, or both), and the
+//! delivery rule that turns what the server sends into what the
+//! application may trust: every publication once, in offset order, or a
+//! gap said out loud.
 
 use crate::protocol::{Publication, Recovery, StreamPosition};
 
@@ -22,8 +24,18 @@ pub enum GapReason {
     /// The server could not recover from the position asked
     /// (`recovered: false`: another epoch, or history moved past it).
     NotRecovered,
-    /// A recovery's publications did not continue the position asked.
+    /// A recovery's publications did not continue the position asked (or
+    /// a server-side subscription came back behind the last position).
     BadRecovery,
+    /// A server-side subscription came back (after a reconnect) further on
+    /// in the same epoch: the publications after `since` up to the new
+    /// offset went by while disconnected. The server does not recover
+    /// server-side subscriptions; `history` since `since` may still hold
+    /// them.
+    Missed {
+        /// The last position delivered before.
+        since: StreamPosition,
+    },
 }
 
 /// What one subscribe reply means for the application, in order.
@@ -64,21 +76,60 @@ pub(super) struct Subscription {
     pub position: Option<StreamPosition>,
     /// The id of the subscribe in flight.
     pub request: Option<u64>,
+    /// The subscription token, sent with every subscribe of the channel.
+    pub token: Option<String>,
+    /// Bumped each time the application replaces the token.
+    pub token_seq: u64,
+    /// The `token_seq` of the subscribe in flight.
+    pub sent_seq: u64,
+    /// The `token_seq` of the token the server holds for the live
+    /// subscription (its subscribe's, or an accepted `sub_refresh`'s).
+    pub server_seq: u64,
+    /// The token expired (unsubscribe push 2501, or a subscribe refused
+    /// with 111): nothing is sent until the application gives a new one.
+    pub waiting_token: bool,
+    /// The application subscribed it (`Client::subscribe`): the client
+    /// subscribes it on every connection.
+    pub client_side: bool,
+    /// The last connect reply listed it: the server subscribed it, and
+    /// does so again on the next connect.
+    pub server_side: bool,
+    /// Bumped each time the subscription goes live, so that a reply to a
+    /// `sub_refresh` of an earlier one is told apart.
+    pub incarnation: u64,
 }
 
 impl Subscription {
-    pub fn new(since: Option<StreamPosition>) -> Subscription {
+    /// The application's subscription, from `since` if given.
+    pub fn new(since: Option<StreamPosition>, token: Option<String>) -> Subscription {
         Subscription {
             state: SubState::Subscribing,
             position: since,
             request: None,
+            token,
+            token_seq: 0,
+            sent_seq: 0,
+            server_seq: 0,
+            waiting_token: false,
+            client_side: true,
+            server_side: false,
+            incarnation: 0,
+        }
+    }
+
+    /// A subscription the server made on connect (not the application's).
+    pub fn server() -> Subscription {
+        Subscription {
+            client_side: false,
+            server_side: true,
+            ..Subscription::new(None, None)
         }
     }
 
     /// Takes the subscribe reply: the channel is at `epoch`/`offset` now.
     pub fn settle(&mut self, epoch: String, offset: u64, recovery: Option<Recovery>) -> Settled {
-        self.state = SubState::Subscribed;
-        self.request = None;
+        self.go_live();
+        self.server_seq = self.sent_seq;
         let asked = self.position.take();
         let settled = match (asked, recovery) {
             // A first subscribe: the stream starts now.
@@ -117,6 +168,36 @@ impl Subscription {
         };
         self.position = Some(StreamPosition { epoch, offset });
         settled
+    }
+
+    /// Takes a server-side subscription's start from a connect reply: the
+    /// server recovers nothing for it, so the last position delivered
+    /// (if any) is compared with where it starts now.
+    pub fn settle_server(&mut self, at: StreamPosition) -> Settled {
+        self.go_live();
+        let last = self.position.take();
+        let continued = last.is_some();
+        let gap = match last {
+            None => None,
+            Some(last) if last.epoch != at.epoch => Some(GapReason::NotRecovered),
+            Some(last) if last.offset == at.offset => None,
+            Some(last) if last.offset < at.offset => Some(GapReason::Missed { since: last }),
+            Some(_) => Some(GapReason::BadRecovery),
+        };
+        let recovered = continued && gap.is_none();
+        self.position = Some(at);
+        Settled {
+            recovered,
+            publications: Vec::new(),
+            gap,
+        }
+    }
+
+    fn go_live(&mut self) {
+        self.state = SubState::Subscribed;
+        self.request = None;
+        self.waiting_token = false;
+        self.incarnation += 1;
     }
 
     /// Sorts a publication push and, for [`Arrival::Next`], advances the
@@ -172,7 +253,7 @@ mod tests {
 
     #[test]
     fn a_first_subscribe_starts_at_the_channel_top_and_takes_the_next_offsets_in_order() {
-        let mut s = Subscription::new(None);
+        let mut s = Subscription::new(None, None);
         let settled = s.settle("e".into(), 7, None);
         assert_eq!(settled.gap, None);
         assert!(!settled.recovered);
@@ -188,7 +269,7 @@ mod tests {
 
     #[test]
     fn a_recovery_that_continues_the_position_delivers_what_was_missed() {
-        let mut s = Subscription::new(pos("e", 4));
+        let mut s = Subscription::new(pos("e", 4), None);
         let settled = s.settle("e".into(), 6, recovery(true, [5, 6]));
         assert_eq!(
             settled,
@@ -237,7 +318,7 @@ mod tests {
             ),
         ];
         for (since, epoch, offset, r, reason) in cases {
-            let mut s = Subscription::new(since);
+            let mut s = Subscription::new(since, None);
             let settled = s.settle(epoch.into(), offset, r);
             assert_eq!(settled.gap, Some(reason));
             assert!(settled.publications.is_empty());
@@ -248,7 +329,7 @@ mod tests {
 
     #[test]
     fn pushes_before_the_reply_are_ignored() {
-        let mut s = Subscription::new(pos("e", 1));
+        let mut s = Subscription::new(pos("e", 1), None);
         assert_eq!(s.arrive(2), Arrival::Ignore);
         assert_eq!(s.position, pos("e", 1));
     }

@@ -7,7 +7,7 @@
 
 use super::{Hub, HubChannel, NO_EPOCH};
 use crate::backbone::HistoryPage;
-use crate::protocol::{Publication, StreamPosition};
+use crate::protocol::{Payload, Publication, StreamPosition};
 use crate::Timestamp;
 
 /// One kept publication and when it was published (which, with the
@@ -30,12 +30,22 @@ impl Entry {
 
 /// What a kept publication counts against [`HistoryBudget::max_bytes`]:
 /// its JSON text plus [`ENTRY_OVERHEAD`], plus, for a client's, the sender's
-/// client id and user and [`INFO_OVERHEAD`].
+/// client id and user and [`INFO_OVERHEAD`], and each of its `conn_info`
+/// and `chan_info` that is present, its JSON text plus
+/// [`INFO_JSON_OVERHEAD`]. (The info's JSON is often shared with the
+/// connection that published, but it is counted in full: history outlives
+/// the connection, and a big info must not slip past the budget.)
 pub(super) fn entry_cost(publication: &Publication) -> usize {
     let info = publication.info.as_ref().map_or(0, |i| {
+        let json = |info: &Option<Payload>| {
+            info.as_ref()
+                .map_or(0, |j| j.len().saturating_add(INFO_JSON_OVERHEAD))
+        };
         i.client
             .len()
             .saturating_add(i.user.len())
+            .saturating_add(json(&i.conn_info))
+            .saturating_add(json(&i.chan_info))
             .saturating_add(INFO_OVERHEAD)
     });
     publication
@@ -45,9 +55,15 @@ pub(super) fn entry_cost(publication: &Publication) -> usize {
         .saturating_add(info)
 }
 
-/// Bytes counted for a publication's sender on top of its two strings:
-/// the box and the two string headers, with allocator rounding.
-pub const INFO_OVERHEAD: usize = 96;
+/// Bytes counted for a publication's sender on top of its strings and
+/// JSON: the box (client id, user, and the two optional infos: 112 bytes)
+/// and allocator rounding of it and of the two strings.
+pub const INFO_OVERHEAD: usize = 160;
+
+/// Bytes counted for each `conn_info` or `chan_info` a publication's
+/// sender has, on top of its JSON text: the shared allocation header of
+/// its bytes, with allocator rounding.
+pub const INFO_JSON_OVERHEAD: usize = 32;
 
 /// Bytes counted for each kept publication on top of its payload: the
 /// history entry itself (offset, payload handle, times: 56 bytes), the
@@ -66,7 +82,8 @@ pub struct HistoryBudget {
     /// goes away with them; only history pins memory after everyone left.
     pub max_channels: usize,
     /// Most bytes of history in total: the payload bytes of every kept
-    /// publication plus [`ENTRY_OVERHEAD`] each.
+    /// publication plus [`ENTRY_OVERHEAD`] each, plus, for a client's, its
+    /// sender (see `entry_cost`: strings, infos, [`INFO_OVERHEAD`]).
     pub max_bytes: usize,
 }
 

@@ -27,7 +27,8 @@
 //!
 //! Memory budget: all history together is held to a [`HistoryBudget`] (most
 //! channels holding history, most bytes of history: payload plus
-//! [`ENTRY_OVERHEAD`] per publication), checked after every publication.
+//! [`ENTRY_OVERHEAD`] per publication, plus a client's sender with its
+//! `conn_info` and `chan_info`), checked after every publication.
 //! Over either limit the hub evicts the oldest history first, across
 //! channels: the hub's oldest kept publication (by a hub-wide sequence
 //! number, found through an ordered index, O(log n)) while over the byte
@@ -65,7 +66,7 @@ use crate::protocol::{ClientInfo, Payload, Publication, StreamPosition};
 use crate::Timestamp;
 
 use history::{entry_cost, Entry, Usage};
-pub use history::{HistoryBudget, ENTRY_OVERHEAD, INFO_OVERHEAD};
+pub use history::{HistoryBudget, ENTRY_OVERHEAD, INFO_JSON_OVERHEAD, INFO_OVERHEAD};
 use presence::Present;
 
 /// What the hub knows of one channel (for the HTTP API's channel list and
@@ -477,12 +478,13 @@ impl Hub {
             for client in leaving {
                 if let Some(p) = ch.presence.remove(&client) {
                     if p.announced {
+                        let info = p.info(&client);
                         broadcast(
                             &mut self.events,
                             &ch.subscribers,
                             |channel| BackboneEvent::Leave {
                                 channel,
-                                info: p.info.clone(),
+                                info: info.clone(),
                             },
                             name,
                         );

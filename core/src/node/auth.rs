@@ -10,9 +10,11 @@
 //! nothing here reads a clock.
 
 use crate::auth::{TokenError, Verifier};
-use crate::protocol::{close, unsubscribe_code, ErrorCode, Push, Reply};
+use crate::protocol::{close, unsubscribe_code, Command, ErrorCode, Payload, Push, Reply};
+use crate::proxy::{ConnectResult, ProxyKind};
 use crate::time::Timestamp;
 
+use super::ask::{ForKeys, Waiting};
 use super::request::error;
 use super::slab::{Auth, Identity};
 use super::{ConnId, Encoding, Node};
@@ -40,7 +42,11 @@ impl Node {
 
     /// A token's `exp` (Unix seconds) as the identity keeps it (node time
     /// and Unix time) and as the reply says it (seconds left).
-    fn expiry(&self, exp: Option<u64>, unix_now: u64) -> (Option<(Timestamp, u64)>, Option<u64>) {
+    pub(super) fn expiry(
+        &self,
+        exp: Option<u64>,
+        unix_now: u64,
+    ) -> (Option<(Timestamp, u64)>, Option<u64>) {
         let expires = exp.map(|e| (self.node_time(e), e));
         (expires, exp.map(|e| e.saturating_sub(unix_now)))
     }
@@ -51,9 +57,15 @@ impl Node {
         match auth {
             Auth::Pending(at) => Some(*at),
             Auth::Open | Auth::Anonymous => None,
-            Auth::User(identity) => identity
-                .expires
-                .map(|(at, _)| at + self.config.auth.refresh_grace),
+            Auth::User(identity) => {
+                let end = identity
+                    .expires
+                    .map(|(at, _)| at + self.config.auth.refresh_grace);
+                match identity.refresh_at() {
+                    Some(at) => end.map(|end| end.min(at)),
+                    None => end,
+                }
+            }
         }
     }
 
@@ -68,15 +80,40 @@ impl Node {
             self.auth_timers.pop_first();
             let code = match self.slab.get(id).map(|c| &c.auth) {
                 Some(Auth::Pending(_)) => close::CONNECT_TIMEOUT,
-                Some(Auth::User(_)) => close::TOKEN_EXPIRED,
+                Some(Auth::User(identity)) => {
+                    let end = identity
+                        .expires
+                        .map(|(at, _)| at + self.config.auth.refresh_grace);
+                    if end.is_some_and(|end| now < end) && identity.refresh_at().is_some() {
+                        // Time to ask the refresh proxy (the connection is
+                        // closed at the end of the grace unless it says
+                        // otherwise).
+                        self.ask_refresh(id);
+                        continue;
+                    }
+                    close::TOKEN_EXPIRED
+                }
                 Some(Auth::Open | Auth::Anonymous) | None => continue,
             };
             self.close(now, id, code, close::reason(code));
         }
     }
 
+    /// Asks the refresh proxy to extend a proxied connection at its
+    /// expiry; its deadline becomes the end of the grace meanwhile.
+    fn ask_refresh(&mut self, id: ConnId) {
+        let Some(Auth::User(identity)) = self.slab.get(id).map(|c| &c.auth) else {
+            return;
+        };
+        let mut identity = (**identity).clone();
+        identity.set_refresh_at(None);
+        self.set_auth(id, Auth::User(Box::new(identity)));
+        let waiting = Waiting::Refresh { conn: id };
+        self.ask_proxy(id, ProxyKind::Refresh, None, None, waiting);
+    }
+
     /// Replaces a connection's authentication state, moving its deadline.
-    fn set_auth(&mut self, id: ConnId, auth: Auth) {
+    pub(super) fn set_auth(&mut self, id: ConnId, auth: Auth) {
         let Some(client) = self.slab.get(id) else {
             return;
         };
@@ -120,8 +157,9 @@ impl Node {
         }
     }
 
-    /// `connect`: authenticates with a token, or anonymously without one
-    /// where that is allowed.
+    /// `connect`: authenticates with a token, through the connect proxy
+    /// without one where it is configured, or anonymously where that is
+    /// allowed.
     pub(super) fn connect(
         &mut self,
         now: Timestamp,
@@ -129,6 +167,7 @@ impl Node {
         enc: Encoding,
         rid: u64,
         token: Option<String>,
+        data: Option<Payload>,
     ) {
         if !matches!(
             self.slab.get(id).map(|c| &c.auth),
@@ -138,6 +177,10 @@ impl Node {
             self.reply(now, id, enc, rid, &reply);
             return;
         }
+        if token.is_none() && self.config.proxies.connect {
+            let waiting = Waiting::Connect { conn: id, enc, rid };
+            return self.ask_proxy(id, ProxyKind::Connect, None, data, waiting);
+        }
         let unix_now = self.unix_now(now);
         let verified = match (&token, &self.config.auth.verifier) {
             (None, _) if self.config.auth.allow_anonymous => Ok(None),
@@ -146,26 +189,12 @@ impl Node {
             (Some(_), None) => Err(TokenError::NoKey),
         };
         match verified {
-            Ok(claims) => {
-                let (auth, user, ttl) = match claims {
-                    None => (Auth::Anonymous, String::new(), None),
-                    Some(claims) => {
-                        let (expires, ttl) = self.expiry(claims.expires, unix_now);
-                        let user = claims.user.clone();
-                        let identity = Identity {
-                            user: claims.user,
-                            expires,
-                        };
-                        (Auth::User(Box::new(identity)), user, ttl)
-                    }
-                };
-                self.set_auth(id, auth);
-                let reply = Reply::Connect {
-                    client: self.client_id(id),
-                    user,
-                    ttl,
-                };
-                self.reply(now, id, enc, rid, &reply);
+            Ok(None) => self.connected(now, id, enc, rid, Auth::Anonymous, None, None, Vec::new()),
+            Ok(Some(claims)) => {
+                let (expires, ttl) = self.expiry(claims.expires, unix_now);
+                let identity = Identity::new(claims.user, expires, claims.info, None);
+                let auth = Auth::User(Box::new(identity));
+                self.connected(now, id, enc, rid, auth, ttl, None, claims.channels);
             }
             // The client may connect again with a fresh token before the
             // connect timeout.
@@ -173,8 +202,55 @@ impl Node {
                 let reply = error(ErrorCode::TokenExpired, "token expired");
                 self.reply(now, id, enc, rid, &reply);
             }
+            Err(TokenError::UnknownKid(_))
+                if self.wait_for_keys(ForKeys {
+                    conn: id,
+                    enc,
+                    rid,
+                    command: Command::Connect { token, data },
+                }) => {}
             Err(e) => self.refuse(now, id, enc, rid, &e),
         }
+    }
+
+    /// The connect proxy's result: the backend says who the connection is
+    /// (an empty user: anonymous).
+    pub(super) fn proxy_connected(
+        &mut self,
+        now: Timestamp,
+        id: ConnId,
+        enc: Encoding,
+        rid: u64,
+        result: ConnectResult,
+    ) {
+        if !matches!(
+            self.slab.get(id).map(|c| &c.auth),
+            Some(Auth::Pending(_) | Auth::Open)
+        ) {
+            return;
+        }
+        let unix_now = self.unix_now(now);
+        let (expires, ttl) = self.expiry(result.expire_at, unix_now);
+        let auth = if result.user.is_empty() {
+            Auth::Anonymous
+        } else {
+            let refresh_at = match self.config.proxies.refresh {
+                true => expires.map(|(at, _)| at),
+                false => None,
+            };
+            Auth::User(Box::new(Identity::new(
+                result.user,
+                expires,
+                result.info,
+                refresh_at,
+            )))
+        };
+        let ttl = if matches!(auth, Auth::Anonymous) {
+            None
+        } else {
+            ttl
+        };
+        self.connected(now, id, enc, rid, auth, ttl, result.data, result.channels);
     }
 
     /// `refresh`: a fresh token for the same user moves the expiry.
@@ -207,7 +283,8 @@ impl Node {
         match verified {
             Some(Ok(claims)) if claims.user == user => {
                 let (expires, ttl) = self.expiry(claims.expires, unix_now);
-                self.set_auth(id, Auth::User(Box::new(Identity { user, expires })));
+                let identity = Identity::new(user, expires, claims.info, None);
+                self.set_auth(id, Auth::User(Box::new(identity)));
                 self.reply(now, id, enc, rid, &Reply::Refresh { ttl });
             }
             Some(Ok(_)) => {
@@ -220,6 +297,15 @@ impl Node {
                 let reply = error(ErrorCode::TokenExpired, "token expired");
                 self.reply(now, id, enc, rid, &reply);
             }
+            Some(Err(TokenError::UnknownKid(_)))
+                if self.wait_for_keys(ForKeys {
+                    conn: id,
+                    enc,
+                    rid,
+                    command: Command::Refresh {
+                        token: token.to_owned(),
+                    },
+                }) => {}
             Some(Err(e)) => self.refuse(now, id, enc, rid, &e),
             None => self.refuse(now, id, enc, rid, &TokenError::NoKey),
         }
@@ -286,11 +372,22 @@ impl Node {
         }
         let unix_now = self.unix_now(now);
         match self.check_sub_token(now, id, channel, token) {
-            Ok(exp) => {
+            Ok(claims) => {
+                let exp = claims.expires;
                 self.set_sub_expiry(id, channel, exp);
                 let ttl = exp.map(|e| e.saturating_sub(unix_now));
                 self.reply(now, id, enc, rid, &Reply::SubRefresh { ttl });
             }
+            Err(TokenError::UnknownKid(_))
+                if self.wait_for_keys(ForKeys {
+                    conn: id,
+                    enc,
+                    rid,
+                    command: Command::SubRefresh {
+                        channel: channel.to_owned(),
+                        token: token.to_owned(),
+                    },
+                }) => {}
             Err(e) => {
                 let reply = error(e.code(), e.to_string());
                 self.reply(now, id, enc, rid, &reply);

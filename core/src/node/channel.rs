@@ -14,8 +14,7 @@ use crate::backbone::{BackboneCommand, BackboneError, HistoryPage, RequestId};
 use crate::frame;
 use crate::namespace::NamespaceOptions;
 use crate::protocol::{
-    self, unsubscribe_code, ClientInfo, ErrorCode, Publication, Push, Recovery, Reply,
-    StreamPosition,
+    self, unsubscribe_code, ErrorCode, Publication, Push, Recovery, Reply, StreamPosition,
 };
 use crate::time::Timestamp;
 
@@ -317,7 +316,7 @@ impl Node {
         now: Timestamp,
         request: RequestId,
         conn: ConnId,
-        rid: u64,
+        rid: Option<u64>,
         channel: &str,
         recover: bool,
         result: Result<HistoryPage, BackboneError>,
@@ -332,7 +331,7 @@ impl Node {
             Ok(page) => page,
             Err(e) => {
                 self.drop_subscription(now, conn, channel);
-                self.reply_to(now, conn, rid, &backbone_error(&e));
+                self.refuse_subscribe(now, conn, rid, channel, &backbone_error(&e));
                 return;
             }
         };
@@ -375,7 +374,7 @@ impl Node {
                     ErrorCode::NotAvailable,
                     "channel too busy to subscribe now; retry",
                 );
-                self.reply_to(now, conn, rid, &reply);
+                self.refuse_subscribe(now, conn, rid, channel, &reply);
                 return;
             }
             ch.recent
@@ -395,7 +394,7 @@ impl Node {
         &mut self,
         now: Timestamp,
         conn: ConnId,
-        rid: u64,
+        rid: Option<u64>,
         channel: &str,
         recover: bool,
         page: HistoryPage,
@@ -427,7 +426,10 @@ impl Node {
             offset: page.top,
             recovery,
         };
-        self.reply_to(now, conn, rid, &reply);
+        // A server-side subscription's start was in the connect reply.
+        if let Some(rid) = rid {
+            self.reply_to(now, conn, rid, &reply);
+        }
         for publication in replay {
             let push = Push::Pub {
                 channel: channel.to_string(),
@@ -436,16 +438,36 @@ impl Node {
             self.push(now, conn, &push);
         }
         if options.presence {
-            let client = self.client_id(conn);
-            let user = self
-                .client_mut(conn)
-                .map(|c| c.auth.presence_user())
-                .unwrap_or_default();
+            let info = self.client_info(conn, Some(channel));
             self.backbone.push_back(BackboneCommand::PresenceAdd {
                 channel: channel.to_string(),
-                info: ClientInfo { client, user },
+                info,
                 announce: options.join_leave,
             });
+        }
+    }
+
+    /// A subscribe that failed at its reply: the client's gets the error;
+    /// a server-side one, already listed in the connect reply, gets an
+    /// `unsubscribe` push (subscribe again with recover).
+    fn refuse_subscribe(
+        &mut self,
+        now: Timestamp,
+        conn: ConnId,
+        rid: Option<u64>,
+        channel: &str,
+        reply: &Reply,
+    ) {
+        match rid {
+            Some(rid) => self.reply_to(now, conn, rid, reply),
+            None => {
+                let push = Push::Unsubscribe {
+                    channel: channel.to_string(),
+                    code: unsubscribe_code::INSUFFICIENT_STATE,
+                    reason: "channel too busy; subscribe again with recover".into(),
+                };
+                self.push(now, conn, &push);
+            }
         }
     }
 
@@ -536,14 +558,10 @@ impl Node {
             let options = ch.options;
             if options.presence {
                 for id in live {
-                    let client = self.client_id(id);
-                    let user = self
-                        .client_mut(id)
-                        .map(|c| c.auth.presence_user())
-                        .unwrap_or_default();
+                    let info = self.client_info(id, Some(&channel));
                     self.backbone.push_back(BackboneCommand::PresenceAdd {
                         channel: channel.clone(),
-                        info: ClientInfo { client, user },
+                        info,
                         announce: false,
                     });
                 }

@@ -5,17 +5,17 @@
 //! it unsubscribes, is told of a gap, or ends.
 
 use crate::admission::{admit, Action, Caller, Who};
-use crate::auth::TokenError;
+use crate::auth::{SubscriptionClaims, TokenError};
 use crate::backbone::BackboneCommand;
 use crate::connection::CloseCause;
 use crate::namespace::NamespaceOptions;
 #[cfg(feature = "mutations")]
 use crate::protocol::Publication;
-use crate::protocol::{
-    self, close, ClientInfo, Command, Encoding, ErrorCode, Payload, Reply, StreamPosition,
-};
+use crate::protocol::{self, close, Command, Encoding, ErrorCode, Payload, Reply, StreamPosition};
+use crate::proxy::ProxyKind;
 use crate::time::Timestamp;
 
+use super::ask::{ForKeys, Waiting};
 use super::auth::Gate;
 use super::channel::LocalChannel;
 #[cfg(feature = "mutations")]
@@ -52,8 +52,23 @@ impl Node {
         if !self.within_rate(now, id, enc, rid, &request.command) {
             return;
         }
-        let command = match request.command {
-            Command::Connect { token } => return self.connect(now, id, enc, rid, token),
+        self.dispatch(now, id, enc, rid, request.command);
+    }
+
+    /// A decoded command within the rate limits (or one held for the key
+    /// set, decided again): authenticated, admitted, and handled.
+    pub(super) fn dispatch(
+        &mut self,
+        now: Timestamp,
+        id: ConnId,
+        enc: Encoding,
+        rid: u64,
+        command: Command,
+    ) {
+        let command = match command {
+            Command::Connect { token, data } => {
+                return self.connect(now, id, enc, rid, token, data)
+            }
             Command::Refresh { token } => return self.refresh(now, id, enc, rid, &token),
             other => other,
         };
@@ -84,7 +99,17 @@ impl Node {
             Command::Subscribe {
                 token: Some(token), ..
             } => match self.check_sub_token(now, id, channel, token) {
-                Ok(expires) => Some(expires),
+                Ok(claims) => Some(claims),
+                Err(TokenError::UnknownKid(_))
+                    if self.wait_for_keys(ForKeys {
+                        conn: id,
+                        enc,
+                        rid,
+                        command: command.clone(),
+                    }) =>
+                {
+                    return
+                }
                 Err(e) => {
                     let reply = error(e.code(), e.to_string());
                     self.reply(now, id, enc, rid, &reply);
@@ -120,17 +145,33 @@ impl Node {
             Command::Subscribe {
                 channel, recover, ..
             } => {
-                let name = channel.clone();
-                self.subscribe(now, id, enc, rid, channel, recover, options);
-                // The token's expiry ends the subscription, unless
-                // refreshed (`sub_refresh`).
-                if let Some(Some(exp)) = sub_token {
-                    if self.subscriptions(id).contains(&name) {
-                        self.set_sub_expiry(id, &name, Some(exp));
-                    }
+                if self.config.proxies.subscribe {
+                    let waiting = Waiting::Subscribe {
+                        conn: id,
+                        enc,
+                        rid,
+                        channel: channel.clone(),
+                        recover,
+                        options,
+                        token: sub_token,
+                    };
+                    let kind = ProxyKind::Subscribe;
+                    return self.ask_proxy(id, kind, Some(channel), None, waiting);
                 }
+                self.subscribe_admitted(now, id, enc, rid, channel, recover, options, sub_token);
             }
             Command::Unsubscribe { channel } => self.unsubscribe(now, id, enc, rid, &channel),
+            Command::Publish { channel, data } if self.config.proxies.publish => {
+                let waiting = Waiting::Publish {
+                    conn: id,
+                    enc,
+                    rid,
+                    channel: channel.clone(),
+                    data: data.clone(),
+                    options,
+                };
+                self.ask_proxy(id, ProxyKind::Publish, Some(channel), Some(data), waiting);
+            }
             Command::Publish { channel, data } => {
                 self.publish(now, id, rid, channel, data, options)
             }
@@ -189,16 +230,46 @@ impl Node {
         id: ConnId,
         channel: &str,
         token: &str,
-    ) -> Result<Option<u64>, TokenError> {
+    ) -> Result<SubscriptionClaims, TokenError> {
         let verifier = self.verifier().ok_or(TokenError::NoKey)?;
         let user = self
             .slab
             .get(id)
             .and_then(|c| c.auth.user())
             .unwrap_or_default();
-        verifier
-            .subscription(token, self.unix_now(now), user, channel)
-            .map(|claims| claims.expires)
+        verifier.subscription(token, self.unix_now(now), user, channel)
+    }
+
+    /// A `subscribe` that passed every check (and the subscribe proxy):
+    /// subscribes, and a subscription token's expiry ends it unless
+    /// refreshed (`sub_refresh`).
+    #[allow(clippy::too_many_arguments)]
+    pub(super) fn subscribe_admitted(
+        &mut self,
+        now: Timestamp,
+        id: ConnId,
+        enc: Encoding,
+        rid: u64,
+        channel: String,
+        recover: Option<StreamPosition>,
+        options: NamespaceOptions,
+        token: Option<SubscriptionClaims>,
+    ) {
+        let name = channel.clone();
+        // Before subscribing: presence learns it when the backbone answers.
+        let info = token.as_ref().and_then(|t| t.info.clone());
+        let fresh = self.slab.get(id).is_some_and(|c| !c.subs.contains(&name));
+        if let (true, Some(info)) = (fresh, info) {
+            self.sub_info.insert((id, name.clone()), info);
+        }
+        let subscribed = self.subscribe(now, id, enc, Some(rid), channel, recover, options);
+        match (subscribed, token.and_then(|t| t.expires)) {
+            (true, exp @ Some(_)) => self.set_sub_expiry(id, &name, exp),
+            (false, _) if fresh => {
+                self.sub_info.remove(&(id, name));
+            }
+            _ => {}
+        }
     }
 
     /// `unsubscribe`: ends a subscription (or a subscribe in flight).
@@ -219,7 +290,7 @@ impl Node {
     /// the client's own copy comes back from the backbone like everyone
     /// else's. (`now` is only read by a mutation.)
     #[cfg_attr(not(feature = "mutations"), allow(unused_variables))]
-    fn publish(
+    pub(super) fn publish(
         &mut self,
         now: Timestamp,
         id: ConnId,
@@ -242,14 +313,7 @@ impl Node {
         }
         // The sender, as the server knows it: subscribers see who spoke
         // without trusting anything in the data.
-        let info = ClientInfo {
-            client: self.client_id(id),
-            user: self
-                .slab
-                .get(id)
-                .map(|c| c.auth.presence_user())
-                .unwrap_or_default(),
-        };
+        let info = self.client_info(id, Some(&channel));
         self.ask(InFlight::Publish { conn: id, id: rid }, |request| {
             BackboneCommand::Publish {
                 request,
@@ -293,37 +357,42 @@ impl Node {
     /// `subscribe`: records the subscription as pending and asks the
     /// backbone for the channel's position (and, with `recover`, the
     /// publications after the client's); the reply is handled in
-    /// `channel.rs` (`on_subscribed`).
+    /// `channel.rs` (`on_subscribed`). `rid` is `None` for a server-side
+    /// subscription (`server_subs.rs`), which is answered in the connect
+    /// reply. False if refused.
     #[allow(clippy::too_many_arguments)]
-    fn subscribe(
+    pub(super) fn subscribe(
         &mut self,
         now: Timestamp,
         id: ConnId,
         enc: Encoding,
-        rid: u64,
+        rid: Option<u64>,
         channel: String,
         recover: Option<StreamPosition>,
         options: NamespaceOptions,
-    ) {
+    ) -> bool {
         let max_subscriptions = self.config.max_subscriptions;
         let Some(client) = self.slab.get_mut(id) else {
-            return;
+            return false;
         };
-        if client.subs.contains(&channel) {
-            let reply = error(
+        let refusal = if client.subs.contains(&channel) {
+            Some((
                 ErrorCode::AlreadySubscribed,
                 "already subscribed to this channel",
-            );
-            self.reply(now, id, enc, rid, &reply);
-            return;
-        }
-        if client.subs.len() >= max_subscriptions {
-            let reply = error(
+            ))
+        } else if client.subs.len() >= max_subscriptions {
+            Some((
                 ErrorCode::LimitExceeded,
                 "too many subscriptions on this connection",
-            );
-            self.reply(now, id, enc, rid, &reply);
-            return;
+            ))
+        } else {
+            None
+        };
+        if let Some((code, message)) = refusal {
+            if let Some(rid) = rid {
+                self.reply(now, id, enc, rid, &error(code, message));
+            }
+            return false;
         }
         if client.subs.is_empty() {
             // Most connections subscribe to one channel: a Vec's first push
@@ -357,6 +426,7 @@ impl Node {
         if let Some(ch) = self.channels.get_mut(&channel) {
             ch.pending.insert(id, request);
         }
+        true
     }
 
     /// Removes a connection's subscription (or pending subscribe) to
@@ -364,14 +434,11 @@ impl Node {
     /// the last local subscriber.
     pub(super) fn drop_subscription(&mut self, _now: Timestamp, id: ConnId, channel: &str) {
         self.set_sub_expiry(id, channel, None);
-        let user = match self.client_mut(id) {
-            Some(client) => {
-                client.subs.retain(|c| c != channel);
-                client.auth.presence_user()
-            }
-            None => String::new(),
-        };
-        let client = self.client_id(id);
+        let info = self.client_info(id, Some(channel));
+        self.sub_info.remove(&(id, channel.to_owned()));
+        if let Some(client) = self.client_mut(id) {
+            client.subs.retain(|c| c != channel);
+        }
         let Some(ch) = self.channels.get_mut(channel) else {
             return;
         };
@@ -384,7 +451,7 @@ impl Node {
         if was_live && presence {
             self.backbone.push_back(BackboneCommand::PresenceRemove {
                 channel: channel.to_string(),
-                info: ClientInfo { client, user },
+                info,
                 announce: join_leave,
             });
         }
@@ -416,5 +483,6 @@ impl Node {
             | InFlight::Presence { conn, .. } => *conn != id,
             InFlight::Fill { .. } => true,
         });
+        self.forget_asks(id);
     }
 }

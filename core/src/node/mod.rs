@@ -57,15 +57,21 @@
 //! - `auth.rs`: `connect`, `refresh` and `sub_refresh`, the gate before
 //!   every other command, and the authentication deadlines;
 //! - `rate.rs`: the per-connection rate limits;
+//! - `server_subs.rs`: the subscriptions a connection gets on connect
+//!   (a token's `channels`), and the connect reply that waits for them;
+//! - `ask.rs`: what the node asks outside (backend proxies, the key set)
+//!   and what it does with the answers;
 //! - `request.rs`: requests waiting for the backbone and their replies;
 //! - `channel.rs`: channel ordering and recovery (delivery in offset
 //!   order, holding and gap filling, subscribe replies, resets).
 
+mod ask;
 mod auth;
 mod channel;
 mod command;
 mod rate;
 mod request;
+mod server_subs;
 mod slab;
 
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
@@ -87,6 +93,7 @@ use channel::LocalChannel;
 use request::InFlight;
 use slab::{Auth, Client, IdQueue, Slab};
 
+pub use ask::Ask;
 pub use slab::ConnId;
 
 /// Default of [`NodeConfig::max_subscriptions`].
@@ -138,6 +145,8 @@ pub struct NodeConfig {
     pub client_publish_rate: u32,
     /// Most channels one connection may subscribe to (error 107 beyond).
     pub max_subscriptions: usize,
+    /// Which backend proxies are configured (see [`crate::proxy`]).
+    pub proxies: crate::proxy::Proxies,
 }
 
 /// Default of [`NodeConfig::max_requests_in_flight`]: enough for a client
@@ -155,6 +164,7 @@ impl Default for NodeConfig {
             client_command_rate: 0,
             client_publish_rate: 0,
             max_subscriptions: MAX_SUBSCRIPTIONS,
+            proxies: crate::proxy::Proxies::default(),
         }
     }
 }
@@ -182,6 +192,10 @@ pub enum Mutation {
     /// by the stateright model's authenticating topology
     /// (`model/tests/check.rs`), not by `node_model.rs`.
     SkipSubscribePermission,
+    /// A server-side subscription (a token's `channels` claim) is made
+    /// without the namespace's permission check. Caught by
+    /// `core/tests/node_auth.rs`.
+    SkipServerSubscribePermission,
 }
 
 /// One shard's connections, channels and timers.
@@ -200,6 +214,9 @@ pub struct Node {
     /// ordered by time.
     sub_expiry: BTreeMap<(ConnId, String), Timestamp>,
     sub_timers: BTreeSet<(Timestamp, ConnId, String)>,
+    /// The `info` of subscription tokens, by subscription (shown in
+    /// presence and as a publication's sender).
+    sub_info: BTreeMap<(ConnId, String), protocol::Payload>,
     transmit: IdQueue,
     finished: VecDeque<ConnId>,
     channels: BTreeMap<String, LocalChannel>,
@@ -213,6 +230,10 @@ pub struct Node {
     unpaused: Vec<ConnId>,
     /// Changes of whether the driver should read a connection.
     reading: VecDeque<(ConnId, bool)>,
+    /// Asks for the driver and the ones waiting for answers.
+    asks: ask::Asks,
+    /// Connect replies waiting for their server-side subscriptions.
+    connecting: BTreeMap<ConnId, server_subs::Connecting>,
     #[cfg(feature = "mutations")]
     mutation: Option<Mutation>,
 }
@@ -237,6 +258,7 @@ impl Node {
             auth_timers: BTreeSet::new(),
             sub_expiry: BTreeMap::new(),
             sub_timers: BTreeSet::new(),
+            sub_info: BTreeMap::new(),
             transmit: IdQueue::default(),
             finished: VecDeque::new(),
             channels: BTreeMap::new(),
@@ -246,6 +268,8 @@ impl Node {
             targets: Vec::new(),
             unpaused: Vec::new(),
             reading: VecDeque::new(),
+            asks: ask::Asks::default(),
+            connecting: BTreeMap::new(),
             #[cfg(feature = "mutations")]
             mutation: None,
         }
@@ -293,6 +317,7 @@ impl Node {
             timer: None,
             listed: false,
             paused: false,
+            held: false,
             in_flight: 0,
             subs: Vec::new(),
             auth,
@@ -469,6 +494,25 @@ impl Node {
         )
     }
 
+    /// Who a connection is, as presence and a publication's sender show
+    /// it: its client id, user, connection `info` and, for a channel, the
+    /// `info` of its subscription token.
+    fn client_info(&self, id: ConnId, channel: Option<&str>) -> protocol::ClientInfo {
+        let auth = self.slab.get(id).map(|c| &c.auth);
+        let chan_info = match channel {
+            Some(channel) if !self.sub_info.is_empty() => {
+                self.sub_info.get(&(id, channel.to_owned())).cloned()
+            }
+            _ => None,
+        };
+        protocol::ClientInfo {
+            client: self.client_id(id),
+            user: auth.map(|a| a.presence_user()).unwrap_or_default(),
+            conn_info: auth.and_then(|a| a.info().cloned()),
+            chan_info,
+        }
+    }
+
     /// The connection a client id names, if it is one of this node's.
     pub fn conn_of(&self, client: &str) -> Option<ConnId> {
         let rest = client.strip_prefix(self.config.client_prefix.as_str())?;
@@ -542,13 +586,14 @@ impl Node {
             let Some(client) = self.slab.get_mut(id) else {
                 return;
             };
-            if usize::from(client.in_flight) >= max
+            if (usize::from(client.in_flight) >= max || client.held)
                 && client.conn.state() == crate::connection::State::Open
                 && client.conn.has_events()
             {
-                // Hold the rest of its input until replies drain. A
-                // connection that is closing is not held: its last
-                // commands are handled and its end released at once.
+                // Hold the rest of its input until replies drain (or the
+                // answer it waits for comes). A connection that is closing
+                // is not held: its last commands are handled and its end
+                // released at once.
                 if !client.paused {
                     client.paused = true;
                     self.reading.push_back((id, false));

@@ -13,9 +13,11 @@ use super::{ConnId, Node};
 /// A request to the backbone waiting for its reply.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub(super) enum InFlight {
+    /// A subscribe: `id` is the command's, `None` for a server-side
+    /// subscription (answered in the connect reply).
     Subscribe {
         conn: ConnId,
-        id: u64,
+        id: Option<u64>,
         channel: String,
         recover: bool,
     },
@@ -138,6 +140,15 @@ impl Node {
             (
                 InFlight::Subscribe {
                     conn,
+                    id: None,
+                    channel,
+                    ..
+                },
+                backbone::BackboneReply::History(r),
+            ) => self.server_sub_replied(now, request, conn, channel, r),
+            (
+                InFlight::Subscribe {
+                    conn,
                     id,
                     channel,
                     recover,
@@ -162,7 +173,25 @@ impl Node {
     pub(super) fn fail_request(&mut self, now: Timestamp, pending: InFlight, e: &BackboneError) {
         match pending {
             InFlight::Subscribe {
-                conn, id, channel, ..
+                conn,
+                id: None,
+                channel,
+                ..
+            } => {
+                // The request is gone already; the channel still lists it.
+                let request = self
+                    .channels
+                    .get(&channel)
+                    .and_then(|ch| ch.pending.get(&conn).copied());
+                if let Some(request) = request {
+                    self.server_sub_replied(now, request, conn, channel, Err(e.clone()));
+                }
+            }
+            InFlight::Subscribe {
+                conn,
+                id: Some(id),
+                channel,
+                ..
             } => {
                 self.drop_subscription(now, conn, &channel);
                 self.reply_to(now, conn, id, &backbone_error(e));

@@ -8,6 +8,7 @@ use std::fmt;
 use std::hash::{Hash, Hasher};
 
 use crate::connection::Connection;
+use crate::protocol::Payload;
 use crate::time::Timestamp;
 
 use super::Endpoint;
@@ -52,6 +53,9 @@ pub(super) struct Client {
     /// Held back: at `max_requests_in_flight` with input left to handle;
     /// the driver was told to stop reading it.
     pub(super) paused: bool,
+    /// Waiting for an answer from outside (a proxy, the key set): its
+    /// input is held until the answer comes (see `ask.rs`).
+    pub(super) held: bool,
     /// Requests of this connection waiting for the backbone.
     pub(super) in_flight: u16,
     /// Channels subscribed or being subscribed.
@@ -78,13 +82,61 @@ pub(super) enum Auth {
     User(Box<Identity>),
 }
 
-/// What a verified connection token said.
+/// Who a connection is: what its verified token (or the connect proxy)
+/// said.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub(super) struct Identity {
-    /// `sub`.
+    /// `sub` (or the proxy's `user`).
     pub(super) user: String,
     /// `exp` as a node time and as Unix seconds (`None`: no expiry).
     pub(super) expires: Option<(Timestamp, u64)>,
+    /// What few connections have, boxed apart so that a connection with a
+    /// plain token pays 8 bytes for it.
+    pub(super) extra: Option<Box<Extra>>,
+}
+
+/// The rarer parts of an [`Identity`].
+#[derive(Debug, Clone, Default, PartialEq, Eq, Hash)]
+pub(super) struct Extra {
+    /// `info`: public data about the connection, shown in presence.
+    pub(super) info: Option<Payload>,
+    /// When to ask the refresh proxy to extend the connection (its expiry,
+    /// then retries); `None`: not asked (a token's identity, no refresh
+    /// proxy, or a refresh in flight).
+    pub(super) refresh_at: Option<Timestamp>,
+}
+
+impl Identity {
+    /// An identity; `extra` is kept only if it holds something.
+    pub(super) fn new(
+        user: String,
+        expires: Option<(Timestamp, u64)>,
+        info: Option<Payload>,
+        refresh_at: Option<Timestamp>,
+    ) -> Identity {
+        let extra = Extra { info, refresh_at };
+        Identity {
+            user,
+            expires,
+            extra: (extra != Extra::default()).then(|| Box::new(extra)),
+        }
+    }
+
+    /// The connection's `info`.
+    pub(super) fn info(&self) -> Option<&Payload> {
+        self.extra.as_ref().and_then(|e| e.info.as_ref())
+    }
+
+    /// When the refresh proxy is asked next.
+    pub(super) fn refresh_at(&self) -> Option<Timestamp> {
+        self.extra.as_ref().and_then(|e| e.refresh_at)
+    }
+
+    /// Sets when the refresh proxy is asked next.
+    pub(super) fn set_refresh_at(&mut self, at: Option<Timestamp>) {
+        let info = self.extra.take().and_then(|e| e.info);
+        *self = Identity::new(std::mem::take(&mut self.user), self.expires, info, at);
+    }
 }
 
 impl Auth {
@@ -99,6 +151,14 @@ impl Auth {
     /// The user as presence shows it (empty for anonymous).
     pub(super) fn presence_user(&self) -> String {
         self.user().unwrap_or_default().to_owned()
+    }
+
+    /// The connection's public `info`, if it has one.
+    pub(super) fn info(&self) -> Option<&Payload> {
+        match self {
+            Auth::User(identity) => identity.info(),
+            Auth::Pending(_) | Auth::Open | Auth::Anonymous => None,
+        }
     }
 }
 

@@ -40,7 +40,7 @@ pub struct Request {
 
 /// A client command. Channel names are validated by [`decode_request`];
 /// namespaces (which need the configuration) are not.
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
 pub enum Command {
     /// Subscribe to a channel; with `recover`, also get the publications
     /// after that position.
@@ -86,6 +86,8 @@ pub enum Command {
     Connect {
         /// The connection token (a JWT).
         token: Option<String>,
+        /// Data for the connect proxy (ignored without one).
+        data: Option<Payload>,
     },
     /// Replace the connection's token with a fresh one (same user) before
     /// it expires.
@@ -179,6 +181,9 @@ struct SubscribeBody<'a> {
 struct TokenBody<'a> {
     #[serde(borrow, default, deserialize_with = "present")]
     token: Option<&'a RawValue>,
+    /// `connect` only: data for the connect proxy.
+    #[serde(borrow, default)]
+    data: Option<&'a RawValue>,
 }
 
 #[derive(Deserialize)]
@@ -317,7 +322,14 @@ fn decode_json_request(bytes: &[u8], label: Encoding) -> Result<Request, Protoco
             Some(raw) => Some(token_string(raw, "connect.token").map_err(bad)?),
             None => None,
         };
-        Command::Connect { token }
+        let data = match body.data {
+            Some(raw) => Some(
+                Payload::from_json(raw.get().as_bytes())
+                    .map_err(|e| bad(format!("connect.data: {e}")))?,
+            ),
+            None => None,
+        };
+        Command::Connect { token, data }
     } else if let Some(raw) = envelope.refresh {
         let body: TokenBody<'_> = parse_body(raw, "refresh").map_err(bad)?;
         let raw = body
@@ -513,8 +525,12 @@ pub fn encode_request(encoding: Encoding, request: &Request) -> Bytes {
             }
             Tree::Map(fields)
         }
-        Command::Connect { token } => {
-            Tree::Map(token.iter().map(|t| ("token", Tree::Str(t))).collect())
+        Command::Connect { token, data } => {
+            let mut fields: Vec<_> = token.iter().map(|t| ("token", Tree::Str(t))).collect();
+            if let Some(data) = data {
+                fields.push(("data", Tree::Data(data)));
+            }
+            Tree::Map(fields)
         }
         Command::Refresh { token } => Tree::Map(vec![("token", Tree::Str(token))]),
         Command::SubRefresh { channel, token } => Tree::Map(vec![

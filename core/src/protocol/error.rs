@@ -118,6 +118,11 @@ impl fmt::Display for ErrorCode {
     }
 }
 
+/// The codes an application's backend may answer with (a proxy's
+/// `{"error"}`, see [`crate::proxy`]): apart from wavecast's own, which
+/// stay below 400.
+pub const APP_ERROR_CODES: std::ops::RangeInclusive<u16> = 400..=1999;
+
 /// The body of an error reply: a code from the documented set and a
 /// human-readable message.
 #[derive(Clone, Debug, PartialEq, Eq, Hash)]

@@ -57,7 +57,10 @@ pub use encoding::{
     Encoding, MAX_CHANNEL_LEN, MAX_DATA_DEPTH, NAMESPACE_SEPARATOR, SUBPROTOCOLS, SUBPROTOCOL_JSON,
     SUBPROTOCOL_MSGPACK,
 };
-pub use error::{ChannelError, ErrorCode, ErrorReply, MalformedFrame, PayloadError, ProtocolError};
+pub use error::{
+    ChannelError, ErrorCode, ErrorReply, MalformedFrame, PayloadError, ProtocolError,
+    APP_ERROR_CODES,
+};
 pub use payload::Payload;
 pub use reply::{
     encode_pub, encode_push, encode_reply, ClientInfo, Publication, Push, Recovery, Reply,

@@ -19,7 +19,7 @@ use super::write::mp_value;
 /// rely on: the bytes are one JSON value of nesting depth at most
 /// [`MAX_DATA_DEPTH`] whose numbers fit an `f64`, without leading or trailing
 /// whitespace; so it can be spliced into JSON and transcoded to MessagePack.
-#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub struct Payload(Bytes);
 
 impl Payload {

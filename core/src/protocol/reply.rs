@@ -5,6 +5,7 @@
 
 use bytes::Bytes;
 
+use super::command::StreamPosition;
 use super::encoding::Encoding;
 use super::error::ErrorReply;
 use super::payload::Payload;
@@ -25,13 +26,22 @@ pub struct Publication {
     pub info: Option<Box<ClientInfo>>,
 }
 
-/// A client in a presence list or a join/leave push.
+/// A client in a presence list or a join/leave push, and the sender of a
+/// client's publication. Encoded as `{"client", "user"}`, with
+/// `conn_info` and `chan_info` only when present (so a client without
+/// either encodes as it always did).
 #[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub struct ClientInfo {
     /// The connection's id, unique on the server (cluster).
     pub client: String,
     /// The user the connection belongs to (may be empty for anonymous).
     pub user: String,
+    /// Public JSON about the connection: the `info` claim of its
+    /// connection token, or the `info` of the connect proxy's result.
+    pub conn_info: Option<Payload>,
+    /// Public JSON about this subscription: the `info` claim of its
+    /// subscription token.
+    pub chan_info: Option<Payload>,
 }
 
 /// The recovery part of a subscribe reply, present when the client asked to
@@ -90,6 +100,11 @@ pub enum Reply {
         /// Seconds until the token expires (`None`: it does not; the reply
         /// says `"expires": false`).
         ttl: Option<u64>,
+        /// Data for the client from the connect proxy's result.
+        data: Option<Payload>,
+        /// Where each server-side subscription (the token's or proxy's
+        /// `channels`) starts; its pushes follow the reply.
+        subs: Vec<(String, StreamPosition)>,
     },
     /// The token was replaced.
     Refresh {
@@ -103,6 +118,15 @@ pub enum Reply {
     },
     /// The command failed.
     Error(ErrorReply),
+    /// The command was refused by the application's backend (a proxy's
+    /// `{"error"}`), with the application's own code (400-1999, apart
+    /// from wavecast's codes) in the same shape as [`Reply::Error`].
+    AppError {
+        /// The application's code.
+        code: u16,
+        /// For humans.
+        message: String,
+    },
 }
 
 /// A message from the server that answers no command.
@@ -190,9 +214,31 @@ pub fn encode_reply(encoding: Encoding, id: u64, reply: &Reply) -> Bytes {
                 ("publications", publications_tree(publications)),
             ]),
         ),
-        Reply::Connect { client, user, ttl } => {
+        Reply::Connect {
+            client,
+            user,
+            ttl,
+            data,
+            subs,
+        } => {
             let mut fields = vec![("client", Tree::Str(client)), ("user", Tree::Str(user))];
             expiry_fields(&mut fields, *ttl);
+            if let Some(data) = data {
+                fields.push(("data", Tree::Data(data)));
+            }
+            if !subs.is_empty() {
+                let subs = subs
+                    .iter()
+                    .map(|(channel, position)| {
+                        let at = vec![
+                            ("epoch", Tree::Str(&position.epoch)),
+                            ("offset", Tree::U64(position.offset)),
+                        ];
+                        (channel.as_str(), Tree::Map(at))
+                    })
+                    .collect();
+                fields.push(("subs", Tree::Map(subs)));
+            }
             ("connect", Tree::Map(fields))
         }
         Reply::Refresh { ttl } => {
@@ -210,6 +256,13 @@ pub fn encode_reply(encoding: Encoding, id: u64, reply: &Reply) -> Bytes {
             Tree::Map(vec![
                 ("code", Tree::U64(error.code.code().into())),
                 ("message", Tree::Str(&error.message)),
+            ]),
+        ),
+        Reply::AppError { code, message } => (
+            "error",
+            Tree::Map(vec![
+                ("code", Tree::U64((*code).into())),
+                ("message", Tree::Str(message)),
             ]),
         ),
     };
@@ -250,11 +303,17 @@ pub fn encode_push(encoding: Encoding, push: &Push) -> Bytes {
 /// verbatim; in MessagePack they are transcoded once.
 pub fn encode_pub(encoding: Encoding, channel: &str, publication: &Publication) -> Bytes {
     let data = publication.data.as_json();
+    // The sender's strings and JSON, and up to 64 bytes of field names and
+    // headers around them.
+    let info_size = publication
+        .info
+        .as_deref()
+        .map_or(0, |info| info_len(info) + 64);
     match encoding {
         Encoding::Json => {
             // 49 bytes of fixed text plus up to 20 offset digits; escapes
             // in the channel name may add more (the Vec grows then).
-            let mut out = Vec::with_capacity(data.len() + channel.len() + 72);
+            let mut out = Vec::with_capacity(data.len() + channel.len() + 72 + info_size);
             out.extend_from_slice(b"{\"push\":{\"channel\":");
             push_json_str(&mut out, channel);
             out.extend_from_slice(b",\"pub\":{\"offset\":");
@@ -266,13 +325,19 @@ pub fn encode_pub(encoding: Encoding, channel: &str, publication: &Publication) 
                 push_json_str(&mut out, &info.client);
                 out.extend_from_slice(b",\"user\":");
                 push_json_str(&mut out, &info.user);
+                for (key, value) in info_payloads(info) {
+                    out.push(b',');
+                    push_json_str(&mut out, key);
+                    out.push(b':');
+                    out.extend_from_slice(value.as_json());
+                }
                 out.push(b'}');
             }
             out.extend_from_slice(b"}}}");
             Bytes::from(out)
         }
         Encoding::MsgPack => {
-            let mut out = Vec::with_capacity(data.len() + channel.len() + 48);
+            let mut out = Vec::with_capacity(data.len() + channel.len() + 48 + info_size);
             mp_map_len(&mut out, 1);
             mp_str(&mut out, "push");
             mp_map_len(&mut out, 2);
@@ -286,11 +351,16 @@ pub fn encode_pub(encoding: Encoding, channel: &str, publication: &Publication) 
             publication.data.write_msgpack(&mut out);
             if let Some(info) = &publication.info {
                 mp_str(&mut out, "info");
-                mp_map_len(&mut out, 2);
+                let payloads = info_payloads(info);
+                mp_map_len(&mut out, 2 + payloads.clone().count());
                 mp_str(&mut out, "client");
                 mp_str(&mut out, &info.client);
                 mp_str(&mut out, "user");
                 mp_str(&mut out, &info.user);
+                for (key, value) in payloads {
+                    mp_str(&mut out, key);
+                    value.write_msgpack(&mut out);
+                }
             }
             Bytes::from(out)
         }
@@ -324,8 +394,28 @@ fn publications_tree(publications: &[Publication]) -> Tree<'_> {
 }
 
 fn client_tree(info: &ClientInfo) -> Tree<'_> {
-    Tree::Map(vec![
+    let mut fields = vec![
         ("client", Tree::Str(&info.client)),
         ("user", Tree::Str(&info.user)),
-    ])
+    ];
+    fields.extend(info_payloads(info).map(|(key, value)| (key, Tree::Data(value))));
+    Tree::Map(fields)
+}
+
+/// The optional JSON fields of a client's info that are present, by name,
+/// in wire order.
+fn info_payloads(info: &ClientInfo) -> impl Iterator<Item = (&'static str, &Payload)> + Clone {
+    [
+        ("conn_info", &info.conn_info),
+        ("chan_info", &info.chan_info),
+    ]
+    .into_iter()
+    .filter_map(|(key, value)| value.as_ref().map(|value| (key, value)))
+}
+
+/// Bytes of a client's info: its strings and JSON, before escaping.
+fn info_len(info: &ClientInfo) -> usize {
+    info_payloads(info).fold(info.client.len() + info.user.len(), |n, (_, value)| {
+        n + value.len()
+    })
 }

@@ -14,6 +14,7 @@ use std::collections::BTreeMap;
 use serde::Deserialize;
 use serde_json::value::RawValue;
 
+use super::command::StreamPosition;
 use super::encoding::{Encoding, MAX_FRAME_DEPTH};
 use super::error::{ErrorCode, ErrorReply};
 use super::payload::{trim_json_whitespace, Payload};
@@ -100,12 +101,16 @@ struct Envelope<'a> {
 }
 
 #[derive(Deserialize)]
-struct ConnectBody {
+struct ConnectBody<'a> {
     client: String,
     #[serde(default)]
     user: String,
     #[serde(flatten)]
     expiry: ExpiryBody,
+    #[serde(borrow, default)]
+    data: Option<&'a RawValue>,
+    #[serde(default)]
+    subs: std::collections::BTreeMap<String, StreamPosition>,
 }
 
 #[derive(Deserialize)]
@@ -149,6 +154,19 @@ struct ClientBody {
     client: String,
     #[serde(default)]
     user: String,
+    #[serde(default, deserialize_with = "present_json")]
+    conn_info: Option<Box<RawValue>>,
+    #[serde(default, deserialize_with = "present_json")]
+    chan_info: Option<Box<RawValue>>,
+}
+
+/// A field present with any JSON value, `null` included (serde's `Option`
+/// alone would read `null` as absent, and the server sends the field only
+/// when it has a value, which may be `null`).
+fn present_json<'de, D: serde::Deserializer<'de>>(
+    deserializer: D,
+) -> Result<Option<Box<RawValue>>, D::Error> {
+    Box::<RawValue>::deserialize(deserializer).map(Some)
 }
 
 #[derive(Deserialize)]
@@ -256,7 +274,11 @@ fn decode_json(bytes: &[u8], label: Encoding) -> Result<ServerMessage, ServerMes
     } else if let Some(raw) = envelope.presence {
         let body: PresenceBody = body(raw, "presence")?;
         Reply::Presence {
-            clients: body.clients.into_values().map(client_info).collect(),
+            clients: body
+                .clients
+                .into_values()
+                .map(client_info)
+                .collect::<Result<_, _>>()?,
         }
     } else if let Some(raw) = envelope.history {
         let body: HistoryBody<'_> = body(raw, "history")?;
@@ -266,11 +288,18 @@ fn decode_json(bytes: &[u8], label: Encoding) -> Result<ServerMessage, ServerMes
             publications: publications(body.publications)?,
         }
     } else if let Some(raw) = envelope.connect {
-        let body: ConnectBody = body(raw, "connect")?;
+        let body: ConnectBody<'_> = body(raw, "connect")?;
+        let data = body
+            .data
+            .map(|d| Payload::from_json(d.get().as_bytes()))
+            .transpose()
+            .map_err(|e| shape(format!("connect.data: {e}")))?;
         Reply::Connect {
             client: body.client,
             user: body.user,
             ttl: ttl(body.expiry)?,
+            data,
+            subs: body.subs.into_iter().collect(),
         }
     } else if let Some(raw) = envelope.refresh {
         let body: ExpiryBody = body(raw, "refresh")?;
@@ -280,9 +309,14 @@ fn decode_json(bytes: &[u8], label: Encoding) -> Result<ServerMessage, ServerMes
         Reply::SubRefresh { ttl: ttl(body)? }
     } else if let Some(raw) = envelope.error {
         let body: ErrorBody = body(raw, "error")?;
-        let code = ErrorCode::from_code(body.code)
-            .ok_or_else(|| shape(format!("error: unknown error code {}", body.code)))?;
-        Reply::Error(ErrorReply::new(code, body.message))
+        match ErrorCode::from_code(body.code) {
+            Some(code) => Reply::Error(ErrorReply::new(code, body.message)),
+            None if super::error::APP_ERROR_CODES.contains(&body.code) => Reply::AppError {
+                code: body.code,
+                message: body.message,
+            },
+            None => return Err(shape(format!("error: unknown error code {}", body.code))),
+        }
     } else {
         unreachable!("exactly one kind is present")
     };
@@ -316,12 +350,12 @@ fn decode_push(raw: &RawValue) -> Result<Push, String> {
     } else if let Some(c) = body.join {
         Push::Join {
             channel,
-            info: client_info(c),
+            info: client_info(c).map_err(|e| e.to_string())?,
         }
     } else if let Some(c) = body.leave {
         Push::Leave {
             channel,
-            info: client_info(c),
+            info: client_info(c).map_err(|e| e.to_string())?,
         }
     } else if let Some(u) = body.unsubscribe {
         Push::Unsubscribe {
@@ -351,7 +385,7 @@ fn publication(body: PublicationBody<'_>) -> Result<Publication, ServerMessageEr
     Ok(Publication {
         offset: body.offset,
         data,
-        info: body.info.map(|c| Box::new(client_info(c))),
+        info: body.info.map(client_info).transpose()?.map(Box::new),
     })
 }
 
@@ -359,11 +393,18 @@ fn publications(bodies: Vec<PublicationBody<'_>>) -> Result<Vec<Publication>, Se
     bodies.into_iter().map(publication).collect()
 }
 
-fn client_info(body: ClientBody) -> ClientInfo {
-    ClientInfo {
+fn client_info(body: ClientBody) -> Result<ClientInfo, ServerMessageError> {
+    let json = |raw: Option<Box<RawValue>>, what: &str| {
+        raw.map(|raw| Payload::from_json(raw.get().as_bytes()))
+            .transpose()
+            .map_err(|e| ServerMessageError::Shape(format!("{what}: {e}")))
+    };
+    Ok(ClientInfo {
+        conn_info: json(body.conn_info, "conn_info")?,
+        chan_info: json(body.chan_info, "chan_info")?,
         client: body.client,
         user: body.user,
-    }
+    })
 }
 
 #[cfg(test)]
@@ -389,6 +430,8 @@ mod tests {
                 info: Some(Box::new(ClientInfo {
                     client: "c-4".into(),
                     user: "42".into(),
+                    conn_info: None,
+                    chan_info: None,
                 })),
             },
             Publication {
@@ -426,10 +469,14 @@ mod tests {
                     ClientInfo {
                         client: "a-1".into(),
                         user: String::new(),
+                        conn_info: None,
+                        chan_info: None,
                     },
                     ClientInfo {
                         client: "b-2".into(),
                         user: "bob".into(),
+                        conn_info: None,
+                        chan_info: None,
                     },
                 ],
             },
@@ -443,11 +490,15 @@ mod tests {
                 client: "c-1".into(),
                 user: "42".into(),
                 ttl: Some(600),
+                data: None,
+                subs: Vec::new(),
             },
             Reply::Connect {
                 client: "c-2".into(),
                 user: String::new(),
                 ttl: None,
+                data: None,
+                subs: Vec::new(),
             },
             Reply::Refresh { ttl: Some(3600) },
             Reply::Refresh { ttl: None },
@@ -475,6 +526,8 @@ mod tests {
         let info = ClientInfo {
             client: "c-9".into(),
             user: "ann".into(),
+            conn_info: None,
+            chan_info: None,
         };
         let pushes = [
             Push::Pub {
@@ -485,6 +538,8 @@ mod tests {
                     info: Some(Box::new(ClientInfo {
                         client: "c-\"1".into(),
                         user: "ann\n".into(),
+                        conn_info: None,
+                        chan_info: None,
                     })),
                 },
             },
@@ -523,6 +578,158 @@ mod tests {
     }
 
     #[test]
+    fn an_application_error_code_is_kept_as_the_backend_sent_it() {
+        let text = br#"{"id":4,"error":{"code":1000,"message":"banned"}}"#;
+        assert_eq!(
+            decode_server_message(Encoding::Json, text).unwrap(),
+            ServerMessage::Reply {
+                id: 4,
+                reply: Reply::AppError {
+                    code: 1000,
+                    message: "banned".into()
+                }
+            }
+        );
+        let reply = Reply::AppError {
+            code: 1000,
+            message: "banned".into(),
+        };
+        assert_eq!(&encode_reply(Encoding::Json, 4, &reply)[..], &text[..]);
+    }
+
+    #[test]
+    fn a_connect_reply_lists_its_server_side_subscriptions_and_data() {
+        let reply = Reply::Connect {
+            client: "c".into(),
+            user: "42".into(),
+            ttl: None,
+            data: Some(Payload::from_json(br#"{"a":1}"#).unwrap()),
+            subs: vec![(
+                "news".into(),
+                StreamPosition {
+                    epoch: "e".into(),
+                    offset: 7,
+                },
+            )],
+        };
+        let json = encode_reply(Encoding::Json, 1, &reply);
+        assert_eq!(
+            &json[..],
+            br#"{"id":1,"connect":{"client":"c","user":"42","expires":false,"data":{"a":1},"subs":{"news":{"epoch":"e","offset":7}}}}"#
+        );
+        for enc in [Encoding::Json, Encoding::MsgPack] {
+            let bytes = encode_reply(enc, 1, &reply);
+            assert_eq!(
+                decode_server_message(enc, &bytes).unwrap(),
+                ServerMessage::Reply {
+                    id: 1,
+                    reply: reply.clone()
+                }
+            );
+        }
+    }
+
+    #[test]
+    fn client_infos_round_trip_with_and_without_their_json() {
+        let with = |conn: Option<&str>, chan: Option<&str>| ClientInfo {
+            client: "c-1".into(),
+            user: "42".into(),
+            conn_info: conn.map(data),
+            chan_info: chan.map(data),
+        };
+        let infos = [
+            with(None, None),
+            // Keys in order: MessagePack writes a value's keys sorted.
+            with(Some(r#"{"n":[1,2.5,-3],"name":"Ann"}"#), None),
+            with(None, Some(r#"{"role":"mod"}"#)),
+            // `null` is a value like any other: present, not absent.
+            with(Some("null"), Some(r#""text""#)),
+        ];
+        both(|e| {
+            for info in &infos {
+                let publication = Publication {
+                    offset: 3,
+                    data: data("1"),
+                    info: Some(Box::new(info.clone())),
+                };
+                let replies = [
+                    Reply::Presence {
+                        clients: vec![info.clone()],
+                    },
+                    Reply::History {
+                        epoch: "e".into(),
+                        offset: 3,
+                        publications: vec![publication.clone()],
+                    },
+                    Reply::Subscribe {
+                        epoch: "e".into(),
+                        offset: 3,
+                        recovery: Some(Recovery {
+                            recovered: true,
+                            publications: vec![publication.clone()],
+                        }),
+                    },
+                ];
+                for reply in replies {
+                    let bytes = encode_reply(e, 8, &reply);
+                    assert_eq!(
+                        decode_server_message(e, &bytes),
+                        Ok(ServerMessage::Reply { id: 8, reply }),
+                        "{e:?} {info:?}"
+                    );
+                }
+                let pushes = [
+                    Push::Join {
+                        channel: "a".into(),
+                        info: info.clone(),
+                    },
+                    Push::Leave {
+                        channel: "a".into(),
+                        info: info.clone(),
+                    },
+                    Push::Pub {
+                        channel: "a".into(),
+                        publication,
+                    },
+                ];
+                for push in pushes {
+                    let bytes = encode_push(e, &push);
+                    assert_eq!(
+                        decode_server_message(e, &bytes),
+                        Ok(ServerMessage::Push(push)),
+                        "{e:?} {info:?}"
+                    );
+                }
+            }
+        });
+        // Infos written in another way still decode (spaces, order), and
+        // an info that is not valid data is refused.
+        let text =
+            r#"{"push":{"channel":"a","join":{"chan_info": [ 1 ],"user":"u","client":"c"}}}"#;
+        assert_eq!(
+            decode_server_message(Encoding::Json, text.as_bytes()),
+            Ok(ServerMessage::Push(Push::Join {
+                channel: "a".into(),
+                info: ClientInfo {
+                    client: "c".into(),
+                    user: "u".into(),
+                    conn_info: None,
+                    chan_info: Some(data("[ 1 ]")),
+                },
+            }))
+        );
+        let deep = format!(
+            r#"{{"push":{{"channel":"a","join":{{"client":"c","conn_info":{}1{}}}}}}}"#,
+            "[".repeat(crate::protocol::MAX_DATA_DEPTH + 1),
+            "]".repeat(crate::protocol::MAX_DATA_DEPTH + 1)
+        );
+        assert!(matches!(
+            decode_server_message(Encoding::Json, deep.as_bytes()),
+            Err(ServerMessageError::Shape(_))
+        ));
+    }
+
+    #[test]
     fn messages_a_client_cannot_act_on_are_refused_not_guessed() {
         let refused = [
             "",
@@ -534,7 +741,8 @@ mod tests {
             r#"{"id":1,"publish":{"offset":1},"unsubscribe":{}}"#,
             r#"{"id":1,"publish":[1]}"#,
             r#"{"id":1,"publish":{"offset":-1}}"#,
-            r#"{"id":1,"error":{"code":999,"message":"?"}}"#,
+            r#"{"id":1,"error":{"code":99,"message":"?"}}"#,
+            r#"{"id":1,"error":{"code":2000,"message":"?"}}"#,
             r#"{"id":1,"push":{"channel":"a","leave":{"client":"x"}}}"#,
             r#"{"push":{"channel":"a"}}"#,
             r#"{"push":{"channel":"a","join":{"client":"x"},"leave":{"client":"x"}}}"#,

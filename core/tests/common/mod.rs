@@ -5,6 +5,8 @@
 // Each test binary includes this module and uses a different part of it.
 #![allow(dead_code)]
 
+pub mod harness;
+
 use bytes::{Bytes, BytesMut};
 use wavecast_core::frame::{encode_masked, Frame, OpCode};
 use wavecast_core::protocol::StreamPosition;

@@ -33,7 +33,7 @@ use serde::Deserialize;
 use serde_json::value::RawValue;
 use serde_json::{json, Value};
 use wavecast_core::admission::{admit, Action, Admitted, Who};
-use wavecast_core::protocol::{ErrorCode, Payload, Publication, StreamPosition};
+use wavecast_core::protocol::{ClientInfo, ErrorCode, Payload, Publication, StreamPosition};
 
 use crate::backbone::ControlError;
 use crate::instance::instance_of;
@@ -267,16 +267,39 @@ async fn presence(shared: &Shared, body: &[u8]) -> Result<Reply, ApiError> {
         .presence(b.channel)
         .await
         .map_err(|_| unavailable())?;
-    let map: BTreeMap<String, Value> = clients
-        .into_iter()
-        .map(|c| {
-            (
-                c.client.clone(),
-                json!({"client": c.client, "user": c.user}),
-            )
-        })
+    let map: BTreeMap<&str, ClientOut<'_>> = clients
+        .iter()
+        .map(|c| (c.client.as_str(), client_out(c)))
         .collect();
-    Ok(json_response(StatusCode::OK, &json!({"clients": map})))
+    Ok(json_response(StatusCode::OK, &PresenceOut { clients: map }))
+}
+
+/// The presence answer, serialised directly, so that the clients' infos
+/// keep their JSON text (as the WebSocket presence reply does).
+#[derive(serde::Serialize)]
+struct PresenceOut<'a> {
+    clients: BTreeMap<&'a str, ClientOut<'a>>,
+}
+
+/// A client as presence shows it: `conn_info` and `chan_info` only when
+/// it has them.
+#[derive(serde::Serialize)]
+struct ClientOut<'a> {
+    client: &'a str,
+    user: &'a str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    conn_info: Option<&'a RawValue>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    chan_info: Option<&'a RawValue>,
+}
+
+fn client_out(c: &ClientInfo) -> ClientOut<'_> {
+    ClientOut {
+        client: &c.client,
+        user: &c.user,
+        conn_info: c.conn_info.as_ref().map(|p| raw_json(p.as_json())),
+        chan_info: c.chan_info.as_ref().map(|p| raw_json(p.as_json())),
+    }
 }
 
 #[derive(Deserialize)]
@@ -323,13 +346,16 @@ struct PublicationOut<'a> {
 }
 
 fn publication_out(p: &Publication) -> PublicationOut<'_> {
-    // Publication data is validated JSON when published; `null` only if a
-    // stored stream held something else.
-    let data = serde_json::from_slice::<&RawValue>(p.data.as_json()).unwrap_or_else(|_| null_raw());
     PublicationOut {
         offset: p.offset,
-        data,
+        data: raw_json(p.data.as_json()),
     }
+}
+
+/// A payload's JSON text as a raw value. Payloads are validated JSON;
+/// `null` only if a stored stream held something else.
+fn raw_json(json: &[u8]) -> &RawValue {
+    serde_json::from_slice::<&RawValue>(json).unwrap_or_else(|_| null_raw())
 }
 
 fn null_raw() -> &'static RawValue {
@@ -467,4 +493,38 @@ fn json_response(status: StatusCode, body: &impl serde::Serialize) -> Reply {
         hyper::header::HeaderValue::from_static("application/json"),
     );
     r
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn presence_shows_infos_verbatim_and_only_when_present() {
+        let json = |t: &str| Some(Payload::from_json(t.as_bytes()).expect("valid JSON"));
+        let clients = [
+            ClientInfo {
+                client: "a-1.0".into(),
+                user: "42".into(),
+                conn_info: json(r#"{"name": "Ann", "n": 1.50}"#),
+                chan_info: json("null"),
+            },
+            ClientInfo {
+                client: "b-2.0".into(),
+                user: String::new(),
+                conn_info: None,
+                chan_info: None,
+            },
+        ];
+        let out = PresenceOut {
+            clients: clients
+                .iter()
+                .map(|c| (c.client.as_str(), client_out(c)))
+                .collect(),
+        };
+        assert_eq!(
+            serde_json::to_string(&out).expect("serialises"),
+            r#"{"clients":{"a-1.0":{"client":"a-1.0","user":"42","conn_info":{"name": "Ann", "n": 1.50},"chan_info":null},"b-2.0":{"client":"b-2.0","user":""}}}"#
+        );
+    }
 }

@@ -211,6 +211,10 @@ impl Backbone {
     /// channel is at its hard bound: the shard keeps it in its node and
     /// sends it again once the backlog has room. (At shutdown, when the
     /// backbone is gone and nothing waits for it, it is dropped.)
+    // The error is the command itself, handed back by value as it came
+    // (a presence command holds a whole `ClientInfo`); boxing it would
+    // cost every command an allocation for the rare refusal.
+    #[allow(clippy::result_large_err)]
     pub fn command(&self, node: NodeId, cmd: BackboneCommand) -> Result<(), BackboneCommand> {
         match self.tx.send_now(ToHub::Command(node, cmd)) {
             Ok(()) => Ok(()),

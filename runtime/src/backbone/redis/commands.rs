@@ -180,7 +180,8 @@ impl Driver {
                 let args = vec![
                     self.lease.as_millis().to_string(),
                     info.client,
-                    info.user,
+                    local.form.to_owned(),
+                    local.value,
                     mode.to_owned(),
                 ];
                 self.spawn(link, move |scripts, mut conn| async move {

@@ -74,7 +74,8 @@ use crate::mailbox::{ShardInbox, ShardMsg};
 use crate::sys::backlog::Receiver;
 use control::{control_topic, is_control_topic, ControlEvent, Pending, CONTROL_ALL};
 use scripts::{
-    channel_of, invoke_presence_add, parse_message, presence_remove, topic, Keys, Scripts,
+    channel_of, invoke_presence_add, parse_message, presence_remove, presence_value, topic, Keys,
+    Scripts,
 };
 
 pub use control::CONTROL_TIMEOUT;
@@ -123,10 +124,13 @@ pub enum RedisStartError {
 }
 
 /// A client of this server present in a channel, as the driver remembers
-/// it to refresh its entry and to write it again after Redis lost it.
+/// it to refresh its entry and to write it again after Redis lost it: the
+/// form and value of its presence entry ([`scripts::presence_value`]: the
+/// user, or the client's INFO when it has infos), encoded once.
 #[derive(Debug, Clone)]
 struct Local {
-    user: String,
+    form: &'static str,
+    value: String,
     announced: bool,
 }
 
@@ -401,7 +405,7 @@ impl Driver {
         })
     }
 
-    /// The argument lists (lease, then client triples) that refresh this
+    /// The argument lists (lease, then client quadruples) that refresh this
     /// server's lease and presence in one channel: at least one list.
     fn refresh_args(&self, channel: &str) -> Vec<Vec<String>> {
         let lease = self.lease.as_millis().to_string();
@@ -414,7 +418,8 @@ impl Driver {
             let mut args = vec![lease.clone()];
             for (client, local) in chunk {
                 args.push((*client).clone());
-                args.push(local.user.clone());
+                args.push(local.form.to_owned());
+                args.push(local.value.clone());
                 args.push(if local.announced { "1" } else { "0" }.to_owned());
             }
             out.push(args);
@@ -494,14 +499,17 @@ impl Driver {
     }
 
     fn present_add(&mut self, channel: &str, info: &ClientInfo, announce: bool) -> Local {
+        let (form, value) = presence_value(info);
         let clients = self.present.entry(channel.to_owned()).or_default();
-        let local = clients.entry(info.client.clone()).or_insert(Local {
-            user: info.user.clone(),
-            announced: false,
-        });
-        local.user.clone_from(&info.user);
-        local.announced |= announce;
-        local.clone()
+        // The entry takes the latest info; its join stays announced.
+        let announced = announce || clients.get(&info.client).is_some_and(|l| l.announced);
+        let local = Local {
+            form,
+            value,
+            announced,
+        };
+        clients.insert(info.client.clone(), local.clone());
+        local
     }
 
     fn present_remove(&mut self, channel: &str, client: &str) {

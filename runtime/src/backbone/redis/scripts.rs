@@ -11,14 +11,22 @@
 //!   epoch: positions from before can never be taken for positions after.
 //! - `wc:{CH}:s`: stream of kept publications, entry id `OFFSET-0`, fields
 //!   `x` (expiry, Redis time in ms), `d` (the JSON data) and, for a
-//!   client's publication, `i` (its sender, `{"client":…,"user":…}`);
-//!   capped at the history size, expired entries trimmed from the front.
-//! - `wc:{CH}:p` / `wc:{CH}:px`: presence: client id to `FLAG USER`
-//!   (FLAG `1` if its join was announced), and client id to expiry time.
+//!   client's publication, `i` (its sender as INFO, below); capped at the
+//!   history size, expired entries trimmed from the front.
+//! - `wc:{CH}:p` / `wc:{CH}:px`: presence: client id to `FLAG USER` for a
+//!   client without `conn_info` or `chan_info` (FLAG `0`, or `1` if its
+//!   join was announced) or `FLAG INFO` for one with either (FLAG `2`, or
+//!   `3` if announced), and client id to expiry time.
 //! - `wc:{CH}:pub`: the pub/sub topic: `p\nEPOCH\nOFFSET\nDATA` for a
-//!   publication, `P\nEPOCH\nOFFSET\nINFO\nDATA` for one with a sender
-//!   (INFO one line of JSON), `j\nCLIENT\nUSER` / `l\nCLIENT\nUSER` for
-//!   join/leave.
+//!   publication, `P\nEPOCH\nOFFSET\nINFO\nDATA` for one with a sender;
+//!   `j\nCLIENT\nUSER` / `l\nCLIENT\nUSER` for the join/leave of a client
+//!   without infos, `J\nINFO` / `L\nINFO` for one with.
+//!
+//! INFO is a client as one line of JSON: `{"client":…,"user":…}`, with
+//! `"conn_info":…` and `"chan_info":…` when present (their JSON as the
+//! client gave it, line breaks turned into spaces). The forms without
+//! infos are the ones servers wrote before infos existed, byte for byte,
+//! and are still read; INFO without the two fields is read too.
 //!
 //! And per server, two control topics (see the `control` module): `wc:ctl`,
 //! which every server subscribes to, and `wc:ctl:INSTANCE`, its own.
@@ -32,6 +40,7 @@
 use bytes::Bytes;
 use redis::aio::MultiplexedConnection;
 use redis::{RedisError, Script, Value};
+use serde_json::value::RawValue;
 use wavecast_core::backbone::{BackboneEvent, HistoryPage, HistoryPolicy};
 use wavecast_core::hub::NO_EPOCH;
 use wavecast_core::protocol::{ClientInfo, Payload, Publication, StreamPosition};
@@ -62,14 +71,23 @@ end
 local function extend(key, ms)
   if ms > 0 and redis.call('PTTL', key) < ms then redis.call('PEXPIRE', key, ms) end
 end
+local function announced(value)
+  local flag = string.sub(value, 1, 1)
+  return flag == '1' or flag == '3'
+end
+local function leave_message(c, value)
+  local flag = string.sub(value, 1, 1)
+  if flag == '2' or flag == '3' then return 'L\n' .. string.sub(value, 2) end
+  return 'l\n' .. c .. '\n' .. string.sub(value, 2)
+end
 local function prune(p, px, topic, now)
   local gone = redis.call('ZRANGEBYSCORE', px, '-inf', now)
   for _, c in ipairs(gone) do
     local old = redis.call('HGET', p, c)
     redis.call('HDEL', p, c)
     redis.call('ZREM', px, c)
-    if old and string.sub(old, 1, 1) == '1' then
-      redis.call('PUBLISH', topic, 'l\n' .. c .. '\n' .. string.sub(old, 2))
+    if old and announced(old) then
+      redis.call('PUBLISH', topic, leave_message(c, old))
     end
   end
 end
@@ -156,10 +174,12 @@ return {epoch, tostring(top), complete, pubs}
 "#;
 
 /// KEYS: meta, stream, presence hash, presence expiries, topic. ARGV:
-/// lease (ms), then triples {client, user, mode}: mode 2 adds and announces
-/// (once), 1 refreshes a client whose join was announced, 0 adds or
-/// refreshes without announcing. With no triples: ensures the channel and
-/// its lease (a subscribe or a lease refresh). Returns the epoch.
+/// lease (ms), then quadruples {client, form, value, mode}: form `0` with
+/// the user as value (a client without infos), `2` with its INFO; mode 2
+/// adds and announces (once), 1 refreshes a client whose join was
+/// announced, 0 adds or refreshes without announcing. With no quadruples:
+/// ensures the channel and its lease (a subscribe or a lease refresh).
+/// Returns the epoch.
 const LUA_PRESENCE_ADD: &str = r#"
 local now = now_ms()
 local lease = tonumber(ARGV[1])
@@ -167,18 +187,22 @@ local epoch = ensure(KEYS[1], KEYS[2])
 extend(KEYS[1], lease)
 prune(KEYS[3], KEYS[4], KEYS[5], now)
 local i = 2
-while i + 2 <= #ARGV do
-  local client, user, mode = ARGV[i], ARGV[i + 1], ARGV[i + 2]
+while i + 3 <= #ARGV do
+  local client, form, value, mode = ARGV[i], ARGV[i + 1], ARGV[i + 2], ARGV[i + 3]
   local old = redis.call('HGET', KEYS[3], client)
-  local was = old and string.sub(old, 1, 1) == '1'
-  local flag = '0'
-  if was or mode ~= '0' then flag = '1' end
-  redis.call('HSET', KEYS[3], client, flag .. user)
+  local was = old and announced(old)
+  local flag = tonumber(form)
+  if was or mode ~= '0' then flag = flag + 1 end
+  redis.call('HSET', KEYS[3], client, flag .. value)
   redis.call('ZADD', KEYS[4], now + lease, client)
   if mode == '2' and not was then
-    redis.call('PUBLISH', KEYS[5], 'j\n' .. client .. '\n' .. user)
+    if form == '0' then
+      redis.call('PUBLISH', KEYS[5], 'j\n' .. client .. '\n' .. value)
+    else
+      redis.call('PUBLISH', KEYS[5], 'J\n' .. value)
+    end
   end
-  i = i + 3
+  i = i + 4
 end
 if #ARGV > 1 then
   extend(KEYS[3], lease)
@@ -187,16 +211,19 @@ end
 return epoch
 "#;
 
-/// KEYS: presence hash, presence expiries, topic. ARGV: client, user,
-/// announce (0/1). Returns 1 if the client was present.
+/// KEYS: presence hash, presence expiries, topic. ARGV: client, announce
+/// (0/1). The leave shows the client as it was present (its stored entry,
+/// as the hub's does). Returns 1 if the client was present.
 const LUA_PRESENCE_REMOVE: &str = r#"
 prune(KEYS[1], KEYS[2], KEYS[3], now_ms())
-local removed = redis.call('HDEL', KEYS[1], ARGV[1])
+local old = redis.call('HGET', KEYS[1], ARGV[1])
+redis.call('HDEL', KEYS[1], ARGV[1])
 redis.call('ZREM', KEYS[2], ARGV[1])
-if removed == 1 and ARGV[3] == '1' then
-  redis.call('PUBLISH', KEYS[3], 'l\n' .. ARGV[1] .. '\n' .. ARGV[2])
+if not old then return 0 end
+if ARGV[2] == '1' then
+  redis.call('PUBLISH', KEYS[3], leave_message(ARGV[1], old))
 end
-return removed
+return 1
 "#;
 
 /// KEYS: presence hash, presence expiries, topic. Returns HGETALL of the
@@ -277,7 +304,7 @@ fn unexpected(what: &str) -> RedisError {
 }
 
 /// Runs the presence-add script on a channel with `args` (the lease, then
-/// client triples; see [`LUA_PRESENCE_ADD`]).
+/// client quadruples; see [`LUA_PRESENCE_ADD`] and [`presence_args`]).
 pub(super) async fn invoke_presence_add(
     scripts: &Scripts,
     conn: &mut MultiplexedConnection,
@@ -426,7 +453,6 @@ pub(super) async fn presence_remove(
         .key(&keys.expiries)
         .key(&keys.topic)
         .arg(&info.client)
-        .arg(&info.user)
         .arg(if announce { "1" } else { "0" })
         .invoke_async::<Value>(conn)
         .await
@@ -447,29 +473,120 @@ pub(super) async fn presence(
         .key(&keys.topic)
         .invoke_async(conn)
         .await?;
-    let mut out: Vec<ClientInfo> = entries
+    let mut out = entries
         .into_iter()
-        .map(|(client, value)| ClientInfo {
-            client,
-            user: String::from_utf8_lossy(value.get(1..).unwrap_or_default()).into_owned(),
+        .map(|(client, value)| {
+            parse_presence_value(client, &value).ok_or_else(|| unexpected("presence: entry"))
         })
-        .collect();
+        .collect::<Result<Vec<ClientInfo>, RedisError>>()?;
     out.sort();
     Ok(out)
 }
 
-/// A publication's sender as stored in Redis: one line of JSON (JSON text
-/// has no raw newline, so it fits between the topic message's separators).
-fn info_json(info: &ClientInfo) -> String {
-    serde_json::json!({"client": info.client, "user": info.user}).to_string()
+/// A client with `conn_info` or `chan_info` is stored and announced as
+/// INFO; one without, in the form servers wrote before infos existed.
+fn has_infos(info: &ClientInfo) -> bool {
+    info.conn_info.is_some() || info.chan_info.is_some()
 }
 
+/// The form and value of a client's presence entry, as the presence-add
+/// script takes them (see [`LUA_PRESENCE_ADD`]): `0` and the user, or `2`
+/// and its INFO.
+pub(super) fn presence_value(info: &ClientInfo) -> (&'static str, String) {
+    if has_infos(info) {
+        ("2", info_json(info))
+    } else {
+        ("0", info.user.clone())
+    }
+}
+
+/// Reads a presence entry (`FLAG USER` or `FLAG INFO`, see the module doc)
+/// of the client id `client`.
+fn parse_presence_value(client: String, value: &[u8]) -> Option<ClientInfo> {
+    let (flag, rest) = value.split_first()?;
+    match flag {
+        b'0' | b'1' => Some(ClientInfo {
+            client,
+            user: String::from_utf8_lossy(rest).into_owned(),
+            conn_info: None,
+            chan_info: None,
+        }),
+        b'2' | b'3' => {
+            let info = parse_info(rest)?;
+            Some(ClientInfo { client, ..info })
+        }
+        _ => None,
+    }
+}
+
+/// A client as INFO: one line of JSON, so it fits between the topic
+/// message's separators. Written by hand so that `conn_info` and
+/// `chan_info` keep their JSON text (a round trip through a JSON value
+/// could rewrite numbers); a raw line break in valid JSON can only be
+/// whitespace between tokens, so turning it into a space keeps the value.
+fn info_json(info: &ClientInfo) -> String {
+    let mut out = String::with_capacity(
+        info.client.len()
+            + info.user.len()
+            + info.conn_info.as_ref().map_or(0, Payload::len)
+            + info.chan_info.as_ref().map_or(0, Payload::len)
+            + 48,
+    );
+    out.push_str("{\"client\":");
+    out.push_str(&serde_json::Value::from(info.client.as_str()).to_string());
+    out.push_str(",\"user\":");
+    out.push_str(&serde_json::Value::from(info.user.as_str()).to_string());
+    for (key, json) in [
+        ("conn_info", &info.conn_info),
+        ("chan_info", &info.chan_info),
+    ] {
+        if let Some(json) = json {
+            out.push_str(",\"");
+            out.push_str(key);
+            out.push_str("\":");
+            // Payload text is valid JSON, hence UTF-8.
+            let text = String::from_utf8_lossy(json.as_json());
+            out.extend(text.chars().map(|c| match c {
+                '\n' | '\r' => ' ',
+                c => c,
+            }));
+        }
+    }
+    out.push('}');
+    out
+}
+
+/// INFO as written by [`info_json`], or by a server from before infos
+/// (`{"client","user"}` only).
 fn parse_info(json: &[u8]) -> Option<ClientInfo> {
-    let v: serde_json::Value = serde_json::from_slice(json).ok()?;
+    #[derive(serde::Deserialize)]
+    struct Info {
+        client: String,
+        user: String,
+        #[serde(default, deserialize_with = "present_json")]
+        conn_info: Option<Box<RawValue>>,
+        #[serde(default, deserialize_with = "present_json")]
+        chan_info: Option<Box<RawValue>>,
+    }
+    let info: Info = serde_json::from_slice(json).ok()?;
+    let payload = |raw: Option<Box<RawValue>>| match raw {
+        None => Some(None),
+        Some(raw) => Payload::from_json(raw.get().as_bytes()).ok().map(Some),
+    };
     Some(ClientInfo {
-        client: v.get("client")?.as_str()?.to_owned(),
-        user: v.get("user")?.as_str()?.to_owned(),
+        client: info.client,
+        user: info.user,
+        conn_info: payload(info.conn_info)?,
+        chan_info: payload(info.chan_info)?,
     })
+}
+
+/// A field present with any JSON value, `null` included (an `Option`
+/// alone would read `null` as absent).
+fn present_json<'de, D: serde::Deserializer<'de>>(
+    deserializer: D,
+) -> Result<Option<Box<RawValue>>, D::Error> {
+    <Box<RawValue> as serde::Deserialize>::deserialize(deserializer).map(Some)
 }
 
 /// Reads a message of a channel's topic (see the module doc for the
@@ -495,13 +612,22 @@ pub(super) fn parse_message(channel: &str, payload: &[u8]) -> Option<BackboneEve
                 publication: Publication { offset, data, info },
             })
         }
-        b"j" | b"l" => {
-            let mut parts = rest.splitn(2, |&b| b == b'\n');
-            let client = String::from_utf8(parts.next()?.to_vec()).ok()?;
-            let user = String::from_utf8(parts.next()?.to_vec()).ok()?;
-            let info = ClientInfo { client, user };
+        b"j" | b"l" | b"J" | b"L" => {
+            let info = if kind == b"J" || kind == b"L" {
+                parse_info(rest)?
+            } else {
+                let mut parts = rest.splitn(2, |&b| b == b'\n');
+                let client = String::from_utf8(parts.next()?.to_vec()).ok()?;
+                let user = String::from_utf8(parts.next()?.to_vec()).ok()?;
+                ClientInfo {
+                    client,
+                    user,
+                    conn_info: None,
+                    chan_info: None,
+                }
+            };
             let channel = channel.to_owned();
-            Some(if kind == b"j" {
+            Some(if kind == b"j" || kind == b"J" {
                 BackboneEvent::Join { channel, info }
             } else {
                 BackboneEvent::Leave { channel, info }
@@ -524,12 +650,32 @@ mod tests {
         assert_eq!(channel_of("wc:{x}:m"), None);
     }
 
+    fn json(text: &str) -> Payload {
+        Payload::from_json(text.as_bytes()).expect("valid JSON")
+    }
+
+    fn client(client: &str, user: &str) -> ClientInfo {
+        ClientInfo {
+            client: client.into(),
+            user: user.into(),
+            conn_info: None,
+            chan_info: None,
+        }
+    }
+
+    /// A client with both infos, one of them with line breaks between its
+    /// tokens (as a pretty-printed token claim or proxy answer has).
+    fn with_infos() -> ClientInfo {
+        ClientInfo {
+            conn_info: Some(json("{\n  \"name\": \"Ann\",\r\n  \"n\": 1.50e1\n}")),
+            chan_info: Some(json("null")),
+            ..client("c-7", "ann\nx")
+        }
+    }
+
     #[test]
     fn a_publication_with_a_sender_parses_with_its_info() {
-        let info = ClientInfo {
-            client: "c-1".into(),
-            user: "ann\n\"x\"".into(),
-        };
+        let info = client("c-1", "ann\n\"x\"");
         let mut message = b"P\n17-3\n9\n".to_vec();
         message.extend_from_slice(info_json(&info).as_bytes());
         message.extend_from_slice(b"\n{\"t\":\"a\\nb\"}");
@@ -564,10 +710,7 @@ mod tests {
             parse_message("c", b"j\nid1\nuser\nwith newline"),
             Some(BackboneEvent::Join {
                 channel: "c".into(),
-                info: ClientInfo {
-                    client: "id1".into(),
-                    user: "user\nwith newline".into()
-                }
+                info: client("id1", "user\nwith newline"),
             })
         );
         assert!(matches!(
@@ -591,5 +734,99 @@ mod tests {
             offset: 3,
         };
         assert!(!parse_history(v, Some(&pos)).expect("page").complete);
+    }
+
+    #[test]
+    fn info_without_infos_is_the_json_servers_wrote_before() {
+        assert_eq!(
+            info_json(&client("c-1", "ann\"\n")),
+            r#"{"client":"c-1","user":"ann\"\n"}"#
+        );
+        assert_eq!(presence_value(&client("c-1", "ann")), ("0", "ann".into()));
+        // What an older server stored and announced still reads.
+        assert_eq!(
+            parse_info(br#"{"user":"u","client":"c"}"#),
+            Some(client("c", "u"))
+        );
+        assert_eq!(
+            parse_presence_value("c".into(), b"1bob"),
+            Some(client("c", "bob"))
+        );
+        assert_eq!(
+            parse_presence_value("c".into(), b"0"),
+            Some(client("c", ""))
+        );
+    }
+
+    #[test]
+    fn info_with_infos_is_one_line_and_keeps_their_json() {
+        let info = with_infos();
+        let line = info_json(&info);
+        assert!(!line.contains(['\n', '\r']), "{line:?}");
+        assert_eq!(
+            line,
+            r#"{"client":"c-7","user":"ann\nx","conn_info":{   "name": "Ann",    "n": 1.50e1 },"chan_info":null}"#
+        );
+        let back = parse_info(line.as_bytes()).expect("parses");
+        assert_eq!(back.client, info.client);
+        assert_eq!(back.user, info.user);
+        // The same value (only whitespace changed), `null` kept as present.
+        let value = |p: &Option<Payload>| {
+            serde_json::from_slice::<serde_json::Value>(p.as_ref().expect("present").as_json())
+                .expect("JSON")
+        };
+        assert_eq!(value(&back.conn_info), value(&info.conn_info));
+        assert_eq!(back.chan_info, Some(json("null")));
+        // Only one of the two.
+        let only_chan = ClientInfo {
+            chan_info: Some(json(r#"{"role":"mod"}"#)),
+            ..client("c-8", "bo")
+        };
+        let (form, value) = presence_value(&only_chan);
+        assert_eq!(form, "2");
+        assert_eq!(
+            value,
+            r#"{"client":"c-8","user":"bo","chan_info":{"role":"mod"}}"#
+        );
+        assert_eq!(parse_info(value.as_bytes()), Some(only_chan.clone()));
+        let mut stored = b"3".to_vec();
+        stored.extend_from_slice(value.as_bytes());
+        assert_eq!(parse_presence_value("c-8".into(), &stored), Some(only_chan));
+        // Info that is not JSON, or not valid data, is refused.
+        assert_eq!(parse_presence_value("c".into(), b"2{"), None);
+        assert_eq!(parse_presence_value("c".into(), b"9x"), None);
+        assert_eq!(parse_presence_value("c".into(), b""), None);
+        assert_eq!(
+            parse_info(br#"{"client":"c","user":"u","conn_info":1e999}"#),
+            None
+        );
+    }
+
+    #[test]
+    fn join_leave_and_publications_carry_infos() {
+        let info = with_infos();
+        let line = info_json(&info);
+        let join = parse_message("ch", format!("J\n{line}").as_bytes());
+        let Some(BackboneEvent::Join { channel, info: got }) = join else {
+            panic!("not a join: {join:?}");
+        };
+        assert_eq!(channel, "ch");
+        assert_eq!(got, parse_info(line.as_bytes()).expect("parses"));
+        assert!(got.conn_info.is_some() && got.chan_info.is_some());
+        assert!(matches!(
+            parse_message("ch", format!("L\n{line}").as_bytes()),
+            Some(BackboneEvent::Leave { info, .. }) if info == got
+        ));
+        assert_eq!(parse_message("ch", b"J\nnot json"), None);
+        // A publication's INFO sits between separators: its infos' line
+        // breaks must not cut it.
+        let message = format!("P\ne\n3\n{line}\n[1,\n2]");
+        match parse_message("ch", message.as_bytes()) {
+            Some(BackboneEvent::Publication { publication, .. }) => {
+                assert_eq!(publication.info.as_deref(), Some(&got));
+                assert_eq!(publication.data.as_json(), b"[1,\n2]");
+            }
+            other => panic!("{other:?}"),
+        }
     }
 }
