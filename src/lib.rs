@@ -23,10 +23,13 @@
 //!   [`close_code`];
 //! - `ws`: tokio-tungstenite helpers [`ws_connect`], [`next_message`],
 //!   [`expect_close`];
-//! - [`pubsub`]: the pub/sub protocol and API clients.
+//! - [`pubsub`]: the pub/sub protocol and API clients;
+//! - [`backend`]: a small HTTP backend (proxies, a JWKS URL) that records
+//!   what it is asked.
 
 #![warn(missing_docs)]
 
+pub mod backend;
 mod http;
 pub mod pubsub;
 mod raw;

@@ -208,8 +208,24 @@ pub struct Client {
 impl Client {
     /// Connects to `/ws` in `enc`.
     pub async fn connect(addr: SocketAddr, enc: Enc) -> Client {
+        Client::connect_with_headers(addr, enc, &[]).await
+    }
+
+    /// Connects to `/ws` in `enc`, sending `headers` (name, value) with
+    /// the handshake request (a cookie, say).
+    pub async fn connect_with_headers(
+        addr: SocketAddr,
+        enc: Enc,
+        headers: &[(&'static str, &str)],
+    ) -> Client {
         let url = format!("ws://{addr}/ws");
         let mut req = url.as_str().into_client_request().expect("valid URL");
+        for (name, value) in headers {
+            req.headers_mut().append(
+                *name,
+                HeaderValue::from_str(value).expect("a valid header value"),
+            );
+        }
         if enc == Enc::MsgPack {
             req.headers_mut().insert(
                 "Sec-WebSocket-Protocol",

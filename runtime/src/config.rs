@@ -11,6 +11,7 @@ use std::time::Duration;
 
 use std::collections::BTreeMap;
 
+use hyper::Uri;
 use serde::Deserialize;
 use wavecast_core::auth::{
     AuthConfig, TokenConfig, Verifier, DEFAULT_CONNECT_TIMEOUT, DEFAULT_LEEWAY,
@@ -18,6 +19,7 @@ use wavecast_core::auth::{
 };
 use wavecast_core::hub::HistoryBudget;
 use wavecast_core::namespace::{NamespaceOptions, Namespaces, Permission};
+use wavecast_core::proxy::{Proxies, ProxyKind};
 
 /// Flags of `wavecast serve`; each also reads `WAVECAST_<NAME>`.
 #[derive(Debug, Clone, Default, clap::Args)]
@@ -103,7 +105,34 @@ pub struct ServeArgs {
     /// Longest token accepted, in bytes [default: 8192].
     #[arg(long, env = "WAVECAST_TOKEN_MAX_SIZE")]
     pub token_max_size: Option<usize>,
-    /// Also allow anonymous connections beside token authentication [default: false; with no token key every connection is anonymous].
+    /// URL of a JWKS (JSON Web Key Set) whose keys verify tokens by `kid`; https, or http to a loopback host; needs token_audience.
+    #[arg(long, env = "WAVECAST_TOKEN_JWKS_URL")]
+    pub token_jwks_url: Option<String>,
+    /// Interval between fetches of token_jwks_url (an unknown `kid` also fetches it, at most every 30s) [default: 10m].
+    #[arg(long, env = "WAVECAST_TOKEN_JWKS_REFRESH", value_parser = parse_duration)]
+    pub token_jwks_refresh: Option<Duration>,
+    /// URL the server POSTs a `connect` without a token to; the backend says who the connection is.
+    #[arg(long, env = "WAVECAST_CONNECT_PROXY")]
+    pub connect_proxy: Option<String>,
+    /// URL the server POSTs to when a connection of the connect proxy reaches its `expire_at`.
+    #[arg(long, env = "WAVECAST_REFRESH_PROXY")]
+    pub refresh_proxy: Option<String>,
+    /// URL the server POSTs a client's subscribe to; the backend may refuse it.
+    #[arg(long, env = "WAVECAST_SUBSCRIBE_PROXY")]
+    pub subscribe_proxy: Option<String>,
+    /// URL the server POSTs a client's publication to; the backend may refuse it or rewrite its data.
+    #[arg(long, env = "WAVECAST_PUBLISH_PROXY")]
+    pub publish_proxy: Option<String>,
+    /// Time a proxy request may take; then the client gets error 100 [default: 1s].
+    #[arg(long, env = "WAVECAST_PROXY_TIMEOUT", value_parser = parse_duration)]
+    pub proxy_timeout: Option<Duration>,
+    /// Client handshake request headers forwarded with every proxy request (comma-separated names, e.g. cookie).
+    #[arg(long, env = "WAVECAST_PROXY_HEADERS", value_delimiter = ',')]
+    pub proxy_headers: Option<Vec<String>>,
+    /// Most proxy requests in flight at once, server-wide; beyond it the client gets error 100 at once [default: 256].
+    #[arg(long, env = "WAVECAST_PROXY_MAX_IN_FLIGHT")]
+    pub proxy_max_in_flight: Option<usize>,
+    /// Also allow anonymous connections beside token authentication [default: false; with no token key and no connect proxy every connection is anonymous].
     #[arg(long, env = "WAVECAST_ALLOW_ANONYMOUS", num_args = 0..=1, default_missing_value = "true")]
     pub allow_anonymous: Option<bool>,
     /// Time a connection has to send `connect` where authentication is on [default: 10s].
@@ -161,6 +190,17 @@ pub struct FileConfig {
     #[serde(default, with = "opt_duration")]
     token_leeway: Option<Duration>,
     token_max_size: Option<usize>,
+    token_jwks_url: Option<String>,
+    #[serde(default, with = "opt_duration")]
+    token_jwks_refresh: Option<Duration>,
+    connect_proxy: Option<String>,
+    refresh_proxy: Option<String>,
+    subscribe_proxy: Option<String>,
+    publish_proxy: Option<String>,
+    #[serde(default, with = "opt_duration")]
+    proxy_timeout: Option<Duration>,
+    proxy_headers: Option<Vec<String>>,
+    proxy_max_in_flight: Option<usize>,
     allow_anonymous: Option<bool>,
     #[serde(default, with = "opt_duration")]
     connect_timeout: Option<Duration>,
@@ -317,7 +357,27 @@ pub struct Config {
     pub tokens: TokenConfig,
     /// The verifier built from `tokens`, when a key is configured.
     pub verifier: Option<Verifier>,
-    /// Anonymous connections allowed (always, when no key is configured).
+    /// `token_jwks_url`: the key set fetched for `tokens` (then
+    /// `tokens.jwks` is set).
+    pub token_jwks_url: Option<Uri>,
+    /// Interval between fetches of the key set.
+    pub token_jwks_refresh: Duration,
+    /// `connect_proxy`.
+    pub connect_proxy: Option<Uri>,
+    /// `refresh_proxy`.
+    pub refresh_proxy: Option<Uri>,
+    /// `subscribe_proxy`.
+    pub subscribe_proxy: Option<Uri>,
+    /// `publish_proxy`.
+    pub publish_proxy: Option<Uri>,
+    /// Time one proxy request may take.
+    pub proxy_timeout: Duration,
+    /// Client request headers forwarded to the proxies (lowercase names).
+    pub proxy_headers: Vec<String>,
+    /// Most proxy requests in flight, server-wide.
+    pub proxy_max_in_flight: usize,
+    /// Anonymous connections allowed (always, when no key and no connect
+    /// proxy is configured).
     pub allow_anonymous: bool,
     /// Time to send `connect` where authentication is on.
     pub connect_timeout: Duration,
@@ -362,6 +422,15 @@ impl Default for Config {
                 ..TokenConfig::default()
             },
             verifier: None,
+            token_jwks_url: None,
+            token_jwks_refresh: Duration::from_secs(600),
+            connect_proxy: None,
+            refresh_proxy: None,
+            subscribe_proxy: None,
+            publish_proxy: None,
+            proxy_timeout: Duration::from_secs(1),
+            proxy_headers: Vec::new(),
+            proxy_max_in_flight: 256,
             allow_anonymous: true,
             connect_timeout: DEFAULT_CONNECT_TIMEOUT,
             refresh_grace: DEFAULT_REFRESH_GRACE,
@@ -403,6 +472,33 @@ pub enum ConfigError {
 }
 
 impl Config {
+    /// Whether any authentication is configured: a token key (secret,
+    /// public key, JWKS URL) or a connect proxy. Without one every
+    /// connection is anonymous, which only loopback or `--insecure` allows.
+    pub fn authenticates(&self) -> bool {
+        self.verifier.is_some() || self.connect_proxy.is_some()
+    }
+
+    /// Which proxies are configured (for the nodes).
+    pub fn proxies(&self) -> Proxies {
+        Proxies {
+            connect: self.connect_proxy.is_some(),
+            refresh: self.refresh_proxy.is_some(),
+            subscribe: self.subscribe_proxy.is_some(),
+            publish: self.publish_proxy.is_some(),
+        }
+    }
+
+    /// The URL of a proxy, if configured.
+    pub fn proxy_url(&self, kind: ProxyKind) -> Option<&Uri> {
+        match kind {
+            ProxyKind::Connect => self.connect_proxy.as_ref(),
+            ProxyKind::Refresh => self.refresh_proxy.as_ref(),
+            ProxyKind::Subscribe => self.subscribe_proxy.as_ref(),
+            ProxyKind::Publish => self.publish_proxy.as_ref(),
+        }
+    }
+
     /// How the nodes authenticate connections; `unix_origin_micros` is the
     /// wall-clock time of the server clock's origin.
     pub fn auth(&self, unix_origin_micros: u64) -> AuthConfig {
@@ -433,6 +529,22 @@ impl Config {
             })?),
             None => None,
         };
+        let url = |name: &'static str, flag: &Option<String>, file: &Option<String>| {
+            flag.clone()
+                .or_else(|| file.clone())
+                .filter(|u| !u.is_empty())
+                .map(|u| parse_url(name, &u))
+                .transpose()
+        };
+        let token_jwks_url = url("token_jwks_url", &args.token_jwks_url, &file.token_jwks_url)?;
+        let connect_proxy = url("connect_proxy", &args.connect_proxy, &file.connect_proxy)?;
+        let refresh_proxy = url("refresh_proxy", &args.refresh_proxy, &file.refresh_proxy)?;
+        let subscribe_proxy = url(
+            "subscribe_proxy",
+            &args.subscribe_proxy,
+            &file.subscribe_proxy,
+        )?;
+        let publish_proxy = url("publish_proxy", &args.publish_proxy, &file.publish_proxy)?;
         let tokens = TokenConfig {
             hmac_secret: args
                 .token_hmac_secret
@@ -454,6 +566,7 @@ impl Config {
                 .token_max_size
                 .or(file.token_max_size)
                 .unwrap_or(d.tokens.max_size),
+            jwks: token_jwks_url.is_some(),
         };
         let verifier = if tokens.has_key() {
             Some(
@@ -471,7 +584,8 @@ impl Config {
         };
         // With authentication configured, the namespaces' defaults close:
         // subscribing needs a user, publishing is the backends'.
-        let base = if verifier.is_some() {
+        let authenticates = verifier.is_some() || connect_proxy.is_some();
+        let base = if authenticates {
             NamespaceOptions::secured()
         } else {
             NamespaceOptions::default()
@@ -557,9 +671,35 @@ impl Config {
             allow_anonymous: args
                 .allow_anonymous
                 .or(file.allow_anonymous)
-                .unwrap_or(verifier.is_none()),
+                .unwrap_or(!authenticates),
             tokens,
             verifier,
+            token_jwks_url,
+            token_jwks_refresh: args
+                .token_jwks_refresh
+                .or(file.token_jwks_refresh)
+                .unwrap_or(d.token_jwks_refresh),
+            connect_proxy,
+            refresh_proxy,
+            subscribe_proxy,
+            publish_proxy,
+            proxy_timeout: args
+                .proxy_timeout
+                .or(file.proxy_timeout)
+                .unwrap_or(d.proxy_timeout),
+            proxy_headers: args
+                .proxy_headers
+                .clone()
+                .or(file.proxy_headers)
+                .unwrap_or_default()
+                .into_iter()
+                .map(|h| h.trim().to_ascii_lowercase())
+                .filter(|h| !h.is_empty())
+                .collect(),
+            proxy_max_in_flight: args
+                .proxy_max_in_flight
+                .or(file.proxy_max_in_flight)
+                .unwrap_or(d.proxy_max_in_flight),
             connect_timeout: args
                 .connect_timeout
                 .or(file.connect_timeout)
@@ -625,20 +765,21 @@ impl Config {
         if self.max_history_bytes < 64 * 1024 || self.max_history_bytes as u64 > 1 << 40 {
             return invalid("max_history_bytes", "must be between 64 KiB and 1 TiB");
         }
-        if self.verifier.is_none() && !self.allow_anonymous {
+        if !self.authenticates() && !self.allow_anonymous {
             return invalid(
                 "allow_anonymous",
-                "false needs token_hmac_secret or token_public_key: no connection could authenticate",
+                "false needs token_hmac_secret, token_public_key, token_jwks_url or connect_proxy: \
+                 no connection could authenticate",
             );
         }
-        if self.verifier.is_none() && !self.listen.ip().is_loopback() && !self.insecure {
+        if !self.authenticates() && !self.listen.ip().is_loopback() && !self.insecure {
             return Err(ConfigError::Invalid {
                 name: "listen",
                 reason: format!(
                     "{} is not a loopback address and no authentication is configured: every client \
-                     could subscribe to and publish on every channel. Set token_hmac_secret or \
-                     token_public_key (docs/OPERATIONS.md, \"Authentication\"), or pass --insecure \
-                     to serve anonymous clients anyway",
+                     could subscribe to and publish on every channel. Set token_hmac_secret, \
+                     token_public_key, token_jwks_url or connect_proxy (docs/OPERATIONS.md, \
+                     \"Authentication\"), or pass --insecure to serve anonymous clients anyway",
                     self.listen
                 ),
             });
@@ -664,6 +805,7 @@ impl Config {
         if self.tokens.max_size < 256 || self.tokens.max_size > 1024 * 1024 {
             return invalid("token_max_size", "must be between 256 bytes and 1 MiB");
         }
+        self.validate_outbound()?;
         for (name, ns) in &self.namespaces.named {
             if name.is_empty()
                 || name.contains(':')
@@ -683,6 +825,114 @@ impl Config {
         }
         Ok(())
     }
+}
+
+impl Config {
+    /// The rules of the outbound settings: the JWKS URL's audience and
+    /// scheme, the proxies' bounds and forwarded headers. (The URLs were
+    /// parsed, as http or https, by [`parse_url`].)
+    fn validate_outbound(&self) -> Result<(), ConfigError> {
+        let invalid = |name, reason: String| Err(ConfigError::Invalid { name, reason });
+        if let Some(url) = &self.token_jwks_url {
+            if self.tokens.audience.is_none() {
+                return invalid(
+                    "token_jwks_url",
+                    "needs token_audience: keys from a shared identity provider sign tokens \
+                     for other services too, so this server must accept only those naming it"
+                        .into(),
+                );
+            }
+            if url.scheme_str() != Some("https") && !is_loopback_host(url) {
+                return invalid(
+                    "token_jwks_url",
+                    format!(
+                        "{url} must be https (http is allowed only to a loopback host: \
+                         127.0.0.0/8, ::1, localhost): the keys decide who may connect"
+                    ),
+                );
+            }
+        }
+        if self.token_jwks_refresh < Duration::from_secs(1) {
+            return invalid("token_jwks_refresh", "must be at least 1s".into());
+        }
+        if self.proxy_timeout.is_zero() || self.proxy_timeout > Duration::from_secs(60) {
+            return invalid(
+                "proxy_timeout",
+                "must be more than zero and at most 60s".into(),
+            );
+        }
+        if self.proxy_max_in_flight == 0 || self.proxy_max_in_flight > 1_000_000 {
+            return invalid(
+                "proxy_max_in_flight",
+                "must be between 1 and 1000000".into(),
+            );
+        }
+        for name in &self.proxy_headers {
+            if hyper::header::HeaderName::from_bytes(name.as_bytes()).is_err() {
+                return invalid("proxy_headers", format!("{name:?} is not a header name"));
+            }
+            if NOT_FORWARDED.contains(&name.as_str()) {
+                return invalid(
+                    "proxy_headers",
+                    format!(
+                        "{name:?} describes the client's own request, not the client; \
+                         it cannot be forwarded (none of {})",
+                        NOT_FORWARDED.join(", ")
+                    ),
+                );
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Headers that frame or route an HTTP message: the proxy request has its
+/// own, so they are never forwarded.
+const NOT_FORWARDED: &[&str] = &[
+    "connection",
+    "content-length",
+    "content-type",
+    "host",
+    "keep-alive",
+    "proxy-connection",
+    "te",
+    "trailer",
+    "transfer-encoding",
+    "upgrade",
+];
+
+/// Reads a URL setting: an absolute `http://` or `https://` URL with a
+/// host.
+fn parse_url(name: &'static str, value: &str) -> Result<Uri, ConfigError> {
+    let invalid = |reason: String| ConfigError::Invalid { name, reason };
+    let url: Uri = value
+        .parse()
+        .map_err(|e| invalid(format!("{value:?} is not a URL: {e}")))?;
+    match url.scheme_str() {
+        Some("http" | "https") => {}
+        _ => {
+            return Err(invalid(format!(
+                "{value:?} must be an http:// or https:// URL"
+            )))
+        }
+    }
+    if url.host().is_none_or(str::is_empty) {
+        return Err(invalid(format!("{value:?} has no host")));
+    }
+    Ok(url)
+}
+
+/// Whether a URL's host is this machine by name or address (127.0.0.0/8,
+/// `::1`, `localhost`): http to it never crosses a network.
+fn is_loopback_host(url: &Uri) -> bool {
+    let Some(host) = url.host() else {
+        return false;
+    };
+    let bare = host.trim_start_matches('[').trim_end_matches(']');
+    host.eq_ignore_ascii_case("localhost")
+        || bare
+            .parse::<std::net::IpAddr>()
+            .is_ok_and(|ip| ip.is_loopback())
 }
 
 fn read_file(path: &Path) -> Result<FileConfig, ConfigError> {
@@ -879,6 +1129,194 @@ mod tests {
             })
         ));
         std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn outbound_settings_from_file_and_flags() {
+        let d = Config::load(&ServeArgs::default()).unwrap();
+        assert_eq!(d.token_jwks_url, None);
+        assert_eq!(d.token_jwks_refresh, Duration::from_secs(600));
+        assert_eq!(d.proxy_timeout, Duration::from_secs(1));
+        assert_eq!(d.proxy_max_in_flight, 256);
+        assert!(d.proxy_headers.is_empty());
+        assert_eq!(d.proxies(), Proxies::default());
+        let dir = std::env::temp_dir().join(format!("wavecast-config-out-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("w.toml");
+        std::fs::write(
+            &path,
+            "token_jwks_url = \"https://id.example/jwks\"\ntoken_audience = \"me\"\n\
+             token_jwks_refresh = \"1m\"\nconnect_proxy = \"http://10.0.0.1:8080/connect\"\n\
+             publish_proxy = \"https://app.example/publish\"\nproxy_timeout = \"250ms\"\n\
+             proxy_headers = [\"Cookie\", \"x-session\"]\nproxy_max_in_flight = 9\n",
+        )
+        .unwrap();
+        let mut args = ServeArgs {
+            config: Some(path.clone()),
+            subscribe_proxy: Some("http://127.0.0.1:9/subscribe".into()),
+            proxy_max_in_flight: Some(7),
+            ..Default::default()
+        };
+        let c = Config::load(&args).unwrap();
+        assert_eq!(
+            c.token_jwks_url.as_ref().map(Uri::to_string).as_deref(),
+            Some("https://id.example/jwks")
+        );
+        assert!(c.tokens.jwks && c.verifier.is_some());
+        assert_eq!(c.token_jwks_refresh, Duration::from_secs(60));
+        assert_eq!(
+            c.proxies(),
+            Proxies {
+                connect: true,
+                refresh: false,
+                subscribe: true,
+                publish: true
+            }
+        );
+        assert_eq!(
+            c.proxy_url(ProxyKind::Subscribe)
+                .map(Uri::to_string)
+                .as_deref(),
+            Some("http://127.0.0.1:9/subscribe")
+        );
+        assert_eq!(c.proxy_timeout, Duration::from_millis(250));
+        assert_eq!(c.proxy_headers, ["cookie", "x-session"]);
+        assert_eq!(c.proxy_max_in_flight, 7);
+        // Authentication is configured: anonymous off, secured defaults.
+        assert!(!c.allow_anonymous);
+        assert_eq!(
+            c.namespaces.default.allow_publish,
+            NamespaceOptions::secured().allow_publish
+        );
+        args.proxy_max_in_flight = Some(0);
+        assert!(matches!(
+            Config::load(&args),
+            Err(ConfigError::Invalid {
+                name: "proxy_max_in_flight",
+                ..
+            })
+        ));
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn a_connect_proxy_counts_as_authentication_off_loopback() {
+        let open = ServeArgs {
+            listen: Some("0.0.0.0:0".parse().unwrap()),
+            ..Default::default()
+        };
+        assert!(matches!(
+            Config::load(&open),
+            Err(ConfigError::Invalid { name: "listen", .. })
+        ));
+        let proxied = ServeArgs {
+            connect_proxy: Some("http://10.0.0.1/connect".into()),
+            ..open.clone()
+        };
+        let c = Config::load(&proxied).unwrap();
+        assert!(c.authenticates() && !c.allow_anonymous && c.verifier.is_none());
+        // Other proxies are not authentication.
+        let subscribe_only = ServeArgs {
+            subscribe_proxy: Some("http://10.0.0.1/subscribe".into()),
+            ..open
+        };
+        assert!(Config::load(&subscribe_only).is_err());
+        let no_anonymous = ServeArgs {
+            allow_anonymous: Some(false),
+            connect_proxy: Some("http://127.0.0.1:1/connect".into()),
+            ..Default::default()
+        };
+        assert!(Config::load(&no_anonymous).is_ok());
+    }
+
+    #[test]
+    fn jwks_url_rules() {
+        let jwks = |url: &str, audience: Option<&str>| {
+            Config::load(&ServeArgs {
+                token_jwks_url: Some(url.into()),
+                token_audience: audience.map(str::to_owned),
+                ..Default::default()
+            })
+        };
+        let refused = |r: Result<Config, ConfigError>, word: &str| match r {
+            Err(
+                e @ ConfigError::Invalid {
+                    name: "token_jwks_url",
+                    ..
+                },
+            ) => assert!(e.to_string().contains(word), "{e}"),
+            other => panic!("{other:?}"),
+        };
+        refused(jwks("https://id.example/jwks", None), "token_audience");
+        refused(jwks("http://id.example/jwks", Some("me")), "https");
+        refused(jwks("http://10.0.0.1/jwks", Some("me")), "loopback");
+        refused(jwks("http://127.0.0.1.example/jwks", Some("me")), "https");
+        refused(jwks("ftp://127.0.0.1/jwks", Some("me")), "http");
+        refused(jwks("jwks.json", Some("me")), "http");
+        for ok in [
+            "https://id.example/.well-known/jwks.json",
+            "http://127.0.0.1:8080/jwks",
+            "http://127.9.9.9/jwks",
+            "http://[::1]:8080/jwks",
+            "http://localhost/jwks",
+            "http://LOCALHOST:1/jwks",
+        ] {
+            assert!(jwks(ok, Some("me")).is_ok(), "{ok}");
+        }
+    }
+
+    #[test]
+    fn proxy_urls_and_headers_are_checked() {
+        for (args, name) in [
+            (
+                ServeArgs {
+                    connect_proxy: Some("ftp://127.0.0.1/c".into()),
+                    ..Default::default()
+                },
+                "connect_proxy",
+            ),
+            (
+                ServeArgs {
+                    refresh_proxy: Some("http:///nohost".into()),
+                    ..Default::default()
+                },
+                "refresh_proxy",
+            ),
+            (
+                ServeArgs {
+                    publish_proxy: Some("not a url".into()),
+                    ..Default::default()
+                },
+                "publish_proxy",
+            ),
+            (
+                ServeArgs {
+                    proxy_headers: Some(vec!["cookie".into(), "Host".into()]),
+                    ..Default::default()
+                },
+                "proxy_headers",
+            ),
+            (
+                ServeArgs {
+                    proxy_headers: Some(vec!["bad header".into()]),
+                    ..Default::default()
+                },
+                "proxy_headers",
+            ),
+            (
+                ServeArgs {
+                    proxy_timeout: Some(Duration::ZERO),
+                    ..Default::default()
+                },
+                "proxy_timeout",
+            ),
+        ] {
+            assert!(
+                matches!(Config::load(&args), Err(ConfigError::Invalid { name: n, .. }) if n == name),
+                "{name}: {:?}",
+                Config::load(&args)
+            );
+        }
     }
 
     #[test]

@@ -14,6 +14,9 @@
 //! - [`backbone`]: the sequencer behind one handle: core's hub on its own
 //!   thread ([`backbone::memory`]) or Redis ([`backbone::redis`]); past
 //!   `backbone_queue` waiting commands the shards stop reading clients.
+//! - [`outbound`]: requests the server makes: the backend proxies and the
+//!   token key set (JWKS URL), over one HTTP client on the server's
+//!   runtime; answers go to the asking shard's inbox.
 //! - [`shared`]: the state every shard shares.
 //! - [`api`]: the HTTP API behind an API key, and `/metrics`.
 //! - [`shard`]: one worker: a single-threaded tokio runtime owning a core
@@ -32,6 +35,7 @@ pub mod clock;
 pub mod mailbox;
 
 pub mod backbone;
+pub mod outbound;
 pub mod shared;
 
 pub mod api;

@@ -1,5 +1,6 @@
-//! What a shard is sent and what it answers: backbone events and the HTTP
-//! API's questions arrive in one inbox per shard ([`ShardInbox`]); the
+//! What a shard is sent and what it answers: backbone events, the HTTP
+//! API's questions, and the answers to what its node asked outside (proxy
+//! calls, the token key set) arrive in one inbox per shard ([`ShardInbox`]); the
 //! helpers here ask every shard of this server at once and gather the
 //! answers. Both the API and the Redis backbone (answering another server)
 //! ask through them.
@@ -10,17 +11,30 @@ use std::sync::Arc;
 use tokio::sync::oneshot;
 use wavecast_core::backbone::BackboneEvent;
 use wavecast_core::protocol::close;
+use wavecast_core::proxy::{AskId, ProxyAnswer};
 
 use crate::sys::inbox::Inbox;
 
-/// A message for a shard: an event from the backbone or a request of the
-/// HTTP API.
+/// A message for a shard: an event from the backbone, a request of the
+/// HTTP API, or an answer to its node's `Ask` (`crate::outbound`).
 #[derive(Debug)]
 pub enum ShardMsg {
     /// An event for the shard's node.
     Backbone(BackboneEvent),
     /// A question or order from the HTTP API.
     Control(Control),
+    /// A backend's answer to the node's `Ask::Proxy` `ask`.
+    Proxy {
+        /// The ask it answers.
+        ask: AskId,
+        /// The answer (every failure is `Unavailable`).
+        answer: ProxyAnswer,
+    },
+    /// The token key set: `Some`, a freshly fetched JWKS document for the
+    /// node to install (sent to every shard; it also answers an
+    /// `Ask::Keys`); `None`, the answer to an `Ask::Keys` that brought no
+    /// new set (rate-limited, failed, unchanged).
+    Keys(Option<Arc<str>>),
 }
 
 /// A shard's inbox, shared by everyone who sends to it.

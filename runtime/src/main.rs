@@ -50,6 +50,10 @@ struct TokenArgs {
     /// Public JSON about the connection (`info`).
     #[arg(long)]
     info: Option<String>,
+    /// Channels the server subscribes the connection to on connect (the
+    /// `channels` claim), comma-separated.
+    #[arg(long, value_delimiter = ',')]
+    channels: Vec<String>,
     #[command(flatten)]
     serve: ServeArgs,
 }
@@ -83,6 +87,7 @@ fn main() -> ExitCode {
                 ttl: args.ttl,
                 channel: args.channel,
                 info: args.info,
+                channels: args.channels,
             };
             match token::mint(&config, &claims, SystemTime::now()) {
                 Ok(t) => {

@@ -21,6 +21,7 @@ use crate::clock::Clock;
 use crate::config::Config;
 use crate::instance;
 use crate::mailbox::ShardInbox;
+use crate::outbound::Outbound;
 use crate::shard;
 use crate::shared::Shared;
 use crate::sys::inbox::Inbox;
@@ -116,6 +117,9 @@ pub async fn run(
     let max_connections = config.max_connections;
     let max_connections_per_ip = config.max_connections_per_ip;
     let max_http_connections = config.max_http_connections;
+    // Outbound requests run on this runtime (see `crate::outbound`).
+    let outbound = Outbound::new(&config, inboxes.len(), tokio::runtime::Handle::current());
+    outbound.start_jwks(&config, &inboxes, stop_rx.clone());
     let shared = Arc::new(Shared {
         config,
         clock,
@@ -126,6 +130,7 @@ pub async fn run(
         backbone,
         shards: inboxes.clone(),
         instance,
+        outbound,
     });
     let mut threads = Vec::new();
     for (i, (listener, inbox)) in listeners.into_iter().zip(inboxes).enumerate() {
@@ -138,13 +143,7 @@ pub async fn run(
     }
     println!("wavecast listening on {addr}");
     tracing::info!(%addr, workers = threads.len(), "listening");
-    match (&shared.config.verifier, shared.config.allow_anonymous) {
-        (None, _) => tracing::warn!(
-            "authentication: none (no token key); every client is anonymous and may use every channel"
-        ),
-        (Some(_), true) => tracing::info!("authentication: tokens, anonymous connections allowed"),
-        (Some(_), false) => tracing::info!("authentication: tokens required"),
-    }
+    log_authentication(&shared.config);
     shutdown.await;
     let _ = stop_tx.send(true);
     let joined = tokio::task::spawn_blocking(move || {
@@ -167,6 +166,62 @@ pub async fn run(
     }
     tracing::info!("stopped");
     Ok(())
+}
+
+/// The startup lines about authentication: how connections authenticate,
+/// and which requests the server makes outside (JWKS, proxies).
+fn log_authentication(c: &Config) {
+    let how = match (c.verifier.is_some(), c.connect_proxy.is_some()) {
+        (false, false) => {
+            tracing::warn!(
+                "authentication: none (no token key, no connect proxy); every client is anonymous and may use every channel"
+            );
+            return;
+        }
+        (true, false) => "tokens",
+        (false, true) => "connect proxy",
+        (true, true) => "tokens or connect proxy",
+    };
+    if c.allow_anonymous {
+        tracing::info!("authentication: {how}, anonymous connections allowed");
+    } else {
+        tracing::info!("authentication: {how} required");
+    }
+    let p = c.proxies();
+    let on: Vec<&str> = [
+        (p.connect, "connect"),
+        (p.refresh, "refresh"),
+        (p.subscribe, "subscribe"),
+        (p.publish, "publish"),
+    ]
+    .into_iter()
+    .filter_map(|(on, name)| on.then_some(name))
+    .collect();
+    let jwks = match &c.token_jwks_url {
+        Some(url) => format!(
+            "token keys from {url} (every {})",
+            humantime::format_duration(c.token_jwks_refresh)
+        ),
+        None => "no JWKS".to_owned(),
+    };
+    let proxies = if on.is_empty() {
+        "no backend proxies".to_owned()
+    } else {
+        format!(
+            "backend proxies: {} (timeout {}, at most {} in flight, forwarding headers: {})",
+            on.join(", "),
+            humantime::format_duration(c.proxy_timeout),
+            c.proxy_max_in_flight,
+            if c.proxy_headers.is_empty() {
+                "none".to_owned()
+            } else {
+                c.proxy_headers.join(", ")
+            }
+        )
+    };
+    if c.token_jwks_url.is_some() || !on.is_empty() {
+        tracing::info!("outbound: {jwks}; {proxies}");
+    }
 }
 
 /// A seed that differs between processes and starts: epochs of the

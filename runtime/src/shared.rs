@@ -1,5 +1,6 @@
 //! The state every shard shares: the configuration, the clock, the
-//! connection limits, the backbone handle and every shard's inbox. It is
+//! connection limits, the backbone handle, every shard's inbox and the
+//! outbound side (proxy calls and their bound, the key-set fetcher). It is
 //! read-mostly (the counters are atomics; the per-address counts are a
 //! map under a lock taken only when a handshake reserves a slot and when a
 //! connection gives it back), built once by the server, and is all the
@@ -13,6 +14,7 @@ use crate::backbone::Backbone;
 use crate::clock::Clock;
 use crate::config::Config;
 use crate::mailbox::ShardInbox;
+use crate::outbound::Outbound;
 use crate::sys::limit::ConnectionLimit;
 use crate::sys::per_ip::PerIpLimit;
 
@@ -40,6 +42,8 @@ pub struct Shared {
     /// This process's instance id ([`crate::instance`]): client ids start
     /// with it.
     pub instance: String,
+    /// Backend proxy calls and the token key set ([`crate::outbound`]).
+    pub outbound: Outbound,
 }
 
 impl Shared {

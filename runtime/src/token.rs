@@ -35,6 +35,9 @@ pub struct Claims {
     pub channel: Option<String>,
     /// `info`, as JSON text.
     pub info: Option<String>,
+    /// `channels`: subscribed by the server on connect (connection tokens;
+    /// none: no claim).
+    pub channels: Vec<String>,
 }
 
 /// Signs `claims` with the configured secret at `now`; `aud` and `iss` are
@@ -54,6 +57,9 @@ pub fn mint(config: &Config, claims: &Claims, now: SystemTime) -> Result<String,
     body.insert("exp".into(), json!(now + claims.ttl.as_secs()));
     if let Some(channel) = &claims.channel {
         body.insert("channel".into(), json!(channel));
+    }
+    if !claims.channels.is_empty() {
+        body.insert("channels".into(), json!(claims.channels));
     }
     if let Some(info) = &claims.info {
         let info: Value = serde_json::from_str(info).map_err(MintError::Info)?;
@@ -91,15 +97,19 @@ mod tests {
             ttl: Duration::from_secs(3600),
             channel: None,
             info: Some(r#"{"name":"Ann"}"#.into()),
+            channels: vec!["news".into(), "chat:a".into()],
         };
         let token = mint(&c, &claims, at).unwrap();
         let got = v.connection(&token, 1_800_000_000).unwrap();
         assert_eq!(got.user, "42");
         assert_eq!(got.expires, Some(1_800_003_600));
+        assert_eq!(got.channels, ["news", "chat:a"]);
+        assert_eq!(got.info.unwrap().as_json(), br#"{"name":"Ann"}"#);
         let sub = mint(
             &c,
             &Claims {
                 channel: Some("vip:room".into()),
+                channels: Vec::new(),
                 ..claims
             },
             at,
@@ -117,6 +127,7 @@ mod tests {
             ttl: Duration::from_secs(60),
             channel: None,
             info: None,
+            channels: Vec::new(),
         };
         assert!(matches!(
             mint(&Config::default(), &claims, SystemTime::now()),

@@ -47,6 +47,17 @@ pub async fn render(shared: &Shared) -> String {
         "Configured HTTP connection limit.",
         shared.config.max_http_connections as f64,
     );
+    let (proxies, max_proxies) = shared.outbound.proxies_in_flight();
+    gauge(
+        "wavecast_proxy_requests_in_flight",
+        "Backend proxy requests in flight, server-wide.",
+        proxies as f64,
+    );
+    gauge(
+        "wavecast_proxy_max_in_flight",
+        "Configured bound of proxy requests in flight (proxy_max_in_flight).",
+        max_proxies as f64,
+    );
     gauge(
         "wavecast_local_channels",
         "Channels with local subscribers, summed over shards.",

@@ -23,6 +23,7 @@ use wavecast_core::node::Endpoint;
 use wavecast_core::protocol::Encoding;
 
 use super::{ConnIo, Shard};
+use crate::outbound::ForwardedHeaders;
 use crate::shared::{ConnectionRefused, Shared};
 use crate::sys::poller::Interest;
 
@@ -111,10 +112,14 @@ impl Drop for HttpSlot {
 /// `max_connections`, and one of `max_connections_per_ip` for the client's
 /// address. Given back exactly once: when dropped, unless [`adopt`] kept
 /// it (then by the shard, when the node has finished the connection).
+/// It also carries what the connection keeps of its handshake request
+/// into the shard's table: the headers the proxies forward.
 pub(crate) struct Reservation {
     /// `None` once kept.
     shared: Option<Arc<Shared>>,
     peer: IpAddr,
+    /// The request's headers named in `proxy_headers`, if any.
+    forwarded: Option<ForwardedHeaders>,
 }
 
 impl Reservation {
@@ -183,6 +188,7 @@ pub(crate) fn admit(
     let slot = Reservation {
         shared: Some(shard.shared.clone()),
         peer,
+        forwarded: shard.shared.outbound.forwarded(head),
     };
     Ok((accepted, endpoint, slot))
 }
@@ -194,7 +200,7 @@ pub(crate) fn adopt(
     shard: &Shard,
     stream: TcpStream,
     endpoint: Endpoint,
-    slot: Reservation,
+    mut slot: Reservation,
     leftover: &[u8],
 ) {
     // Still non-blocking once out of tokio. On failure `slot` is given
@@ -233,6 +239,7 @@ pub(crate) fn adopt(
             paused: false,
         });
     }
+    shard.set_forwarded(id, slot.forwarded.take());
     // The connection's slot is the shard's to give back now, when the node
     // has finished it (even if it could not be watched: it finishes then).
     shard.set_peer(id.index(), slot.keep());

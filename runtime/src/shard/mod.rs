@@ -17,8 +17,17 @@
 //! write, drops finished transports, and re-arms the one timer of the shard
 //! at the node's earliest deadline. All of it runs on one thread, so the
 //! `RefCell`s here are never contended and nothing takes a lock.
+//!
+//! What the node asks outside (`Node::poll_ask`: backend proxy calls, a
+//! fresh token key set) is drained after every input with the rest of its
+//! outputs and handed to [`crate::outbound`], whose tasks run on the
+//! server's runtime, not here; the answers come back through the inbox
+//! like backbone events. A connection keeps its handshake headers named in
+//! `proxy_headers` (only those, and only when the list is not empty) for
+//! the proxy requests made for it.
 
 use std::cell::{Cell, RefCell};
+use std::collections::HashMap;
 use std::io::{ErrorKind, IoSlice, Read, Write};
 use std::net::{IpAddr, Ipv6Addr};
 use std::os::fd::AsRawFd;
@@ -35,13 +44,14 @@ use wavecast_core::backbone::NodeId;
 use wavecast_core::connection::ConnectionConfig;
 use wavecast_core::handshake::HandshakeConfig;
 use wavecast_core::message::CloseCode;
-use wavecast_core::node::{ConnId, Node, NodeConfig};
+use wavecast_core::node::{Ask, ConnId, Node, NodeConfig};
 use wavecast_core::protocol::{self, SUBPROTOCOLS};
 use wavecast_core::queue::MAX_SLICES;
 use wavecast_core::Timestamp;
 
 use crate::instance;
 use crate::mailbox::{Control, ShardInbox, ShardInfo, ShardMsg};
+use crate::outbound::ForwardedHeaders;
 use crate::shared::Shared;
 use crate::sys::per_ip::PeerTable;
 use crate::sys::poller::{Events, Interest, Poller};
@@ -105,6 +115,9 @@ pub struct Shard {
     /// `max_connections_per_ip` is on, the one thing that needs it: to
     /// give the address's slot back.
     peers: RefCell<PeerTable>,
+    /// The handshake headers the proxies forward, by slot index, of the
+    /// connections that sent any (empty unless `proxy_headers` is set).
+    forwarded: RefCell<HashMap<usize, (ConnId, ForwardedHeaders)>>,
     poller: AsyncFd<Poller>,
     scratch: RefCell<Box<[u8]>>,
     handshake: HandshakeConfig,
@@ -147,9 +160,11 @@ impl Shard {
                 client_command_rate: c.client_command_rate,
                 client_publish_rate: c.client_publish_rate,
                 max_subscriptions: c.max_subscriptions,
+                proxies: c.proxies(),
             })),
             ios: RefCell::new(Vec::new()),
             peers: RefCell::new(PeerTable::default()),
+            forwarded: RefCell::new(HashMap::new()),
             poller,
             scratch: RefCell::new(vec![0; SCRATCH].into_boxed_slice()),
             handshake,
@@ -207,6 +222,13 @@ impl Shard {
     /// socket reads, inbox messages or timer firings).
     fn drive(&self) {
         let now = self.now();
+        // Asks first: one answered at once (too many proxy calls in
+        // flight) is more input, whose outputs the steps below take.
+        loop {
+            let ask = self.node.borrow_mut().poll_ask();
+            let Some(ask) = ask else { break };
+            self.ask(now, ask);
+        }
         loop {
             let cmd = self.node.borrow_mut().poll_backbone();
             let Some(cmd) = cmd else { break };
@@ -236,6 +258,12 @@ impl Shard {
                 .borrow_mut()
                 .get_mut(id.index())
                 .and_then(|slot| slot.take_if(|io| io.id == id));
+            {
+                let mut forwarded = self.forwarded.borrow_mut();
+                if forwarded.get(&id.index()).is_some_and(|(c, _)| *c == id) {
+                    forwarded.remove(&id.index());
+                }
+            }
             if let Some(mut io) = io {
                 self.unwatch(&mut io);
                 // Once per connection: its socket left the table above.
@@ -247,6 +275,51 @@ impl Shard {
             if self.armed.get().is_none_or(|a| next < a) {
                 self.armed.set(Some(next));
                 self.rearm.notify_one();
+            }
+        }
+    }
+
+    /// Hands what the node asked to the outbound side; what must be
+    /// answered at once is answered here.
+    fn ask(&self, now: Timestamp, ask: Ask) {
+        let outbound = &self.shared.outbound;
+        match ask {
+            Ask::Proxy {
+                ask,
+                conn,
+                kind,
+                request,
+            } => {
+                let started = {
+                    let forwarded = self.forwarded.borrow();
+                    let headers = forwarded
+                        .get(&conn.index())
+                        .filter(|(c, _)| *c == conn)
+                        .map(|(_, h)| h);
+                    let inbox = &self.shared.shards[self.index];
+                    outbound.call_proxy(inbox, ask, kind, &request, headers)
+                };
+                if let Err(answer) = started {
+                    self.node.borrow_mut().handle_proxy(now, ask, answer);
+                }
+            }
+            Ask::Keys => {
+                if !outbound.ask_keys(self.index) {
+                    self.node.borrow_mut().handle_keys(now, None);
+                }
+            }
+        }
+    }
+
+    /// Keeps the headers the proxies forward for a new connection.
+    fn set_forwarded(&self, id: ConnId, headers: Option<ForwardedHeaders>) {
+        let mut forwarded = self.forwarded.borrow_mut();
+        match headers {
+            Some(h) => {
+                forwarded.insert(id.index(), (id, h));
+            }
+            None => {
+                forwarded.remove(&id.index());
             }
         }
     }
@@ -336,6 +409,10 @@ impl Shard {
     fn handle_msg(&self, now: Timestamp, msg: ShardMsg) {
         match msg {
             ShardMsg::Backbone(event) => self.node.borrow_mut().handle_backbone(now, event),
+            ShardMsg::Proxy { ask, answer } => {
+                self.node.borrow_mut().handle_proxy(now, ask, answer)
+            }
+            ShardMsg::Keys(jwks) => self.node.borrow_mut().handle_keys(now, jwks.as_deref()),
             ShardMsg::Control(Control::Channels(reply)) => {
                 let node = self.node.borrow();
                 let _ = reply.send(node.channels().map(|(c, n)| (c.to_string(), n)).collect());
