@@ -416,3 +416,55 @@ async fn a_client_publication_names_its_sender_and_an_api_one_does_not() {
     assert_eq!(pubs[0]["info"]["user"], "42", "{h}");
     assert!(pubs[1].get("info").is_none(), "{h}");
 }
+
+#[tokio::test]
+async fn a_tokens_channels_are_subscribed_on_connect_and_its_info_shows_in_presence() {
+    let s = AuthServer::start(&[]);
+    // vip needs a subscription token and closed admits nobody: both are
+    // left out, the connect succeeds.
+    let minted = mint(&[
+        "--user",
+        "42",
+        "--channels",
+        "chat:lobby,vip:x,closed:a",
+        "--info",
+        r#"{"name":"Ann"}"#,
+    ]);
+    let mut c = s.client().await;
+    let r = c.ok("connect", json!({"token": minted})).await;
+    let subs = r["subs"].as_object().unwrap_or_else(|| panic!("{r}"));
+    assert_eq!(subs.keys().collect::<Vec<_>>(), ["chat:lobby"], "{r}");
+    assert_eq!(subs["chat:lobby"]["offset"], 0, "{r}");
+    // Its own join, with the token's info, then the publications.
+    let join = c.next_push().await;
+    assert_eq!(join["join"]["user"], "42", "{join}");
+    assert_eq!(join["join"]["conn_info"], json!({"name": "Ann"}), "{join}");
+    let body = json!({"channel": "chat:lobby", "data": {"n": 1}});
+    let r = api(
+        s.server.addr(),
+        Some(KEY),
+        "/api/publish",
+        body.to_string().as_bytes(),
+    )
+    .await;
+    assert_eq!(r.status, 200, "{}", r.text());
+    assert_eq!(c.next_pub("chat:lobby").await, (1, json!({"n": 1})));
+    let r = api(
+        s.server.addr(),
+        Some(KEY),
+        "/api/presence",
+        json!({"channel": "chat:lobby"}).to_string().as_bytes(),
+    )
+    .await;
+    let clients = r.json()["clients"].clone();
+    let me = clients
+        .as_object()
+        .unwrap()
+        .values()
+        .next()
+        .unwrap()
+        .clone();
+    assert_eq!(me["conn_info"], json!({"name": "Ann"}), "{clients}");
+    // The client may not subscribe to vip:x itself either.
+    assert_eq!(c.err("subscribe", json!({"channel": "vip:x"})).await, 104);
+}
