@@ -41,5 +41,5 @@ pub use http::{
     http_exchange, read_response, read_some, HttpResponse, Request, SAMPLE_ACCEPT, SAMPLE_KEY,
 };
 pub use raw::{close_code, RawClient, Recv};
-pub use server::{binary_path, Server, TempFile, LISTENING_PREFIX};
+pub use server::{binary_path, refuses_to_start, Server, TempFile, LISTENING_PREFIX};
 pub use ws::{expect_close, next_message, ws_connect, Ws};

@@ -158,6 +158,22 @@ impl TestServer {
     }
 }
 
+/// The users in a channel's presence through the API (with `key`),
+/// sorted; an anonymous client counts as `""`.
+pub async fn presence_users(addr: SocketAddr, key: &str, channel: &str) -> Vec<String> {
+    let body = json!({"channel": channel}).to_string();
+    let r = api(addr, Some(key), "/api/presence", body.as_bytes()).await;
+    assert_eq!(r.status, 200, "{}", r.text());
+    let mut users: Vec<String> = r.json()["clients"]
+        .as_object()
+        .expect("presence lists clients")
+        .values()
+        .map(|c| c["user"].as_str().unwrap_or("").to_owned())
+        .collect();
+    users.sort();
+    users
+}
+
 /// The keys of `clients` in a presence reply (API or protocol), checking
 /// that each entry names itself.
 pub fn client_ids(presence: &Value) -> Vec<String> {

@@ -333,3 +333,32 @@ fn fail_start(mut child: Child, stderr_file: TempFile, why: &str) -> ! {
     drop(stderr_file);
     panic!("wavecast server failed to start: {why} (exit: {status:?})\nstderr:\n{stderr}");
 }
+
+/// `wavecast serve ARGS`, which must exit at once with status 2 and a
+/// message containing every one of `words`.
+pub fn refuses_to_start(args: &[&str], words: &[&str]) {
+    let mut child = Command::new(binary_path())
+        .arg("serve")
+        .args(args)
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("run wavecast serve");
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let status = loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            break status;
+        }
+        if Instant::now() > deadline {
+            let _ = child.kill();
+            panic!("wavecast serve {args:?} did not exit");
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    let out = child.wait_with_output().unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(status.code(), Some(2), "{args:?}: {stderr}");
+    for w in words {
+        assert!(stderr.contains(w), "{args:?}: {w:?} not in {stderr}");
+    }
+}

@@ -15,8 +15,8 @@ use std::time::{Duration, SystemTime};
 
 use jsonwebtoken::{encode, EncodingKey, Header};
 use serde_json::{json, Value};
-use wavecast_tests::pubsub::{api, Client, Enc, TempFile, T};
-use wavecast_tests::{binary_path, Server};
+use wavecast_tests::pubsub::{api, presence_users, Client, Enc, TempFile};
+use wavecast_tests::{binary_path, refuses_to_start, Server};
 
 const SECRET: &str = "integration test secret of 32 bytes";
 const KEY: &str = "auth-test-api-key";
@@ -114,22 +114,7 @@ impl AuthServer {
     }
 
     async fn presence_users(&self, channel: &str) -> Vec<String> {
-        let r = api(
-            self.server.addr(),
-            Some(KEY),
-            "/api/presence",
-            json!({"channel": channel}).to_string().as_bytes(),
-        )
-        .await;
-        assert_eq!(r.status, 200, "{}", r.text());
-        let mut users: Vec<String> = r.json()["clients"]
-            .as_object()
-            .unwrap()
-            .values()
-            .map(|c| c["user"].as_str().unwrap().to_owned())
-            .collect();
-        users.sort();
-        users
+        presence_users(self.server.addr(), KEY, channel).await
     }
 }
 
@@ -315,35 +300,6 @@ async fn namespace_permissions_apply_on_every_action() {
         user.err("subscribe", json!({"channel": "closed:x"})).await,
         104
     );
-}
-
-/// `wavecast serve ARGS`, which must exit at once with status 2 and a
-/// message containing every one of `words`.
-fn refuses_to_start(args: &[&str], words: &[&str]) {
-    let mut child = Command::new(binary_path())
-        .arg("serve")
-        .args(args)
-        .stdout(std::process::Stdio::null())
-        .stderr(std::process::Stdio::piped())
-        .spawn()
-        .expect("run wavecast serve");
-    let deadline = std::time::Instant::now() + T;
-    let status = loop {
-        if let Some(status) = child.try_wait().unwrap() {
-            break status;
-        }
-        if std::time::Instant::now() > deadline {
-            let _ = child.kill();
-            panic!("wavecast serve {args:?} did not exit");
-        }
-        std::thread::sleep(Duration::from_millis(20));
-    };
-    let out = child.wait_with_output().unwrap();
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    assert_eq!(status.code(), Some(2), "{args:?}: {stderr}");
-    for w in words {
-        assert!(stderr.contains(w), "{args:?}: {w:?} not in {stderr}");
-    }
 }
 
 #[test]

@@ -12,7 +12,6 @@
 //! Needs the binary: `cargo build -p wavecast && cargo test -p
 //! wavecast-tests --test jwks`.
 
-use std::process::Command;
 use std::sync::{Arc, Mutex};
 use std::time::SystemTime;
 
@@ -21,7 +20,7 @@ use jsonwebtoken::{encode, Algorithm, EncodingKey, Header};
 use serde_json::json;
 use wavecast_tests::backend::{closed_port, Backend, Reply};
 use wavecast_tests::pubsub::{eventually, Client, Enc, T};
-use wavecast_tests::{binary_path, Server};
+use wavecast_tests::{refuses_to_start, Server};
 
 const RSA_KEY: &str = include_str!("../core/tests/keys/rsa.key");
 const RSA2_KEY: &str = include_str!("../core/tests/keys/rsa2.key");
@@ -219,21 +218,6 @@ async fn a_set_without_a_usable_key_is_a_failed_fetch() {
     });
     let s = server(&backend.url("/jwks"), &[]);
     assert!(!connects(&s, &token("a", "42")).await);
-}
-
-/// `wavecast serve ARGS`, which must exit at once with status 2 and a
-/// message containing every one of `words`.
-fn refuses_to_start(args: &[&str], words: &[&str]) {
-    let out = Command::new(binary_path())
-        .arg("serve")
-        .args(args)
-        .output()
-        .expect("run wavecast serve");
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    assert_eq!(out.status.code(), Some(2), "{args:?}: {stderr}");
-    for w in words {
-        assert!(stderr.contains(w), "{args:?}: {w:?} not in {stderr}");
-    }
 }
 
 #[test]

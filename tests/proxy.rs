@@ -11,14 +11,13 @@
 //! Needs the binary: `cargo build -p wavecast && cargo test -p
 //! wavecast-tests --test proxy`.
 
-use std::process::Command;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime};
 
 use serde_json::json;
 use wavecast_tests::backend::{closed_port, Backend, Recorded, Reply};
-use wavecast_tests::pubsub::{api, eventually, Client, Enc, TempFile, T};
-use wavecast_tests::{binary_path, Server};
+use wavecast_tests::pubsub::{eventually, presence_users, Client, Enc, TempFile, T};
+use wavecast_tests::{refuses_to_start, Server};
 
 const KEY: &str = "proxy-test-api-key";
 
@@ -81,22 +80,7 @@ impl ProxyServer {
     }
 
     async fn presence_users(&self, channel: &str) -> Vec<String> {
-        let r = api(
-            self.server.addr(),
-            Some(KEY),
-            "/api/presence",
-            json!({"channel": channel}).to_string().as_bytes(),
-        )
-        .await;
-        assert_eq!(r.status, 200, "{}", r.text());
-        let mut users: Vec<String> = r.json()["clients"]
-            .as_object()
-            .unwrap()
-            .values()
-            .map(|c| c["user"].as_str().unwrap_or("").to_owned())
-            .collect();
-        users.sort();
-        users
+        presence_users(self.server.addr(), KEY, channel).await
     }
 }
 
@@ -409,21 +393,6 @@ async fn beyond_proxy_max_in_flight_a_connect_gets_100_at_once() {
     // The first one gets its own 100 at its timeout.
     let r = first.reply_to(1).await;
     assert_eq!(r["error"]["code"], E_INTERNAL, "{r}");
-}
-
-/// `wavecast serve ARGS`, which must exit at once with status 2 and a
-/// message containing every one of `words`.
-fn refuses_to_start(args: &[&str], words: &[&str]) {
-    let out = Command::new(binary_path())
-        .arg("serve")
-        .args(args)
-        .output()
-        .expect("run wavecast serve");
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    assert_eq!(out.status.code(), Some(2), "{args:?}: {stderr}");
-    for w in words {
-        assert!(stderr.contains(w), "{args:?}: {w:?} not in {stderr}");
-    }
 }
 
 #[test]

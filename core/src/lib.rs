@@ -36,14 +36,18 @@
 //!   presence).
 //! - [`auth`]: tokens: verification of connection and subscription JWTs
 //!   with the time passed in, and how a node authenticates.
+//! - [`proxy`]: what a node asks of the application's backend (the
+//!   connect, refresh, subscribe and publish proxies): request bodies,
+//!   answer shapes and results; the node asks, the driver calls.
 //! - [`admission`]: the one rule for both front doors (WebSocket commands
 //!   and the HTTP API): whether an action on a channel is allowed to whom,
 //!   with its namespace options or the error it gets.
 //! - [`hub`]: the in-memory sequencer: offsets, epochs, bounded history,
 //!   presence, broadcast to nodes.
 //! - [`node`]: one shard's whole state: its connections (a generational
-//!   slab), timers, client commands, and ordered delivery with gap filling
-//!   and recovery per channel (a folder, one job per file).
+//!   slab), timers, client commands, authentication and what it asks
+//!   outside, and ordered delivery with gap filling and recovery per
+//!   channel (a folder, one job per file).
 //! - [`client`]: the client side of the protocol as a state machine
 //!   (subscriptions, positions, recovery on reconnect, gap detection,
 //!   reconnect with backoff), for Rust clients, the tests and the load tool.

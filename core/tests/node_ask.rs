@@ -12,7 +12,6 @@ mod common;
 
 use std::time::Duration;
 
-use jsonwebtoken::jwk::{Jwk, JwkSet};
 use jsonwebtoken::{encode, Algorithm, EncodingKey, Header};
 use serde_json::{json, Value};
 use wavecast_core::auth::{AuthConfig, TokenConfig, Verifier};
@@ -27,11 +26,10 @@ use wavecast_core::standalone::Standalone;
 use wavecast_core::Timestamp;
 
 use common::harness::{at, Harness};
+use common::keys::{jwks, with_kid};
 
 const SECRET: &[u8] = b"node ask test secret, 32 bytes!!";
 const ORIGIN: u64 = 1_800_000_000;
-const P256_KEY: &str = include_str!("keys/p256.key");
-const P384_KEY: &str = include_str!("keys/p384.key");
 
 fn namespaces() -> Namespaces {
     let mut n = Namespaces {
@@ -542,31 +540,6 @@ fn mutation_skip_server_subscribe_permission_is_caught() {
     assert!(!forbidden_claim_is_left_out(&mut h));
 }
 
-fn es_token(alg: Algorithm, kid: &str, claims: Value) -> String {
-    let mut header = Header::new(alg);
-    header.kid = Some(kid.into());
-    encode(&header, &claims, &private_key(alg)).unwrap()
-}
-
-fn private_key(alg: Algorithm) -> EncodingKey {
-    match alg {
-        Algorithm::ES384 => EncodingKey::from_ec_pem(P384_KEY.as_bytes()).unwrap(),
-        _ => EncodingKey::from_ec_pem(P256_KEY.as_bytes()).unwrap(),
-    }
-}
-
-fn jwks(keys: &[(&str, Algorithm)]) -> String {
-    let keys = keys
-        .iter()
-        .map(|(kid, alg)| {
-            let mut jwk = Jwk::from_encoding_key(&private_key(*alg), *alg).unwrap();
-            jwk.common.key_id = Some((*kid).into());
-            jwk
-        })
-        .collect();
-    serde_json::to_string(&JwkSet { keys }).unwrap()
-}
-
 #[test]
 fn an_unknown_key_id_holds_the_connect_until_the_key_set_is_fetched_again() {
     let token_config = TokenConfig {
@@ -579,20 +552,20 @@ fn an_unknown_key_id_holds_the_connect_until_the_key_set_is_fetched_again() {
     let mut h = Harness::new(core);
     let claims = json!({"sub": "42", "exp": ORIGIN + 600});
     let c = h.open(at(0));
-    let r = h.connect(at(0), c, &es_token(Algorithm::ES256, "k1", claims.clone()));
+    let r = h.connect(at(0), c, &with_kid(Algorithm::ES256, "k1", &claims));
     assert_eq!(r["connect"]["user"], "42", "{r}");
     assert!(asks(&mut h).is_empty());
     // k2 is not in the set: the node asks for the set again and holds the
     // connect (and what follows it).
     let d = h.open(at(1));
-    let t2 = es_token(Algorithm::ES384, "k2", claims.clone());
+    let t2 = with_kid(Algorithm::ES384, "k2", &claims);
     h.send(at(1), d, json!({"id": 1, "connect": {"token": t2}}));
     h.send(at(1), d, json!({"id": 2, "subscribe": {"channel": "news"}}));
     assert_eq!(asks(&mut h), [Ask::Keys]);
     assert!(h.seen(d).messages.is_empty());
     // A second connection with an unknown kid waits for the same fetch.
     let e = h.open(at(1));
-    let t3 = es_token(Algorithm::ES256, "k3", claims.clone());
+    let t3 = with_kid(Algorithm::ES256, "k3", &claims);
     h.send(at(1), e, json!({"id": 1, "connect": {"token": t3}}));
     assert!(asks(&mut h).is_empty(), "one fetch asked for all");
     let rotated = jwks(&[("k2", Algorithm::ES384)]);
@@ -610,7 +583,7 @@ fn an_unknown_key_id_holds_the_connect_until_the_key_set_is_fetched_again() {
     h.send(
         at(3),
         f,
-        json!({"id": 1, "connect": {"token": es_token(Algorithm::ES256, "k1", claims)}}),
+        json!({"id": 1, "connect": {"token": with_kid(Algorithm::ES256, "k1", &claims)}}),
     );
     assert_eq!(asks(&mut h), [Ask::Keys]);
     h.core.node.handle_keys(at(3), None);

@@ -7,27 +7,22 @@
 //! The keys in `core/tests/keys/` were made with `openssl genpkey` for
 //! these tests only.
 
+mod common;
+
 use std::time::Duration;
 
-use jsonwebtoken::jwk::{Jwk, JwkSet};
 use jsonwebtoken::{encode, Algorithm, EncodingKey, Header};
 use proptest::prelude::*;
 use serde_json::{json, Value};
 use wavecast_core::auth::{TokenConfig, TokenError, Verifier, DEFAULT_MAX_TOKEN_SIZE};
 use wavecast_core::protocol::ErrorCode;
 
+use common::keys::{
+    self, jwks, with_kid, ED_KEY, ED_PUB, P256_KEY, P256_PUB, P384_PUB, RSA2_KEY, RSA_KEY, RSA_PUB,
+};
+
 const SECRET: &[u8] = b"a test secret of thirty-two bytes!";
 const NOW: u64 = 1_800_000_000;
-
-const RSA_KEY: &str = include_str!("keys/rsa.key");
-const RSA_PUB: &str = include_str!("keys/rsa.pub");
-const RSA2_KEY: &str = include_str!("keys/rsa2.key");
-const P256_KEY: &str = include_str!("keys/p256.key");
-const P256_PUB: &str = include_str!("keys/p256.pub");
-const P384_KEY: &str = include_str!("keys/p384.key");
-const P384_PUB: &str = include_str!("keys/p384.pub");
-const ED_KEY: &str = include_str!("keys/ed25519.key");
-const ED_PUB: &str = include_str!("keys/ed25519.pub");
 
 fn config() -> TokenConfig {
     TokenConfig {
@@ -71,10 +66,7 @@ fn private_key(alg: Algorithm) -> EncodingKey {
         Algorithm::HS256 | Algorithm::HS384 | Algorithm::HS512 => {
             EncodingKey::from_secret(SECRET).unwrap()
         }
-        Algorithm::ES256 => EncodingKey::from_ec_pem(P256_KEY.as_bytes()).unwrap(),
-        Algorithm::ES384 => EncodingKey::from_ec_pem(P384_KEY.as_bytes()).unwrap(),
-        Algorithm::EdDSA => EncodingKey::from_ed_pem(ED_KEY.as_bytes()).unwrap(),
-        _ => EncodingKey::from_rsa_pem(RSA_KEY.as_bytes()).unwrap(),
+        _ => keys::private_key(alg),
     }
 }
 
@@ -340,24 +332,6 @@ fn a_subscription_token_is_for_one_channel_and_one_user() {
         v.subscription(&expired, NOW, "42", "vip:room"),
         Err(TokenError::Expired)
     );
-}
-
-fn jwks(keys: &[(&str, Algorithm)]) -> String {
-    let keys = keys
-        .iter()
-        .map(|(kid, alg)| {
-            let mut jwk = Jwk::from_encoding_key(&private_key(*alg), *alg).unwrap();
-            jwk.common.key_id = Some((*kid).into());
-            jwk
-        })
-        .collect();
-    serde_json::to_string(&JwkSet { keys }).unwrap()
-}
-
-fn with_kid(alg: Algorithm, kid: &str, claims: &Value) -> String {
-    let mut header = Header::new(alg);
-    header.kid = Some(kid.into());
-    encode(&header, claims, &private_key(alg)).unwrap()
 }
 
 #[test]

@@ -11,10 +11,12 @@
 //! The driver (the runtime's shard, the model, a test):
 //!
 //! 1. feeds it: `handle_connect`, `handle_read`, `handle_eof`,
-//!    `handle_written`, `handle_backbone`, `handle_timeout` (safe early or
+//!    `handle_written`, `handle_backbone`, `handle_proxy` and
+//!    `handle_keys` (answers to its asks), `handle_timeout` (safe early or
 //!    twice);
-//! 2. drains it, in this order: `poll_backbone()` (send each command to the
-//!    backbone), `poll_reading()` (stop or resume reading a connection:
+//! 2. drains it, in this order: `poll_ask()` (make each backend proxy call
+//!    or key-set fetch, and answer it later), `poll_backbone()` (send each
+//!    command to the backbone), `poll_reading()` (stop or resume reading a connection:
 //!    one with `max_requests_in_flight` commands waiting has the rest of
 //!    its input held until replies drain), `poll_transmit()` (write each
 //!    returned connection's

@@ -6,6 +6,7 @@
 #![allow(dead_code)]
 
 pub mod harness;
+pub mod keys;
 
 use bytes::{Bytes, BytesMut};
 use wavecast_core::frame::{encode_masked, Frame, OpCode};
