@@ -743,6 +743,12 @@ async fn history_answers(writer: &TestServer, reader: &TestServer) -> Vec<Value>
         json!({"channel": "tiny:unknown"}),
         json!({"channel": "tiny:unknown", "since": {"epoch": "", "offset": 0}}),
         json!({"channel": "tiny:unknown", "since": {"epoch": "x", "offset": 1}}),
+        // Newest first (index 13 on).
+        json!({"channel": ch, "reverse": true}),
+        json!({"channel": ch, "limit": 2, "reverse": true}),
+        json!({"channel": ch, "since": at(3), "reverse": true}),
+        json!({"channel": ch, "since": at(1), "limit": 1, "reverse": true}),
+        json!({"channel": ch, "limit": 0, "reverse": true}),
     ];
     let mut out = Vec::new();
     for q in queries {
@@ -756,8 +762,9 @@ async fn history_answers(writer: &TestServer, reader: &TestServer) -> Vec<Value>
 }
 
 /// History read from the Redis streams answers exactly as the in-memory
-/// hub does (positions, trimming by size, `complete`, limits, unknown
-/// channels), read on another server than the one published on.
+/// hub does (positions, trimming by size, `complete`, limits, newest first
+/// with `reverse`, unknown channels), read on another server than the one
+/// published on.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn redis_history_answers_like_the_in_memory_hub() {
     let redis = RedisServer::start();
@@ -792,6 +799,11 @@ async fn redis_history_answers_like_the_in_memory_hub() {
     assert_eq!(from_redis[3]["answer"]["complete"], false, "2 is gone");
     assert_eq!(pubs(&from_redis[5]), [5]);
     assert_eq!(from_redis[10]["answer"]["epoch"], "", "unknown channel");
+    assert_eq!(pubs(&from_redis[13]), [5, 4, 3], "{}", from_redis[13]);
+    assert_eq!(pubs(&from_redis[14]), [5, 4]);
+    assert_eq!(pubs(&from_redis[15]), [5, 4]);
+    assert_eq!(from_redis[15]["answer"]["complete"], true);
+    assert_eq!(pubs(&from_redis[16]), [5]);
     for (r, m) in from_redis.iter().zip(&from_memory) {
         assert_eq!(r, m, "redis and the in-memory hub differ");
     }
@@ -2095,7 +2107,7 @@ async fn redis_backbone_carries_conn_info_and_chan_info() {
     assert_eq!(pushed, kept);
     let page = b
         .backbone
-        .history(ch.into(), None, None)
+        .history(ch.into(), None, None, false)
         .await
         .expect("history answered");
     assert_eq!(page.publications, vec![kept]);

@@ -71,6 +71,9 @@ pub enum BackboneCommand {
         since: Option<StreamPosition>,
         /// Most publications to return.
         limit: Option<usize>,
+        /// Return the newest ones (after `since`, at most `limit`), newest
+        /// first.
+        reverse: bool,
     },
     /// A client of this node is now present in the channel.
     PresenceAdd {

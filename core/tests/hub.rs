@@ -280,6 +280,31 @@ fn recovery_within_history_returns_exactly_the_missing_ones() {
 }
 
 #[test]
+fn reverse_history_is_the_newest_after_since_newest_first() {
+    // History keeps 6..=10 (size 5).
+    let (mut hub, epoch) = recovery_fixture();
+    let page = hub.history_page(T0, "r", None, Some(3), true);
+    assert_eq!(offsets(&page), [10, 9, 8]);
+    assert!(!page.complete, "a limit was hit");
+    let page = hub.history_page(T0, "r", Some(&pos(&epoch, 7)), Some(10), true);
+    assert_eq!(offsets(&page), [10, 9, 8]);
+    assert!(page.complete, "everything after 7");
+    let page = hub.history_page(T0, "r", Some(&pos(&epoch, 7)), Some(2), true);
+    assert_eq!(offsets(&page), [10, 9]);
+    let page = hub.history_page(T0, "r", None, None, true);
+    assert_eq!(offsets(&page), [10, 9, 8, 7, 6]);
+    assert!(hub
+        .history_page(T0, "r", None, Some(0), true)
+        .publications
+        .is_empty());
+    // Forward, the same sets come oldest first.
+    assert_eq!(
+        offsets(&hub.history_page(T0, "r", None, Some(3), false)),
+        [6, 7, 8]
+    );
+}
+
+#[test]
 fn recovery_past_trimmed_history_is_incomplete() {
     let (mut hub, epoch) = recovery_fixture();
     for seen in 0..5 {
@@ -338,6 +363,7 @@ fn history_command_replies_to_the_requester() {
         channel: "r".into(),
         since: Some(pos(&epoch, 8)),
         limit: None,
+        reverse: false,
     };
     hub.handle_command(T0, N2, cmd);
     let reply = drain(&mut hub)

@@ -200,7 +200,8 @@ fn history_decodes_in_both_encodings() {
         Command::History {
             channel: "news".into(),
             since: None,
-            limit: None
+            limit: None,
+            reverse: false,
         }
     );
     let r = decode_both(json!({"id": 5, "history": {
@@ -212,8 +213,27 @@ fn history_decodes_in_both_encodings() {
         Command::History {
             channel: "news".into(),
             since: Some(pos("E", 10)),
-            limit: Some(100)
+            limit: Some(100),
+            reverse: false,
         }
+    );
+    let r =
+        decode_both(json!({"id": 6, "history": {"channel": "news", "limit": 50, "reverse": true}}))
+            .unwrap();
+    assert_eq!(
+        r.command,
+        Command::History {
+            channel: "news".into(),
+            since: None,
+            limit: Some(50),
+            reverse: true,
+        }
+    );
+    let e = decode_both(json!({"id": 7, "history": {"channel": "news", "reverse": "yes"}}))
+        .unwrap_err();
+    assert_eq!(
+        e.error_reply().map(|(_, r)| r.code),
+        Some(ErrorCode::BadRequest)
     );
 }
 
@@ -278,11 +298,13 @@ fn encode_request_round_trips_every_command() {
             channel: "news".into(),
             since: Some(pos("E", 0)),
             limit: Some(u32::MAX),
+            reverse: false,
         },
         Command::History {
             channel: "news".into(),
             since: None,
             limit: None,
+            reverse: true,
         },
     ];
     for (i, command) in commands.into_iter().enumerate() {

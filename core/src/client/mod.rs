@@ -730,6 +730,7 @@ impl Client {
                 channel: channel.into(),
                 since,
                 limit,
+                reverse: false,
             },
         )
     }

@@ -241,6 +241,20 @@ impl Hub {
         since: Option<&StreamPosition>,
         limit: Option<usize>,
     ) -> HistoryPage {
+        self.history_page(now, channel, since, limit, false)
+    }
+
+    /// [`Hub::history`], or with `reverse` the newest `limit` of the same
+    /// publications, newest first (`complete` means the same: the page
+    /// holds every publication after `since`).
+    pub fn history_page(
+        &mut self,
+        now: Timestamp,
+        channel: &str,
+        since: Option<&StreamPosition>,
+        limit: Option<usize>,
+        reverse: bool,
+    ) -> HistoryPage {
         // A channel whose content has all expired reads as the dropped
         // channel it is, whether or not a timeout has removed it yet.
         self.drop_if_empty(now, channel);
@@ -268,13 +282,22 @@ impl Hub {
             .min(ch.history.len());
         let available = ch.history.len() - skip;
         let take = limit.map_or(available, |limit| limit.min(available));
-        let publications = ch
+        // Reversed: the last `take` of them, newest first.
+        let skip = if reverse {
+            skip + (available - take)
+        } else {
+            skip
+        };
+        let mut publications: Vec<_> = ch
             .history
             .iter()
             .skip(skip)
             .take(take)
             .map(|e| e.publication.clone())
             .collect();
+        if reverse {
+            publications.reverse();
+        }
         // Nothing is missing between `after` and the first kept one, and the
         // list runs up to top.
         let complete = continues && after.saturating_add(1) >= first && take == available;

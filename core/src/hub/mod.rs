@@ -304,8 +304,9 @@ impl Hub {
                 channel,
                 since,
                 limit,
+                reverse,
             } => {
-                let page = self.history(now, &channel, since.as_ref(), limit);
+                let page = self.history_page(now, &channel, since.as_ref(), limit, reverse);
                 let reply = BackboneReply::History(Ok(page));
                 self.events
                     .push_back((from, BackboneEvent::Reply { request, reply }));

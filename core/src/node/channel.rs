@@ -158,6 +158,7 @@ impl Node {
             channel: name,
             since,
             limit: None,
+            reverse: false,
         })
     }
 

@@ -176,9 +176,12 @@ impl Node {
                 self.publish(now, id, rid, channel, data, options)
             }
             Command::Presence { channel } => self.presence(id, rid, channel),
-            Command::History { channel, since, .. } => {
-                self.history(id, rid, channel, since, admitted.limit)
-            }
+            Command::History {
+                channel,
+                since,
+                reverse,
+                ..
+            } => self.history(id, rid, channel, since, admitted.limit, reverse),
             Command::Connect { .. } | Command::Refresh { .. } | Command::SubRefresh { .. } => {}
         }
     }
@@ -343,6 +346,7 @@ impl Node {
         channel: String,
         since: Option<StreamPosition>,
         limit: Option<usize>,
+        reverse: bool,
     ) {
         self.ask(InFlight::History { conn: id, id: rid }, |request| {
             BackboneCommand::History {
@@ -350,6 +354,7 @@ impl Node {
                 channel,
                 since,
                 limit,
+                reverse,
             }
         });
     }
@@ -422,6 +427,7 @@ impl Node {
             channel: name,
             since: recover,
             limit,
+            reverse: false,
         });
         if let Some(ch) = self.channels.get_mut(&channel) {
             ch.pending.insert(id, request);

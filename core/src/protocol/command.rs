@@ -79,6 +79,9 @@ pub enum Command {
         /// Return at most this many publications (the server's default when
         /// absent; 0 returns only the current position).
         limit: Option<u32>,
+        /// Return the newest of them, newest first ("the last 50 messages
+        /// of a room").
+        reverse: bool,
     },
     /// Authenticate: the first command of a connection where
     /// authentication is on. Without a token, an anonymous connect (where
@@ -213,6 +216,8 @@ struct HistoryBody<'a> {
     since: Option<&'a RawValue>,
     #[serde(default)]
     limit: Option<u32>,
+    #[serde(default)]
+    reverse: bool,
 }
 
 /// Decodes one client message (the payload of one text frame for JSON, one
@@ -315,6 +320,7 @@ fn decode_json_request(bytes: &[u8], label: Encoding) -> Result<Request, Protoco
             channel: body.channel,
             since,
             limit: body.limit,
+            reverse: body.reverse,
         }
     } else if let Some(raw) = envelope.connect {
         let body: TokenBody<'_> = parse_body(raw, "connect").map_err(bad)?;
@@ -515,6 +521,7 @@ pub fn encode_request(encoding: Encoding, request: &Request) -> Bytes {
             channel,
             since,
             limit,
+            reverse,
         } => {
             let mut fields = vec![("channel", Tree::Str(channel))];
             if let Some(position) = since {
@@ -522,6 +529,9 @@ pub fn encode_request(encoding: Encoding, request: &Request) -> Bytes {
             }
             if let Some(limit) = limit {
                 fields.push(("limit", Tree::U64((*limit).into())));
+            }
+            if *reverse {
+                fields.push(("reverse", Tree::Bool(true)));
             }
             Tree::Map(fields)
         }

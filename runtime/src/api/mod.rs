@@ -307,6 +307,8 @@ struct HistoryBody {
     channel: String,
     since: Option<StreamPosition>,
     limit: Option<usize>,
+    #[serde(default)]
+    reverse: bool,
 }
 
 async fn history(shared: &Shared, body: &[u8]) -> Result<Reply, ApiError> {
@@ -314,7 +316,7 @@ async fn history(shared: &Shared, body: &[u8]) -> Result<Reply, ApiError> {
     let limit = admit_api(shared, &b.channel, Action::History { limit: b.limit })?.limit;
     let page = shared
         .backbone
-        .history(b.channel, b.since, limit)
+        .history(b.channel, b.since, limit, b.reverse)
         .await
         .map_err(|_| unavailable())?;
     let out = HistoryOut {

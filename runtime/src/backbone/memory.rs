@@ -144,9 +144,10 @@ fn handle(hub: &mut Hub, now: Timestamp, msg: ToHub, figures: &HistoryFigures) {
             channel,
             since,
             limit,
+            reverse,
             reply,
         } => {
-            let page = hub.history(now, &channel, since.as_ref(), limit);
+            let page = hub.history_page(now, &channel, since.as_ref(), limit, reverse);
             figures.store(hub);
             let _ = reply.send(page);
         }

@@ -50,6 +50,7 @@ pub(crate) enum ToHub {
         channel: String,
         since: Option<StreamPosition>,
         limit: Option<usize>,
+        reverse: bool,
         reply: oneshot::Sender<HistoryPage>,
     },
     /// An HTTP API presence read.
@@ -262,11 +263,13 @@ impl Backbone {
         channel: String,
         since: Option<StreamPosition>,
         limit: Option<usize>,
+        reverse: bool,
     ) -> Result<HistoryPage, Unavailable> {
         self.ask(|reply| ToHub::History {
             channel,
             since,
             limit,
+            reverse,
             reply,
         })
         .await

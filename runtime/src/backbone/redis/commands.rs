@@ -142,6 +142,7 @@ impl Driver {
                 channel,
                 since,
                 limit,
+                reverse,
             } => {
                 self.spawn_request(
                     link,
@@ -149,7 +150,8 @@ impl Driver {
                     request,
                     BackboneReply::History,
                     move |scripts, mut conn| async move {
-                        history(&scripts, &mut conn, &channel, since.as_ref(), limit).await
+                        let since = since.as_ref();
+                        history(&scripts, &mut conn, &channel, since, limit, reverse).await
                     },
                 );
             }
@@ -232,9 +234,11 @@ impl Driver {
                 channel,
                 since,
                 limit,
+                reverse,
                 reply,
             } => self.spawn(link, move |scripts, mut conn| async move {
-                match history(&scripts, &mut conn, &channel, since.as_ref(), limit).await {
+                let since = since.as_ref();
+                match history(&scripts, &mut conn, &channel, since, limit, reverse).await {
                     Ok(page) => {
                         let _ = reply.send(page);
                         None

@@ -131,7 +131,8 @@ return {epoch, tostring(offset)}
 "#;
 
 /// KEYS: meta, stream. ARGV: has since (0/1), since epoch, since offset,
-/// limit (-1: none). Returns {epoch, top, complete, {offset, data, info,
+/// limit (-1: none), reverse (0/1: the newest `limit`, still returned
+/// oldest first; the caller turns them around). Returns {epoch, top, complete, {offset, data, info,
 /// ...}} (info: the sender as JSON, or empty),
 /// or {''} for a channel that does not exist.
 const LUA_HISTORY: &str = r#"
@@ -159,6 +160,7 @@ local available = math.max(0, top - start + 1)
 local take = available
 local limit = tonumber(ARGV[4])
 if limit >= 0 and limit < take then take = limit end
+if ARGV[5] == '1' then start = start + (available - take) end
 local pubs = {}
 if take > 0 then
   local rows = redis.call('XRANGE', KEYS[2], start .. '-0', '+', 'COUNT', take)
@@ -360,6 +362,7 @@ pub(super) async fn history(
     channel: &str,
     since: Option<&StreamPosition>,
     limit: Option<usize>,
+    reverse: bool,
 ) -> Result<HistoryPage, RedisError> {
     let keys = Keys::new(channel);
     let (has, epoch, offset) = match since {
@@ -375,9 +378,14 @@ pub(super) async fn history(
         .arg(epoch)
         .arg(offset)
         .arg(limit)
+        .arg(if reverse { "1" } else { "0" })
         .invoke_async(conn)
         .await?;
-    parse_history(v, since)
+    let mut page = parse_history(v, since)?;
+    if reverse {
+        page.publications.reverse();
+    }
+    Ok(page)
 }
 
 /// Reads the history script's answer into a page.
