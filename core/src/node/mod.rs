@@ -588,9 +588,11 @@ impl Node {
             let Some(client) = self.slab.get_mut(id) else {
                 return;
             };
-            if (usize::from(client.in_flight) >= max || client.held)
+            // `has_events` first: on the delivery path it is false, and the
+            // rest is not looked at.
+            if client.conn.has_events()
+                && (usize::from(client.in_flight) >= max || client.held)
                 && client.conn.state() == crate::connection::State::Open
-                && client.conn.has_events()
             {
                 // Hold the rest of its input until replies drain (or the
                 // answer it waits for comes). A connection that is closing
