@@ -590,3 +590,39 @@ fn an_unknown_key_id_holds_the_connect_until_the_key_set_is_fetched_again() {
     h.core.pump(at(3));
     assert_eq!(h.seen(f).close, Some(4503));
 }
+
+#[test]
+fn a_subscription_tokens_info_shows_in_presence_and_a_refresh_replaces_it() {
+    let mut h = harness(Proxies::default());
+    let c = h.open(at(0));
+    h.connect(at(0), c, &token(json!({"sub": "42", "exp": ORIGIN + 600})));
+    let sub = |info: Value| {
+        token(json!({"sub": "42", "exp": ORIGIN + 600, "channel": "vip:x", "info": info}))
+    };
+    let r = h.ask(
+        at(0),
+        c,
+        json!({"id": 2, "subscribe": {"channel": "vip:x", "token": sub(json!({"seat": 1}))}}),
+    );
+    assert!(r["subscribe"].is_object(), "{r}");
+    let me = h.core.node.client_id(c);
+    let r = h.ask(at(1), c, json!({"id": 3, "presence": {"channel": "vip:x"}}));
+    assert_eq!(
+        r["presence"]["clients"][&me]["chan_info"],
+        json!({"seat": 1}),
+        "{r}"
+    );
+    let t = sub(json!({"seat": 2}));
+    let r = h.ask(
+        at(2),
+        c,
+        json!({"id": 4, "sub_refresh": {"channel": "vip:x", "token": t}}),
+    );
+    assert!(r["sub_refresh"].is_object(), "{r}");
+    let r = h.ask(at(3), c, json!({"id": 5, "presence": {"channel": "vip:x"}}));
+    assert_eq!(
+        r["presence"]["clients"][&me]["chan_info"],
+        json!({"seat": 2}),
+        "{r}"
+    );
+}

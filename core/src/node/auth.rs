@@ -10,6 +10,7 @@
 //! nothing here reads a clock.
 
 use crate::auth::{TokenError, Verifier};
+use crate::backbone::BackboneCommand;
 use crate::protocol::{close, unsubscribe_code, Command, ErrorCode, Payload, Push, Reply};
 use crate::proxy::{ConnectResult, ProxyKind};
 use crate::time::Timestamp;
@@ -338,6 +339,32 @@ impl Node {
         }
     }
 
+    /// A refreshed subscription token's `info` replaces the old one; a
+    /// live subscription's presence entry shows the new one (no join is
+    /// announced again).
+    fn set_sub_info(&mut self, id: ConnId, channel: &str, info: Option<Payload>) {
+        let key = (id, channel.to_owned());
+        if self.sub_info.get(&key) == info.as_ref() {
+            return;
+        }
+        match info {
+            Some(info) => self.sub_info.insert(key, info),
+            None => self.sub_info.remove(&key),
+        };
+        let live = self
+            .channels
+            .get(channel)
+            .filter(|ch| ch.options.presence && ch.live.contains_key(&id));
+        if live.is_some() {
+            let info = self.client_info(id, Some(channel));
+            self.backbone.push_back(BackboneCommand::PresenceAdd {
+                channel: channel.to_owned(),
+                info,
+                announce: false,
+            });
+        }
+    }
+
     /// Ends the subscriptions whose token expired without a refresh.
     pub(super) fn sub_timeout(&mut self, now: Timestamp) {
         while let Some((at, id, channel)) = self.sub_timers.first().cloned() {
@@ -375,6 +402,7 @@ impl Node {
             Ok(claims) => {
                 let exp = claims.expires;
                 self.set_sub_expiry(id, channel, exp);
+                self.set_sub_info(id, channel, claims.info);
                 let ttl = exp.map(|e| e.saturating_sub(unix_now));
                 self.reply(now, id, enc, rid, &Reply::SubRefresh { ttl });
             }
