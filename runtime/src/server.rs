@@ -41,6 +41,16 @@ pub enum ServerError {
         /// Why.
         source: std::io::Error,
     },
+    /// Another process already listens on the address. With
+    /// `SO_REUSEPORT` (which the shards of one process use to share the
+    /// port) the kernel would let a second server bind it too and split new
+    /// clients between two servers that know nothing of each other; so the
+    /// port is tried without it first.
+    #[error("cannot listen on {addr}: another process is already listening on it (stop it, or choose another --listen address)")]
+    InUse {
+        /// The address.
+        addr: SocketAddr,
+    },
     /// A runtime or thread could not be created.
     #[error("cannot start worker: {0}")]
     Worker(std::io::Error),
@@ -52,6 +62,9 @@ pub enum ServerError {
 /// Binds `addr` `workers` times (at least once), all on the same port
 /// (the first one's, when `addr` asks for port 0): one listener per shard.
 pub fn bind(addr: SocketAddr, workers: usize) -> Result<Vec<TcpListener>, ServerError> {
+    if addr.port() != 0 {
+        probe(addr)?;
+    }
     let first = bind_one(addr)?;
     let bound = first
         .local_addr()
@@ -234,6 +247,24 @@ fn process_seed() -> u64 {
         h.write_u128(d.as_nanos());
     }
     h.finish()
+}
+
+/// Binds `addr` once without `SO_REUSEPORT` and lets it go: that fails if
+/// any socket listens there (a second server with `SO_REUSEPORT` would
+/// otherwise share the port). `SO_REUSEADDR` keeps the connections of a
+/// previous run in TIME_WAIT from counting. Between this and the shards'
+/// binds another process could still take the port; that window is the
+/// few microseconds between two system calls.
+fn probe(addr: SocketAddr) -> Result<(), ServerError> {
+    let err = |source| ServerError::Bind { addr, source };
+    let socket =
+        Socket::new(Domain::for_address(addr), Type::STREAM, Some(Protocol::TCP)).map_err(err)?;
+    socket.set_reuse_address(true).map_err(err)?;
+    match socket.bind(&addr.into()) {
+        Ok(()) => Ok(()),
+        Err(e) if e.kind() == std::io::ErrorKind::AddrInUse => Err(ServerError::InUse { addr }),
+        Err(e) => Err(err(e)),
+    }
 }
 
 fn bind_one(addr: SocketAddr) -> Result<TcpListener, ServerError> {
