@@ -25,7 +25,9 @@
 //!   [`expect_close`];
 //! - [`pubsub`]: the pub/sub protocol and API clients;
 //! - [`backend`]: a small HTTP backend (proxies, a JWKS URL) that records
-//!   what it is asked.
+//!   what it is asked;
+//! - [`sse`]: a Server-Sent Events reader over a raw socket;
+//! - [`redis`]: a throwaway `redis-server`.
 
 #![warn(missing_docs)]
 
@@ -33,7 +35,9 @@ pub mod backend;
 mod http;
 pub mod pubsub;
 mod raw;
+pub mod redis;
 mod server;
+pub mod sse;
 mod ws;
 
 pub(crate) use http::parse_response;

@@ -35,7 +35,10 @@ fn serve_exits(addr: &str) -> (Option<i32>, String) {
         std::thread::sleep(Duration::from_millis(20));
     };
     let out = child.wait_with_output().expect("stderr");
-    (status.code(), String::from_utf8_lossy(&out.stderr).into_owned())
+    (
+        status.code(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
 }
 
 #[test]

@@ -1,4 +1,7 @@
-//! One WebSocket connection's state machine: open, closing, closed.
+//! One connection's state machine: open, closing, closed. A WebSocket's
+//! (RFC 6455 frames both ways), or a one-way event stream's
+//! ([`Framing::EventStream`]: a Server-Sent Events response, which only
+//! writes).
 //!
 //! A [`Connection`] owns the frame decoder, the message assembler, the
 //! partial-frame remainder and the outbound queue of one client. It answers
@@ -30,6 +33,13 @@
 //! bytes at all for `heartbeat_interval + heartbeat_timeout` while some are
 //! waiting for it is closed as a slow consumer too: sending is not a sign
 //! that it reads.
+//!
+//! An event stream is the same machine with the WebSocket parts left out:
+//! what the peer sends is ignored (it sends nothing but its request, and
+//! then at most the end of the stream), no pings go out and silence is no
+//! sign of death, and closing is ending the stream (no close frame: the
+//! transport goes once the queue is written, within `close_timeout`). The
+//! queue, its budget and the write-stall rule are the WebSocket's.
 
 use std::collections::VecDeque;
 use std::rc::Rc;
@@ -61,6 +71,18 @@ pub struct ConnectionConfig {
     pub heartbeat_close_code: CloseCode,
     /// Code sent when the outbound queue goes over budget.
     pub slow_consumer_close_code: CloseCode,
+    /// How the connection's bytes are framed.
+    pub framing: Framing,
+}
+
+/// How a connection's bytes are framed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Framing {
+    /// RFC 6455 frames both ways (the default).
+    WebSocket,
+    /// A one-way byte stream (a Server-Sent Events response): input is
+    /// ignored, no pings, no heartbeat expiry, and no close frame.
+    EventStream,
 }
 
 impl Default for ConnectionConfig {
@@ -73,6 +95,7 @@ impl Default for ConnectionConfig {
             close_timeout: Duration::from_secs(5),
             heartbeat_close_code: CloseCode::GOING_AWAY,
             slow_consumer_close_code: CloseCode::POLICY_VIOLATION,
+            framing: Framing::WebSocket,
         }
     }
 }
@@ -210,6 +233,11 @@ impl Connection {
         if self.state == State::Closed || data.is_empty() {
             return;
         }
+        if self.config.framing == Framing::EventStream {
+            // The stream only writes: whatever the peer sends after its
+            // request is not ours to read, and is not kept.
+            return;
+        }
         self.last_seen = now;
         self.inbuf.extend_from_slice(data);
         loop {
@@ -284,6 +312,9 @@ impl Connection {
                     self.start_close(now, code, "slow consumer", CloseCause::WriteStalled);
                     return;
                 }
+                if self.config.framing == Framing::EventStream {
+                    return;
+                }
                 if now >= self.expiry() {
                     let code = self.config.heartbeat_close_code;
                     self.start_close(now, code, "heartbeat timeout", CloseCause::HeartbeatTimeout);
@@ -301,6 +332,10 @@ impl Connection {
     pub fn poll_timeout(&self) -> Option<Timestamp> {
         match self.state {
             State::Open => {
+                if self.config.framing == Framing::EventStream {
+                    // Only the write-stall rule: a silent peer is normal.
+                    return self.stalled_at();
+                }
                 // Silence and a stalled queue have the same patience: one
                 // deadline from the earlier of the two instants.
                 let from = self
@@ -538,6 +573,10 @@ impl Connection {
     }
 
     fn start_close(&mut self, now: Timestamp, code: CloseCode, reason: &str, cause: CloseCause) {
+        if self.config.framing == Framing::EventStream {
+            // Ending the stream is the whole close: nothing to wait for.
+            return self.finish(now, cause);
+        }
         let payload = message::encode_close_payload(code, reason);
         self.queue
             .push_unchecked(frame::encode(OpCode::Close, &payload));

@@ -14,6 +14,7 @@ use crate::connection::{Connection, ConnectionConfig, Event};
 use crate::frame::{self, FrameDecoder};
 use crate::handshake::HandshakeConfig;
 use crate::message::Assembler;
+use crate::node::NodeConfig;
 use crate::time::Timestamp;
 
 /// Frames from an untrusted peer. Byte 0: bit 7 selects the client decoder
@@ -164,6 +165,68 @@ pub fn handshake(data: &[u8]) {
             Err(e) => check_rejection(&e),
         }
     }
+}
+
+/// An HTTP request head as a Server-Sent Events request: read by
+/// [`crate::sse::parse_request`] (a refusal must be a complete response
+/// of its status), then, if it reads, opened on a node (open, so every
+/// request that reads gets a stream or a refusal from the node, whose
+/// first bytes are a status line). Each position list it reads encodes
+/// back to an id that reads the same.
+pub fn sse(data: &[u8]) {
+    use crate::protocol::sse::{encode_id, parse_id};
+    use crate::sse::{parse_request, SseConfig};
+    use crate::standalone::Standalone;
+
+    let Ok(Some(head)) = crate::handshake::parse_request(data, 8192) else {
+        return;
+    };
+    let config = SseConfig {
+        max_channels: 4,
+        allowed_origins: Some(vec!["https://app.example.com".to_owned()]),
+        ..SseConfig::default()
+    };
+    let request = match parse_request(&head, &config) {
+        Ok(r) => r,
+        Err(e) => {
+            let response = e.response();
+            assert!(response.starts_with(b"HTTP/1.1 "));
+            assert_eq!(response.get(9..12), Some(e.status().to_string().as_bytes()));
+            assert!(response.windows(4).any(|w| w == b"\r\n\r\n"));
+            return;
+        }
+    };
+    assert_eq!(request.channels.len(), request.positions.len());
+    assert!(!request.channels.is_empty() && request.channels.len() <= 4);
+    let id = encode_id(&request.positions);
+    assert_eq!(
+        parse_id(&id, request.positions.len()),
+        Ok(request.positions.clone())
+    );
+    if let Some(text) = head.query.as_deref() {
+        // Any text as an id: what reads, writes back to what reads the same.
+        if let Ok(positions) = parse_id(text, text.split(',').count()) {
+            assert_eq!(
+                parse_id(&encode_id(&positions), positions.len()),
+                Ok(positions)
+            );
+        }
+    }
+    let mut core = Standalone::new(NodeConfig::default(), 1);
+    let now = Timestamp::ZERO;
+    let conn = core
+        .node
+        .handle_sse(now, request, Duration::from_millis(1000));
+    core.pump(now);
+    core.node.handle_read(now, conn, data);
+    core.pump(now);
+    while core.node.poll_transmit().is_some() {}
+    let out: Vec<u8> = core
+        .node
+        .queue(conn)
+        .map(|q| q.slices().flat_map(|s| s.to_vec()).collect())
+        .unwrap_or_default();
+    assert!(out.starts_with(b"HTTP/1.1 "), "a status line first");
 }
 
 /// A client byte stream, driven twice: into a bare connection

@@ -51,6 +51,9 @@
 //! - [`client`]: the client side of the protocol as a state machine
 //!   (subscriptions, positions, recovery on reconnect, gap detection,
 //!   reconnect with backoff), for Rust clients, the tests and the load tool.
+//! - [`sse`]: the request of a Server-Sent Events stream (`GET /sse`):
+//!   channels, positions to resume from, token, origin, and the answers
+//!   before the stream (the events are [`protocol::sse`]).
 //! - [`standalone`]: one node wired to the in-memory hub with no I/O, for
 //!   benches, examples and tests of the core alone.
 //! - [`fuzzing`]: the entry points shared by the fuzz targets and the seed
@@ -81,6 +84,7 @@ pub mod node;
 pub mod protocol;
 pub mod proxy;
 pub mod queue;
+pub mod sse;
 pub mod standalone;
 pub mod time;
 

@@ -43,6 +43,11 @@ fn protocol_seeds() {
 }
 
 #[test]
+fn sse_seeds() {
+    replay("sse", wavecast_core::fuzzing::sse);
+}
+
+#[test]
 fn token_seeds() {
     replay("token", wavecast_core::fuzzing::token);
 }

@@ -626,3 +626,52 @@ fn a_subscription_tokens_info_shows_in_presence_and_a_refresh_replaces_it() {
         "{r}"
     );
 }
+
+#[test]
+fn an_sse_stream_with_an_unknown_key_id_waits_for_the_key_set() {
+    let token_config = TokenConfig {
+        jwks: true,
+        ..hmac()
+    };
+    let mut core = Standalone::new(config(Proxies::default(), token_config), 3);
+    core.node
+        .handle_keys(at(0), Some(&jwks(&[("k1", Algorithm::ES256)])));
+    let mut h = Harness::new(core);
+    let claims = json!({"sub": "42", "exp": ORIGIN + 600});
+    let stream = |token: String| wavecast_core::sse::SseRequest {
+        channels: vec!["news".into()],
+        positions: vec![None],
+        token: Some(token),
+        origin: None,
+    };
+    let retry = Duration::from_secs(2);
+    let written = |h: &mut Harness, id: ConnId| -> String {
+        while h.core.node.poll_transmit().is_some() {}
+        let q = h.core.node.queue(id).unwrap();
+        String::from_utf8(common::take_queued(q)).unwrap()
+    };
+    // k2 and k3 are not in the set: both wait, for one fetch.
+    let s2 = h.core.node.handle_sse(
+        at(1),
+        stream(with_kid(Algorithm::ES384, "k2", &claims)),
+        retry,
+    );
+    let s3 = h.core.node.handle_sse(
+        at(1),
+        stream(with_kid(Algorithm::ES256, "k3", &claims)),
+        retry,
+    );
+    h.core.pump(at(1));
+    assert_eq!(asks(&mut h), [Ask::Keys], "one fetch asked for all");
+    assert_eq!(written(&mut h, s2), "", "nothing before the keys");
+    let rotated = jwks(&[("k2", Algorithm::ES384)]);
+    h.core.node.handle_keys(at(2), Some(&rotated));
+    h.core.pump(at(2));
+    let text = written(&mut h, s2);
+    assert!(text.starts_with("HTTP/1.1 200 OK\r\n"), "{text}");
+    assert!(text.contains("\"user\":\"42\""), "{text}");
+    // k3 is in no set: refused now.
+    let text = written(&mut h, s3);
+    assert!(text.starts_with("HTTP/1.1 401 "), "{text}");
+    assert!(text.contains("\"code\":112"), "{text}");
+}

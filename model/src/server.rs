@@ -343,6 +343,7 @@ fn server_msg(s: &mut Core, src: Id, backbone: Id, msg: Msg) {
                 let command = Command::Connect {
                     token: auth::token(token),
                     data: None,
+                    ping: false,
                 };
                 let bytes = request_frame(CONNECT_RID, command);
                 s.node.handle_read(now, id, &bytes);

@@ -97,7 +97,7 @@ fn decode_json(conn: u32, payload: &[u8]) -> Option<Msg> {
     };
     let (rid, reply) = match message {
         ServerMessage::Push(push) => {
-            let Some(ch) = channel_index(push.channel()) else {
+            let Some(ch) = push.channel().and_then(channel_index) else {
                 return garbage("push on an unknown channel");
             };
             return match push {
@@ -115,8 +115,9 @@ fn decode_json(conn: u32, payload: &[u8]) -> Option<Msg> {
                     ch,
                     code: code.into(),
                 }),
-                // join/leave are off in every namespace of the model.
-                Push::Join { .. } | Push::Leave { .. } => garbage("unexpected push"),
+                // join/leave are off in every namespace of the model, and
+                // its clients ask for no pings.
+                Push::Join { .. } | Push::Leave { .. } | Push::Ping => garbage("unexpected push"),
             };
         }
         ServerMessage::Reply { id, reply } => (id, reply),

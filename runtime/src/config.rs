@@ -150,6 +150,18 @@ pub struct ServeArgs {
     /// Most channels one connection may subscribe to; beyond it error 107 [default: 512].
     #[arg(long, env = "WAVECAST_MAX_SUBSCRIPTIONS")]
     pub max_subscriptions: Option<usize>,
+    /// Most channels of one Server-Sent Events stream (`GET /sse`), at most 128; beyond it 400 [default: 32].
+    #[arg(long, env = "WAVECAST_SSE_MAX_CHANNELS")]
+    pub sse_max_channels: Option<usize>,
+    /// The cookie that carries an SSE stream's connection token [default: wavecast_token].
+    #[arg(long, env = "WAVECAST_SSE_TOKEN_COOKIE")]
+    pub sse_token_cookie: Option<String>,
+    /// Accept an SSE stream's token in the URL (`?token=`), which ends up in logs [default: false].
+    #[arg(long, env = "WAVECAST_SSE_TOKEN_IN_QUERY")]
+    pub sse_token_in_query: Option<bool>,
+    /// Reconnection delay an SSE stream tells the browser (`retry:`), randomised per stream between half and 1.5 times it [default: 2s].
+    #[arg(long, env = "WAVECAST_SSE_RETRY", value_parser = parse_duration)]
+    pub sse_retry: Option<Duration>,
     /// Serve anonymous clients on a non-loopback address without any authentication (flag only).
     #[arg(long)]
     pub insecure: bool,
@@ -209,6 +221,11 @@ pub struct FileConfig {
     client_command_rate: Option<u32>,
     client_publish_rate: Option<u32>,
     max_subscriptions: Option<usize>,
+    sse_max_channels: Option<usize>,
+    sse_token_cookie: Option<String>,
+    sse_token_in_query: Option<bool>,
+    #[serde(default, with = "opt_duration")]
+    sse_retry: Option<Duration>,
     /// Options of channels without a namespace.
     channels: Option<NamespaceFile>,
     /// Options of channels `NAME:...`, by NAME.
@@ -391,6 +408,14 @@ pub struct Config {
     pub client_publish_rate: u32,
     /// Most subscriptions per connection.
     pub max_subscriptions: usize,
+    /// Most channels of one SSE stream.
+    pub sse_max_channels: usize,
+    /// The cookie of an SSE stream's token.
+    pub sse_token_cookie: String,
+    /// `?token=` accepted on `/sse`.
+    pub sse_token_in_query: bool,
+    /// The middle of the randomised `retry:` of SSE streams.
+    pub sse_retry: Duration,
 }
 
 impl Default for Config {
@@ -438,6 +463,10 @@ impl Default for Config {
             client_command_rate: 100,
             client_publish_rate: 20,
             max_subscriptions: wavecast_core::node::MAX_SUBSCRIPTIONS,
+            sse_max_channels: wavecast_core::sse::MAX_CHANNELS,
+            sse_token_cookie: wavecast_core::sse::TOKEN_COOKIE.to_owned(),
+            sse_token_in_query: false,
+            sse_retry: Duration::from_secs(2),
         }
     }
 }
@@ -486,6 +515,16 @@ impl Config {
             refresh: self.refresh_proxy.is_some(),
             subscribe: self.subscribe_proxy.is_some(),
             publish: self.publish_proxy.is_some(),
+        }
+    }
+
+    /// The SSE endpoint's request rules (for the shards).
+    pub fn sse(&self) -> wavecast_core::sse::SseConfig {
+        wavecast_core::sse::SseConfig {
+            max_channels: self.sse_max_channels,
+            token_cookie: self.sse_token_cookie.clone(),
+            token_in_query: self.sse_token_in_query,
+            allowed_origins: self.allowed_origins.clone(),
         }
     }
 
@@ -721,6 +760,20 @@ impl Config {
                 .max_subscriptions
                 .or(file.max_subscriptions)
                 .unwrap_or(d.max_subscriptions),
+            sse_max_channels: args
+                .sse_max_channels
+                .or(file.sse_max_channels)
+                .unwrap_or(d.sse_max_channels),
+            sse_token_cookie: args
+                .sse_token_cookie
+                .clone()
+                .or(file.sse_token_cookie.clone())
+                .unwrap_or(d.sse_token_cookie),
+            sse_token_in_query: args
+                .sse_token_in_query
+                .or(file.sse_token_in_query)
+                .unwrap_or(d.sse_token_in_query),
+            sse_retry: args.sse_retry.or(file.sse_retry).unwrap_or(d.sse_retry),
         };
         config.validate()?;
         Ok(config)
@@ -798,6 +851,21 @@ impl Config {
         }
         if self.max_subscriptions == 0 || self.max_subscriptions > 65_536 {
             return invalid("max_subscriptions", "must be between 1 and 65536");
+        }
+        if self.sse_max_channels == 0 || self.sse_max_channels > 128 {
+            // An id holds a position per channel and comes back in a
+            // header, within the request head's 8 KiB.
+            return invalid("sse_max_channels", "must be between 1 and 128");
+        }
+        let cookie_char = |c: char| c.is_ascii_alphanumeric() || "!#$%&'*+-.^_`|~".contains(c);
+        if self.sse_token_cookie.is_empty() || !self.sse_token_cookie.chars().all(cookie_char) {
+            return invalid(
+                "sse_token_cookie",
+                "must be a cookie name (letters, digits, and !#$%&'*+-.^_`|~)",
+            );
+        }
+        if self.sse_retry.is_zero() || self.sse_retry > Duration::from_secs(3600) {
+            return invalid("sse_retry", "must be more than zero and at most 1h");
         }
         if self.connect_timeout.is_zero() {
             return invalid("connect_timeout", "must be more than zero");
@@ -1096,6 +1164,70 @@ mod tests {
             ..Default::default()
         };
         assert_eq!(Config::load(&args).unwrap().max_connections_per_ip, 3);
+    }
+
+    #[test]
+    fn sse_settings_from_file_and_flags_within_their_bounds() {
+        let d = Config::default();
+        assert_eq!(
+            (
+                d.sse_max_channels,
+                d.sse_token_cookie.as_str(),
+                d.sse_token_in_query,
+                d.sse_retry
+            ),
+            (32, "wavecast_token", false, Duration::from_secs(2))
+        );
+        let file: FileConfig = toml::from_str(
+            "sse_max_channels = 4\nsse_token_cookie = \"sid\"\nsse_token_in_query = true\nsse_retry = \"5s\"\n",
+        )
+        .unwrap();
+        assert_eq!(file.sse_max_channels, Some(4));
+        assert_eq!(file.sse_retry, Some(Duration::from_secs(5)));
+        let args = ServeArgs {
+            sse_max_channels: Some(8),
+            sse_token_in_query: Some(true),
+            ..Default::default()
+        };
+        let c = Config::load(&args).unwrap();
+        assert_eq!((c.sse_max_channels, c.sse_token_in_query), (8, true));
+        assert_eq!(c.sse().max_channels, 8);
+        let bad = [
+            (
+                ServeArgs {
+                    sse_max_channels: Some(0),
+                    ..Default::default()
+                },
+                "sse_max_channels",
+            ),
+            (
+                ServeArgs {
+                    sse_max_channels: Some(129),
+                    ..Default::default()
+                },
+                "sse_max_channels",
+            ),
+            (
+                ServeArgs {
+                    sse_token_cookie: Some("a b".into()),
+                    ..Default::default()
+                },
+                "sse_token_cookie",
+            ),
+            (
+                ServeArgs {
+                    sse_retry: Some(Duration::ZERO),
+                    ..Default::default()
+                },
+                "sse_retry",
+            ),
+        ];
+        for (args, setting) in bad {
+            match Config::load(&args) {
+                Err(ConfigError::Invalid { name, .. }) => assert_eq!(name, setting),
+                other => panic!("{setting}: {other:?}"),
+            }
+        }
     }
 
     #[test]

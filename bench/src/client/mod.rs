@@ -106,6 +106,7 @@ mod tests {
             Command::Connect {
                 token: Some("a.b.c".into()),
                 data: None,
+                ping: false,
             },
         );
         assert_eq!(&connect[..], br#"{"id":1,"connect":{"token":"a.b.c"}}"#);
@@ -114,6 +115,7 @@ mod tests {
             Command::Connect {
                 token: Some("a.b.c".into()),
                 data: None,
+                ping: false,
             }
         );
         let request = decode_request(Encoding::Json, &publish).unwrap();

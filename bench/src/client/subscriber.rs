@@ -42,6 +42,7 @@ impl Conn {
             Command::Connect {
                 token: Some(credentials.token.clone()),
                 data: None,
+                ping: false,
             },
         );
         self.writer

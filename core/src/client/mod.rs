@@ -532,7 +532,9 @@ impl Client {
         self.connect_retry_at = None;
         let token = self.config.token.clone();
         let data = self.config.connect_data.clone();
-        self.send(Command::Connect { token, data }, Asked::Connect);
+        // No application-level pings: a Rust client sees WebSocket pings.
+        let ping = false;
+        self.send(Command::Connect { token, data, ping }, Asked::Connect);
     }
 
     /// The transport ended (or could not be opened), with the server's
@@ -877,6 +879,7 @@ impl Client {
                 ttl,
                 data,
                 subs,
+                ..
             } => {
                 self.state = State::Connected;
                 self.attempt = 0;
@@ -1089,7 +1092,10 @@ impl Client {
     }
 
     fn on_push(&mut self, push: Push) {
-        let channel = push.channel().to_owned();
+        // A ping (which this client does not ask for) is about no channel.
+        let Some(channel) = push.channel().map(str::to_owned) else {
+            return;
+        };
         let Some(sub) = self.subs.get_mut(&channel) else {
             // A push after our unsubscribe, before the server saw it.
             return;
@@ -1119,7 +1125,7 @@ impl Client {
             Push::Leave { info, .. } if sub.state == SubState::Subscribed => {
                 self.events.push_back(Event::Leave { channel, info });
             }
-            Push::Join { .. } | Push::Leave { .. } => {}
+            Push::Join { .. } | Push::Leave { .. } | Push::Ping => {}
             Push::Unsubscribe { code, reason, .. } => {
                 // With a subscribe in flight, the push is about the
                 // server's previous subscription (a subscribe's reply comes

@@ -63,6 +63,7 @@ impl Harness {
             Command::Connect {
                 token: self.client.config.token.clone(),
                 data: None,
+                ping: false,
             }
         );
         assert_eq!(self.client.state(), State::Connecting);
@@ -92,6 +93,7 @@ impl Harness {
                 ttl: None,
                 data: None,
                 subs,
+                ping: None,
             },
         );
         let mut events = self.events();
@@ -674,6 +676,7 @@ fn a_token_is_sent_in_connect_and_a_refused_one_can_be_replaced() {
         vec![Command::Connect {
             token: Some("old".into()),
             data: None,
+            ping: false,
         }],
         "nothing but connect before it is accepted"
     );
@@ -690,6 +693,7 @@ fn a_token_is_sent_in_connect_and_a_refused_one_can_be_replaced() {
         Command::Connect {
             token: Some("new".into()),
             data: None,
+            ping: false,
         }
     );
     h.reply(
@@ -700,6 +704,7 @@ fn a_token_is_sent_in_connect_and_a_refused_one_can_be_replaced() {
             ttl: Some(600),
             data: None,
             subs: Vec::new(),
+            ping: None,
         },
     );
     assert_eq!(
@@ -1325,6 +1330,7 @@ fn connect_data_and_the_reply_data_travel() {
         Command::Connect {
             token: None,
             data: Some(data(7)),
+            ping: false,
         }
     );
     h.reply(
@@ -1335,6 +1341,7 @@ fn connect_data_and_the_reply_data_travel() {
             ttl: None,
             data: Some(data(8)),
             subs: vec![],
+            ping: None,
         },
     );
     assert_eq!(

@@ -58,6 +58,8 @@ pub(super) enum Waiting {
         conn: ConnId,
         enc: Encoding,
         rid: u64,
+        /// Application-level pings asked.
+        ping: bool,
     },
     /// The server's own refresh of a proxied connection at its expiry.
     Refresh { conn: ConnId },
@@ -111,6 +113,8 @@ pub(super) struct Asks {
     waiting: BTreeMap<AskId, Waiting>,
     /// Commands held for the key set; `Ask::Keys` is queued once for all.
     for_keys: Vec<ForKeys>,
+    /// SSE streams whose token waits for the key set (`sse.rs`).
+    pub(super) streams_for_keys: Vec<ConnId>,
     /// Held commands are being decided after a fetch: an unknown key id
     /// is now final.
     pub(super) keys_final: bool,
@@ -138,7 +142,7 @@ impl Node {
         };
         let encoding = match client.endpoint {
             super::Endpoint::PubSub(enc) => enc,
-            super::Endpoint::Echo => return,
+            super::Endpoint::Echo | super::Endpoint::Sse => return,
         };
         let request = ProxyRequest {
             client: self.client_id(conn),
@@ -174,12 +178,18 @@ impl Node {
         {
             return false;
         }
-        if self.asks.for_keys.is_empty() {
-            self.asks.queue.push_back(Ask::Keys);
-        }
+        self.ask_keys();
         self.hold(item.conn);
         self.asks.for_keys.push(item);
         true
+    }
+
+    /// Queues `Ask::Keys` unless one is out already (one fetch answers
+    /// every command and stream waiting for it).
+    pub(super) fn ask_keys(&mut self) {
+        if self.asks.for_keys.is_empty() && self.asks.streams_for_keys.is_empty() {
+            self.asks.queue.push_back(Ask::Keys);
+        }
     }
 
     pub(super) fn hold(&mut self, conn: ConnId) {
@@ -224,6 +234,7 @@ impl Node {
             self.after(now, item.conn);
             self.unpaused.push(item.conn);
         }
+        self.sse_keys_fetched(now);
         self.asks.keys_final = false;
         self.resume_unpaused(now);
     }
@@ -264,18 +275,24 @@ impl Node {
                 );
                 self.answer(now, &waiting, &reply);
             }
-            (Waiting::Connect { conn, enc, rid }, ProxyAnswer::Result(result)) => {
-                match ConnectResult::parse(&result) {
-                    Ok(r) => self.proxy_connected(now, conn, enc, rid, r),
-                    Err(e) => self.reply(
-                        now,
-                        conn,
-                        enc,
-                        rid,
-                        &error(ErrorCode::Internal, e.to_string()),
-                    ),
-                }
-            }
+            (
+                Waiting::Connect {
+                    conn,
+                    enc,
+                    rid,
+                    ping,
+                },
+                ProxyAnswer::Result(result),
+            ) => match ConnectResult::parse(&result) {
+                Ok(r) => self.proxy_connected(now, conn, enc, rid, r, ping),
+                Err(e) => self.reply(
+                    now,
+                    conn,
+                    enc,
+                    rid,
+                    &error(ErrorCode::Internal, e.to_string()),
+                ),
+            },
             (
                 Waiting::Subscribe {
                     conn,
@@ -319,7 +336,7 @@ impl Node {
     /// Replies to the command a proxy answer was for.
     fn answer(&mut self, now: Timestamp, waiting: &Waiting, reply: &Reply) {
         let (conn, enc, rid) = match waiting {
-            Waiting::Connect { conn, enc, rid }
+            Waiting::Connect { conn, enc, rid, .. }
             | Waiting::Subscribe { conn, enc, rid, .. }
             | Waiting::Publish { conn, enc, rid, .. } => (*conn, *enc, *rid),
             Waiting::Refresh { .. } => return,

@@ -160,7 +160,9 @@ impl Node {
 
     /// `connect`: authenticates with a token, through the connect proxy
     /// without one where it is configured, or anonymously where that is
-    /// allowed.
+    /// allowed; with `ping`, the connection gets application-level pings
+    /// once connected.
+    #[allow(clippy::too_many_arguments)]
     pub(super) fn connect(
         &mut self,
         now: Timestamp,
@@ -169,6 +171,7 @@ impl Node {
         rid: u64,
         token: Option<String>,
         data: Option<Payload>,
+        ping: bool,
     ) {
         if !matches!(
             self.slab.get(id).map(|c| &c.auth),
@@ -179,7 +182,12 @@ impl Node {
             return;
         }
         if token.is_none() && self.config.proxies.connect {
-            let waiting = Waiting::Connect { conn: id, enc, rid };
+            let waiting = Waiting::Connect {
+                conn: id,
+                enc,
+                rid,
+                ping,
+            };
             return self.ask_proxy(id, ProxyKind::Connect, None, data, waiting);
         }
         let unix_now = self.unix_now(now);
@@ -190,12 +198,15 @@ impl Node {
             (Some(_), None) => Err(TokenError::NoKey),
         };
         match verified {
-            Ok(None) => self.connected(now, id, enc, rid, Auth::Anonymous, None, None, Vec::new()),
+            Ok(None) => {
+                let auth = Auth::Anonymous;
+                self.connected(now, id, enc, rid, auth, None, None, Vec::new(), ping)
+            }
             Ok(Some(claims)) => {
                 let (expires, ttl) = self.expiry(claims.expires, unix_now);
                 let identity = Identity::new(claims.user, expires, claims.info, None);
                 let auth = Auth::User(Box::new(identity));
-                self.connected(now, id, enc, rid, auth, ttl, None, claims.channels);
+                self.connected(now, id, enc, rid, auth, ttl, None, claims.channels, ping);
             }
             // The client may connect again with a fresh token before the
             // connect timeout.
@@ -208,7 +219,7 @@ impl Node {
                     conn: id,
                     enc,
                     rid,
-                    command: Command::Connect { token, data },
+                    command: Command::Connect { token, data, ping },
                 }) => {}
             Err(e) => self.refuse(now, id, enc, rid, &e),
         }
@@ -223,6 +234,7 @@ impl Node {
         enc: Encoding,
         rid: u64,
         result: ConnectResult,
+        ping: bool,
     ) {
         if !matches!(
             self.slab.get(id).map(|c| &c.auth),
@@ -251,7 +263,17 @@ impl Node {
         } else {
             ttl
         };
-        self.connected(now, id, enc, rid, auth, ttl, result.data, result.channels);
+        self.connected(
+            now,
+            id,
+            enc,
+            rid,
+            auth,
+            ttl,
+            result.data,
+            result.channels,
+            ping,
+        );
     }
 
     /// `refresh`: a fresh token for the same user moves the expiry.

@@ -171,7 +171,8 @@ impl Node {
         if let Sync::Synced { offset, .. } = &mut ch.sync {
             *offset = publication.offset;
         }
-        let mut frames: [Option<Bytes>; 2] = [None, None];
+        // One frame per WebSocket encoding, and the SSE `pub` event.
+        let mut frames: [Option<Bytes>; 3] = [None, None, None];
         // The subscribers are listed first (sending may close a slow one,
         // which changes `live`); the list's storage is kept between
         // publications so fan-out allocates nothing per publication.
@@ -196,8 +197,16 @@ impl Node {
             let Some(client) = self.slab.get_mut(id) else {
                 continue;
             };
-            let Endpoint::PubSub(enc) = client.endpoint else {
-                continue;
+            let enc = match client.endpoint {
+                Endpoint::PubSub(enc) => enc,
+                Endpoint::Sse => {
+                    let event = frames[2]
+                        .get_or_insert_with(|| protocol::sse::pub_event(channel, &publication))
+                        .clone();
+                    self.sse_pub(now, id, channel, None, &publication, Some(event));
+                    continue;
+                }
+                Endpoint::Echo => continue,
             };
             let frame = frames[enc.index()]
                 .get_or_insert_with(|| {
@@ -277,8 +286,10 @@ impl Node {
             reason: "missed publications; resubscribe with recover".into(),
         };
         for id in ids {
-            self.push(now, id, &push);
+            // Dropped before it is told: an SSE stream's node subscribes it
+            // again on the push.
             self.drop_subscription(now, id, channel);
+            self.push(now, id, &push);
         }
         if let Some(ch) = self.channels.get_mut(channel) {
             if let Some(next) = next {
@@ -332,6 +343,10 @@ impl Node {
             Ok(page) => page,
             Err(e) => {
                 self.drop_subscription(now, conn, channel);
+                if rid.is_none() && self.is_stream(conn) {
+                    // Not at once again: the stream ends and comes back.
+                    return self.sse_sub_failed(now, conn);
+                }
                 self.refuse_subscribe(now, conn, rid, channel, &backbone_error(&e));
                 return;
             }
@@ -414,6 +429,11 @@ impl Node {
             ch.recent_lost = false;
         }
         let options = ch.options;
+        if rid.is_none() && self.is_stream(conn) {
+            // Where a client's subscribe reply would go: the recovered
+            // publications, or a gap.
+            self.sse_subscribed(now, conn, channel, recover, &page);
+        }
         let recovery = recover.then(|| Recovery {
             recovered: page.complete,
             publications: if page.complete {

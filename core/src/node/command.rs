@@ -66,8 +66,8 @@ impl Node {
         command: Command,
     ) {
         let command = match command {
-            Command::Connect { token, data } => {
-                return self.connect(now, id, enc, rid, token, data)
+            Command::Connect { token, data, ping } => {
+                return self.connect(now, id, enc, rid, token, data, ping)
             }
             Command::Refresh { token } => return self.refresh(now, id, enc, rid, &token),
             other => other,

@@ -65,16 +65,22 @@
 //!   and what it does with the answers;
 //! - `request.rs`: requests waiting for the backbone and their replies;
 //! - `channel.rs`: channel ordering and recovery (delivery in offset
-//!   order, holding and gap filling, subscribe replies, resets).
+//!   order, holding and gap filling, subscribe replies, resets);
+//! - `sse.rs`: Server-Sent Events streams (opening, their positions and
+//!   events, resubscribing after a gap);
+//! - `heartbeat.rs`: the one timer of application-level pings and SSE
+//!   heartbeat comments.
 
 mod ask;
 mod auth;
 mod channel;
 mod command;
+mod heartbeat;
 mod rate;
 mod request;
 mod server_subs;
 mod slab;
+mod sse;
 
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use std::rc::Rc;
@@ -84,7 +90,7 @@ use bytes::Bytes;
 use crate::auth::AuthConfig;
 use crate::backbone::{BackboneCommand, BackboneEvent, RequestId};
 use crate::close::CloseCode;
-use crate::connection::{Connection, ConnectionConfig, Event};
+use crate::connection::{Connection, ConnectionConfig, Event, Framing};
 use crate::frame::{self, OpCode};
 use crate::namespace::Namespaces;
 use crate::protocol::{self, close, Encoding, Push, Reply};
@@ -115,6 +121,9 @@ pub enum Endpoint {
     Echo,
     /// `/ws`: the pub/sub protocol in this encoding.
     PubSub(Encoding),
+    /// `/sse`: a Server-Sent Events stream ([`Node::handle_sse`]), which
+    /// only writes.
+    Sse,
 }
 
 /// Settings of a node.
@@ -206,6 +215,7 @@ pub struct Node {
     config: NodeConfig,
     echo_config: Rc<ConnectionConfig>,
     pubsub_config: Rc<ConnectionConfig>,
+    sse_config: Rc<ConnectionConfig>,
     slab: Slab,
     timers: BTreeSet<(Timestamp, ConnId)>,
     /// Authentication deadlines (connect timeout, token expiry plus grace),
@@ -236,6 +246,16 @@ pub struct Node {
     asks: ask::Asks,
     /// Connect replies waiting for their server-side subscriptions.
     connecting: BTreeMap<ConnId, server_subs::Connecting>,
+    /// The WebSockets that asked for pings in `connect` (they and every
+    /// open SSE stream get a heartbeat every interval, `heartbeat.rs`).
+    heartbeats: BTreeSet<ConnId>,
+    /// When the heartbeats go out next (`None`: nobody is due one).
+    next_heartbeat: Option<Timestamp>,
+    /// The ping push as a frame of each encoding, built once: every
+    /// connection's queue holds clones of these bytes.
+    ping_frames: [Bytes; 2],
+    /// The node's SSE streams: their channels and positions (`sse.rs`).
+    streams: BTreeMap<ConnId, sse::Stream>,
     #[cfg(feature = "mutations")]
     mutation: Option<Mutation>,
 }
@@ -251,9 +271,14 @@ impl Node {
             slow_consumer_close_code: close::SLOW_CONSUMER,
             ..config.connection.clone()
         });
+        let sse_config = Rc::new(ConnectionConfig {
+            framing: Framing::EventStream,
+            ..(*pubsub_config).clone()
+        });
         Node {
             echo_config,
             pubsub_config,
+            sse_config,
             config,
             slab: Slab::default(),
             timers: BTreeSet::new(),
@@ -272,6 +297,13 @@ impl Node {
             reading: VecDeque::new(),
             asks: ask::Asks::default(),
             connecting: BTreeMap::new(),
+            heartbeats: BTreeSet::new(),
+            next_heartbeat: None,
+            ping_frames: [
+                protocol::ping_frame(Encoding::Json),
+                protocol::ping_frame(Encoding::MsgPack),
+            ],
+            streams: BTreeMap::new(),
             #[cfg(feature = "mutations")]
             mutation: None,
         }
@@ -294,7 +326,9 @@ impl Node {
     }
 
     /// A connection whose handshake completed at `now`; `leftover` are the
-    /// bytes that arrived after the request head.
+    /// bytes that arrived after the request head. (An SSE stream is
+    /// opened with [`Node::handle_sse`], which knows its channels; given
+    /// [`Endpoint::Sse`] here, it is a stream of no channel, refused 400.)
     pub fn handle_connect(
         &mut self,
         now: Timestamp,
@@ -304,6 +338,15 @@ impl Node {
         let config = match endpoint {
             Endpoint::PubSub(_) => self.pubsub_config.clone(),
             Endpoint::Echo => self.echo_config.clone(),
+            Endpoint::Sse => {
+                let none = crate::sse::SseRequest {
+                    channels: Vec::new(),
+                    positions: Vec::new(),
+                    token: None,
+                    origin: None,
+                };
+                return self.handle_sse(now, none, std::time::Duration::ZERO);
+            }
         };
         let conn = Connection::with_config(now, config);
         let auth = match endpoint {
@@ -311,7 +354,7 @@ impl Node {
                 Auth::Pending(now + self.config.auth.connect_timeout)
             }
             Endpoint::PubSub(_) => Auth::Open,
-            Endpoint::Echo => Auth::Anonymous,
+            Endpoint::Echo | Endpoint::Sse => Auth::Anonymous,
         };
         let client = Client {
             conn,
@@ -365,18 +408,23 @@ impl Node {
         }
     }
 
-    /// Closes a connection with `code` (e.g. an operator's disconnect).
+    /// Closes a connection with `code` (e.g. an operator's disconnect); an
+    /// open SSE stream gets a `close` event with it first.
     pub fn close(&mut self, now: Timestamp, id: ConnId, code: CloseCode, reason: &str) {
+        if self.is_stream(id) {
+            self.sse_closing(now, id, code, reason);
+        }
         self.with_conn(now, id, |c| c.close(now, code, reason));
     }
 
-    /// Closes every connection (graceful shutdown): pub/sub clients with
-    /// [`close::SHUTDOWN`] (reconnect and recover), echo clients with 1001.
+    /// Closes every connection (graceful shutdown): pub/sub clients and
+    /// SSE streams with [`close::SHUTDOWN`] (reconnect and recover), echo
+    /// clients with 1001.
     pub fn shutdown(&mut self, now: Timestamp) {
         let ids: Vec<ConnId> = self.ids().collect();
         for id in ids {
             let code = match self.client_mut(id).map(|c| c.endpoint) {
-                Some(Endpoint::PubSub(_)) => close::SHUTDOWN,
+                Some(Endpoint::PubSub(_) | Endpoint::Sse) => close::SHUTDOWN,
                 _ => CloseCode::GOING_AWAY,
             };
             self.close(now, id, code, close::reason(code));
@@ -386,6 +434,7 @@ impl Node {
     /// Fires every timer due at `now`.
     pub fn handle_timeout(&mut self, now: Timestamp) {
         self.auth_timeout(now);
+        self.heartbeat_timeout(now);
         while let Some(&(at, id)) = self.timers.first() {
             if at > now {
                 break;
@@ -433,7 +482,10 @@ impl Node {
         let conn = self.timers.first().map(|&(at, _)| at);
         let auth = self.auth_timers.first().map(|&(at, _)| at);
         let sub = self.sub_timers.first().map(|(at, _, _)| *at);
-        [conn, auth, sub].into_iter().flatten().min()
+        [conn, auth, sub, self.next_heartbeat]
+            .into_iter()
+            .flatten()
+            .min()
     }
 
     /// The next command for the backbone.
@@ -533,9 +585,19 @@ impl Node {
 
     /// Timers registered: one at most per live connection, one more for a
     /// connection waiting to authenticate or holding a token that expires,
-    /// and one per subscription admitted by an expiring subscription token.
+    /// one per subscription admitted by an expiring subscription token,
+    /// and the node's one heartbeat timer while it is armed.
     pub fn timers(&self) -> usize {
-        self.timers.len() + self.auth_timers.len() + self.sub_timers.len()
+        self.timers.len()
+            + self.auth_timers.len()
+            + self.sub_timers.len()
+            + usize::from(self.next_heartbeat.is_some())
+    }
+
+    /// Connections that get a heartbeat every interval (pings asked in
+    /// `connect`, open SSE streams).
+    pub fn heartbeat_connections(&self) -> usize {
+        self.heartbeats.len() + self.streams.values().filter(|s| s.is_open()).count()
     }
 
     /// Requests to the backbone awaiting a reply.
@@ -634,6 +696,8 @@ impl Node {
                     let code = close::BAD_COMMAND;
                     client.conn.close(now, code, close::reason(code));
                 }
+                // A stream's connection reads nothing (`Framing::EventStream`).
+                (Endpoint::Sse, Event::Text(_) | Event::Binary(_)) => {}
                 (_, Event::Closed(cause)) => self.on_closed(now, id, &cause),
             }
         }
@@ -679,6 +743,10 @@ impl Node {
         if let Some(at) = self.auth_deadline(&client.auth) {
             self.auth_timers.remove(&(at, id));
         }
+        self.heartbeats.remove(&id);
+        if client.endpoint == Endpoint::Sse {
+            self.sse_closed(id);
+        }
         self.finished.push_back(id);
     }
 
@@ -695,8 +763,13 @@ impl Node {
     }
 
     fn push(&mut self, now: Timestamp, id: ConnId, push: &Push) {
-        let Some(Endpoint::PubSub(enc)) = self.client_mut(id).map(|c| c.endpoint) else {
-            return;
+        let enc = match self.client_mut(id).map(|c| c.endpoint) {
+            Some(Endpoint::PubSub(enc)) => enc,
+            Some(Endpoint::Sse) => {
+                self.sse_push(now, id, push);
+                return self.after(now, id);
+            }
+            Some(Endpoint::Echo) | None => return,
         };
         let payload = protocol::encode_push(enc, push);
         self.send(now, id, frame::encode(enc.frame_opcode(), &payload));

@@ -142,10 +142,19 @@ impl Node {
                     conn,
                     id: None,
                     channel,
-                    ..
+                    recover,
                 },
                 backbone::BackboneReply::History(r),
-            ) => self.server_sub_replied(now, request, conn, channel, r),
+            ) => {
+                if self.is_opening(conn) {
+                    self.sse_sub_replied(now, request, conn, &channel, r)
+                } else if self.is_stream(conn) {
+                    // A stream subscribing again after a gap.
+                    self.on_subscribed(now, request, conn, None, &channel, recover, r)
+                } else {
+                    self.server_sub_replied(now, request, conn, channel, r)
+                }
+            }
             (
                 InFlight::Subscribe {
                     conn,
@@ -172,6 +181,26 @@ impl Node {
     /// failed is a gap that cannot be filled.
     pub(super) fn fail_request(&mut self, now: Timestamp, pending: InFlight, e: &BackboneError) {
         match pending {
+            InFlight::Subscribe {
+                conn,
+                id: None,
+                channel,
+                ..
+            } if self.is_stream(conn) => {
+                let request = self
+                    .channels
+                    .get(&channel)
+                    .and_then(|ch| ch.pending.get(&conn).copied());
+                match request {
+                    Some(request) if self.is_opening(conn) => {
+                        self.sse_sub_replied(now, request, conn, &channel, Err(e.clone()))
+                    }
+                    _ => {
+                        self.drop_subscription(now, conn, &channel);
+                        self.sse_sub_failed(now, conn);
+                    }
+                }
+            }
             InFlight::Subscribe {
                 conn,
                 id: None,

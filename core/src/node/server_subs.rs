@@ -29,6 +29,8 @@ pub(super) struct Connecting {
     rid: u64,
     ttl: Option<u64>,
     data: Option<Payload>,
+    /// Application-level pings asked: they start with the reply.
+    ping: bool,
     /// Subscribes the backbone has not answered yet.
     remaining: usize,
     /// The answered ones, in the order of the claim.
@@ -37,7 +39,8 @@ pub(super) struct Connecting {
 
 impl Node {
     /// A connection authenticated (`auth`): replies to its `connect` at
-    /// once, or after its server-side subscriptions to `channels`.
+    /// once, or after its server-side subscriptions to `channels`; with
+    /// `ping`, its application-level pings start with the reply.
     #[allow(clippy::too_many_arguments)]
     pub(super) fn connected(
         &mut self,
@@ -49,6 +52,7 @@ impl Node {
         ttl: Option<u64>,
         data: Option<Payload>,
         channels: Vec<String>,
+        ping: bool,
     ) {
         let user = auth.presence_user();
         let signed_in = auth.user().is_some();
@@ -85,6 +89,7 @@ impl Node {
             rid,
             ttl,
             data,
+            ping,
             remaining,
             done: Vec::new(),
         };
@@ -142,13 +147,18 @@ impl Node {
                 (channel, at)
             })
             .collect();
+        let ping = pending.ping.then(|| self.ping_interval_secs());
         let reply = Reply::Connect {
             client: self.client_id(id),
             user,
             ttl: pending.ttl,
             data: pending.data,
             subs,
+            ping,
         };
         self.reply(now, id, pending.enc, pending.rid, &reply);
+        if ping.is_some() {
+            self.start_heartbeats(now, Some(id));
+        }
     }
 }

@@ -91,6 +91,9 @@ pub enum Command {
         token: Option<String>,
         /// Data for the connect proxy (ignored without one).
         data: Option<Payload>,
+        /// Ask for application-level pings: a `ping` push every heartbeat
+        /// interval (browsers cannot see WebSocket pings).
+        ping: bool,
     },
     /// Replace the connection's token with a fresh one (same user) before
     /// it expires.
@@ -187,6 +190,9 @@ struct TokenBody<'a> {
     /// `connect` only: data for the connect proxy.
     #[serde(borrow, default)]
     data: Option<&'a RawValue>,
+    /// `connect` only: application-level pings asked (`null`: not).
+    #[serde(default)]
+    ping: Option<bool>,
 }
 
 #[derive(Deserialize)]
@@ -335,7 +341,11 @@ fn decode_json_request(bytes: &[u8], label: Encoding) -> Result<Request, Protoco
             ),
             None => None,
         };
-        Command::Connect { token, data }
+        Command::Connect {
+            token,
+            data,
+            ping: body.ping.unwrap_or(false),
+        }
     } else if let Some(raw) = envelope.refresh {
         let body: TokenBody<'_> = parse_body(raw, "refresh").map_err(bad)?;
         let raw = body
@@ -535,10 +545,13 @@ pub fn encode_request(encoding: Encoding, request: &Request) -> Bytes {
             }
             Tree::Map(fields)
         }
-        Command::Connect { token, data } => {
+        Command::Connect { token, data, ping } => {
             let mut fields: Vec<_> = token.iter().map(|t| ("token", Tree::Str(t))).collect();
             if let Some(data) = data {
                 fields.push(("data", Tree::Data(data)));
+            }
+            if *ping {
+                fields.push(("ping", Tree::Bool(true)));
             }
             Tree::Map(fields)
         }

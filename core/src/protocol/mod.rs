@@ -36,7 +36,8 @@
 //! - `tree.rs`: the shape of an outgoing message, one writer per encoding;
 //! - `command.rs`: client commands, decoded and encoded;
 //! - `reply.rs`: replies and pushes, encoded;
-//! - `server_message.rs`: replies and pushes, decoded (the client side).
+//! - `server_message.rs`: replies and pushes, decoded (the client side);
+//! - `sse.rs`: the Server-Sent Events of `GET /sse` and their ids.
 
 mod channel;
 mod codes;
@@ -46,6 +47,7 @@ mod error;
 mod payload;
 mod reply;
 mod server_message;
+pub mod sse;
 mod transcode;
 mod tree;
 mod write;
@@ -63,6 +65,7 @@ pub use error::{
 };
 pub use payload::Payload;
 pub use reply::{
-    encode_pub, encode_push, encode_reply, ClientInfo, Publication, Push, Recovery, Reply,
+    encode_pub, encode_push, encode_reply, ping_frame, ClientInfo, Publication, Push, Recovery,
+    Reply,
 };
 pub use server_message::{decode_server_message, ServerMessage, ServerMessageError};

@@ -105,6 +105,9 @@ pub enum Reply {
         /// Where each server-side subscription (the token's or proxy's
         /// `channels`) starts; its pushes follow the reply.
         subs: Vec<(String, StreamPosition)>,
+        /// The interval of application-level pings in seconds, when the
+        /// connect asked for them (`None`: not asked).
+        ping: Option<u64>,
     },
     /// The token was replaced.
     Refresh {
@@ -164,16 +167,21 @@ pub enum Push {
         /// Why, for humans.
         reason: String,
     },
+    /// An application-level ping, every heartbeat interval to a
+    /// connection that asked for them in `connect`: the one push about no
+    /// channel. A node sends [`ping_frame`]'s shared bytes, not this.
+    Ping,
 }
 
 impl Push {
-    /// The channel the push is about.
-    pub fn channel(&self) -> &str {
+    /// The channel the push is about (`None` for a [`Push::Ping`]).
+    pub fn channel(&self) -> Option<&str> {
         match self {
             Push::Pub { channel, .. }
             | Push::Join { channel, .. }
             | Push::Leave { channel, .. }
-            | Push::Unsubscribe { channel, .. } => channel,
+            | Push::Unsubscribe { channel, .. } => Some(channel),
+            Push::Ping => None,
         }
     }
 }
@@ -220,9 +228,13 @@ pub fn encode_reply(encoding: Encoding, id: u64, reply: &Reply) -> Bytes {
             ttl,
             data,
             subs,
+            ping,
         } => {
             let mut fields = vec![("client", Tree::Str(client)), ("user", Tree::Str(user))];
             expiry_fields(&mut fields, *ttl);
+            if let Some(ping) = ping {
+                fields.push(("ping", Tree::U64(*ping)));
+            }
             if let Some(data) = data {
                 fields.push(("data", Tree::Data(data)));
             }
@@ -288,14 +300,24 @@ pub fn encode_push(encoding: Encoding, push: &Push) -> Bytes {
                 ("reason", Tree::Str(reason)),
             ]),
         ),
+        Push::Ping => ("ping", Tree::Map(Vec::new())),
     };
+    let mut fields = Vec::with_capacity(2);
+    if let Some(channel) = push.channel() {
+        fields.push(("channel", Tree::Str(channel)));
+    }
+    fields.push((kind, body));
     let mut out = Vec::with_capacity(64);
-    Tree::Map(vec![(
-        "push",
-        Tree::Map(vec![("channel", Tree::Str(push.channel())), (kind, body)]),
-    )])
-    .write(encoding, &mut out);
+    Tree::Map(vec![("push", Tree::Map(fields))]).write(encoding, &mut out);
     Bytes::from(out)
+}
+
+/// The application-level ping push, `{"push":{"ping":{}}}` (20 bytes of
+/// JSON, 13 of MessagePack), as a whole server frame of `encoding`. A node
+/// builds it once per encoding and queues clones of these bytes (a
+/// reference count each) on every connection that asked for pings.
+pub fn ping_frame(encoding: Encoding) -> Bytes {
+    crate::frame::encode(encoding.frame_opcode(), &encode_push(encoding, &Push::Ping))
 }
 
 /// Encodes the push of one publication, borrowing its parts: the hot path of

@@ -111,6 +111,8 @@ struct ConnectBody<'a> {
     data: Option<&'a RawValue>,
     #[serde(default)]
     subs: std::collections::BTreeMap<String, StreamPosition>,
+    #[serde(default)]
+    ping: Option<u64>,
 }
 
 #[derive(Deserialize)]
@@ -186,7 +188,11 @@ struct ErrorBody {
 
 #[derive(Deserialize)]
 struct PushBody<'a> {
-    channel: String,
+    /// Every push but `ping` names its channel.
+    #[serde(default)]
+    channel: Option<String>,
+    #[serde(default)]
+    ping: Option<serde::de::IgnoredAny>,
     #[serde(borrow, default)]
     r#pub: Option<PublicationBody<'a>>,
     #[serde(default)]
@@ -300,6 +306,7 @@ fn decode_json(bytes: &[u8], label: Encoding) -> Result<ServerMessage, ServerMes
             ttl: ttl(body.expiry)?,
             data,
             subs: body.subs.into_iter().collect(),
+            ping: body.ping,
         }
     } else if let Some(raw) = envelope.refresh {
         let body: ExpiryBody = body(raw, "refresh")?;
@@ -334,14 +341,21 @@ fn ttl(body: ExpiryBody) -> Result<Option<u64>, ServerMessageError> {
 
 fn decode_push(raw: &RawValue) -> Result<Push, String> {
     let body: PushBody<'_> = body(raw, "push").map_err(|e| e.to_string())?;
-    let channel = body.channel;
     let kinds = usize::from(body.r#pub.is_some())
         + usize::from(body.join.is_some())
         + usize::from(body.leave.is_some())
-        + usize::from(body.unsubscribe.is_some());
+        + usize::from(body.unsubscribe.is_some())
+        + usize::from(body.ping.is_some());
     if kinds != 1 {
-        return Err(format!("push on {channel:?} has not exactly one kind"));
+        return Err(format!(
+            "push on {:?} has not exactly one kind",
+            body.channel
+        ));
     }
+    if body.ping.is_some() {
+        return Ok(Push::Ping);
+    }
+    let channel = body.channel.ok_or("push without a channel")?;
     Ok(if let Some(p) = body.r#pub {
         Push::Pub {
             channel,
@@ -492,6 +506,7 @@ mod tests {
                 ttl: Some(600),
                 data: None,
                 subs: Vec::new(),
+                ping: None,
             },
             Reply::Connect {
                 client: "c-2".into(),
@@ -499,6 +514,7 @@ mod tests {
                 ttl: None,
                 data: None,
                 subs: Vec::new(),
+                ping: Some(25),
             },
             Reply::Refresh { ttl: Some(3600) },
             Reply::Refresh { ttl: None },
@@ -564,6 +580,7 @@ mod tests {
                 code: 2500,
                 reason: "insufficient state".into(),
             },
+            Push::Ping,
         ];
         both(|e| {
             for push in &pushes {
@@ -611,6 +628,7 @@ mod tests {
                     offset: 7,
                 },
             )],
+            ping: None,
         };
         let json = encode_reply(Encoding::Json, 1, &reply);
         assert_eq!(

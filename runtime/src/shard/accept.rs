@@ -53,6 +53,11 @@ pub(super) async fn handle_socket(shard: Rc<Shard>, stream: TcpStream, peer: IpA
             return;
         }
     };
+    if head.path == wavecast_core::sse::PATH && head.method == "GET" && !head.wants_websocket() {
+        // An event stream: the shard's like an upgraded socket.
+        let leftover = buf.split_off(head.head_len);
+        return super::sse::serve_fresh(&shard, stream, &head, peer, &leftover).await;
+    }
     if !head.wants_websocket() {
         // Plain HTTP holds a slot of `max_http_connections` for as long as
         // hyper has the socket (an upgrade later on it takes a WebSocket
@@ -171,6 +176,15 @@ pub(crate) fn admit(
     } else {
         Endpoint::Echo
     };
+    let mut slot = reserve(shard, peer)?;
+    slot.forwarded = shard.shared.outbound.forwarded(head);
+    Ok((accepted, endpoint, slot))
+}
+
+/// Reserves a connection slot for a client at `peer` (a WebSocket or an
+/// SSE stream): `Err` is the complete 503 to send while shutting down or
+/// at `max_connections` or `max_connections_per_ip`.
+pub(crate) fn reserve(shard: &Shard, peer: IpAddr) -> Result<Reservation, Vec<u8>> {
     if shard.shutting_down() {
         return Err(handshake::reject_response(
             503,
@@ -185,12 +199,11 @@ pub(crate) fn admit(
         };
         return Err(handshake::reject_response(503, "Service Unavailable", body));
     }
-    let slot = Reservation {
+    Ok(Reservation {
         shared: Some(shard.shared.clone()),
         peer,
-        forwarded: shard.shared.outbound.forwarded(head),
-    };
-    Ok((accepted, endpoint, slot))
+        forwarded: None,
+    })
 }
 
 /// Takes an upgraded socket (101 sent, `slot` reserved by [`admit`]) out
@@ -200,8 +213,25 @@ pub(crate) fn adopt(
     shard: &Shard,
     stream: TcpStream,
     endpoint: Endpoint,
-    mut slot: Reservation,
+    slot: Reservation,
     leftover: &[u8],
+) {
+    adopt_with(shard, stream, slot, |node, now| {
+        node.handle_connect(now, endpoint, leftover)
+    });
+}
+
+/// Takes a socket whose connection slot is reserved out of tokio and into
+/// the node (`open` makes the node's connection) and the shard's epoll
+/// set: an upgraded WebSocket, or an SSE stream.
+pub(crate) fn adopt_with(
+    shard: &Shard,
+    stream: TcpStream,
+    mut slot: Reservation,
+    open: impl FnOnce(
+        &mut wavecast_core::node::Node,
+        wavecast_core::Timestamp,
+    ) -> wavecast_core::node::ConnId,
 ) {
     // Still non-blocking once out of tokio. On failure `slot` is given
     // back as it drops.
@@ -209,10 +239,7 @@ pub(crate) fn adopt(
         return;
     };
     let now = shard.now();
-    let id = shard
-        .node
-        .borrow_mut()
-        .handle_connect(now, endpoint, leftover);
+    let id = open(&mut shard.node.borrow_mut(), now);
     let key = id.index() as u64;
     let watched = match shard
         .poller

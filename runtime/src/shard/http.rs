@@ -24,9 +24,24 @@
 //! not under that deadline; the API bounds reading its body by the same
 //! `http_timeout` ([`crate::api`]). The connection holds a slot of
 //! `max_http_connections` while it is here ([`super`]).
+//!
+//! A `GET /sse` on a keep-alive connection must be answered by the node
+//! (the stream is the node's connection), but hyper answers every request
+//! it reads. So the service does not answer it: it leaves the admitted
+//! stream in a cell and stays pending, and [`serve`], polling the
+//! connection beside a wake-up for that cell, takes the socket back from
+//! hyper at that point (`into_parts`, with what hyper read past the
+//! request) and hands it to the shard ([`super::sse::adopt`]). Nothing of
+//! that request has been written then; an earlier response on the
+//! connection has been (a client sends its next request after reading the
+//! previous response; hyper does not read a pipelined one before it has
+//! written the response before it).
 
+use std::cell::RefCell;
 use std::convert::Infallible;
+use std::future::Future;
 use std::net::IpAddr;
+use std::pin::Pin;
 use std::rc::Rc;
 
 use bytes::Bytes;
@@ -35,6 +50,7 @@ use hyper::body::Incoming;
 use hyper::{Method, Request, Response, StatusCode};
 use hyper_util::rt::{TokioIo, TokioTimer};
 use tokio::net::TcpStream;
+use tokio::sync::Notify;
 use wavecast_core::handshake::{self, RequestHead, MAX_HEADERS};
 
 use super::io::Rewind;
@@ -46,17 +62,33 @@ type Conn = TokioIo<Rewind<TcpStream>>;
 /// hyper's smallest allowed read buffer (`max_buf_size` panics below it).
 const HYPER_MIN_BUF: usize = 8192;
 
+/// A stream request the service left for [`serve`] to take over, and the
+/// wake-up that tells it.
+#[derive(Default)]
+struct Takeover {
+    stream: RefCell<Option<super::sse::Admitted>>,
+    ready: Notify,
+}
+
+/// The service's future: boxed, so the connection is `Unpin` and can be
+/// taken apart while a request is pending.
+type Answer = Pin<Box<dyn Future<Output = Result<Response<Full<Bytes>>, Infallible>>>>;
+
 /// Serves HTTP/1.1 on `stream`, from a client at `peer`, until the client
-/// is done.
+/// is done (or asks for an SSE stream, which the shard then takes).
 pub async fn serve(shard: Rc<Shard>, prefix: Vec<u8>, stream: TcpStream, peer: IpAddr) {
     let max_head = shard.handshake().max_head_size;
     let timeout = shard.shared().config.http_timeout;
     let io: Conn = TokioIo::new(Rewind::new(prefix, stream));
-    let service = hyper::service::service_fn(move |req| {
-        let shard = shard.clone();
-        async move { Ok::<_, Infallible>(route(shard, req, peer).await) }
-    });
-    if let Err(e) = hyper::server::conn::http1::Builder::new()
+    let takeover = Rc::new(Takeover::default());
+    let service = {
+        let (shard, takeover) = (shard.clone(), takeover.clone());
+        hyper::service::service_fn(move |req| -> Answer {
+            let (shard, takeover) = (shard.clone(), takeover.clone());
+            Box::pin(async move { Ok(route(shard, req, peer, &takeover).await) })
+        })
+    };
+    let mut conn = hyper::server::conn::http1::Builder::new()
         .timer(TokioTimer::new())
         // Also the idle keep-alive limit (see the module comment).
         .header_read_timeout(timeout)
@@ -69,18 +101,53 @@ pub async fn serve(shard: Rc<Shard>, prefix: Vec<u8>, stream: TcpStream, peer: I
         // A client may send its last requests and half-close: answer them.
         .half_close(true)
         .serve_connection(io, service)
-        .with_upgrades()
-        .await
-    {
-        tracing::debug!(error = %e, "http connection ended with an error");
+        .with_upgrades();
+    tokio::select! {
+        result = &mut conn => {
+            if let Err(e) = result {
+                tracing::debug!(error = %e, "http connection ended with an error");
+            }
+        }
+        () = takeover.ready.notified() => {
+            let admitted = takeover.stream.borrow_mut().take();
+            if let (Some(admitted), Some(parts)) = (admitted, conn.into_parts()) {
+                let (mut leftover, stream) = parts.io.into_inner().into_parts();
+                leftover.extend_from_slice(&parts.read_buf);
+                super::sse::adopt(&shard, stream, admitted, &leftover);
+            }
+        }
     }
 }
 
-async fn route(shard: Rc<Shard>, req: Request<Incoming>, peer: IpAddr) -> Response<Full<Bytes>> {
+async fn route(
+    shard: Rc<Shard>,
+    req: Request<Incoming>,
+    peer: IpAddr,
+    takeover: &Takeover,
+) -> Response<Full<Bytes>> {
     if req.uri().path().starts_with("/api/") {
         return crate::api::handle(shard.shared(), req).await;
     }
     match (req.method(), req.uri().path()) {
+        (&Method::GET, wavecast_core::sse::PATH) if !head_of(&req).wants_websocket() => {
+            let head = head_of(&req);
+            match super::sse::admit(&shard, &head, peer) {
+                Ok(admitted) => {
+                    // `serve` takes the connection from here; this request
+                    // is never answered by hyper.
+                    *takeover.stream.borrow_mut() = Some(admitted);
+                    takeover.ready.notify_one();
+                    std::future::pending().await
+                }
+                Err(refusal) => raw_response(&refusal),
+            }
+        }
+        (&Method::OPTIONS, wavecast_core::sse::PATH) => {
+            raw_response(&wavecast_core::sse::preflight(&head_of(&req), &shard.sse))
+        }
+        (_, wavecast_core::sse::PATH) if !head_of(&req).wants_websocket() => {
+            raw_response(&wavecast_core::sse::SseError::Method.response())
+        }
         (&Method::GET | &Method::HEAD, "/healthz") => text(StatusCode::OK, "ok\n"),
         (&Method::GET, "/metrics") => {
             let body = crate::api::metrics::render(shard.shared()).await;

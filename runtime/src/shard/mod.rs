@@ -59,6 +59,7 @@ use crate::sys::poller::{Events, Interest, Poller};
 mod accept;
 mod http;
 mod io;
+mod sse;
 
 pub(crate) use accept::{admit, adopt};
 
@@ -121,6 +122,10 @@ pub struct Shard {
     poller: AsyncFd<Poller>,
     scratch: RefCell<Box<[u8]>>,
     handshake: HandshakeConfig,
+    /// The rules of SSE stream requests (`sse.rs`).
+    sse: wavecast_core::sse::SseConfig,
+    /// State of the shard's random numbers (SSE `retry:` jitter).
+    rng: Cell<u64>,
     /// The deadline the timer task sleeps until.
     armed: Cell<Option<Timestamp>>,
     rearm: Notify,
@@ -168,6 +173,8 @@ impl Shard {
             poller,
             scratch: RefCell::new(vec![0; SCRATCH].into_boxed_slice()),
             handshake,
+            sse: c.sse(),
+            rng: Cell::new(seed(index)),
             armed: Cell::new(None),
             rearm: Notify::new(),
             shared,
@@ -193,6 +200,16 @@ impl Shard {
     /// True once shutdown has started.
     pub fn shutting_down(&self) -> bool {
         self.shared.shutting_down()
+    }
+
+    /// A pseudo-random number (xorshift64*: jitter, not secrets).
+    fn random(&self) -> u64 {
+        let mut x = self.rng.get();
+        x ^= x >> 12;
+        x ^= x << 25;
+        x ^= x >> 27;
+        self.rng.set(x);
+        x.wrapping_mul(0x2545_f491_4f6c_dd1d)
     }
 
     /// Remembers the client address of the upgraded socket at `index`,
@@ -495,6 +512,15 @@ impl Shard {
             }
         }
     }
+}
+
+/// A non-zero seed for a shard's random numbers, different per process
+/// and shard.
+fn seed(index: usize) -> u64 {
+    use std::hash::{BuildHasher, Hasher};
+    let mut h = std::collections::hash_map::RandomState::new().build_hasher();
+    h.write_usize(index);
+    h.finish() | 1
 }
 
 /// Runs shard `index` on the calling thread until shutdown.
