@@ -165,17 +165,23 @@ impl Node {
         });
     }
 
-    /// Holds a command until the key set is fetched again, if an unknown
-    /// key id is not final yet; false if it is (refuse the token then).
-    pub(super) fn wait_for_keys(&mut self, item: ForKeys) -> bool {
-        if self.asks.keys_final
-            || !self
+    /// Whether a token's unknown key id may still be found by fetching the
+    /// key set (keys come from one, and this is not the decision after a
+    /// fetch).
+    pub(super) fn keys_may_come(&self) -> bool {
+        !self.asks.keys_final
+            && self
                 .config
                 .auth
                 .verifier
                 .as_ref()
                 .is_some_and(|v| v.config().jwks)
-        {
+    }
+
+    /// Holds a command until the key set is fetched again, if an unknown
+    /// key id is not final yet; false if it is (refuse the token then).
+    pub(super) fn wait_for_keys(&mut self, item: ForKeys) -> bool {
+        if !self.keys_may_come() {
             return false;
         }
         self.ask_keys();

@@ -278,14 +278,7 @@ impl Node {
     /// Holds a stream until the key set is fetched again; false if an
     /// unknown key id is final (refuse then).
     fn sse_wait_for_keys(&mut self, id: ConnId) -> bool {
-        if self.asks.keys_final
-            || !self
-                .config
-                .auth
-                .verifier
-                .as_ref()
-                .is_some_and(|v| v.config().jwks)
-        {
+        if !self.keys_may_come() {
             return false;
         }
         self.ask_keys();
