@@ -11,7 +11,7 @@
 //!
 //! Nothing here panics on any input.
 
-use crate::handshake::RequestHead;
+use crate::handshake::{origins_allowed, RequestHead};
 use crate::protocol::sse::{parse_id, IdError};
 use crate::protocol::{validate_channel, ChannelError, ErrorCode, StreamPosition};
 
@@ -232,15 +232,8 @@ pub fn parse_request(head: &RequestHead, config: &SseConfig) -> Result<SseReques
 /// The `Origin` to name in the answer: the request's, if it sent one and
 /// every `Origin` it sent is allowed.
 fn allowed_origin(head: &RequestHead, config: &SseConfig) -> Result<Option<String>, SseError> {
-    if let Some(allowed) = &config.allowed_origins {
-        let ok = head.headers_named("origin").all(|origin| {
-            allowed
-                .iter()
-                .any(|a| a.as_bytes().eq_ignore_ascii_case(origin))
-        });
-        if !ok {
-            return Err(SseError::Origin);
-        }
+    if !origins_allowed(head, config.allowed_origins.as_deref()) {
+        return Err(SseError::Origin);
     }
     Ok(head
         .header("origin")

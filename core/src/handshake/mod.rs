@@ -250,17 +250,8 @@ pub fn accept(head: &RequestHead, config: &HandshakeConfig) -> Result<Accepted, 
     if head.header("sec-websocket-version") != Some(b"13".as_slice()) {
         return Err(HandshakeError::UnsupportedVersion);
     }
-    if let Some(allowed) = &config.allowed_origins {
-        // Every Origin sent must be allowed: a second, allowed Origin must not
-        // launder a first one the browser actually set.
-        let ok = head.headers_named("origin").all(|origin| {
-            allowed
-                .iter()
-                .any(|a| a.as_bytes().eq_ignore_ascii_case(origin))
-        });
-        if !ok {
-            return Err(HandshakeError::OriginNotAllowed);
-        }
+    if !origins_allowed(head, config.allowed_origins.as_deref()) {
+        return Err(HandshakeError::OriginNotAllowed);
     }
     let subprotocol = head
         .headers_named("sec-websocket-protocol")
@@ -478,6 +469,21 @@ fn trim_ows(value: &[u8]) -> &[u8] {
         .rposition(|b| !is_ows(b))
         .map_or(start, |i| i + 1);
     value.get(start..end).unwrap_or_default()
+}
+
+/// Whether every `Origin` the request sent is in `allowed` (`None`: any
+/// origin). Every one must be: a second, allowed Origin must not launder a
+/// first one the browser actually set. Shared by the WebSocket upgrade and
+/// the SSE request.
+pub fn origins_allowed(head: &RequestHead, allowed: Option<&[String]>) -> bool {
+    let Some(allowed) = allowed else {
+        return true;
+    };
+    head.headers_named("origin").all(|origin| {
+        allowed
+            .iter()
+            .any(|a| a.as_bytes().eq_ignore_ascii_case(origin))
+    })
 }
 
 #[cfg(test)]
