@@ -172,7 +172,10 @@ pub fn handshake(data: &[u8]) {
 /// of its status), then, if it reads, opened on a node (open, so every
 /// request that reads gets a stream or a refusal from the node, whose
 /// first bytes are a status line). Each position list it reads encodes
-/// back to an id that reads the same.
+/// back to an id that reads the same. The same head is also read as a
+/// client's call over HTTP ([`crate::call`]) and, if it reads, admitted by
+/// a node for an action on the query's text as a channel: an answer or a
+/// refusal with an error status, never a panic.
 pub fn sse(data: &[u8]) {
     use crate::protocol::sse::{encode_id, parse_id};
     use crate::sse::{parse_request, SseConfig};
@@ -186,6 +189,7 @@ pub fn sse(data: &[u8]) {
         allowed_origins: Some(vec!["https://app.example.com".to_owned()]),
         ..SseConfig::default()
     };
+    call(&head, &config);
     let request = match parse_request(&head, &config) {
         Ok(r) => r,
         Err(e) => {
@@ -227,6 +231,35 @@ pub fn sse(data: &[u8]) {
         .map(|q| q.slices().flat_map(|s| s.to_vec()).collect())
         .unwrap_or_default();
     assert!(out.starts_with(b"HTTP/1.1 "), "a status line first");
+}
+
+/// A request head as a call ([`sse`]'s second half).
+fn call(head: &crate::handshake::RequestHead, config: &crate::sse::SseConfig) {
+    use crate::admission::Action;
+    use crate::call::{parse_call, preflight};
+    use crate::standalone::Standalone;
+
+    if let Ok(answer) = preflight(head, config) {
+        assert!(answer.starts_with(b"HTTP/1.1 204 "));
+    }
+    let call = match parse_call(head, config) {
+        Ok(call) => call,
+        Err(e) => return assert!((400..500).contains(&e.status()), "{e:?}"),
+    };
+    let mut core = Standalone::new(NodeConfig::default(), 1);
+    let channel = head.query.as_deref().unwrap_or("news");
+    let action = match call.kind {
+        crate::call::CallKind::Publish => Action::Publish,
+        crate::call::CallKind::History => Action::History { limit: Some(10) },
+        crate::call::CallKind::Presence => Action::Presence,
+    };
+    match core
+        .node
+        .admit_call(Timestamp::ZERO, call.token.as_deref(), channel, action)
+    {
+        Ok(admitted) => assert!(admitted.caller.client.is_empty()),
+        Err(e) => assert!((400..600).contains(&e.status()), "{e:?}"),
+    }
 }
 
 /// A client byte stream, driven twice: into a bare connection

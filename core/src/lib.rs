@@ -54,6 +54,9 @@
 //! - [`sse`]: the request of a Server-Sent Events stream (`GET /sse`):
 //!   channels, positions to resume from, token, origin, and the answers
 //!   before the stream (the events are [`protocol::sse`]).
+//! - [`call`]: a client's calls over plain HTTP (`POST /sse/publish`,
+//!   `history`, `presence`), which an SSE client sends instead of
+//!   commands: which call, token, origin; the node admits the caller.
 //! - [`standalone`]: one node wired to the in-memory hub with no I/O, for
 //!   benches, examples and tests of the core alone.
 //! - [`fuzzing`]: the entry points shared by the fuzz targets and the seed
@@ -71,6 +74,7 @@
 pub mod admission;
 pub mod auth;
 pub mod backbone;
+pub mod call;
 pub mod client;
 pub mod close;
 pub mod connection;

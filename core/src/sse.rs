@@ -219,7 +219,7 @@ pub fn parse_request(head: &RequestHead, config: &SseConfig) -> Result<SseReques
         (None, _) => vec![None; channels.len()],
     };
     let token = bearer(head)
-        .or_else(|| cookie(head, &config.token_cookie))
+        .or_else(|| cookie_token(head, config))
         .or(query_token);
     Ok(SseRequest {
         channels,
@@ -231,7 +231,10 @@ pub fn parse_request(head: &RequestHead, config: &SseConfig) -> Result<SseReques
 
 /// The `Origin` to name in the answer: the request's, if it sent one and
 /// every `Origin` it sent is allowed.
-fn allowed_origin(head: &RequestHead, config: &SseConfig) -> Result<Option<String>, SseError> {
+pub(crate) fn allowed_origin(
+    head: &RequestHead,
+    config: &SseConfig,
+) -> Result<Option<String>, SseError> {
     if !origins_allowed(head, config.allowed_origins.as_deref()) {
         return Err(SseError::Origin);
     }
@@ -244,11 +247,57 @@ fn allowed_origin(head: &RequestHead, config: &SseConfig) -> Result<Option<Strin
 
 /// The token of `Authorization: Bearer TOKEN` (the scheme compared
 /// case-insensitively).
-fn bearer(head: &RequestHead) -> Option<String> {
+pub(crate) fn bearer(head: &RequestHead) -> Option<String> {
     let value = std::str::from_utf8(head.header("authorization")?).ok()?;
     let (scheme, token) = value.trim().split_once(' ')?;
     let token = token.trim();
     (scheme.eq_ignore_ascii_case("bearer") && !token.is_empty()).then(|| token.to_owned())
+}
+
+/// The token cookie, if the request has it and is one that may send it:
+/// the browser sends a cookie with every request to this server, from
+/// whichever page, so it speaks for the user only on a request of the
+/// server's own site or of an origin the operator listed (the caller has
+/// checked `Origin` against `allowed_origins` already). Same site: no
+/// `Origin` (a browser sends none on a same-origin `GET`; other clients
+/// are not pages), or one whose host is the `Host` the request was sent
+/// to. Ports are not compared: proxies commonly drop the port from `Host`,
+/// and `SameSite` cookies do not tell ports apart either. A request from
+/// another site is then anonymous (or refused, where tokens are required).
+pub(crate) fn cookie_token(head: &RequestHead, config: &SseConfig) -> Option<String> {
+    let may_send = match head.header("origin") {
+        None => true,
+        Some(_) if config.allowed_origins.is_some() => true,
+        Some(origin) => {
+            let host = head
+                .header("host")
+                .and_then(|h| std::str::from_utf8(h).ok());
+            let origin = std::str::from_utf8(origin).ok();
+            match (origin.and_then(origin_host), host.map(host_name)) {
+                (Some(a), Some(b)) => !b.is_empty() && a.eq_ignore_ascii_case(b),
+                _ => false,
+            }
+        }
+    };
+    may_send
+        .then(|| cookie(head, &config.token_cookie))
+        .flatten()
+}
+
+/// The host of an origin `scheme://host[:port]` (`None` for `null` or
+/// anything that is not an origin).
+fn origin_host(origin: &str) -> Option<&str> {
+    let (_, rest) = origin.trim().split_once("://")?;
+    Some(host_name(rest)).filter(|h| !h.is_empty())
+}
+
+/// The host of `host[:port]`, an IPv6 literal with its brackets.
+fn host_name(authority: &str) -> &str {
+    let authority = authority.trim();
+    match authority.find(']') {
+        Some(end) if authority.starts_with('[') => &authority[..=end],
+        _ => authority.split(':').next().unwrap_or(""),
+    }
 }
 
 /// The value of cookie `name` (RFC 6265 `Cookie: a=1; b=2`, over one or
@@ -296,7 +345,7 @@ fn form_decode(s: &str) -> Result<String, SseError> {
 }
 
 /// The CORS headers of an answer to `origin`.
-fn cors(out: &mut String, origin: Option<&str>) {
+pub(crate) fn cors(out: &mut String, origin: Option<&str>) {
     if let Some(origin) = origin {
         out.push_str("Access-Control-Allow-Origin: ");
         out.push_str(origin);

@@ -198,6 +198,15 @@ impl Node {
         }
     }
 
+    /// Queues `Ask::Keys` for a caller that does not wait for the answer
+    /// (an HTTP call), unless one is out or queued already: however many
+    /// such calls come, the queue holds one.
+    pub(super) fn ask_keys_unheld(&mut self) {
+        if !self.asks.queue.contains(&Ask::Keys) {
+            self.ask_keys();
+        }
+    }
+
     pub(super) fn hold(&mut self, conn: ConnId) {
         if let Some(client) = self.slab.get_mut(conn) {
             client.held = true;

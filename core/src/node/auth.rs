@@ -9,7 +9,7 @@
 //! chose, so `AuthConfig::unix_origin_micros` converts between the two;
 //! nothing here reads a clock.
 
-use crate::auth::{TokenError, Verifier};
+use crate::auth::{ConnectionClaims, TokenError, Verifier};
 use crate::backbone::BackboneCommand;
 use crate::protocol::{close, unsubscribe_code, Command, ErrorCode, Payload, Push, Reply};
 use crate::proxy::{ConnectResult, ProxyKind};
@@ -50,6 +50,22 @@ impl Node {
     ) -> (Option<(Timestamp, u64)>, Option<u64>) {
         let expires = exp.map(|e| (self.node_time(e), e));
         (expires, exp.map(|e| e.saturating_sub(unix_now)))
+    }
+
+    /// The connection token of a request that has no `connect` to carry
+    /// one (an SSE stream, an HTTP call): none is anonymous where that is
+    /// allowed, else [`TokenError::Missing`].
+    pub(super) fn verify_connection_token(
+        &self,
+        now: Timestamp,
+        token: Option<&str>,
+    ) -> Result<Option<ConnectionClaims>, TokenError> {
+        match (token, &self.config.auth.verifier) {
+            (None, _) if self.config.auth.allow_anonymous => Ok(None),
+            (None, _) => Err(TokenError::Missing),
+            (Some(t), Some(v)) => v.connection(t, self.unix_now(now)).map(Some),
+            (Some(_), None) => Err(TokenError::NoKey),
+        }
     }
 
     /// When a connection in this state is closed unless something happens
@@ -443,5 +459,15 @@ impl Node {
                 self.reply(now, id, enc, rid, &reply);
             }
         }
+    }
+}
+
+/// What a 401 to an HTTP request (an SSE stream, a call) says of its
+/// token: where a missing one goes, or what is wrong with it.
+pub(super) fn http_token_message(e: &TokenError) -> String {
+    match e {
+        TokenError::Expired => "token expired".to_owned(),
+        TokenError::Missing => "a token is needed: a cookie, or Authorization: Bearer".to_owned(),
+        e => e.to_string(),
     }
 }

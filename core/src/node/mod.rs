@@ -68,11 +68,13 @@
 //!   order, holding and gap filling, subscribe replies, resets);
 //! - `sse.rs`: Server-Sent Events streams (opening, their positions and
 //!   events, resubscribing after a gap);
+//! - `call.rs`: who makes a client's call over HTTP and whether they may;
 //! - `heartbeat.rs`: the one timer of application-level pings and SSE
 //!   heartbeat comments.
 
 mod ask;
 mod auth;
+mod call;
 mod channel;
 mod command;
 mod heartbeat;
@@ -102,6 +104,7 @@ use request::InFlight;
 use slab::{Auth, Client, IdQueue, Slab};
 
 pub use ask::Ask;
+pub use call::{CallAdmitted, CallRefusal};
 pub use slab::ConnId;
 
 /// Default of [`NodeConfig::max_subscriptions`].

@@ -35,6 +35,7 @@ use crate::protocol::{close, unsubscribe_code, Encoding, ErrorCode, Publication,
 use crate::sse::{refusal, response_head, SseRequest};
 use crate::time::Timestamp;
 
+use super::auth::http_token_message;
 use super::slab::{Auth, Identity};
 use super::{ConnId, Endpoint, Node};
 
@@ -161,12 +162,7 @@ impl Node {
             return;
         };
         let unix_now = self.unix_now(now);
-        let verified = match (&token, &self.config.auth.verifier) {
-            (None, _) if self.config.auth.allow_anonymous => Ok(None),
-            (None, _) => Err(TokenError::Missing),
-            (Some(t), Some(v)) => v.connection(t, unix_now).map(Some),
-            (Some(_), None) => Err(TokenError::NoKey),
-        };
+        let verified = self.verify_connection_token(now, token.as_deref());
         let auth = match verified {
             Ok(None) => Auth::Anonymous,
             Ok(Some(claims)) => {
@@ -188,15 +184,8 @@ impl Node {
                 return;
             }
             Err(e) => {
-                let (code, message) = match e {
-                    TokenError::Expired => (ErrorCode::TokenExpired, "token expired".to_owned()),
-                    TokenError::Missing => (
-                        ErrorCode::Unauthorized,
-                        "a token is needed: a cookie, or Authorization: Bearer".to_owned(),
-                    ),
-                    e => (e.code(), e.to_string()),
-                };
-                return self.sse_refuse(now, id, 401, code, &message, None);
+                let message = http_token_message(&e);
+                return self.sse_refuse(now, id, 401, e.code(), &message, None);
             }
         };
         self.set_auth(id, auth);

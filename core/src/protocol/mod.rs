@@ -65,7 +65,7 @@ pub use error::{
 };
 pub use payload::Payload;
 pub use reply::{
-    encode_pub, encode_push, encode_reply, ping_frame, ClientInfo, Publication, Push, Recovery,
-    Reply,
+    encode_pub, encode_push, encode_reply, encode_reply_body, ping_frame, ClientInfo, Publication,
+    Push, Recovery, Reply,
 };
 pub use server_message::{decode_server_message, ServerMessage, ServerMessageError};

@@ -188,7 +188,24 @@ impl Push {
 
 /// Encodes a reply to command `id` (the message payload, not yet framed).
 pub fn encode_reply(encoding: Encoding, id: u64, reply: &Reply) -> Bytes {
-    let (name, body) = match reply {
+    let (name, body) = reply_tree(reply);
+    let mut out = Vec::with_capacity(64);
+    Tree::Map(vec![("id", Tree::U64(id)), (name, body)]).write(encoding, &mut out);
+    Bytes::from(out)
+}
+
+/// Encodes a reply's body alone (`{"offset": 7}` of `{"id": 1,
+/// "publish": {"offset": 7}}`): the answer of a call over HTTP
+/// ([`crate::call`]), the same as the command's reply.
+pub fn encode_reply_body(encoding: Encoding, reply: &Reply) -> Bytes {
+    let mut out = Vec::with_capacity(64);
+    reply_tree(reply).1.write(encoding, &mut out);
+    Bytes::from(out)
+}
+
+/// A reply's name and body.
+fn reply_tree(reply: &Reply) -> (&'static str, Tree<'_>) {
+    match reply {
         Reply::Subscribe {
             epoch,
             offset,
@@ -277,10 +294,7 @@ pub fn encode_reply(encoding: Encoding, id: u64, reply: &Reply) -> Bytes {
                 ("message", Tree::Str(message)),
             ]),
         ),
-    };
-    let mut out = Vec::with_capacity(64);
-    Tree::Map(vec![("id", Tree::U64(id)), (name, body)]).write(encoding, &mut out);
-    Bytes::from(out)
+    }
 }
 
 /// Encodes a push (the message payload, not yet framed). Called once per
