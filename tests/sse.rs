@@ -393,6 +393,35 @@ async fn tokens_come_by_cookie_or_header_and_by_url_only_where_enabled() {
 }
 
 #[tokio::test]
+async fn the_cookie_is_not_taken_from_another_sites_page() {
+    let (server, _config) = secured(&[]);
+    let cookie = format!("wavecast_token={}", token("42", 600));
+    let open = |origin: &'static str| {
+        let cookie = cookie.clone();
+        let addr = server.addr();
+        async move {
+            // (The reader sends `Host: test`.)
+            let headers = [("Cookie", cookie.as_str()), ("Origin", origin)];
+            SseStream::open(addr, "/sse?channel=news", &headers).await
+        }
+    };
+    // A page of the server's own host (any port) reads the stream as the user.
+    let mut s = open("http://test:5173")
+        .await
+        .unwrap_or_else(|r| panic!("{} {}", r.status, r.body));
+    assert_eq!(opened(&mut s).await.data["user"], "42");
+    // Another site's page does not: the stream is not the user's (401 here,
+    // where a token is needed).
+    let r = open("https://evil.example").await.err().expect("refused");
+    assert_eq!(
+        (r.status, r.json()["error"]["code"].as_u64()),
+        (401, Some(112)),
+        "{}",
+        r.body
+    );
+}
+
+#[tokio::test]
 async fn a_stream_ends_when_its_token_expires_and_the_grace_passes() {
     let (server, _config) = secured(&[]);
     let cookie = format!("wavecast_token={}", token("42", 2));

@@ -48,16 +48,17 @@ pub const MAX_BODY: usize = 1024 * 1024;
 
 type Reply = Response<Full<Bytes>>;
 
-/// An API failure, with whose fault it is carried by its code.
+/// An API failure (or a client call's, `crate::shard::call`), with whose
+/// fault it is carried by its code.
 #[derive(Debug)]
-struct ApiError {
+pub(crate) struct ApiError {
     status: StatusCode,
     code: ErrorCode,
     message: String,
 }
 
 impl ApiError {
-    fn new(code: ErrorCode, message: impl Into<String>) -> Self {
+    pub(crate) fn new(code: ErrorCode, message: impl Into<String>) -> Self {
         ApiError {
             status: StatusCode::from_u16(code.http_status())
                 .unwrap_or(StatusCode::INTERNAL_SERVER_ERROR),
@@ -66,12 +67,12 @@ impl ApiError {
         }
     }
 
-    fn with_status(mut self, status: StatusCode) -> Self {
+    pub(crate) fn with_status(mut self, status: StatusCode) -> Self {
         self.status = status;
         self
     }
 
-    fn response(&self) -> Reply {
+    pub(crate) fn response(&self) -> Reply {
         json_response(
             self.status,
             &json!({"error": {"code": self.code.code(), "message": self.message}}),
@@ -112,26 +113,7 @@ async fn handle_inner(shared: &Shared, req: Request<Incoming>) -> Result<Reply, 
             .with_status(StatusCode::METHOD_NOT_ALLOWED));
     }
     let path = req.uri().path().to_string();
-    let body = req.into_body();
-    if body.size_hint().lower() > MAX_BODY as u64 {
-        // A Content-Length over the limit: refused before any of it is read.
-        return Err(too_large());
-    }
-    // The body too must arrive within the head's deadline: hyper's header
-    // timer stops at the end of the head, and a body trickling in would
-    // hold the connection forever.
-    let timeout = shared.config.http_timeout;
-    let body = tokio::time::timeout(timeout, Limited::new(body, MAX_BODY).collect())
-        .await
-        .map_err(|_| {
-            ApiError::new(
-                ErrorCode::BadRequest,
-                format!("request body not received within {timeout:?}"),
-            )
-            .with_status(StatusCode::REQUEST_TIMEOUT)
-        })?
-        .map_err(body_error)?
-        .to_bytes();
+    let body = read_body(shared, req.into_body(), MAX_BODY).await?;
     match path.as_str() {
         "/api/publish" => publish(shared, &body).await,
         "/api/broadcast" => broadcast(shared, &body).await,
@@ -147,13 +129,44 @@ async fn handle_inner(shared: &Shared, req: Request<Incoming>) -> Result<Reply, 
     }
 }
 
+/// Reads a request's body whole, at most `max` bytes: 413 (code 107)
+/// over it (a `Content-Length` over it is refused unread), 400 (101) for
+/// one that cannot be read, 408 for one not whole within `http_timeout`.
+pub(crate) async fn read_body(
+    shared: &Shared,
+    body: Incoming,
+    max: usize,
+) -> Result<Bytes, ApiError> {
+    if body.size_hint().lower() > max as u64 {
+        // A Content-Length over the limit: refused before any of it is read.
+        return Err(too_large(max));
+    }
+    // The body too must arrive within the head's deadline: hyper's header
+    // timer stops at the end of the head, and a body trickling in would
+    // hold the connection forever.
+    let timeout = shared.config.http_timeout;
+    Ok(
+        tokio::time::timeout(timeout, Limited::new(body, max).collect())
+            .await
+            .map_err(|_| {
+                ApiError::new(
+                    ErrorCode::BadRequest,
+                    format!("request body not received within {timeout:?}"),
+                )
+                .with_status(StatusCode::REQUEST_TIMEOUT)
+            })?
+            .map_err(|e| body_error(e, max))?
+            .to_bytes(),
+    )
+}
+
 /// A body that could not be read whole: 413 only if it is over
-/// [`MAX_BODY`] (`Limited` says so with `LengthLimitError`); anything else
+/// `max` (`Limited` says so with `LengthLimitError`); anything else
 /// (bad chunked encoding, the client gone mid-body) is the client's broken
 /// request, 400.
-fn body_error(e: Box<dyn std::error::Error + Send + Sync>) -> ApiError {
+fn body_error(e: Box<dyn std::error::Error + Send + Sync>, max: usize) -> ApiError {
     if e.downcast_ref::<LengthLimitError>().is_some() {
-        too_large()
+        too_large(max)
     } else {
         ApiError::new(
             ErrorCode::BadRequest,
@@ -162,10 +175,10 @@ fn body_error(e: Box<dyn std::error::Error + Send + Sync>) -> ApiError {
     }
 }
 
-fn too_large() -> ApiError {
+fn too_large(max: usize) -> ApiError {
     ApiError::new(
         ErrorCode::LimitExceeded,
-        format!("request body over {MAX_BODY} bytes"),
+        format!("request body over {max} bytes"),
     )
     .with_status(StatusCode::PAYLOAD_TOO_LARGE)
 }
@@ -174,7 +187,8 @@ fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
     a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
 }
 
-fn parse<'a, T: Deserialize<'a>>(body: &'a [u8]) -> Result<T, ApiError> {
+/// A JSON body (an empty one is `{}`); 400 (101) if it is not `T`.
+pub(crate) fn parse<'a, T: Deserialize<'a>>(body: &'a [u8]) -> Result<T, ApiError> {
     let body = if body.is_empty() { &b"{}"[..] } else { body };
     serde_json::from_slice(body)
         .map_err(|e| ApiError::new(ErrorCode::BadRequest, format!("bad JSON body: {e}")))
@@ -187,21 +201,24 @@ fn admit_api(shared: &Shared, channel: &str, action: Action) -> Result<Admitted,
         .map_err(|r| ApiError::new(r.code(), r.to_string()))
 }
 
-fn payload(data: &RawValue) -> Result<Payload, ApiError> {
+/// Publication data from its JSON text.
+pub(crate) fn payload(data: &RawValue) -> Result<Payload, ApiError> {
     Payload::from_json(data.get().as_bytes())
         .map_err(|e| ApiError::new(e.error_code(), e.to_string()))
 }
 
-fn unavailable() -> ApiError {
+/// The backbone could not serve it: 503 (code 100).
+pub(crate) fn unavailable() -> ApiError {
     ApiError::new(ErrorCode::NotAvailable, "backbone unavailable")
         .with_status(StatusCode::SERVICE_UNAVAILABLE)
 }
 
+/// The body of a publication (the API's and a client call's).
 #[derive(Deserialize)]
-struct PublishBody<'a> {
-    channel: String,
+pub(crate) struct PublishBody<'a> {
+    pub(crate) channel: String,
     #[serde(borrow)]
-    data: &'a RawValue,
+    pub(crate) data: &'a RawValue,
 }
 
 async fn publish(shared: &Shared, body: &[u8]) -> Result<Reply, ApiError> {
@@ -210,7 +227,7 @@ async fn publish(shared: &Shared, body: &[u8]) -> Result<Reply, ApiError> {
     let data = payload(b.data)?;
     let pos = shared
         .backbone
-        .publish(b.channel, data, options.history())
+        .publish(b.channel, data, None, options.history())
         .await
         .map_err(|_| unavailable())?;
     Ok(json_response(
@@ -246,7 +263,7 @@ async fn broadcast(shared: &Shared, body: &[u8]) -> Result<Reply, ApiError> {
     for (channel, options) in checked {
         let pos = shared
             .backbone
-            .publish(channel.clone(), data.clone(), options.history())
+            .publish(channel.clone(), data.clone(), None, options.history())
             .await
             .map_err(|_| unavailable())?;
         results.push(json!({"channel": channel, "epoch": pos.epoch, "offset": pos.offset}));
@@ -254,9 +271,10 @@ async fn broadcast(shared: &Shared, body: &[u8]) -> Result<Reply, ApiError> {
     Ok(json_response(StatusCode::OK, &json!({"results": results})))
 }
 
+/// A body that names a channel only (presence).
 #[derive(Deserialize)]
-struct ChannelBody {
-    channel: String,
+pub(crate) struct ChannelBody {
+    pub(crate) channel: String,
 }
 
 async fn presence(shared: &Shared, body: &[u8]) -> Result<Reply, ApiError> {
@@ -302,13 +320,14 @@ fn client_out(c: &ClientInfo) -> ClientOut<'_> {
     }
 }
 
+/// The body of a history read.
 #[derive(Deserialize)]
-struct HistoryBody {
-    channel: String,
-    since: Option<StreamPosition>,
-    limit: Option<usize>,
+pub(crate) struct HistoryBody {
+    pub(crate) channel: String,
+    pub(crate) since: Option<StreamPosition>,
+    pub(crate) limit: Option<usize>,
     #[serde(default)]
-    reverse: bool,
+    pub(crate) reverse: bool,
 }
 
 async fn history(shared: &Shared, body: &[u8]) -> Result<Reply, ApiError> {

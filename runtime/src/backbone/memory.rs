@@ -131,10 +131,11 @@ fn handle(hub: &mut Hub, now: Timestamp, msg: ToHub, figures: &HistoryFigures) {
         ToHub::Publish {
             channel,
             data,
+            info,
             history,
             reply,
         } => {
-            let position = hub.publish(now, &channel, data, None, history);
+            let position = hub.publish(now, &channel, data, info, history);
             // Before the reply: an API client that reads `/api/info` after
             // its publish sees the figures of after it.
             figures.store(hub);

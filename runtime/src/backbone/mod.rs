@@ -42,6 +42,8 @@ pub(crate) enum ToHub {
     Publish {
         channel: String,
         data: Payload,
+        /// The sender, for a client's call (`None` for the API).
+        info: Option<Box<ClientInfo>>,
         history: HistoryPolicy,
         reply: oneshot::Sender<StreamPosition>,
     },
@@ -241,16 +243,19 @@ impl Backbone {
         rx.await.map_err(|_| Unavailable)
     }
 
-    /// Publishes (HTTP API).
+    /// Publishes (the HTTP API, `info: None`, or a client's call over
+    /// HTTP, which names its sender).
     pub async fn publish(
         &self,
         channel: String,
         data: Payload,
+        info: Option<Box<ClientInfo>>,
         history: HistoryPolicy,
     ) -> Result<StreamPosition, Unavailable> {
         self.ask(|reply| ToHub::Publish {
             channel,
             data,
+            info,
             history,
             reply,
         })

@@ -128,6 +128,14 @@ async fn route(
     if req.uri().path().starts_with("/api/") {
         return crate::api::handle(shard.shared(), req).await;
     }
+    if req
+        .uri()
+        .path()
+        .starts_with(wavecast_core::call::PATH_PREFIX)
+    {
+        // A client's calls over HTTP (an SSE client's commands).
+        return super::call::serve(&shard, req).await;
+    }
     match (req.method(), req.uri().path()) {
         (&Method::GET, wavecast_core::sse::PATH) if !head_of(&req).wants_websocket() => {
             let head = head_of(&req);
@@ -188,7 +196,7 @@ async fn route(
 /// The request's head as the core's handshake reads it. `head_len` is the
 /// head's size as sent (request line, headers, blank line), give or take
 /// optional whitespace, which hyper does not keep.
-fn head_of(req: &Request<Incoming>) -> RequestHead {
+pub(super) fn head_of(req: &Request<Incoming>) -> RequestHead {
     let target = req.uri().path_and_query().map_or(1, |p| p.as_str().len());
     let size = req.method().as_str().len()
         + 1
@@ -257,7 +265,7 @@ fn upgrade(
 }
 
 /// A response the core built as bytes (a 101, or a refusal), as hyper's.
-fn raw_response(bytes: &[u8]) -> Response<Full<Bytes>> {
+pub(super) fn raw_response(bytes: &[u8]) -> Response<Full<Bytes>> {
     let mut headers = [httparse::EMPTY_HEADER; 16];
     let mut parsed = httparse::Response::new(&mut headers);
     let (status, body_at) = match parsed.parse(bytes) {

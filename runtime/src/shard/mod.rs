@@ -25,6 +25,11 @@
 //! like backbone events. A connection keeps its handshake headers named in
 //! `proxy_headers` (only those, and only when the list is not empty) for
 //! the proxy requests made for it.
+//!
+//! The HTTP side also serves what needs the shard's node but no
+//! connection of its own: an SSE stream request becomes a node connection
+//! (`sse.rs`), and a client's call over HTTP (`call.rs`) is admitted by
+//! the node (its key set and rules) before it goes to the backbone.
 
 use std::cell::{Cell, RefCell};
 use std::collections::HashMap;
@@ -57,6 +62,7 @@ use crate::sys::per_ip::PeerTable;
 use crate::sys::poller::{Events, Interest, Poller};
 
 mod accept;
+mod call;
 mod http;
 mod io;
 mod sse;

@@ -219,10 +219,12 @@ impl Driver {
             ToHub::Publish {
                 channel,
                 data,
+                info,
                 history: policy,
                 reply,
             } => self.spawn(link, move |scripts, mut conn| async move {
-                match publish(&scripts, &mut conn, &channel, &data, None, policy).await {
+                let info = info.as_deref();
+                match publish(&scripts, &mut conn, &channel, &data, info, policy).await {
                     Ok(pos) => {
                         let _ = reply.send(pos);
                         None
