@@ -16,7 +16,9 @@
  * - `pub`, `join`, `leave` events become pushes; a `gap` event is the
  *   reply of a resumed channel that could not be recovered, or, later, a
  *   `gap` push; a heartbeat comment is a sign of life.
- * - `publish`, `history`, `presence`: HTTP POSTs to `httpUrl` + CALL_PATH;
+ * - `publish`, `history`, `presence`: HTTP POSTs to `httpUrl` + CALL_PATH
+ *   (docs/PROTOCOL.md "Calls over HTTP"), answered with the command's
+ *   reply body, or `{error}`;
  * - `refresh`: the new token is used by the next stream, reopened at once;
  * - a refusal of the stream (4xx, 5xx) or its end becomes a close code.
  */
@@ -215,7 +217,8 @@ export const sse: TransportFactory = (x, h) => {
           body: JSON.stringify(m[name]),
           credentials: "include",
         })
-          .then((r) => r.json())
+          // A body that is not JSON (a proxy's error page) says its status.
+          .then((r) => r.json().catch(() => ({ error: { code: 100, message: `HTTP ${r.status} from ${CALL_PATH}${name}` } })))
           .then(
             (r) => (r.error ? refuse(id, r.error) : reply(id, name, r)),
             (e) => refuse(id, { code: 100, message: "" + e }),

@@ -1,12 +1,13 @@
 // The SSE transport against the real server's GET /sse, behind a proxy
 // that refuses WebSocket upgrades: the client falls back by itself,
 // reopens the stream with its positions when its channel set changes, and
-// resumes exactly after a restart (Redis) or says gap (in memory).
+// resumes exactly after a restart (Redis) or says gap (in memory); its
+// calls (publish, history, presence) go over HTTP as the token's user.
 import { test } from "node:test";
 import assert from "node:assert/strict";
 import WS from "ws";
 import { Wavecast } from "../../dist/index.mjs";
-import { next, proxy, publish, sleep, startRedis, startServer, until, watch } from "./harness.mjs";
+import { next, now, proxy, publish, sign, sleep, startRedis, startServer, until, watch } from "./harness.mjs";
 
 const behind = (tcp, options = {}) => new Wavecast(`ws://127.0.0.1:${tcp.port}/ws`, { WebSocket: WS, ...options });
 
@@ -102,5 +103,39 @@ test("over SSE, a server restart with Redis resumes every channel exactly; in me
     c2.disconnect();
     await tcp2.close();
     await mem.stop();
+  }
+});
+
+test("over SSE, publish, history and presence go over HTTP as the token's user; a refused call rejects with the server's code", { timeout: 60000 }, async () => {
+  const secret = "a-test-secret-that-is-long-enough-for-hs256";
+  const server = await startServer({
+    args: ["--token-hmac-secret", secret],
+    config: '[channels]\nallow_publish = "authenticated"\n\n[namespaces.ro]\nallow_publish = "none"\n',
+  });
+  const tcp = await proxy(server.port, { refuseUpgrades: true });
+  const c = behind(tcp, { token: sign({ sub: "ann", exp: now() + 600 }, secret) });
+  const sub = c.subscribe("room");
+  const w = watch(sub);
+  const infos = [];
+  sub.on("publication", (p) => infos.push(p.info));
+  c.connect();
+  try {
+    assert.equal((await next(c, "connected")).transport, "sse");
+    await until(() => sub.state == "subscribed", "subscribed");
+    for (let i = 1; i <= 3; i++) assert.deepEqual(await c.publish("room", { i }), { offset: i });
+    await until(() => w.offsets.length == 3, "its own publications, over the stream");
+    assert.deepEqual(w.data.map((d) => d.i), [1, 2, 3]);
+    assert.equal(infos[0].user, "ann", "the publication names the token's user");
+    const h = await c.history("room", { limit: 2, reverse: true });
+    assert.deepEqual(h.publications.map((p) => p.offset), [3, 2], "the newest first");
+    const p = await c.presence("room");
+    assert.deepEqual(Object.values(p.clients).map((x) => x.user), ["ann"], "the stream is in presence");
+    await assert.rejects(c.publish("ro:x", 1), (e) => e.code == 104);
+    await assert.rejects(c.history("bad:", {}), (e) => e.code == 109 || e.code == 103);
+    assert.deepEqual(w.violations, []);
+  } finally {
+    c.disconnect();
+    await tcp.close();
+    await server.stop();
   }
 });

@@ -20,6 +20,7 @@ beforeEach(() => {
       r.comment = () => ctl.enqueue(new TextEncoder().encode(":\n\n"));
       r.end = () => ctl.close();
       r.answer = (status, body) => resolve(new Response(JSON.stringify(body), { status }));
+      r.answerText = (status, text) => resolve(new Response(text, { status }));
       init.signal?.addEventListener("abort", () => {
         r.aborted = true;
         reject(new DOMException("aborted", "AbortError"));
@@ -177,6 +178,10 @@ test("calls go over HTTP with the token; a stream that ends without a word is 10
   const h = c.history("news", { limit: 2, reverse: true });
   reqs.at(-1).answer(403, { error: { code: 104, message: "permission denied" } });
   await assert.rejects(h, (e) => e.code == 104);
+  // A proxy's error page, not JSON: rejected with its status.
+  const pr = c.presence("news");
+  reqs.at(-1).answerText(502, "<html>Bad Gateway</html>");
+  await assert.rejects(pr, (e) => e.code == 100 && /HTTP 502/.test(e.message));
   const s = c.subscribe("a");
   await tick(0);
   last().stream();
