@@ -67,7 +67,7 @@ pub fn format_size(bytes: usize) -> String {
         ("KiB", 1 << 10),
     ] {
         let b = bytes as u64;
-        if b >= factor && b % factor == 0 {
+        if b >= factor && b.is_multiple_of(factor) {
             return format!("{}{unit}", b / factor);
         }
     }

@@ -12,7 +12,9 @@ use super::sync::{AtomicUsize, Ordering};
 #[derive(Debug)]
 pub struct ConnectionLimit {
     held: AtomicUsize,
-    max: usize,
+    /// Changed by a reload: lowering it closes nothing, it only refuses
+    /// new slots until enough are given back.
+    max: AtomicUsize,
 }
 
 impl ConnectionLimit {
@@ -20,7 +22,7 @@ impl ConnectionLimit {
     pub fn new(max: usize) -> Self {
         ConnectionLimit {
             held: AtomicUsize::new(0),
-            max,
+            max: AtomicUsize::new(max),
         }
     }
 
@@ -28,7 +30,7 @@ impl ConnectionLimit {
     pub fn try_acquire(&self) -> bool {
         self.held
             .fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| {
-                (n < self.max).then_some(n + 1)
+                (n < self.max()).then_some(n + 1)
             })
             .is_ok()
     }
@@ -46,6 +48,11 @@ impl ConnectionLimit {
 
     /// The limit.
     pub fn max(&self) -> usize {
-        self.max
+        self.max.load(Ordering::Acquire)
+    }
+
+    /// Changes the limit (a reload); slots held beyond it stay held.
+    pub fn set_max(&self, max: usize) {
+        self.max.store(max, Ordering::Release);
     }
 }
