@@ -28,9 +28,12 @@ impl ConnectionLimit {
 
     /// Takes a slot; false when all `max` are held.
     pub fn try_acquire(&self) -> bool {
+        // Read once: a reload changing it meanwhile only decides whether
+        // this one handshake is judged by the old limit or the new one.
+        let max = self.max();
         self.held
             .fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| {
-                (n < self.max()).then_some(n + 1)
+                (n < max).then_some(n + 1)
             })
             .is_ok()
     }
