@@ -37,10 +37,17 @@ pub fn genconfig() -> String {
     );
     for (name, help) in settings() {
         out.push('\n');
+        let value = default_value(&defaults, &name);
+        // A set value says what the default is; an example does not, so
+        // the flag's own `[default: ...]` note stays above it.
+        let help = match value {
+            Value::Default(_) => without_default_note(&help),
+            Value::Example(_) => help,
+        };
         for line in wrap(&help, 76) {
             let _ = writeln!(out, "# {line}");
         }
-        match default_value(&defaults, &name) {
+        match value {
             Value::Default(v) => {
                 let _ = writeln!(out, "{name} = {v}");
             }
@@ -53,8 +60,8 @@ pub fn genconfig() -> String {
     out
 }
 
-/// Every setting of the file, with its flag's description (without the
-/// `[default: ...]` note: the value below it says so), in the flags' order.
+/// Every setting of the file, with its flag's description, in the flags'
+/// order.
 pub(super) fn settings() -> Vec<(String, String)> {
     let command = ServeArgs::augment_args(clap::Command::new("serve"));
     command
@@ -62,17 +69,21 @@ pub(super) fn settings() -> Vec<(String, String)> {
         .filter(|a| !FLAG_ONLY.contains(&a.get_id().as_str()))
         .map(|a| {
             let help = a.get_help().map(ToString::to_string).unwrap_or_default();
-            let help = match help.find(" [default:") {
-                Some(i) => {
-                    let rest = &help[i..];
-                    let end = rest.find(']').map_or(rest.len(), |e| e + 1);
-                    format!("{}{}", &help[..i], &rest[end..])
-                }
-                None => help,
-            };
             (a.get_id().to_string(), help)
         })
         .collect()
+}
+
+/// A flag's description without its `[default: ...]` note.
+fn without_default_note(help: &str) -> String {
+    match help.find(" [default:") {
+        Some(i) => {
+            let rest = &help[i..];
+            let end = rest.find(']').map_or(rest.len(), |e| e + 1);
+            format!("{}{}", &help[..i], &rest[end..])
+        }
+        None => help.to_owned(),
+    }
 }
 
 /// How a setting is written.
