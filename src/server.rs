@@ -114,6 +114,13 @@ impl Server {
     /// or the config file must pick a free port) and waits until it
     /// prints its listening line; otherwise as [`Server::start`].
     pub fn start_exactly(args: &[&str]) -> Server {
+        Server::start_with_env(args, &[])
+    }
+
+    /// [`Server::start_exactly`] with these `WAVECAST_*` (or other)
+    /// variables set for the server, after the test's own `WAVECAST_*`
+    /// were removed.
+    pub fn start_with_env(args: &[&str], env: &[(&str, &str)]) -> Server {
         let bin = binary_path();
         assert!(
             bin.is_file(),
@@ -134,6 +141,7 @@ impl Server {
                 cmd.env_remove(key);
             }
         }
+        cmd.envs(env.iter().copied());
         let mut child = cmd
             .spawn()
             .unwrap_or_else(|e| panic!("cannot start {}: {e}", bin.display()));

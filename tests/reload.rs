@@ -187,3 +187,48 @@ fn listen_accepts_localhost() {
     let server = Server::start_exactly(&["--listen", "localhost:0"]);
     assert_eq!(server.addr().ip().to_string(), "127.0.0.1");
 }
+
+#[tokio::test]
+async fn allowed_origins_change_for_new_handshakes() {
+    let file = TempFile::new("toml", "allowed_origins = [\"https://a.example\"]\n");
+    let server = Server::start(&["--config", &file.path()]);
+    let with_origin = |origin: &str| {
+        let req = Request::upgrade(server.addr(), "/ws")
+            .set("Origin", origin)
+            .to_bytes();
+        http_exchange(server.addr(), &req, T).unwrap().status
+    };
+    assert_eq!(with_origin("https://a.example"), 101);
+    assert_eq!(with_origin("https://b.example"), 403);
+    reload(
+        &server,
+        &file,
+        "allowed_origins = [\"https://b.example\"]\n",
+    );
+    let err = wait_log(&server, "config reloaded from", 1);
+    assert!(err.contains("changed allowed_origins"), "{err}");
+    // Every shard took the new list (each handshake may land on any).
+    for _ in 0..8 {
+        assert_eq!(with_origin("https://a.example"), 403);
+        assert_eq!(with_origin("https://b.example"), 101);
+    }
+}
+
+#[tokio::test]
+async fn sizes_with_units_and_a_host_name_work_from_the_environment() {
+    let server = Server::start_with_env(
+        &[],
+        &[
+            ("WAVECAST_LISTEN", "localhost:0"),
+            ("WAVECAST_MAX_MESSAGE_SIZE", "1KiB"),
+        ],
+    );
+    assert_eq!(server.addr().ip().to_string(), "127.0.0.1");
+    let mut c = Client::connect(server.addr(), Enc::Json).await;
+    c.subscribe("news").await;
+    // Under 1 KiB passes; over it closes 1009 (message too big).
+    c.publish("news", &json!("x".repeat(500))).await;
+    c.send(&json!({"id": 99, "publish": {"channel": "news", "data": "x".repeat(2000)}}))
+        .await;
+    assert_eq!(c.close_code().await, Some(1009));
+}
