@@ -290,6 +290,48 @@ mod tests {
         }
     }
 
+    /// The keys serde accepts in a table, from its "unknown field" error
+    /// ("expected one of `a`, `b`").
+    fn accepted_keys(toml_text: &str) -> Vec<String> {
+        let e = toml::from_str::<super::super::FileConfig>(toml_text)
+            .unwrap_err()
+            .to_string();
+        let list = e.split("expected one of").nth(1).expect("a list of keys");
+        list.split('`')
+            .skip(1)
+            .step_by(2)
+            .map(str::to_owned)
+            .collect()
+    }
+
+    #[test]
+    fn every_key_the_file_accepts_is_in_the_printed_file() {
+        let text = genconfig();
+        let top = accepted_keys("no_such_key = 1\n");
+        assert!(top.len() > 40, "{top:?}");
+        for key in &top {
+            let found = match key.as_str() {
+                "channels" => text.contains("# [channels]"),
+                "namespaces" => text.contains("# [namespaces."),
+                k => text.lines().any(|l| {
+                    l.starts_with(&format!("{k} = ")) || l.starts_with(&format!("# {k} = "))
+                }),
+            };
+            assert!(
+                found,
+                "{key} is accepted in the file but missing from genconfig"
+            );
+        }
+        let table = accepted_keys("[channels]\nno_such_key = 1\n");
+        assert!(table.len() >= 9, "{table:?}");
+        for key in &table {
+            assert!(
+                text.lines().any(|l| l.starts_with(&format!("# {key} = "))),
+                "namespace key {key} is missing from genconfig"
+            );
+        }
+    }
+
     #[test]
     fn the_examples_and_namespace_keys_are_valid_when_uncommented() {
         // Uncomment every example and the [channels] keys (not the
