@@ -147,7 +147,9 @@ fn serve(config: Config, args: ServeArgs) -> Result<(), server::ServerError> {
         let listeners = server::bind(config.listen, config.workers)?;
         let shutdown = signals().map_err(server::ServerError::Worker)?;
         let hangups = signal(SignalKind::hangup()).map_err(server::ServerError::Worker)?;
-        let (reloads, asks) = mpsc::unbounded_channel();
+        // One reload at a time: the handler waits for each answer before it
+        // takes the next SIGHUP (the kernel folds signals that arrive meanwhile).
+        let (reloads, asks) = mpsc::channel(1);
         tokio::spawn(reload_on_hangup(hangups, args, reloads));
         server::run(config, listeners, shutdown, asks).await
     })
@@ -170,11 +172,7 @@ fn signals() -> std::io::Result<impl Future<Output = ()>> {
 /// arguments it started with, and logs the outcome. Without a config file
 /// there is nothing to re-read (flags and environment are fixed for the
 /// process's life): it says so and changes nothing.
-async fn reload_on_hangup(
-    mut hangups: Signal,
-    args: ServeArgs,
-    reloads: mpsc::UnboundedSender<ReloadAsk>,
-) {
+async fn reload_on_hangup(mut hangups: Signal, args: ServeArgs, reloads: mpsc::Sender<ReloadAsk>) {
     while hangups.recv().await.is_some() {
         let Some(file) = args.config.clone() else {
             tracing::warn!(
@@ -187,7 +185,7 @@ async fn reload_on_hangup(
             args: args.clone(),
             reply,
         };
-        if reloads.send(ask).is_err() {
+        if reloads.send(ask).await.is_err() {
             return; // the server has stopped
         }
         let Ok(outcome) = outcome.await else { return };

@@ -92,7 +92,7 @@ pub async fn run(
     config: Config,
     listeners: Vec<TcpListener>,
     shutdown: impl Future<Output = ()>,
-    mut reloads: mpsc::UnboundedReceiver<ReloadAsk>,
+    mut reloads: mpsc::Receiver<ReloadAsk>,
 ) -> Result<(), ServerError> {
     let addr = match listeners.first() {
         Some(l) => l.local_addr().map_err(|source| ServerError::Bind {
