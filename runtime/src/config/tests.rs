@@ -567,3 +567,28 @@ fn listen_takes_host_names_and_keeps_the_loopback_rule() {
     ));
     std::fs::remove_dir_all(&dir).unwrap();
 }
+
+#[test]
+fn a_misspelt_key_is_shown_with_its_line_a_caret_and_the_valid_keys() {
+    let dir = std::env::temp_dir().join(format!("wavecast-config-keys-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let path = dir.join("w.toml");
+    std::fs::write(&path, "api_key = \"k\"\nmax_conections = 3\n").unwrap();
+    let args = ServeArgs {
+        config: Some(path.clone()),
+        ..Default::default()
+    };
+    let e = Config::load(&args).unwrap_err().to_string();
+    assert!(e.contains(&path.display().to_string()), "{e}");
+    assert!(e.contains("line 2"), "{e}");
+    assert!(e.contains("max_conections = 3\n  | ^"), "{e}");
+    assert!(e.contains("unknown field `max_conections`"), "{e}");
+    assert!(
+        e.contains("expected one of") && e.contains("`max_connections`"),
+        "{e}"
+    );
+    std::fs::write(&path, "[namespaces.chat]\nprecense = true\n").unwrap();
+    let e = Config::load(&args).unwrap_err().to_string();
+    assert!(e.contains("line 2") && e.contains("`presence`"), "{e}");
+    std::fs::remove_dir_all(&dir).unwrap();
+}
