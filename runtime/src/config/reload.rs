@@ -178,8 +178,16 @@ impl Config {
 /// flags' names; `namespaces` stands for `[channels]` and every
 /// `[namespaces.NAME]`).
 pub fn differences(a: &Config, b: &Config) -> Vec<&'static str> {
+    comparisons(a, b)
+        .into_iter()
+        .filter_map(|(name, same)| (!same).then_some(name))
+        .collect()
+}
+
+/// Every setting by name, and whether `a` and `b` agree on it.
+fn comparisons(a: &Config, b: &Config) -> Vec<(&'static str, bool)> {
     let (ta, tb) = (&a.tokens, &b.tokens);
-    let pairs = [
+    vec![
         ("listen", a.listen == b.listen),
         (
             "heartbeat_interval",
@@ -268,11 +276,7 @@ pub fn differences(a: &Config, b: &Config) -> Vec<&'static str> {
             a.sse_token_in_query == b.sse_token_in_query,
         ),
         ("sse_retry", a.sse_retry == b.sse_retry),
-    ];
-    pairs
-        .into_iter()
-        .filter_map(|(name, same)| (!same).then_some(name))
-        .collect()
+    ]
 }
 
 #[cfg(test)]
@@ -323,6 +327,13 @@ mod tests {
             assert!(live != restart, "{n}: live {live}, restart {restart}");
         }
         assert_eq!(LIVE.len() + RESTART.len(), names.len());
+        // And every one of them is compared, once.
+        let d = Config::default();
+        let mut compared: Vec<&str> = comparisons(&d, &d).into_iter().map(|(n, _)| n).collect();
+        compared.sort_unstable();
+        let mut all: Vec<&str> = LIVE.iter().chain(RESTART).copied().collect();
+        all.sort_unstable();
+        assert_eq!(compared, all);
     }
 
     #[test]
