@@ -105,6 +105,22 @@ impl Server {
     /// server exits or stays silent before listening; the panic message
     /// holds its stderr.
     pub fn start(args: &[&str]) -> Server {
+        let mut all = vec!["--listen", "127.0.0.1:0"];
+        all.extend_from_slice(args);
+        Server::start_exactly(&all)
+    }
+
+    /// Starts `wavecast serve ARGS...` (no `--listen` added: the arguments
+    /// or the config file must pick a free port) and waits until it
+    /// prints its listening line; otherwise as [`Server::start`].
+    pub fn start_exactly(args: &[&str]) -> Server {
+        Server::start_with_env(args, &[])
+    }
+
+    /// [`Server::start_exactly`] with these `WAVECAST_*` (or other)
+    /// variables set for the server, after the test's own `WAVECAST_*`
+    /// were removed.
+    pub fn start_with_env(args: &[&str], env: &[(&str, &str)]) -> Server {
         let bin = binary_path();
         assert!(
             bin.is_file(),
@@ -116,8 +132,6 @@ impl Server {
             File::create(stderr_file.as_path()).expect("cannot create the server's stderr file");
         let mut cmd = Command::new(&bin);
         cmd.arg("serve")
-            .arg("--listen")
-            .arg("127.0.0.1:0")
             .args(args)
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
@@ -127,6 +141,7 @@ impl Server {
                 cmd.env_remove(key);
             }
         }
+        cmd.envs(env.iter().copied());
         let mut child = cmd
             .spawn()
             .unwrap_or_else(|e| panic!("cannot start {}: {e}", bin.display()));

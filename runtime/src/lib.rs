@@ -18,6 +18,8 @@
 //!   token key set (JWKS URL), over one HTTP client on the server's
 //!   runtime; answers go to the asking shard's inbox.
 //! - [`shared`]: the state every shard shares.
+//! - [`reload`]: applying a reloaded configuration (SIGHUP) to the
+//!   running server.
 //! - [`api`]: the HTTP API behind an API key, and `/metrics`.
 //! - [`shard`]: one worker: a single-threaded tokio runtime owning a core
 //!   `Node`, its sockets in one epoll set, the accept and upgrade path and
@@ -37,6 +39,8 @@ pub mod mailbox;
 pub mod backbone;
 pub mod outbound;
 pub mod shared;
+
+pub mod reload;
 
 pub mod api;
 pub mod shard;

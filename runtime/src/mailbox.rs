@@ -13,6 +13,7 @@ use wavecast_core::backbone::BackboneEvent;
 use wavecast_core::protocol::close;
 use wavecast_core::proxy::{AskId, ProxyAnswer};
 
+use crate::config::Config;
 use crate::sys::inbox::Inbox;
 
 /// A message for a shard: an event from the backbone, a request of the
@@ -35,6 +36,10 @@ pub enum ShardMsg {
     /// `Ask::Keys`); `None`, the answer to an `Ask::Keys` that brought no
     /// new set (rate-limited, failed, unchanged).
     Keys(Option<Arc<str>>),
+    /// A reload: the configuration now in force, whose node settings
+    /// (namespaces, token rules, limits) and request rules (allowed
+    /// origins, SSE) the shard applies to what comes next.
+    Reconfigure(Arc<Config>),
 }
 
 /// A shard's inbox, shared by everyone who sends to it.

@@ -13,7 +13,7 @@ use std::net::{SocketAddr, TcpListener};
 use std::sync::Arc;
 
 use socket2::{Domain, Protocol, Socket, Type};
-use tokio::sync::watch;
+use tokio::sync::{mpsc, watch};
 
 use crate::backbone::redis::{RedisOptions, RedisStartError};
 use crate::backbone::Backbone;
@@ -22,8 +22,9 @@ use crate::config::Config;
 use crate::instance;
 use crate::mailbox::ShardInbox;
 use crate::outbound::Outbound;
+use crate::reload::ReloadAsk;
 use crate::shard;
-use crate::shared::Shared;
+use crate::shared::{LiveConfig, Shared};
 use crate::sys::inbox::Inbox;
 use crate::sys::limit::ConnectionLimit;
 use crate::sys::per_ip::PerIpLimit;
@@ -84,10 +85,14 @@ pub fn bind(addr: SocketAddr, workers: usize) -> Result<Vec<TcpListener>, Server
 /// Prints `wavecast listening on ADDR` once the shards run; tests and
 /// scripts read it to learn the port. Whatever `shutdown` waits on (signal
 /// handlers) must already be installed by then.
+///
+/// Each [`ReloadAsk`] that arrives on `reloads` meanwhile is applied
+/// ([`crate::reload::apply`]) and answered.
 pub async fn run(
     config: Config,
     listeners: Vec<TcpListener>,
     shutdown: impl Future<Output = ()>,
+    mut reloads: mpsc::Receiver<ReloadAsk>,
 ) -> Result<(), ServerError> {
     let addr = match listeners.first() {
         Some(l) => l.local_addr().map_err(|source| ServerError::Bind {
@@ -134,7 +139,7 @@ pub async fn run(
     let outbound = Outbound::new(&config, inboxes.len(), tokio::runtime::Handle::current());
     outbound.start_jwks(&config, &inboxes, stop_rx.clone());
     let shared = Arc::new(Shared {
-        config,
+        config: LiveConfig::new(config),
         clock,
         connections: ConnectionLimit::new(max_connections),
         connections_per_ip: PerIpLimit::new(max_connections_per_ip),
@@ -156,8 +161,16 @@ pub async fn run(
     }
     println!("wavecast listening on {addr}");
     tracing::info!(%addr, workers = threads.len(), "listening");
-    log_authentication(&shared.config);
-    shutdown.await;
+    log_authentication(&shared.config.get());
+    tokio::pin!(shutdown);
+    loop {
+        tokio::select! {
+            _ = &mut shutdown => break,
+            Some(ask) = reloads.recv() => {
+                let _ = ask.reply.send(crate::reload::apply(&shared, &ask.args));
+            }
+        }
+    }
     let _ = stop_tx.send(true);
     let joined = tokio::task::spawn_blocking(move || {
         for t in threads {

@@ -7,6 +7,7 @@
 //! HTTP API needs to answer.
 
 use std::net::IpAddr;
+use std::sync::{Arc, RwLock};
 
 use tokio::sync::watch;
 
@@ -21,8 +22,8 @@ use crate::sys::per_ip::PerIpLimit;
 /// State shared by every shard (read-mostly; the counters are atomics).
 #[derive(Debug)]
 pub struct Shared {
-    /// The resolved configuration.
-    pub config: Config,
+    /// The running configuration (replaced whole by a reload).
+    pub config: LiveConfig,
     /// The clock core timestamps are read from.
     pub clock: Clock,
     /// WebSocket connections currently held, across shards.
@@ -83,6 +84,31 @@ impl Shared {
     /// True once shutdown has started.
     pub fn shutting_down(&self) -> bool {
         *self.shutdown.borrow()
+    }
+}
+
+/// The running configuration: read by the HTTP side and the handshakes
+/// (never on a connection's data path), replaced whole by a reload, so a
+/// reader sees either the old configuration or the new one.
+#[derive(Debug)]
+pub struct LiveConfig(RwLock<Arc<Config>>);
+
+impl LiveConfig {
+    /// Starts with `config`.
+    pub fn new(config: Config) -> Self {
+        LiveConfig(RwLock::new(Arc::new(config)))
+    }
+
+    /// The configuration in force now.
+    pub fn get(&self) -> Arc<Config> {
+        // A panic while holding the lock cannot leave a half-written
+        // `Arc`: the value is still whole.
+        self.0.read().unwrap_or_else(|e| e.into_inner()).clone()
+    }
+
+    /// Puts `config` in force.
+    pub fn set(&self, config: Arc<Config>) {
+        *self.0.write().unwrap_or_else(|e| e.into_inner()) = config;
     }
 }
 

@@ -240,6 +240,13 @@ impl Verifier {
         &self.config
     }
 
+    /// Takes over `old`'s fetched key set (a reload's new rules keep the
+    /// keys the running fetcher brought).
+    pub fn keep_key_set(&mut self, old: &Verifier) {
+        self.jwks = old.jwks.clone();
+        self.jwks_source = old.jwks_source.clone();
+    }
+
     /// Replaces the key set (a JWKS document, as fetched). Keys it cannot
     /// use (symmetric ones, which a public document must not hold, unknown
     /// types, no `kid`) are skipped; returns how many it kept. A document

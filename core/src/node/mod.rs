@@ -69,6 +69,8 @@
 //! - `sse.rs`: Server-Sent Events streams (opening, their positions and
 //!   events, resubscribing after a gap);
 //! - `call.rs`: who makes a client's call over HTTP and whether they may;
+//! - `reconfigure.rs`: [`Node::reconfigure`], new settings while running
+//!   (the server's reload);
 //! - `heartbeat.rs`: the one timer of application-level pings and SSE
 //!   heartbeat comments.
 
@@ -79,6 +81,7 @@ mod channel;
 mod command;
 mod heartbeat;
 mod rate;
+mod reconfigure;
 mod request;
 mod server_subs;
 mod slab;
@@ -92,7 +95,7 @@ use bytes::Bytes;
 use crate::auth::AuthConfig;
 use crate::backbone::{BackboneCommand, BackboneEvent, RequestId};
 use crate::close::CloseCode;
-use crate::connection::{Connection, ConnectionConfig, Event, Framing};
+use crate::connection::{Connection, ConnectionConfig, Event};
 use crate::frame::{self, OpCode};
 use crate::namespace::Namespaces;
 use crate::protocol::{self, close, Encoding, Push, Reply};
@@ -266,18 +269,8 @@ pub struct Node {
 impl Node {
     /// An empty node.
     pub fn new(config: NodeConfig) -> Self {
-        let echo_config = Rc::new(config.connection.clone());
-        // Pub/sub clients get wavecast's own codes, which say whether to
-        // reconnect and recover (docs/PROTOCOL.md).
-        let pubsub_config = Rc::new(ConnectionConfig {
-            heartbeat_close_code: close::HEARTBEAT_TIMEOUT,
-            slow_consumer_close_code: close::SLOW_CONSUMER,
-            ..config.connection.clone()
-        });
-        let sse_config = Rc::new(ConnectionConfig {
-            framing: Framing::EventStream,
-            ..(*pubsub_config).clone()
-        });
+        let (echo_config, pubsub_config, sse_config) =
+            reconfigure::connection_configs(&config.connection);
         Node {
             echo_config,
             pubsub_config,

@@ -30,7 +30,7 @@ pub async fn render(shared: &Shared) -> String {
     gauge(
         "wavecast_max_connections",
         "Configured connection limit.",
-        shared.config.max_connections as f64,
+        shared.config.get().max_connections as f64,
     );
     gauge(
         "wavecast_connection_slots",
@@ -45,7 +45,7 @@ pub async fn render(shared: &Shared) -> String {
     gauge(
         "wavecast_max_http_connections",
         "Configured HTTP connection limit.",
-        shared.config.max_http_connections as f64,
+        shared.config.get().max_http_connections as f64,
     );
     let (proxies, max_proxies) = shared.outbound.proxies_in_flight();
     gauge(
@@ -71,7 +71,7 @@ pub async fn render(shared: &Shared) -> String {
     gauge(
         "wavecast_heartbeat_interval_seconds",
         "Configured heartbeat interval.",
-        shared.config.heartbeat_interval.as_secs_f64(),
+        shared.config.get().heartbeat_interval.as_secs_f64(),
     );
     gauge(
         "wavecast_workers",

@@ -89,7 +89,8 @@ pub async fn handle(shared: &Shared, req: Request<Incoming>) -> Reply {
 }
 
 async fn handle_inner(shared: &Shared, req: Request<Incoming>) -> Result<Reply, ApiError> {
-    let Some(key) = shared.config.api_key.as_deref() else {
+    let config = shared.config.get();
+    let Some(key) = config.api_key.as_deref() else {
         return Err(ApiError::new(
             ErrorCode::PermissionDenied,
             "the HTTP API is disabled: no api_key is configured",
@@ -144,7 +145,7 @@ pub(crate) async fn read_body(
     // The body too must arrive within the head's deadline: hyper's header
     // timer stops at the end of the head, and a body trickling in would
     // hold the connection forever.
-    let timeout = shared.config.http_timeout;
+    let timeout = shared.config.get().http_timeout;
     Ok(
         tokio::time::timeout(timeout, Limited::new(body, max).collect())
             .await
@@ -197,7 +198,7 @@ pub(crate) fn parse<'a, T: Deserialize<'a>>(body: &'a [u8]) -> Result<T, ApiErro
 /// Admits an API request for `action` on `channel` by the rule WebSocket
 /// commands get too ([`admit`], as [`Who::Api`]).
 fn admit_api(shared: &Shared, channel: &str, action: Action) -> Result<Admitted, ApiError> {
-    admit(&shared.config.namespaces, channel, action, Who::Api)
+    admit(&shared.config.get().namespaces, channel, action, Who::Api)
         .map_err(|r| ApiError::new(r.code(), r.to_string()))
 }
 

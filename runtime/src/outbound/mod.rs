@@ -10,7 +10,8 @@
 //!   periodically, on an unknown `kid` at most every 30 s).
 //!
 //! All of that work runs on the server's runtime (the thread that called
-//! `server::run`, which otherwise only waits for the shutdown signal), not
+//! `server::run`, which otherwise only waits for the shutdown signal and
+//! applies reloads), not
 //! on the shards: a backend's TLS handshakes and slow answers then never
 //! take time from a shard's data path, one connection pool serves every
 //! shard, and the shards stay free of anything that waits. A shard starts

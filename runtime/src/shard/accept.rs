@@ -32,9 +32,9 @@ use crate::sys::poller::Interest;
 /// `peer`: the client's address.
 pub(super) async fn handle_socket(shard: Rc<Shard>, stream: TcpStream, peer: IpAddr) {
     let _ = stream.set_nodelay(true);
-    let max = shard.handshake.max_head_size;
+    let max = shard.handshake().max_head_size;
     let mut buf = Vec::with_capacity(1024);
-    let head_timeout = shard.shared.config.http_timeout;
+    let head_timeout = shard.shared.config.get().http_timeout;
     let head = tokio::time::timeout(head_timeout, read_head(&stream, &mut buf, max)).await;
     let mut stream = stream;
     let head = match head {
@@ -158,7 +158,7 @@ pub(crate) fn admit(
     let pubsub = head.path == "/ws";
     match head.path.as_str() {
         "/ws" => {}
-        "/echo" if shard.shared.config.echo => {}
+        "/echo" if shard.shared.config.get().echo => {}
         _ => {
             return Err(handshake::reject_response(
                 404,
@@ -167,7 +167,7 @@ pub(crate) fn admit(
             ))
         }
     }
-    let accepted = handshake::accept(head, &shard.handshake).map_err(|e| e.response())?;
+    let accepted = handshake::accept(head, &shard.handshake()).map_err(|e| e.response())?;
     let endpoint = if pubsub {
         // The handshake only picks subprotocols we speak; none means JSON.
         let encoding =

@@ -35,12 +35,12 @@ use super::Shard;
 pub(super) async fn serve(shard: &Shard, req: Request<Incoming>) -> Response<Full<Bytes>> {
     let head = head_of(&req);
     if head.method == "OPTIONS" && CallKind::from_path(&head.path).is_some() {
-        return match preflight(&head, &shard.sse) {
+        return match preflight(&head, &shard.sse.borrow()) {
             Ok(answer) => raw_response(&answer),
             Err(e) => refused(&e),
         };
     }
-    let call = match parse_call(&head, &shard.sse) {
+    let call = match parse_call(&head, &shard.sse.borrow()) {
         Ok(call) => call,
         Err(e) => return refused(&e),
     };
@@ -82,7 +82,7 @@ async fn run(
     body: Incoming,
 ) -> Result<Response<Full<Bytes>>, ApiError> {
     let shared = shard.shared();
-    let body = read_body(shared, body, shared.config.max_message_size).await?;
+    let body = read_body(shared, body, shared.config.get().max_message_size).await?;
     let token = call.token.as_deref();
     let backbone = &shared.backbone;
     let reply = match call.kind {

@@ -78,7 +78,7 @@ type Answer = Pin<Box<dyn Future<Output = Result<Response<Full<Bytes>>, Infallib
 /// is done (or asks for an SSE stream, which the shard then takes).
 pub async fn serve(shard: Rc<Shard>, prefix: Vec<u8>, stream: TcpStream, peer: IpAddr) {
     let max_head = shard.handshake().max_head_size;
-    let timeout = shard.shared().config.http_timeout;
+    let timeout = shard.shared().config.get().http_timeout;
     let io: Conn = TokioIo::new(Rewind::new(prefix, stream));
     let takeover = Rc::new(Takeover::default());
     let service = {
@@ -150,9 +150,9 @@ async fn route(
                 Err(refusal) => raw_response(&refusal),
             }
         }
-        (&Method::OPTIONS, wavecast_core::sse::PATH) => {
-            raw_response(&wavecast_core::sse::preflight(&head_of(&req), &shard.sse))
-        }
+        (&Method::OPTIONS, wavecast_core::sse::PATH) => raw_response(
+            &wavecast_core::sse::preflight(&head_of(&req), &shard.sse.borrow()),
+        ),
         (_, wavecast_core::sse::PATH) if !head_of(&req).wants_websocket() => {
             raw_response(&wavecast_core::sse::SseError::Method.response())
         }

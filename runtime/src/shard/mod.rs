@@ -54,6 +54,7 @@ use wavecast_core::protocol::{self, SUBPROTOCOLS};
 use wavecast_core::queue::MAX_SLICES;
 use wavecast_core::Timestamp;
 
+use crate::config::Config;
 use crate::instance;
 use crate::mailbox::{Control, ShardInbox, ShardInfo, ShardMsg};
 use crate::outbound::ForwardedHeaders;
@@ -127,9 +128,10 @@ pub struct Shard {
     forwarded: RefCell<HashMap<usize, (ConnId, ForwardedHeaders)>>,
     poller: AsyncFd<Poller>,
     scratch: RefCell<Box<[u8]>>,
-    handshake: HandshakeConfig,
-    /// The rules of SSE stream requests (`sse.rs`).
-    sse: wavecast_core::sse::SseConfig,
+    /// The handshake's rules (allowed origins; a reload replaces them).
+    handshake: RefCell<HandshakeConfig>,
+    /// The rules of SSE stream requests (`sse.rs`; a reload replaces them).
+    sse: RefCell<wavecast_core::sse::SseConfig>,
     /// State of the shard's random numbers (SSE `retry:` jitter).
     rng: Cell<u64>,
     /// The deadline the timer task sleeps until.
@@ -141,19 +143,7 @@ impl Shard {
     /// Must be called inside the shard's tokio runtime (the epoll set is
     /// registered with it).
     fn new(index: usize, shared: Arc<Shared>) -> std::io::Result<Self> {
-        let c = &shared.config;
-        let connection = ConnectionConfig {
-            heartbeat_interval: c.heartbeat_interval,
-            heartbeat_timeout: c.heartbeat_timeout,
-            max_message_size: c.max_message_size,
-            max_queued_bytes: c.max_queued_bytes,
-            ..ConnectionConfig::default()
-        };
-        let handshake = HandshakeConfig {
-            allowed_origins: c.allowed_origins.clone(),
-            subprotocols: SUBPROTOCOLS.iter().map(|s| s.to_string()).collect(),
-            ..HandshakeConfig::default()
-        };
+        let c = shared.config.get();
         // SAFETY: `Poller` owns its epoll fd and returns that same fd from
         // `as_raw_fd` until it is dropped, which is what tokio requires.
         let poller = unsafe {
@@ -162,24 +152,14 @@ impl Shard {
         .map_err(|e| e.into_parts().1)?;
         Ok(Shard {
             index,
-            node: RefCell::new(Node::new(NodeConfig {
-                connection,
-                namespaces: c.namespaces.clone(),
-                client_prefix: instance::client_prefix(&shared.instance, index),
-                max_requests_in_flight: c.max_requests_in_flight,
-                auth: c.auth(shared.clock.unix_origin_micros()),
-                client_command_rate: c.client_command_rate,
-                client_publish_rate: c.client_publish_rate,
-                max_subscriptions: c.max_subscriptions,
-                proxies: c.proxies(),
-            })),
+            node: RefCell::new(Node::new(node_config(&c, &shared, index))),
             ios: RefCell::new(Vec::new()),
             peers: RefCell::new(PeerTable::default()),
             forwarded: RefCell::new(HashMap::new()),
             poller,
             scratch: RefCell::new(vec![0; SCRATCH].into_boxed_slice()),
-            handshake,
-            sse: c.sse(),
+            handshake: RefCell::new(handshake_config(&c)),
+            sse: RefCell::new(c.sse()),
             rng: Cell::new(seed(index)),
             armed: Cell::new(None),
             rearm: Notify::new(),
@@ -199,8 +179,8 @@ impl Shard {
 
     /// The handshake's limits (head size), which later heads on an HTTP
     /// keep-alive connection get too.
-    pub(crate) fn handshake(&self) -> &HandshakeConfig {
-        &self.handshake
+    pub(crate) fn handshake(&self) -> std::cell::Ref<'_, HandshakeConfig> {
+        self.handshake.borrow()
     }
 
     /// True once shutdown has started.
@@ -436,6 +416,12 @@ impl Shard {
                 self.node.borrow_mut().handle_proxy(now, ask, answer)
             }
             ShardMsg::Keys(jwks) => self.node.borrow_mut().handle_keys(now, jwks.as_deref()),
+            ShardMsg::Reconfigure(config) => {
+                let node_config = node_config(&config, &self.shared, self.index);
+                self.node.borrow_mut().reconfigure(now, node_config);
+                *self.handshake.borrow_mut() = handshake_config(&config);
+                *self.sse.borrow_mut() = config.sse();
+            }
             ShardMsg::Control(Control::Channels(reply)) => {
                 let node = self.node.borrow();
                 let _ = reply.send(node.channels().map(|(c, n)| (c.to_string(), n)).collect());
@@ -517,6 +503,36 @@ impl Shard {
                 _ => node.handle_eof(now, id),
             }
         }
+    }
+}
+
+/// The settings of shard `index`'s node under `c`.
+fn node_config(c: &Config, shared: &Shared, index: usize) -> NodeConfig {
+    NodeConfig {
+        connection: ConnectionConfig {
+            heartbeat_interval: c.heartbeat_interval,
+            heartbeat_timeout: c.heartbeat_timeout,
+            max_message_size: c.max_message_size,
+            max_queued_bytes: c.max_queued_bytes,
+            ..ConnectionConfig::default()
+        },
+        namespaces: c.namespaces.clone(),
+        client_prefix: instance::client_prefix(&shared.instance, index),
+        max_requests_in_flight: c.max_requests_in_flight,
+        auth: c.auth(shared.clock.unix_origin_micros()),
+        client_command_rate: c.client_command_rate,
+        client_publish_rate: c.client_publish_rate,
+        max_subscriptions: c.max_subscriptions,
+        proxies: c.proxies(),
+    }
+}
+
+/// The handshake's rules under `c`.
+fn handshake_config(c: &Config) -> HandshakeConfig {
+    HandshakeConfig {
+        allowed_origins: c.allowed_origins.clone(),
+        subprotocols: SUBPROTOCOLS.iter().map(|s| s.to_string()).collect(),
+        ..HandshakeConfig::default()
     }
 }
 

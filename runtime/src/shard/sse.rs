@@ -36,7 +36,7 @@ pub(crate) struct Admitted {
 /// complete response to send instead (400/403/405 for the request, 503
 /// for the limits).
 pub(crate) fn admit(shard: &Shard, head: &RequestHead, peer: IpAddr) -> Result<Admitted, Vec<u8>> {
-    let request = parse_request(head, &shard.sse).map_err(|e| e.response())?;
+    let request = parse_request(head, &shard.sse.borrow()).map_err(|e| e.response())?;
     let slot = reserve(shard, peer)?;
     Ok(Admitted { request, slot })
 }
@@ -66,7 +66,7 @@ pub(crate) fn adopt(shard: &Shard, stream: TcpStream, admitted: Admitted, leftov
     // unacknowledged: the kernel drops the connection after heartbeat
     // interval + timeout, as a silent WebSocket is dropped (a stream's
     // client sends nothing, so the node cannot tell on its own).
-    let config = &shard.shared.config;
+    let config = shard.shared.config.get();
     let patience = config.heartbeat_interval + config.heartbeat_timeout;
     let _ = socket2::SockRef::from(&stream).set_tcp_user_timeout(Some(patience));
     let retry = retry(shard);
@@ -80,7 +80,7 @@ pub(crate) fn adopt(shard: &Shard, stream: TcpStream, admitted: Admitted, leftov
 /// one and a half times it, so that browsers cut off together (a restart)
 /// do not come back together.
 fn retry(shard: &Shard) -> Duration {
-    let middle = shard.shared.config.sse_retry;
+    let middle = shard.shared.config.get().sse_retry;
     let spread = middle.as_millis().max(2) as u64;
     let r = shard.random() % spread;
     Duration::from_millis(spread / 2 + r)

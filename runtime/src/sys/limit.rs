@@ -12,7 +12,9 @@ use super::sync::{AtomicUsize, Ordering};
 #[derive(Debug)]
 pub struct ConnectionLimit {
     held: AtomicUsize,
-    max: usize,
+    /// Changed by a reload: lowering it closes nothing, it only refuses
+    /// new slots until enough are given back.
+    max: AtomicUsize,
 }
 
 impl ConnectionLimit {
@@ -20,15 +22,18 @@ impl ConnectionLimit {
     pub fn new(max: usize) -> Self {
         ConnectionLimit {
             held: AtomicUsize::new(0),
-            max,
+            max: AtomicUsize::new(max),
         }
     }
 
     /// Takes a slot; false when all `max` are held.
     pub fn try_acquire(&self) -> bool {
+        // Read once: a reload changing it meanwhile only decides whether
+        // this one handshake is judged by the old limit or the new one.
+        let max = self.max();
         self.held
             .fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| {
-                (n < self.max).then_some(n + 1)
+                (n < max).then_some(n + 1)
             })
             .is_ok()
     }
@@ -46,6 +51,11 @@ impl ConnectionLimit {
 
     /// The limit.
     pub fn max(&self) -> usize {
-        self.max
+        self.max.load(Ordering::Acquire)
+    }
+
+    /// Changes the limit (a reload); slots held beyond it stay held.
+    pub fn set_max(&self, max: usize) {
+        self.max.store(max, Ordering::Release);
     }
 }

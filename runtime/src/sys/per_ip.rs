@@ -16,13 +16,14 @@
 use std::collections::BTreeMap;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
-use super::sync::Mutex;
+use super::sync::{AtomicUsize, Mutex, Ordering};
 
 /// Connections held per client address, at most `max` each.
 #[derive(Debug)]
 pub struct PerIpLimit {
-    /// 0: off.
-    max: u32,
+    /// 0: off (whether it is on is fixed at start; the value between
+    /// limits may change with a reload).
+    max: AtomicUsize,
     held: Mutex<BTreeMap<Ipv6Addr, u32>>,
 }
 
@@ -41,14 +42,27 @@ impl PerIpLimit {
     pub fn new(max: usize) -> Self {
         PerIpLimit {
             // More than u32::MAX connections cannot be held at once anyway.
-            max: u32::try_from(max).unwrap_or(u32::MAX),
+            max: AtomicUsize::new(max.min(u32::MAX as usize)),
             held: Mutex::new(BTreeMap::new()),
         }
     }
 
     /// True when connections are counted (`max` > 0).
     pub fn is_on(&self) -> bool {
-        self.max > 0
+        self.max() > 0
+    }
+
+    /// Changes a limit that is on to another (a reload); an address that
+    /// holds more than the new limit keeps its connections and gets no new
+    /// one. Turning the limit on or off is refused (false): only a restart
+    /// does that, since shards keep addresses only while it is on.
+    pub fn set_max(&self, max: usize) -> bool {
+        if !self.is_on() || max == 0 {
+            return false;
+        }
+        self.max
+            .store(max.min(u32::MAX as usize), Ordering::Release);
+        true
     }
 
     /// Takes a slot for a connection from `ip`; false when it holds `max`
@@ -59,7 +73,7 @@ impl PerIpLimit {
         }
         let mut held = self.held.lock().unwrap_or_else(|e| e.into_inner());
         let n = held.entry(key(ip)).or_insert(0);
-        if *n >= self.max {
+        if *n >= self.max() {
             // Only an address already at `max` (> 0) gets here: its entry
             // was there before, so nothing is left at zero.
             return false;
@@ -98,7 +112,7 @@ impl PerIpLimit {
 
     /// The limit; 0: off.
     pub fn max(&self) -> u32 {
-        self.max
+        self.max.load(Ordering::Acquire) as u32
     }
 }
 
