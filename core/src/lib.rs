@@ -54,6 +54,8 @@
 //! - [`sse`]: the request of a Server-Sent Events stream (`GET /sse`):
 //!   channels, positions to resume from, token, origin, and the answers
 //!   before the stream (the events are [`protocol::sse`]).
+//! - [`metrics`]: what a node counts for the operator (counters, and
+//!   fixed-bucket latency histograms summed over shards by the driver).
 //! - [`standalone`]: one node wired to the in-memory hub with no I/O, for
 //!   benches, examples and tests of the core alone.
 //! - [`fuzzing`]: the entry points shared by the fuzz targets and the seed
@@ -79,6 +81,7 @@ pub mod fuzzing;
 pub mod handshake;
 pub mod hub;
 pub mod message;
+pub mod metrics;
 pub mod namespace;
 pub mod node;
 pub mod protocol;
