@@ -1,101 +1,139 @@
-//! `GET /metrics`: Prometheus text exposition of the server's figures.
+//! `GET /metrics`: the server's figures for a dashboard, as data
+//! ([`MetricsSnapshot`], which a status page can read or serialise) and
+//! rendered by the `prometheus-client` crate ([`render`]).
 //!
-//! Gauges are collected when scraped: each shard reports its counts over its
-//! inbox (no shared counters on the data path), the backbone its channels,
-//! the connection limits their held slots, and /proc the process's
-//! resident memory.
+//! Nothing is counted through a shared counter or lock on the data path:
+//! each shard's node counts in plain integers on its own thread
+//! ([`wavecast_core::metrics::Counters`]), the shard beside it counts its
+//! refused handshakes and its fan-out latency ([`ShardMetrics`]), and a
+//! scrape asks every shard for a copy over its inbox and sums them here.
+//! What is counted off the data path (the HTTP API's publications, the
+//! backbone's link) uses atomics; the gauges are read when scraped (the
+//! connection limits' held slots, /proc's resident memory).
 
-use std::fmt::Write as _;
+mod render;
 
-use crate::mailbox::{ask_shards, Control, ShardInfo};
+use std::collections::BTreeMap;
+
+use wavecast_core::metrics::{Counters, Histogram, SUBSCRIBER_BUCKETS};
+
+use crate::mailbox::{ask_shards, Control, ShardInfo, ShardMetrics};
 use crate::shared::Shared;
 use crate::sys::proc::resident_bytes;
 
-/// The metrics page.
-pub async fn render(shared: &Shared) -> String {
-    let infos: Vec<ShardInfo> = ask_shards(&shared.shards, Control::Info).await;
-    let mut out = String::new();
-    let mut gauge = |name: &str, help: &str, value: f64| {
-        let _ = writeln!(
-            out,
-            "# HELP {name} {help}\n# TYPE {name} gauge\n{name} {value}"
-        );
-    };
-    let connections: usize = infos.iter().map(|i| i.connections).sum();
-    gauge(
-        "wavecast_connections",
-        "WebSocket connections held.",
-        connections as f64,
-    );
-    gauge(
-        "wavecast_max_connections",
-        "Configured connection limit.",
-        shared.config.max_connections as f64,
-    );
-    gauge(
-        "wavecast_connection_slots",
-        "Slots of max_connections reserved (WebSocket connections, handshakes included).",
-        shared.connections.held() as f64,
-    );
-    gauge(
-        "wavecast_http_connections",
-        "Plain HTTP connections held (this scrape's own included).",
-        shared.http_connections.held() as f64,
-    );
-    gauge(
-        "wavecast_max_http_connections",
-        "Configured HTTP connection limit.",
-        shared.config.max_http_connections as f64,
-    );
-    let (proxies, max_proxies) = shared.outbound.proxies_in_flight();
-    gauge(
-        "wavecast_proxy_requests_in_flight",
-        "Backend proxy requests in flight, server-wide.",
-        proxies as f64,
-    );
-    gauge(
-        "wavecast_proxy_max_in_flight",
-        "Configured bound of proxy requests in flight (proxy_max_in_flight).",
-        max_proxies as f64,
-    );
-    gauge(
-        "wavecast_local_channels",
-        "Channels with local subscribers, summed over shards.",
-        infos.iter().map(|i| i.channels).sum::<usize>() as f64,
-    );
-    gauge(
-        "wavecast_queued_bytes",
-        "Bytes waiting in outbound queues.",
-        infos.iter().map(|i| i.queued_bytes).sum::<usize>() as f64,
-    );
-    gauge(
-        "wavecast_heartbeat_interval_seconds",
-        "Configured heartbeat interval.",
-        shared.config.heartbeat_interval.as_secs_f64(),
-    );
-    gauge(
-        "wavecast_workers",
-        "Shards (worker threads).",
-        infos.len() as f64,
-    );
-    if let Some(rss) = resident_bytes() {
-        gauge(
-            "wavecast_resident_memory_bytes",
-            "Resident memory of the process.",
-            rss as f64,
-        );
-        if connections > 0 {
-            gauge(
-                "wavecast_resident_memory_per_connection_bytes",
-                "Resident memory divided by connections (includes the process's fixed cost).",
-                rss as f64 / connections as f64,
-            );
+pub use render::{render_snapshot, Format, CONTENT_TYPE, OPENMETRICS_CONTENT_TYPE};
+
+/// Every figure of this server at one moment: the gauges as read then,
+/// and the counts since start summed over its shards. What `/metrics`
+/// renders; a status page can take the same (it is `Serialize`).
+#[derive(Debug, Clone, Default, serde::Serialize)]
+pub struct MetricsSnapshot {
+    /// WebSocket connections and SSE streams held.
+    pub connections: usize,
+    /// `max_connections`.
+    pub max_connections: usize,
+    /// Slots of `max_connections` reserved (handshakes included).
+    pub connection_slots: usize,
+    /// Plain HTTP connections held.
+    pub http_connections: usize,
+    /// `max_http_connections`.
+    pub max_http_connections: usize,
+    /// Backend proxy requests in flight, server-wide.
+    pub proxy_requests_in_flight: usize,
+    /// `proxy_max_in_flight`.
+    pub proxy_max_in_flight: usize,
+    /// Channels with local subscribers, summed over shards.
+    pub local_channels: usize,
+    /// Bytes waiting in outbound queues.
+    pub queued_bytes: usize,
+    /// `heartbeat_interval`, in seconds.
+    pub heartbeat_interval_seconds: f64,
+    /// `heartbeat_timeout`, in seconds.
+    pub heartbeat_timeout_seconds: f64,
+    /// Shards that answered.
+    pub workers: usize,
+    /// Resident memory of the process (`None` where /proc cannot say).
+    pub resident_memory_bytes: Option<u64>,
+    /// Resident memory divided by connections (`None` without connections
+    /// or without the resident figure); includes the process's fixed cost.
+    pub memory_per_connection_bytes: Option<f64>,
+    /// Seconds since start.
+    pub uptime_seconds: f64,
+    /// What the shards' nodes counted, summed.
+    pub counters: Counters,
+    /// Handshakes refused by HTTP status: the shards' (WebSocket upgrades,
+    /// SSE requests refused before the node) and the nodes' (SSE streams
+    /// refused by the node) together.
+    pub handshakes_refused: BTreeMap<u16, u64>,
+    /// Fan-out latency by subscriber-count bucket
+    /// ([`wavecast_core::metrics::SUBSCRIBER_BUCKET_LABELS`]), summed over
+    /// shards.
+    pub fanout_latency: [Histogram; SUBSCRIBER_BUCKETS],
+    /// Publications of the HTTP API given an offset.
+    pub api_publications: u64,
+    /// API publish latency: the request (checked) to the offset assigned.
+    pub api_publish_latency: Histogram,
+    /// The backbone link's errors (failed connects, lost links; Redis).
+    pub backbone_link_errors: u64,
+    /// Links to Redis established again after one was up.
+    pub backbone_reconnects: u64,
+}
+
+impl MetricsSnapshot {
+    /// Sums shard answers into a snapshot (the gauges that are not the
+    /// shards' are left at their defaults).
+    pub fn from_shards(infos: &[ShardInfo]) -> MetricsSnapshot {
+        let mut s = MetricsSnapshot {
+            workers: infos.len(),
+            ..MetricsSnapshot::default()
+        };
+        let mut shard = ShardMetrics::default();
+        for info in infos {
+            s.connections += info.connections;
+            s.local_channels += info.channels;
+            s.queued_bytes += info.queued_bytes;
+            s.counters.merge(&info.counters);
+            for (status, n) in &info.metrics.refused {
+                *shard.refused.entry(*status).or_default() += n;
+            }
+            for (sum, h) in shard.fanout.iter_mut().zip(info.metrics.fanout.iter()) {
+                sum.merge(h);
+            }
         }
+        s.handshakes_refused = shard.refused;
+        for (status, n) in &s.counters.refused {
+            *s.handshakes_refused.entry(*status).or_default() += n;
+        }
+        s.fanout_latency = shard.fanout;
+        s
     }
-    gauge(
-        "wavecast_uptime_seconds",
-        "Seconds since start.",
-        shared.clock.elapsed().as_secs_f64(),
-    );
-    out
+}
+
+/// Asks every shard for its counts and reads the rest: the snapshot a
+/// scrape renders.
+pub async fn snapshot(shared: &Shared) -> MetricsSnapshot {
+    let infos: Vec<ShardInfo> = ask_shards(&shared.shards, Control::Info).await;
+    let mut s = MetricsSnapshot::from_shards(&infos);
+    let config = &shared.config;
+    s.max_connections = config.max_connections;
+    s.connection_slots = shared.connections.held();
+    s.http_connections = shared.http_connections.held();
+    s.max_http_connections = config.max_http_connections;
+    (s.proxy_requests_in_flight, s.proxy_max_in_flight) = shared.outbound.proxies_in_flight();
+    s.heartbeat_interval_seconds = config.heartbeat_interval.as_secs_f64();
+    s.heartbeat_timeout_seconds = config.heartbeat_timeout.as_secs_f64();
+    s.resident_memory_bytes = resident_bytes();
+    s.memory_per_connection_bytes = match (s.resident_memory_bytes, s.connections) {
+        (Some(rss), n) if n > 0 => Some(rss as f64 / n as f64),
+        _ => None,
+    };
+    s.uptime_seconds = shared.clock.elapsed().as_secs_f64();
+    (s.api_publications, s.api_publish_latency) = shared.api_metrics.snapshot();
+    (s.backbone_link_errors, s.backbone_reconnects) = shared.backbone.link_stats();
+    s
+}
+
+/// The metrics page in `format`.
+pub async fn render(shared: &Shared, format: Format) -> String {
+    render_snapshot(&snapshot(shared).await, format)
 }
