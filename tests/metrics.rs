@@ -509,3 +509,43 @@ fn shards_of_m(after: &Scrape, before: &Scrape) -> f64 {
     assert!(all == 3.0 || all == 6.0, "fan-out observations: {all}");
     all / 3.0
 }
+
+/// Twelve subscribers of one channel on one shard: each publication is
+/// observed once, in the 10-100 bucket, and nowhere else.
+#[tokio::test]
+async fn fanout_latency_is_bucketed_by_subscribers() {
+    let ts = TestServer::start(&["--workers", "1"]);
+    let addr = ts.addr();
+    let mut subs = Vec::new();
+    for _ in 0..12 {
+        let mut c = ts.client(Enc::Json).await;
+        c.subscribe("wide").await;
+        subs.push(c);
+    }
+    let before = scrape(addr).await;
+    for i in 0..2 {
+        ts.api_publish("wide", &json!(i)).await;
+    }
+    for c in &mut subs {
+        for _ in 0..2 {
+            c.next_pub("wide").await;
+        }
+    }
+    let after = scrape(addr).await;
+    let count = |m: &Scrape, b: &str| {
+        m.or_zero(&format!(
+            "wavecast_fanout_latency_seconds_count{{subscribers=\"{b}\"}}"
+        ))
+    };
+    assert_eq!(count(&after, "10-100") - count(&before, "10-100"), 2.0);
+    assert_eq!(count(&after, "1-10") - count(&before, "1-10"), 0.0);
+    assert_eq!(
+        after.get("wavecast_deliveries_total") - before.get("wavecast_deliveries_total"),
+        24.0
+    );
+    // The observed latencies are real durations: positive, and under the
+    // test's own bound.
+    let sum = after.get(r#"wavecast_fanout_latency_seconds_sum{subscribers="10-100"}"#)
+        - before.get(r#"wavecast_fanout_latency_seconds_sum{subscribers="10-100"}"#);
+    assert!(sum > 0.0 && sum < 10.0, "{sum}");
+}
