@@ -137,3 +137,75 @@ pub async fn snapshot(shared: &Shared) -> MetricsSnapshot {
 pub async fn render(shared: &Shared, format: Format) -> String {
     render_snapshot(&snapshot(shared).await, format)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn shard(connections: usize, deliveries: u64, refused: u16, fanout_micros: u64) -> ShardInfo {
+        let mut info = ShardInfo {
+            connections,
+            channels: 1,
+            queued_bytes: 10,
+            ..ShardInfo::default()
+        };
+        info.counters.deliveries = deliveries;
+        info.counters.closed.insert(1000, 1);
+        info.counters.refused.insert(401, 1);
+        info.metrics.refused.insert(refused, 2);
+        info.metrics.fanout[1].observe(fanout_micros);
+        info
+    }
+
+    #[test]
+    fn shard_counts_are_summed() {
+        let s = MetricsSnapshot::from_shards(&[shard(2, 5, 404, 100), shard(3, 7, 503, 3_000)]);
+        assert_eq!(
+            (s.connections, s.local_channels, s.queued_bytes),
+            (5, 2, 20)
+        );
+        assert_eq!(s.workers, 2);
+        assert_eq!(s.counters.deliveries, 12);
+        assert_eq!(s.counters.closed[&1000], 2);
+        // The shards' refusals and the nodes' (401, an SSE stream's)
+        // together.
+        let refused: Vec<_> = s.handshakes_refused.iter().map(|(k, v)| (*k, *v)).collect();
+        assert_eq!(refused, [(401, 2), (404, 2), (503, 2)]);
+        assert_eq!(s.fanout_latency[1].count(), 2);
+        assert_eq!(s.fanout_latency[0].count(), 0);
+    }
+
+    #[test]
+    fn the_snapshot_renders_in_both_formats() {
+        let mut s = MetricsSnapshot::from_shards(&[shard(2, 5, 404, 100)]);
+        s.api_publications = 3;
+        s.memory_per_connection_bytes = Some(1024.0);
+        let text = render_snapshot(&s, Format::Prometheus);
+        for line in [
+            "# TYPE wavecast_deliveries_total counter",
+            "wavecast_deliveries_total 5",
+            "wavecast_connections 2.0",
+            r#"wavecast_publications_total{source="api"} 3"#,
+            r#"wavecast_handshakes_refused_total{status="404"} 2"#,
+            r#"wavecast_connections_closed_total{code="1000"} 1"#,
+            "# TYPE wavecast_fanout_latency_seconds histogram",
+            r#"wavecast_fanout_latency_seconds_bucket{subscribers="10-100",le="5e-05"} 0"#,
+            r#"wavecast_fanout_latency_seconds_bucket{subscribers="10-100",le="0.0001"} 1"#,
+            r#"wavecast_fanout_latency_seconds_bucket{subscribers="10-100",le="+Inf"} 1"#,
+            r#"wavecast_fanout_latency_seconds_count{subscribers="10-100"} 1"#,
+            "wavecast_resident_memory_per_connection_bytes 1024.0",
+        ] {
+            assert!(text.lines().any(|l| l == line), "no {line:?} in\n{text}");
+        }
+        assert!(!text.contains("# EOF"));
+        let open = render_snapshot(&s, Format::OpenMetrics);
+        assert!(open.ends_with("# EOF\n"), "{open}");
+        assert!(open.contains("# TYPE wavecast_deliveries counter\nwavecast_deliveries_total 5\n"));
+        assert_eq!(
+            Format::from_accept(Some("application/openmetrics-text; version=1.0.0")),
+            Format::OpenMetrics
+        );
+        assert_eq!(Format::from_accept(Some("*/*")), Format::Prometheus);
+        assert_eq!(Format::from_accept(None), Format::Prometheus);
+    }
+}
