@@ -296,3 +296,28 @@ fn counts_are_not_part_of_the_node_state() {
     d.handle_written(Timestamp::ZERO, id, 0);
     assert_eq!(hash(&c), hash(&d));
 }
+
+#[test]
+fn sse_streams_are_accepted_and_their_refusals_counted_by_status() {
+    let mut node = Node::new(NodeConfig::default());
+    let now = Timestamp::ZERO;
+    let request = |channel: &str| wavecast_core::sse::SseRequest {
+        channels: vec![channel.to_owned()],
+        positions: vec![None],
+        token: None,
+        origin: None,
+    };
+    // A namespace the node does not know: refused before the stream.
+    let id = node.handle_sse(now, request("nowhere:a"), std::time::Duration::ZERO);
+    let head = common::take_queued(node.queue(id).unwrap());
+    let status: u16 = String::from_utf8_lossy(&head[9..12]).parse().unwrap();
+    assert!((400..500).contains(&status), "{status}");
+    let c = node.counters();
+    assert_eq!(c.accepted, [0, 1, 0]);
+    assert_eq!(c.refused.iter().collect::<Vec<_>>(), [(&status, &1)]);
+    // One it may open: accepted, not refused.
+    node.handle_sse(now, request("news"), std::time::Duration::ZERO);
+    let c = node.counters();
+    assert_eq!(c.accepted, [0, 2, 0]);
+    assert_eq!(c.refused.values().sum::<u64>(), 1);
+}
