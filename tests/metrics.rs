@@ -291,7 +291,10 @@ async fn every_counter_moves_by_what_happened() {
         ("wavecast_recoveries_total", r#"{outcome="recovered"}"#),
         ("wavecast_recoveries_total", r#"{outcome="not_recovered"}"#),
         ("wavecast_commands_total", r#"{command="subscribe"}"#),
-        ("wavecast_command_results_total", r#"{result="0"}"#),
+        (
+            "wavecast_command_results_total",
+            r#"{command="subscribe",result="0"}"#,
+        ),
         ("wavecast_connections_accepted_total", r#"{endpoint="ws"}"#),
         ("wavecast_connections_accepted_total", r#"{endpoint="sse"}"#),
     ] {
@@ -401,17 +404,18 @@ async fn every_counter_moves_by_what_happened() {
         2.0
     );
     assert_eq!(delta(r#"wavecast_commands_total{command="publish"}"#), 1.0);
-    assert_eq!(
-        delta(r#"wavecast_command_results_total{result="106"}"#),
-        1.0
-    );
-    // Successes: 4 subscribes, 1 unsubscribe, 1 publish, and the
-    // clients' connects (the test client sends none).
-    let connects = delta(r#"wavecast_commands_total{command="connect"}"#);
-    assert_eq!(
-        delta(r#"wavecast_command_results_total{result="0"}"#),
-        6.0 + connects
-    );
+    // Replies by command and result: 4 subscribes, 1 unsubscribe and 1
+    // publish succeeded; the other unsubscribe got 106.
+    let result = |command: &str, result: &str| {
+        delta(&format!(
+            "wavecast_command_results_total{{command=\"{command}\",result=\"{result}\"}}"
+        ))
+    };
+    assert_eq!(result("subscribe", "0"), 4.0);
+    assert_eq!(result("unsubscribe", "0"), 1.0);
+    assert_eq!(result("unsubscribe", "106"), 1.0);
+    assert_eq!(result("publish", "0"), 1.0);
+    assert_eq!(result("history", "0"), 0.0);
     assert_eq!(delta(r#"wavecast_publications_total{source="api"}"#), 2.0);
     assert_eq!(
         delta(r#"wavecast_publications_total{source="client"}"#),

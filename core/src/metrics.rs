@@ -182,6 +182,31 @@ impl CommandKind {
     }
 }
 
+/// How many command labels replies are counted by: each kind, and
+/// `unknown` (a reply to a message that was not a command: a bad request
+/// that still had an id).
+pub const COMMAND_LABELS: usize = CommandKind::ALL.len() + 1;
+
+/// The label of command index `i` of [`Counters::replies`].
+pub fn command_label(i: usize) -> &'static str {
+    CommandKind::ALL.get(i).map_or("unknown", |k| k.name())
+}
+
+/// The command a successful reply answers (an error reply does not say).
+pub fn kind_of(reply: &Reply) -> Option<CommandKind> {
+    Some(match reply {
+        Reply::Subscribe { .. } => CommandKind::Subscribe,
+        Reply::Unsubscribe => CommandKind::Unsubscribe,
+        Reply::Publish { .. } => CommandKind::Publish,
+        Reply::Presence { .. } => CommandKind::Presence,
+        Reply::History { .. } => CommandKind::History,
+        Reply::Connect { .. } => CommandKind::Connect,
+        Reply::Refresh { .. } => CommandKind::Refresh,
+        Reply::SubRefresh { .. } => CommandKind::SubRefresh,
+        Reply::Error(_) | Reply::AppError { .. } => return None,
+    })
+}
+
 /// How many result labels replies are counted by: success, each of
 /// [`ErrorCode::ALL`], and the application's own codes together.
 pub const RESULTS: usize = ErrorCode::ALL.len() + 2;
@@ -238,8 +263,9 @@ pub struct Counters {
     pub slow_consumer_closes: u64,
     /// Client commands decoded, by kind ([`CommandKind::ALL`] order).
     pub commands: [u64; CommandKind::ALL.len()],
-    /// Replies sent to client commands, by result ([`result_label`]).
-    pub replies: [u64; RESULTS],
+    /// Replies sent to client commands, by command ([`command_label`])
+    /// and result ([`result_label`]).
+    pub replies: [[u64; RESULTS]; COMMAND_LABELS],
     /// Client publications that the backbone accepted (given an offset).
     pub publications: u64,
     /// Publications queued to a local subscriber (one per subscriber and
@@ -282,7 +308,9 @@ impl Counters {
         }
         self.slow_consumer_closes += other.slow_consumer_closes;
         add(&mut self.commands, &other.commands);
-        add(&mut self.replies, &other.replies);
+        for (a, b) in self.replies.iter_mut().zip(other.replies.iter()) {
+            add(a, b);
+        }
         self.publications += other.publications;
         self.deliveries += other.deliveries;
         self.bytes_read += other.bytes_read;
@@ -292,6 +320,14 @@ impl Counters {
         self.gaps += other.gaps;
         self.backbone_errors += other.backbone_errors;
         self.backbone_round_trip.merge(&other.backbone_round_trip);
+    }
+
+    /// Counts a reply: to the command it names if it succeeded, else to
+    /// `command`, the one the node was answering (`None`: not a command).
+    pub(crate) fn count_reply(&mut self, reply: &Reply, command: Option<CommandKind>) {
+        let kind = kind_of(reply).or(command);
+        let k = kind.map_or(COMMAND_LABELS - 1, |k| k as usize);
+        self.replies[k][result_of(reply)] += 1;
     }
 
     /// Counts a connection that ended with `code`.

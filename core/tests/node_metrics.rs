@@ -9,7 +9,9 @@ use serde_json::json;
 use wavecast_core::backbone::BackboneEvent;
 use wavecast_core::connection::ConnectionConfig;
 use wavecast_core::frame::OpCode;
-use wavecast_core::metrics::{result_label, CommandKind, MAX_FANOUTS};
+use wavecast_core::metrics::{
+    command_label, result_label, CommandKind, COMMAND_LABELS, MAX_FANOUTS, RESULTS,
+};
 use wavecast_core::node::{Endpoint, Node, NodeConfig};
 use wavecast_core::protocol::{close, Encoding, Payload, Publication};
 use wavecast_core::standalone::Standalone;
@@ -19,12 +21,15 @@ fn harness(config: NodeConfig) -> Harness {
     Harness::new(Standalone::new(config, 3))
 }
 
-/// The count of replies with result `label`.
-fn replies(node: &Node, label: &str) -> u64 {
+/// The count of replies to `command` (a label) with result `label`.
+fn replies(node: &Node, command: &str, label: &str) -> u64 {
     let c = node.counters();
-    (0..c.replies.len())
+    let k = (0..COMMAND_LABELS)
+        .find(|&i| command_label(i) == command)
+        .expect("a command label");
+    (0..RESULTS)
         .find(|&i| result_label(i) == label)
-        .map_or(0, |i| c.replies[i])
+        .map_or(0, |i| c.replies[k][i])
 }
 
 fn commands(node: &Node, kind: CommandKind) -> u64 {
@@ -59,8 +64,10 @@ fn commands_replies_publications_and_deliveries_are_counted() {
     assert_eq!(commands(node, CommandKind::Unsubscribe), 1);
     assert_eq!(commands(node, CommandKind::Publish), 1);
     assert_eq!(commands(node, CommandKind::History), 0);
-    assert_eq!(replies(node, "0"), 3, "two subscribes and the publish");
-    assert_eq!(replies(node, "106"), 1);
+    assert_eq!(replies(node, "subscribe", "0"), 2);
+    assert_eq!(replies(node, "publish", "0"), 1);
+    assert_eq!(replies(node, "unsubscribe", "106"), 1);
+    assert_eq!(replies(node, "unsubscribe", "0"), 0);
     assert_eq!(node.counters().publications, 1);
     assert_eq!(node.counters().deliveries, 2);
     // The publication was delivered at `now` to 2 subscribers: one entry.
@@ -320,4 +327,52 @@ fn sse_streams_are_accepted_and_their_refusals_counted_by_status() {
     let c = node.counters();
     assert_eq!(c.accepted, [0, 2, 0]);
     assert_eq!(c.refused.values().sum::<u64>(), 1);
+}
+
+#[test]
+fn error_replies_are_counted_for_the_command_they_answer() {
+    use wavecast_core::backbone::{BackboneCommand, BackboneError, BackboneReply};
+    let now = Timestamp::ZERO;
+    let mut node = Node::new(NodeConfig::default());
+    let id = node.handle_connect(now, Endpoint::PubSub(Encoding::Json), b"");
+    let send = |node: &mut Node, json: &str| {
+        let frame = common::masked(true, OpCode::Text, json.as_bytes(), [1, 2, 3, 4]);
+        node.handle_read(now, id, &frame);
+    };
+    // A message that names no command: its error is to no known command.
+    send(&mut node, r#"{"id":1,"frobnicate":{}}"#);
+    // A publish that the backbone fails: 108, counted as the publish's.
+    send(&mut node, r#"{"id":2,"publish":{"channel":"a","data":1}}"#);
+    let request = match node.poll_backbone() {
+        Some(BackboneCommand::Publish { request, .. }) => request,
+        other => panic!("expected a publish, got {other:?}"),
+    };
+    node.handle_backbone(
+        now,
+        BackboneEvent::Reply {
+            request,
+            reply: BackboneReply::Published(Err(BackboneError::Unavailable)),
+        },
+    );
+    let c = node.counters();
+    assert_eq!(c.backbone_errors, 1);
+    assert_eq!(c.publications, 0);
+    let nonzero: Vec<(String, String, u64)> = (0..COMMAND_LABELS)
+        .flat_map(|k| (0..RESULTS).map(move |r| (k, r)))
+        .filter(|&(k, r)| c.replies[k][r] > 0)
+        .map(|(k, r)| {
+            (
+                command_label(k).to_owned(),
+                result_label(r),
+                c.replies[k][r],
+            )
+        })
+        .collect();
+    assert_eq!(
+        nonzero,
+        [
+            ("publish".to_owned(), "108".to_owned(), 1),
+            ("unknown".to_owned(), "102".to_owned(), 1)
+        ]
+    );
 }

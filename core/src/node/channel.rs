@@ -563,7 +563,8 @@ impl Node {
             }
             // Gap fills are asked again below, channel by channel.
             if !matches!(pending, InFlight::Fill { .. }) {
-                self.fail_request(now, pending, &e);
+                let kind = pending.kind();
+                self.answering(kind, |node| node.fail_request(now, pending, &e));
             }
         }
         let names: Vec<String> = self.channels.keys().cloned().collect();

@@ -33,6 +33,12 @@ impl Node {
     /// its command admitted for its channel ([`admit`]: the rule the HTTP
     /// API applies too), then handled by its command's method.
     pub(super) fn on_command(&mut self, now: Timestamp, id: ConnId, enc: Encoding, bytes: &[u8]) {
+        // Until decoded, a reply is to no known command.
+        self.answering(None, |node| node.decode_command(now, id, enc, bytes));
+    }
+
+    /// [`Node::on_command`] within its count of replies.
+    fn decode_command(&mut self, now: Timestamp, id: ConnId, enc: Encoding, bytes: &[u8]) {
         let request = match protocol::decode_request(enc, bytes) {
             Ok(r) => r,
             Err(e) => {
@@ -50,17 +56,10 @@ impl Node {
             }
         };
         let rid = request.id;
-        let kind = match &request.command {
-            Command::Connect { .. } => CommandKind::Connect,
-            Command::Refresh { .. } => CommandKind::Refresh,
-            Command::SubRefresh { .. } => CommandKind::SubRefresh,
-            Command::Subscribe { .. } => CommandKind::Subscribe,
-            Command::Unsubscribe { .. } => CommandKind::Unsubscribe,
-            Command::Publish { .. } => CommandKind::Publish,
-            Command::Presence { .. } => CommandKind::Presence,
-            Command::History { .. } => CommandKind::History,
-        };
+        let kind = command_kind(&request.command);
         self.observed.counters.commands[kind as usize] += 1;
+        // `answering` restores the outer command when this one is done.
+        self.observed.answering = Some(kind);
         if !self.within_rate(now, id, enc, rid, &request.command) {
             return;
         }
@@ -511,5 +510,19 @@ impl Node {
             InFlight::Fill { .. } => true,
         });
         self.forget_asks(id);
+    }
+}
+
+/// A command's kind, as counted.
+pub(super) fn command_kind(command: &Command) -> CommandKind {
+    match command {
+        Command::Connect { .. } => CommandKind::Connect,
+        Command::Refresh { .. } => CommandKind::Refresh,
+        Command::SubRefresh { .. } => CommandKind::SubRefresh,
+        Command::Subscribe { .. } => CommandKind::Subscribe,
+        Command::Unsubscribe { .. } => CommandKind::Unsubscribe,
+        Command::Publish { .. } => CommandKind::Publish,
+        Command::Presence { .. } => CommandKind::Presence,
+        Command::History { .. } => CommandKind::History,
     }
 }

@@ -763,7 +763,8 @@ impl Node {
     }
 
     fn reply(&mut self, now: Timestamp, id: ConnId, enc: Encoding, rid: u64, reply: &Reply) {
-        self.observed.counters.replies[crate::metrics::result_of(reply)] += 1;
+        let answering = self.observed.answering;
+        self.observed.counters.count_reply(reply, answering);
         let payload = protocol::encode_reply(enc, rid, reply);
         self.send(now, id, frame::encode(enc.frame_opcode(), &payload));
     }

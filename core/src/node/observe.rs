@@ -9,7 +9,7 @@
 
 use std::hash::{Hash, Hasher};
 
-use crate::metrics::{subscriber_bucket, Counters, Fanout, MAX_FANOUTS};
+use crate::metrics::{subscriber_bucket, CommandKind, Counters, Fanout, MAX_FANOUTS};
 use crate::time::Timestamp;
 
 use super::Node;
@@ -19,6 +19,10 @@ use super::Node;
 pub(super) struct Observed {
     pub(super) counters: Counters,
     fanouts: Vec<Fanout>,
+    /// The command the node is answering now, for the replies that do not
+    /// say (errors): set around each command's handling and each answer
+    /// that completes one ([`Node::answering`]).
+    pub(super) answering: Option<CommandKind>,
 }
 
 impl PartialEq for Observed {
@@ -80,6 +84,21 @@ impl Observed {
 }
 
 impl Node {
+    /// Runs `f` as the handling of a `command` (`None`: of a message not
+    /// yet known to be one): the error replies it sends are counted as
+    /// that command's. Nested calls (a held command handled during
+    /// another's answer) restore the outer one after.
+    pub(super) fn answering<R>(
+        &mut self,
+        command: Option<CommandKind>,
+        f: impl FnOnce(&mut Node) -> R,
+    ) -> R {
+        let outer = std::mem::replace(&mut self.observed.answering, command);
+        let r = f(self);
+        self.observed.answering = outer;
+        r
+    }
+
     /// What this node counted since it started (a copy, for the driver to
     /// sum over its shards).
     pub fn counters(&self) -> &Counters {

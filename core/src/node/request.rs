@@ -10,6 +10,7 @@ use crate::time::Timestamp;
 
 use super::observe::Sent;
 use super::{ConnId, Node};
+use crate::metrics::CommandKind;
 
 /// A request to the backbone waiting for its reply.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
@@ -40,6 +41,19 @@ pub(super) enum InFlight {
 }
 
 impl InFlight {
+    /// The command whose reply this request completes (a server-side
+    /// subscription completes its connection's `connect`; a gap fill none).
+    pub(super) fn kind(&self) -> Option<CommandKind> {
+        Some(match self {
+            InFlight::Subscribe { id: Some(_), .. } => CommandKind::Subscribe,
+            InFlight::Subscribe { id: None, .. } => CommandKind::Connect,
+            InFlight::Publish { .. } => CommandKind::Publish,
+            InFlight::History { .. } => CommandKind::History,
+            InFlight::Presence { .. } => CommandKind::Presence,
+            InFlight::Fill { .. } => return None,
+        })
+    }
+
     /// The connection that waits for this request (none for a gap fill).
     pub(super) fn conn(&self) -> Option<ConnId> {
         match self {
@@ -131,6 +145,19 @@ impl Node {
         ) {
             counters.backbone_errors += 1;
         }
+        let kind = pending.kind();
+        self.answering(kind, |node| node.replied(now, request, pending, reply));
+    }
+
+    /// [`Node::on_reply`] once its request is taken, within its count of
+    /// replies.
+    fn replied(
+        &mut self,
+        now: Timestamp,
+        request: RequestId,
+        pending: InFlight,
+        reply: backbone::BackboneReply,
+    ) {
         match (pending, reply) {
             (InFlight::Publish { conn, id }, backbone::BackboneReply::Published(r)) => {
                 let reply = match r {

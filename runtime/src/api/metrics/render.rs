@@ -10,7 +10,8 @@ use prometheus_client::encoding::{DescriptorEncoder, NoLabelSet};
 use prometheus_client::metrics::MetricType;
 use prometheus_client::registry::Registry;
 use wavecast_core::metrics::{
-    result_label, CommandKind, Histogram, ENDPOINT_LABELS, RESULTS, SUBSCRIBER_BUCKET_LABELS,
+    command_label, result_label, CommandKind, Histogram, COMMAND_LABELS, ENDPOINT_LABELS,
+    SUBSCRIBER_BUCKET_LABELS,
 };
 
 use super::MetricsSnapshot;
@@ -255,13 +256,25 @@ impl Collector for Snapshot {
                 .zip(c.commands)
                 .map(|(k, n)| (k.name().to_owned(), n)),
         )?;
-        counters(
-            e,
+        let mut results = e.encode_descriptor(
             "wavecast_command_results",
-            "Replies to client commands, by result (0: success; an error code; app: an application's code).",
-            "result",
-            (0..RESULTS).map(|i| (result_label(i), c.replies[i])),
+            "Replies to client commands, by command (unknown: a message that was not one) and result (0: success; an error code; app: an application's code). Success is always listed, an error once it happened.",
+            None,
+            MetricType::Counter,
         )?;
+        for (i, row) in c.replies.iter().enumerate() {
+            for (j, &n) in row.iter().enumerate() {
+                let unknown_ok = i == COMMAND_LABELS - 1 && n == 0;
+                if (j != 0 && n == 0) || unknown_ok {
+                    continue;
+                }
+                let result = result_label(j);
+                let labels = [("command", command_label(i)), ("result", result.as_str())];
+                results
+                    .encode_family(&labels)?
+                    .encode_counter::<NoLabelSet, _, u64>(&n, None)?;
+            }
+        }
         counters(
             e,
             "wavecast_publications",
