@@ -176,6 +176,18 @@ mod tests {
     }
 
     #[test]
+    fn the_snapshot_serialises_for_a_status_page() {
+        let s = MetricsSnapshot::from_shards(&[shard(2, 5, 404, 100)]);
+        let v = serde_json::to_value(&s).expect("serialisable");
+        assert_eq!(v["connections"], 2);
+        assert_eq!(v["counters"]["deliveries"], 5);
+        assert_eq!(v["handshakes_refused"]["404"], 2);
+        assert_eq!(v["fanout_latency"].as_array().map(Vec::len), Some(6));
+        assert_eq!(v["fanout_latency"][1]["sum_micros"], 100);
+        assert_eq!(s.fanout_latency[1].quantile(0.99), Some(0.0001));
+    }
+
+    #[test]
     fn the_snapshot_renders_in_both_formats() {
         let mut s = MetricsSnapshot::from_shards(&[shard(2, 5, 404, 100)]);
         s.api_publications = 3;
