@@ -554,11 +554,13 @@ async fn restart_scenario(persist: bool) {
         .map(|(p, _)| p.clone())
         .expect("the final publication");
 
+    let mut told = 0;
     for f in followers {
         let log = tokio::time::timeout(Duration::from_secs(60), f)
             .await
             .expect("a subscriber did not get the final publication")
             .expect("subscriber task failed");
+        told += log.told;
         // Everything received is what was acknowledged at that position,
         // or an attempt whose acknowledgement was lost with redis.
         for (pos, d) in &log.got {
@@ -596,6 +598,39 @@ async fn restart_scenario(persist: bool) {
             assert!(log.told > 0, "an epoch change without a signal: {log:?}");
         }
     }
+    // /metrics saw it: each server lost its link and got it back, every
+    // gap signal a subscriber received was counted, and each one's
+    // resubscribe with recover too.
+    let (mut gaps, mut recoveries) = (0.0, 0.0);
+    for s in [&a, &b] {
+        let m = http(
+            s.addr(),
+            &wavecast_tests::Request::get(s.addr(), "/metrics").to_bytes(),
+        )
+        .await
+        .text();
+        assert!(
+            metric(&m, "wavecast_backbone_link_errors_total") >= 1.0,
+            "{m}"
+        );
+        assert!(
+            metric(&m, "wavecast_backbone_reconnects_total") >= 1.0,
+            "{m}"
+        );
+        gaps += metric(&m, "wavecast_gaps_total");
+        recoveries += metric(&m, r#"wavecast_recoveries_total{outcome="recovered"}"#)
+            + metric(&m, r#"wavecast_recoveries_total{outcome="not_recovered"}"#);
+    }
+    assert_eq!(gaps, told as f64, "gap signals counted");
+    assert_eq!(recoveries, told as f64, "one recover per gap signal");
+}
+
+/// The value of a series in a Prometheus text page (`name` or
+/// `name{labels}` as written), 0 if absent.
+fn metric(page: &str, series: &str) -> f64 {
+    page.lines()
+        .find_map(|l| l.strip_prefix(series)?.strip_prefix(' ')?.parse().ok())
+        .unwrap_or(0.0)
 }
 
 /// Waits (bounded) until `server`'s presence of `channel` lists `n` clients:

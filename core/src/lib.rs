@@ -57,6 +57,8 @@
 //! - [`call`]: a client's calls over plain HTTP (`POST /sse/publish`,
 //!   `history`, `presence`), which an SSE client sends instead of
 //!   commands: which call, token, origin; the node admits the caller.
+//! - [`metrics`]: what a node counts for the operator (counters, and
+//!   fixed-bucket latency histograms summed over shards by the driver).
 //! - [`standalone`]: one node wired to the in-memory hub with no I/O, for
 //!   benches, examples and tests of the core alone.
 //! - [`fuzzing`]: the entry points shared by the fuzz targets and the seed
@@ -83,6 +85,7 @@ pub mod fuzzing;
 pub mod handshake;
 pub mod hub;
 pub mod message;
+pub mod metrics;
 pub mod namespace;
 pub mod node;
 pub mod protocol;

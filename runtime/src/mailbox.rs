@@ -10,6 +10,7 @@ use std::sync::Arc;
 
 use tokio::sync::oneshot;
 use wavecast_core::backbone::BackboneEvent;
+use wavecast_core::metrics::{Counters, Histogram, SUBSCRIBER_BUCKETS};
 use wavecast_core::protocol::close;
 use wavecast_core::proxy::{AskId, ProxyAnswer};
 
@@ -132,4 +133,23 @@ pub struct ShardInfo {
     pub channels: usize,
     /// Bytes waiting in outbound queues.
     pub queued_bytes: usize,
+    /// What its node counted since it started.
+    pub counters: Counters,
+    /// What the shard itself counted (handshakes refused, fan-out
+    /// latency).
+    pub metrics: ShardMetrics,
+}
+
+/// What a shard counts beside its node, on its own thread (no atomics, no
+/// lock): summed over shards when `/metrics` is scraped.
+#[derive(Debug, Clone, Default)]
+pub struct ShardMetrics {
+    /// Handshakes (WebSocket upgrades and SSE requests) refused before a
+    /// connection was made, by HTTP status.
+    pub refused: BTreeMap<u16, u64>,
+    /// Fan-out latency by subscriber-count bucket
+    /// ([`wavecast_core::metrics::SUBSCRIBER_BUCKET_LABELS`]): from a
+    /// publication's arrival at the shard to the end of the write pass
+    /// that handed its frames to the kernel.
+    pub fanout: [Histogram; SUBSCRIBER_BUCKETS],
 }

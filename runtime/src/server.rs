@@ -149,6 +149,7 @@ pub async fn run(
         shards: inboxes.clone(),
         instance,
         outbound,
+        api_metrics: Default::default(),
     });
     let mut threads = Vec::new();
     for (i, (listener, inbox)) in listeners.into_iter().zip(inboxes).enumerate() {

@@ -7,9 +7,12 @@
 //! HTTP API needs to answer.
 
 use std::net::IpAddr;
-use std::sync::{Arc, RwLock};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, RwLock};
+use std::time::Duration;
 
 use tokio::sync::watch;
+use wavecast_core::metrics::Histogram;
 
 use crate::backbone::Backbone;
 use crate::clock::Clock;
@@ -45,6 +48,45 @@ pub struct Shared {
     pub instance: String,
     /// Backend proxy calls and the token key set ([`crate::outbound`]).
     pub outbound: Outbound,
+    /// What the HTTP API counts (`/metrics`).
+    pub api_metrics: ApiMetrics,
+}
+
+/// What the HTTP API counts: off the fan-out path (an API publication
+/// crosses to the backbone anyway), so an atomic and a short lock are fine
+/// here.
+#[derive(Debug, Default)]
+pub struct ApiMetrics {
+    /// Publications the API got an offset for (`publish`, and each
+    /// channel of `broadcast`).
+    pub publications: AtomicU64,
+    /// Time from an API publish request (its body read and checked) to
+    /// the backbone's offset, per channel.
+    pub publish_latency: Mutex<Histogram>,
+}
+
+impl ApiMetrics {
+    /// Counts a publication that took `elapsed` to get its offset.
+    pub fn published(&self, elapsed: Duration) {
+        self.publications.fetch_add(1, Ordering::Relaxed);
+        let micros = u64::try_from(elapsed.as_micros()).unwrap_or(u64::MAX);
+        // A poisoned lock only means a panic elsewhere mid-observe: the
+        // histogram is still a histogram.
+        let mut h = self
+            .publish_latency
+            .lock()
+            .unwrap_or_else(|e| e.into_inner());
+        h.observe(micros);
+    }
+
+    /// A copy of the counts.
+    pub fn snapshot(&self) -> (u64, Histogram) {
+        let h = self
+            .publish_latency
+            .lock()
+            .unwrap_or_else(|e| e.into_inner());
+        (self.publications.load(Ordering::Relaxed), h.clone())
+    }
 }
 
 impl Shared {

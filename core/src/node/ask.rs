@@ -15,6 +15,7 @@
 use std::collections::{BTreeMap, VecDeque};
 
 use crate::auth::SubscriptionClaims;
+use crate::metrics::CommandKind;
 use crate::namespace::NamespaceOptions;
 use crate::protocol::{close, Command, Encoding, ErrorCode, Payload, Reply, StreamPosition};
 use crate::proxy::{
@@ -245,7 +246,10 @@ impl Node {
             if let Some(client) = self.slab.get_mut(item.conn) {
                 client.held = false;
             }
-            self.dispatch(now, item.conn, item.enc, item.rid, item.command);
+            let kind = Some(super::command::command_kind(&item.command));
+            self.answering(kind, |node| {
+                node.dispatch(now, item.conn, item.enc, item.rid, item.command)
+            });
             self.after(now, item.conn);
             self.unpaused.push(item.conn);
         }
@@ -265,6 +269,20 @@ impl Node {
             return;
         }
         self.release_hold(conn);
+        let kind = match &waiting {
+            Waiting::Connect { .. } => CommandKind::Connect,
+            Waiting::Refresh { .. } => CommandKind::Refresh,
+            Waiting::Subscribe { .. } => CommandKind::Subscribe,
+            Waiting::Publish { .. } => CommandKind::Publish,
+        };
+        self.answering(Some(kind), |node| node.proxy_answered(now, waiting, answer));
+        self.after(now, conn);
+        self.resume_unpaused(now);
+    }
+
+    /// [`Node::handle_proxy`] for a live connection, within its count of
+    /// replies.
+    fn proxy_answered(&mut self, now: Timestamp, waiting: Waiting, answer: ProxyAnswer) {
         match (waiting, answer) {
             (Waiting::Refresh { conn }, answer) => self.on_refreshed(now, conn, answer),
             (waiting, ProxyAnswer::Disconnect { code, reason }) => {
@@ -344,8 +362,6 @@ impl Node {
                 ),
             },
         }
-        self.after(now, conn);
-        self.resume_unpaused(now);
     }
 
     /// Replies to the command a proxy answer was for.

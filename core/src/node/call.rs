@@ -127,4 +127,10 @@ impl Node {
             },
         })
     }
+
+    /// A call's publication was given an offset: counted with the client
+    /// publications of the operator's metrics (`source="client"`).
+    pub fn call_published(&mut self) {
+        self.observed.counters.publications += 1;
+    }
 }

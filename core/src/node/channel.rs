@@ -133,7 +133,7 @@ impl Node {
                         epoch: e.clone(),
                         offset,
                     });
-                    let request = self.fill(channel, since);
+                    let request = self.fill(now, channel, since);
                     let ch = self.channels.get_mut(channel).expect("checked above");
                     ch.held.push(Held { epoch, publication });
                     ch.sync = Sync::Filling {
@@ -148,12 +148,17 @@ impl Node {
 
     /// Asks the backbone for a channel's history after `since`, to fill a
     /// gap.
-    pub(super) fn fill(&mut self, channel: &str, since: Option<StreamPosition>) -> RequestId {
+    pub(super) fn fill(
+        &mut self,
+        now: Timestamp,
+        channel: &str,
+        since: Option<StreamPosition>,
+    ) -> RequestId {
         let name = channel.to_string();
         let pending = InFlight::Fill {
             channel: name.clone(),
         };
-        self.ask(pending, |request| BackboneCommand::History {
+        self.ask(now, pending, |request| BackboneCommand::History {
             request,
             channel: name,
             since,
@@ -193,6 +198,8 @@ impl Node {
             }
             ch.recent.push_back(publication.clone());
         }
+        // Counted once per publication, not per subscriber (`observe.rs`).
+        self.observed.delivered(now, targets.len());
         for id in targets.drain(..) {
             let Some(client) = self.slab.get_mut(id) else {
                 continue;
@@ -285,6 +292,7 @@ impl Node {
             code: unsubscribe_code::INSUFFICIENT_STATE,
             reason: "missed publications; resubscribe with recover".into(),
         };
+        self.observed.counters.gaps += ids.len() as u64;
         for id in ids {
             // Dropped before it is told: an SSE stream's node subscribes it
             // again on the push.
@@ -434,6 +442,14 @@ impl Node {
             // publications, or a gap.
             self.sse_subscribed(now, conn, channel, recover, &page);
         }
+        if recover {
+            let counters = &mut self.observed.counters;
+            if page.complete {
+                counters.recovered += 1;
+            } else {
+                counters.not_recovered += 1;
+            }
+        }
         let recovery = recover.then(|| Recovery {
             recovered: page.complete,
             publications: if page.complete {
@@ -482,6 +498,7 @@ impl Node {
         match rid {
             Some(rid) => self.reply_to(now, conn, rid, reply),
             None => {
+                self.observed.counters.gaps += 1;
                 let push = Push::Unsubscribe {
                     channel: channel.to_string(),
                     code: unsubscribe_code::INSUFFICIENT_STATE,
@@ -539,13 +556,15 @@ impl Node {
     pub(super) fn on_reset(&mut self, now: Timestamp) {
         let requests = std::mem::take(&mut self.requests);
         let e = BackboneError::Unavailable;
-        for (_, pending) in requests {
+        self.observed.counters.backbone_errors += requests.len() as u64;
+        for (_, (pending, _)) in requests {
             if let Some(conn) = pending.conn() {
                 self.request_done(conn);
             }
             // Gap fills are asked again below, channel by channel.
             if !matches!(pending, InFlight::Fill { .. }) {
-                self.fail_request(now, pending, &e);
+                let kind = pending.kind();
+                self.answering(kind, |node| node.fail_request(now, pending, &e));
             }
         }
         let names: Vec<String> = self.channels.keys().cloned().collect();
@@ -568,7 +587,7 @@ impl Node {
                 epoch: epoch.clone(),
                 offset,
             });
-            let request = self.fill(&channel, since);
+            let request = self.fill(now, &channel, since);
             let ch = self.channels.get_mut(&channel).expect("present");
             ch.sync = Sync::Filling {
                 epoch,

@@ -8,6 +8,7 @@ use crate::admission::{admit, Action, Caller, Who};
 use crate::auth::{SubscriptionClaims, TokenError};
 use crate::backbone::BackboneCommand;
 use crate::connection::CloseCause;
+use crate::metrics::CommandKind;
 use crate::namespace::NamespaceOptions;
 #[cfg(feature = "mutations")]
 use crate::protocol::Publication;
@@ -32,6 +33,12 @@ impl Node {
     /// its command admitted for its channel ([`admit`]: the rule the HTTP
     /// API applies too), then handled by its command's method.
     pub(super) fn on_command(&mut self, now: Timestamp, id: ConnId, enc: Encoding, bytes: &[u8]) {
+        // Until decoded, a reply is to no known command.
+        self.answering(None, |node| node.decode_command(now, id, enc, bytes));
+    }
+
+    /// [`Node::on_command`] within its count of replies.
+    fn decode_command(&mut self, now: Timestamp, id: ConnId, enc: Encoding, bytes: &[u8]) {
         let request = match protocol::decode_request(enc, bytes) {
             Ok(r) => r,
             Err(e) => {
@@ -49,6 +56,10 @@ impl Node {
             }
         };
         let rid = request.id;
+        let kind = command_kind(&request.command);
+        self.observed.counters.commands[kind as usize] += 1;
+        // `answering` restores the outer command when this one is done.
+        self.observed.answering = Some(kind);
         if !self.within_rate(now, id, enc, rid, &request.command) {
             return;
         }
@@ -175,13 +186,13 @@ impl Node {
             Command::Publish { channel, data } => {
                 self.publish(now, id, rid, channel, data, options)
             }
-            Command::Presence { channel } => self.presence(id, rid, channel),
+            Command::Presence { channel } => self.presence(now, id, rid, channel),
             Command::History {
                 channel,
                 since,
                 reverse,
                 ..
-            } => self.history(id, rid, channel, since, admitted.limit, reverse),
+            } => self.history(now, id, rid, channel, since, admitted.limit, reverse),
             Command::Connect { .. } | Command::Refresh { .. } | Command::SubRefresh { .. } => {}
         }
     }
@@ -291,8 +302,7 @@ impl Node {
 
     /// `publish` (admitted): asks the backbone to sequence the publication;
     /// the client's own copy comes back from the backbone like everyone
-    /// else's. (`now` is only read by a mutation.)
-    #[cfg_attr(not(feature = "mutations"), allow(unused_variables))]
+    /// else's.
     pub(super) fn publish(
         &mut self,
         now: Timestamp,
@@ -317,7 +327,7 @@ impl Node {
         // The sender, as the server knows it: subscribers see who spoke
         // without trusting anything in the data.
         let info = self.client_info(id, Some(&channel));
-        self.ask(InFlight::Publish { conn: id, id: rid }, |request| {
+        self.ask(now, InFlight::Publish { conn: id, id: rid }, |request| {
             BackboneCommand::Publish {
                 request,
                 channel,
@@ -330,8 +340,8 @@ impl Node {
 
     /// `presence` (admitted: presence is on): asks the backbone who is in
     /// the channel.
-    fn presence(&mut self, id: ConnId, rid: u64, channel: String) {
-        self.ask(InFlight::Presence { conn: id, id: rid }, |request| {
+    fn presence(&mut self, now: Timestamp, id: ConnId, rid: u64, channel: String) {
+        self.ask(now, InFlight::Presence { conn: id, id: rid }, |request| {
             BackboneCommand::Presence { request, channel }
         });
     }
@@ -339,8 +349,10 @@ impl Node {
     /// `history` (admitted): asks the backbone for a page of the channel's
     /// history, of at most `limit` (already capped at the namespace's
     /// history size).
+    #[allow(clippy::too_many_arguments)]
     fn history(
         &mut self,
+        now: Timestamp,
         id: ConnId,
         rid: u64,
         channel: String,
@@ -348,7 +360,7 @@ impl Node {
         limit: Option<usize>,
         reverse: bool,
     ) {
-        self.ask(InFlight::History { conn: id, id: rid }, |request| {
+        self.ask(now, InFlight::History { conn: id, id: rid }, |request| {
             BackboneCommand::History {
                 request,
                 channel,
@@ -422,7 +434,7 @@ impl Node {
         // Without recover only the position is needed (limit 0).
         let limit = if recovering { None } else { Some(0) };
         let name = channel.clone();
-        let request = self.ask(pending, |request| BackboneCommand::History {
+        let request = self.ask(now, pending, |request| BackboneCommand::History {
             request,
             channel: name,
             since: recover,
@@ -464,11 +476,19 @@ impl Node {
         self.drop_if_empty(channel);
     }
 
-    pub(super) fn on_closed(&mut self, now: Timestamp, id: ConnId, _cause: &CloseCause) {
-        let subs = match self.client_mut(id) {
-            Some(c) => std::mem::take(&mut c.subs),
+    pub(super) fn on_closed(&mut self, now: Timestamp, id: ConnId, cause: &CloseCause) {
+        let (subs, code) = match self.client_mut(id) {
+            Some(c) => (std::mem::take(&mut c.subs), cause.code(c.conn.config())),
             None => return,
         };
+        let counters = &mut self.observed.counters;
+        counters.count_close(code);
+        if matches!(
+            cause,
+            CloseCause::SlowConsumer(_) | CloseCause::WriteStalled
+        ) {
+            counters.slow_consumer_closes += 1;
+        }
         #[cfg(feature = "mutations")]
         let subs = match self.mutation {
             Some(Mutation::SkipUnsubscribeOnClose) => Vec::new(),
@@ -482,7 +502,7 @@ impl Node {
         if let Some(client) = self.client_mut(id) {
             client.in_flight = 0;
         }
-        self.requests.retain(|_, p| match p {
+        self.requests.retain(|_, (p, _)| match p {
             InFlight::Subscribe { conn, .. }
             | InFlight::Publish { conn, .. }
             | InFlight::History { conn, .. }
@@ -490,5 +510,19 @@ impl Node {
             InFlight::Fill { .. } => true,
         });
         self.forget_asks(id);
+    }
+}
+
+/// A command's kind, as counted.
+pub(super) fn command_kind(command: &Command) -> CommandKind {
+    match command {
+        Command::Connect { .. } => CommandKind::Connect,
+        Command::Refresh { .. } => CommandKind::Refresh,
+        Command::SubRefresh { .. } => CommandKind::SubRefresh,
+        Command::Subscribe { .. } => CommandKind::Subscribe,
+        Command::Unsubscribe { .. } => CommandKind::Unsubscribe,
+        Command::Publish { .. } => CommandKind::Publish,
+        Command::Presence { .. } => CommandKind::Presence,
+        Command::History { .. } => CommandKind::History,
     }
 }

@@ -72,7 +72,9 @@
 //! - `reconfigure.rs`: [`Node::reconfigure`], new settings while running
 //!   (the server's reload);
 //! - `heartbeat.rs`: the one timer of application-level pings and SSE
-//!   heartbeat comments.
+//!   heartbeat comments;
+//! - `observe.rs`: what the node counts for the operator
+//!   ([`crate::metrics`]), kept out of its state's equality and hash.
 
 mod ask;
 mod auth;
@@ -80,6 +82,7 @@ mod call;
 mod channel;
 mod command;
 mod heartbeat;
+mod observe;
 mod rate;
 mod reconfigure;
 mod request;
@@ -238,7 +241,8 @@ pub struct Node {
     transmit: IdQueue,
     finished: VecDeque<ConnId>,
     channels: BTreeMap<String, LocalChannel>,
-    requests: BTreeMap<RequestId, InFlight>,
+    /// Requests waiting for the backbone, and when each was sent.
+    requests: BTreeMap<RequestId, (InFlight, observe::Sent)>,
     next_request: u64,
     backbone: VecDeque<BackboneCommand>,
     /// Scratch list of a fan-out's recipients (see `deliver`).
@@ -262,6 +266,8 @@ pub struct Node {
     ping_frames: [Bytes; 2],
     /// The node's SSE streams: their channels and positions (`sse.rs`).
     streams: BTreeMap<ConnId, sse::Stream>,
+    /// Counts for the operator (`observe.rs`).
+    observed: observe::Observed,
     #[cfg(feature = "mutations")]
     mutation: Option<Mutation>,
 }
@@ -300,6 +306,7 @@ impl Node {
                 protocol::ping_frame(Encoding::MsgPack),
             ],
             streams: BTreeMap::new(),
+            observed: observe::Observed::default(),
             #[cfg(feature = "mutations")]
             mutation: None,
         }
@@ -345,6 +352,9 @@ impl Node {
             }
         };
         let conn = Connection::with_config(now, config);
+        // `ENDPOINT_LABELS` order: ws, sse (counted in `handle_sse`), echo.
+        let kind = if endpoint == Endpoint::Echo { 2 } else { 0 };
+        self.observed.counters.accepted[kind] += 1;
         let auth = match endpoint {
             Endpoint::PubSub(_) if !self.config.auth.open() => {
                 Auth::Pending(now + self.config.auth.connect_timeout)
@@ -382,6 +392,7 @@ impl Node {
 
     /// Bytes read from a connection's transport.
     pub fn handle_read(&mut self, now: Timestamp, id: ConnId, data: &[u8]) {
+        self.observed.counters.bytes_read += data.len() as u64;
         self.with_conn(now, id, |c| c.handle_read(now, data));
     }
 
@@ -392,6 +403,7 @@ impl Node {
 
     /// The driver wrote `n` bytes of a connection's queue.
     pub fn handle_written(&mut self, now: Timestamp, id: ConnId, n: usize) {
+        self.observed.counters.bytes_written += n as u64;
         self.with_conn(now, id, |c| c.handle_written(now, n));
     }
 
@@ -747,6 +759,8 @@ impl Node {
     }
 
     fn reply(&mut self, now: Timestamp, id: ConnId, enc: Encoding, rid: u64, reply: &Reply) {
+        let answering = self.observed.answering;
+        self.observed.counters.count_reply(reply, answering);
         let payload = protocol::encode_reply(enc, rid, reply);
         self.send(now, id, frame::encode(enc.frame_opcode(), &payload));
     }

@@ -8,7 +8,9 @@ use crate::backbone::{self, BackboneCommand, BackboneError, RequestId};
 use crate::protocol::{ErrorCode, ErrorReply, Reply};
 use crate::time::Timestamp;
 
+use super::observe::Sent;
 use super::{ConnId, Node};
+use crate::metrics::CommandKind;
 
 /// A request to the backbone waiting for its reply.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
@@ -39,6 +41,19 @@ pub(super) enum InFlight {
 }
 
 impl InFlight {
+    /// The command whose reply this request completes (a server-side
+    /// subscription completes its connection's `connect`; a gap fill none).
+    pub(super) fn kind(&self) -> Option<CommandKind> {
+        Some(match self {
+            InFlight::Subscribe { id: Some(_), .. } => CommandKind::Subscribe,
+            InFlight::Subscribe { id: None, .. } => CommandKind::Connect,
+            InFlight::Publish { .. } => CommandKind::Publish,
+            InFlight::History { .. } => CommandKind::History,
+            InFlight::Presence { .. } => CommandKind::Presence,
+            InFlight::Fill { .. } => return None,
+        })
+    }
+
     /// The connection that waits for this request (none for a gap fill).
     pub(super) fn conn(&self) -> Option<ConnId> {
         match self {
@@ -63,6 +78,7 @@ impl Node {
     /// counts it against `max_requests_in_flight`.
     pub(super) fn ask(
         &mut self,
+        now: Timestamp,
         pending: InFlight,
         command: impl FnOnce(RequestId) -> BackboneCommand,
     ) -> RequestId {
@@ -70,7 +86,7 @@ impl Node {
         if let Some(client) = pending.conn().and_then(|c| self.slab.get_mut(c)) {
             client.in_flight = client.in_flight.saturating_add(1);
         }
-        self.requests.insert(request, pending);
+        self.requests.insert(request, (pending, Sent(now)));
         self.backbone.push_back(command(request));
         request
     }
@@ -78,11 +94,16 @@ impl Node {
     /// Forgets a request (answered, failed or abandoned); a connection held
     /// back at the bound is handled again once below it.
     pub(super) fn take_request(&mut self, request: RequestId) -> Option<InFlight> {
-        let pending = self.requests.remove(&request)?;
+        self.take_request_sent(request).map(|(p, _)| p)
+    }
+
+    /// [`Node::take_request`], with the time the request was sent.
+    fn take_request_sent(&mut self, request: RequestId) -> Option<(InFlight, Sent)> {
+        let (pending, sent) = self.requests.remove(&request)?;
         if let Some(conn) = pending.conn() {
             self.request_done(conn);
         }
-        Some(pending)
+        Some((pending, sent))
     }
 
     pub(super) fn request_done(&mut self, conn: ConnId) {
@@ -108,13 +129,42 @@ impl Node {
         request: RequestId,
         reply: backbone::BackboneReply,
     ) {
-        let Some(pending) = self.take_request(request) else {
+        let Some((pending, Sent(sent))) = self.take_request_sent(request) else {
             return; // its connection or channel is gone
         };
+        let counters = &mut self.observed.counters;
+        let micros = now.saturating_since(sent).as_micros();
+        counters
+            .backbone_round_trip
+            .observe(u64::try_from(micros).unwrap_or(u64::MAX));
+        if matches!(
+            &reply,
+            backbone::BackboneReply::Published(Err(_))
+                | backbone::BackboneReply::History(Err(_))
+                | backbone::BackboneReply::Presence(Err(_))
+        ) {
+            counters.backbone_errors += 1;
+        }
+        let kind = pending.kind();
+        self.answering(kind, |node| node.replied(now, request, pending, reply));
+    }
+
+    /// [`Node::on_reply`] once its request is taken, within its count of
+    /// replies.
+    fn replied(
+        &mut self,
+        now: Timestamp,
+        request: RequestId,
+        pending: InFlight,
+        reply: backbone::BackboneReply,
+    ) {
         match (pending, reply) {
             (InFlight::Publish { conn, id }, backbone::BackboneReply::Published(r)) => {
                 let reply = match r {
-                    Ok(pos) => Reply::Publish { offset: pos.offset },
+                    Ok(pos) => {
+                        self.observed.counters.publications += 1;
+                        Reply::Publish { offset: pos.offset }
+                    }
                     Err(e) => backbone_error(&e),
                 };
                 self.reply_to(now, conn, id, &reply);

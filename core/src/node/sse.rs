@@ -91,6 +91,7 @@ impl Node {
     /// feeds it the bytes the client sends (ignored) and its end.
     pub fn handle_sse(&mut self, now: Timestamp, request: SseRequest, retry: Duration) -> ConnId {
         let conn = crate::connection::Connection::with_config(now, self.sse_config.clone());
+        self.observed.counters.accepted[1] += 1;
         let client = super::slab::Client {
             conn,
             endpoint: Endpoint::Sse,
@@ -294,6 +295,7 @@ impl Node {
         message: &str,
         channel: Option<&str>,
     ) {
+        *self.observed.counters.refused.entry(status).or_default() += 1;
         let origin = self.opening(id).and_then(|o| o.origin.take());
         let body = refusal(status, code, message, channel, origin.as_deref());
         self.sse_send(now, id, [Bytes::from(body)]);

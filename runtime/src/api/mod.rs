@@ -226,11 +226,13 @@ async fn publish(shared: &Shared, body: &[u8]) -> Result<Reply, ApiError> {
     let b: PublishBody = parse(body)?;
     let options = admit_api(shared, &b.channel, Action::Publish)?.options;
     let data = payload(b.data)?;
+    let started = std::time::Instant::now();
     let pos = shared
         .backbone
         .publish(b.channel, data, None, options.history())
         .await
         .map_err(|_| unavailable())?;
+    shared.api_metrics.published(started.elapsed());
     Ok(json_response(
         StatusCode::OK,
         &json!({"epoch": pos.epoch, "offset": pos.offset}),
@@ -262,11 +264,13 @@ async fn broadcast(shared: &Shared, body: &[u8]) -> Result<Reply, ApiError> {
     }
     let mut results = Vec::with_capacity(checked.len());
     for (channel, options) in checked {
+        let started = std::time::Instant::now();
         let pos = shared
             .backbone
             .publish(channel.clone(), data.clone(), None, options.history())
             .await
             .map_err(|_| unavailable())?;
+        shared.api_metrics.published(started.elapsed());
         results.push(json!({"channel": channel, "epoch": pos.epoch, "offset": pos.offset}));
     }
     Ok(json_response(StatusCode::OK, &json!({"results": results})))

@@ -20,7 +20,7 @@ pub mod memory;
 pub mod redis;
 
 use std::collections::BTreeMap;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -134,6 +134,18 @@ pub struct Backbone {
     /// The in-memory hub's history figures (`None` with Redis, whose
     /// streams hold the history).
     history: Option<Arc<HistoryFigures>>,
+    /// The link's errors and reconnects (always 0 in memory).
+    link: Arc<LinkStats>,
+}
+
+/// What the backbone's link to Redis counts (`/metrics`); the in-memory
+/// backbone has no link, and its counts stay 0.
+#[derive(Debug, Default)]
+pub struct LinkStats {
+    /// Failed attempts to connect, and links lost.
+    pub errors: AtomicU64,
+    /// Links established again after one was up.
+    pub reconnects: AtomicU64,
 }
 
 /// What the in-memory hub's history costs, against its budget
@@ -172,6 +184,7 @@ impl Backbone {
             ready: Arc::new(AtomicBool::new(true)),
             cluster: false,
             history: Some(figures),
+            link: Arc::default(),
         })
     }
 
@@ -187,12 +200,14 @@ impl Backbone {
     ) -> Result<Backbone, self::redis::RedisStartError> {
         let ready = Arc::new(AtomicBool::new(false));
         let (tx, rx) = backlog::channel(max_backlog);
-        self::redis::spawn(options, shards, ready.clone(), rx)?;
+        let link = Arc::new(LinkStats::default());
+        self::redis::spawn(options, shards, ready.clone(), link.clone(), rx)?;
         Ok(Backbone {
             tx,
             ready,
             cluster: true,
             history: None,
+            link,
         })
     }
 
@@ -200,6 +215,14 @@ impl Backbone {
     /// then asks the other servers too for disconnects and channels.
     pub fn is_cluster(&self) -> bool {
         self.cluster
+    }
+
+    /// The link's errors and reconnects so far: `(errors, reconnects)`.
+    pub fn link_stats(&self) -> (u64, u64) {
+        (
+            self.link.errors.load(Ordering::Relaxed),
+            self.link.reconnects.load(Ordering::Relaxed),
+        )
     }
 
     /// True while the backbone can serve requests (the link to Redis is

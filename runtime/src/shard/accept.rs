@@ -42,14 +42,13 @@ pub(super) async fn handle_socket(shard: Rc<Shard>, stream: TcpStream, peer: IpA
         Ok(Ok(None)) => return, // closed before a whole head
         Ok(Err(HeadError::Io)) => return,
         Ok(Err(HeadError::Handshake(e))) => {
-            let _ = stream.write_all(&e.response()).await;
+            let _ = stream.write_all(&shard.refuse(e.response())).await;
             return;
         }
         Err(_) => {
             let body = "request head not received in time\n";
-            let _ = stream
-                .write_all(&handshake::reject_response(408, "Request Timeout", body))
-                .await;
+            let response = handshake::reject_response(408, "Request Timeout", body);
+            let _ = stream.write_all(&shard.refuse(response)).await;
             return;
         }
     };
@@ -151,6 +150,15 @@ impl Drop for Reservation {
 /// and those that arrive on an HTTP keep-alive connection
 /// ([`super::http`]).
 pub(crate) fn admit(
+    shard: &Shard,
+    head: &RequestHead,
+    peer: IpAddr,
+) -> Result<(handshake::Accepted, Endpoint, Reservation), Vec<u8>> {
+    decide(shard, head, peer).map_err(|refusal| shard.refuse(refusal))
+}
+
+/// [`admit`]'s decision, before its refusal is counted.
+fn decide(
     shard: &Shard,
     head: &RequestHead,
     peer: IpAddr,

@@ -96,6 +96,7 @@ async fn run(
                 .publish(b.channel, data, info, history)
                 .await
                 .map_err(|_| unavailable())?;
+            shard.node.borrow_mut().call_published();
             Reply::Publish { offset: at.offset }
         }
         CallKind::History => {

@@ -158,11 +158,16 @@ async fn route(
         }
         (&Method::GET | &Method::HEAD, "/healthz") => text(StatusCode::OK, "ok\n"),
         (&Method::GET, "/metrics") => {
-            let body = crate::api::metrics::render(shard.shared()).await;
+            let accept = req
+                .headers()
+                .get(hyper::header::ACCEPT)
+                .and_then(|v| v.to_str().ok());
+            let format = crate::api::metrics::Format::from_accept(accept);
+            let body = crate::api::metrics::render(shard.shared(), format).await;
             let mut r = Response::new(Full::new(Bytes::from(body)));
             r.headers_mut().insert(
                 hyper::header::CONTENT_TYPE,
-                hyper::header::HeaderValue::from_static("text/plain; version=0.0.4"),
+                hyper::header::HeaderValue::from_static(format.content_type()),
             );
             r
         }
@@ -238,11 +243,11 @@ fn upgrade(
     let max = shard.handshake().max_head_size;
     if head.head_len > max || head.headers.len() > MAX_HEADERS {
         let body = format!("request head over {max} bytes or {MAX_HEADERS} headers\n");
-        return raw_response(&handshake::reject_response(
+        return raw_response(&shard.refuse(handshake::reject_response(
             431,
             "Request Header Fields Too Large",
             &body,
-        ));
+        )));
     }
     let (accepted, endpoint, slot) = match super::admit(&shard, head, peer) {
         Ok(ok) => ok,

@@ -56,7 +56,7 @@ use wavecast_core::Timestamp;
 
 use crate::config::Config;
 use crate::instance;
-use crate::mailbox::{Control, ShardInbox, ShardInfo, ShardMsg};
+use crate::mailbox::{Control, ShardInbox, ShardInfo, ShardMetrics, ShardMsg};
 use crate::outbound::ForwardedHeaders;
 use crate::shared::Shared;
 use crate::sys::per_ip::PeerTable;
@@ -137,6 +137,9 @@ pub struct Shard {
     /// The deadline the timer task sleeps until.
     armed: Cell<Option<Timestamp>>,
     rearm: Notify,
+    /// What the shard counts beside its node (refused handshakes, fan-out
+    /// latency); read by `/metrics` through the inbox.
+    metrics: RefCell<ShardMetrics>,
 }
 
 impl Shard {
@@ -163,6 +166,7 @@ impl Shard {
             rng: Cell::new(seed(index)),
             armed: Cell::new(None),
             rearm: Notify::new(),
+            metrics: RefCell::new(ShardMetrics::default()),
             shared,
         })
     }
@@ -186,6 +190,15 @@ impl Shard {
     /// True once shutdown has started.
     pub fn shutting_down(&self) -> bool {
         self.shared.shutting_down()
+    }
+
+    /// Counts a handshake refused before a connection was made (its
+    /// status read from the response the core built) and gives the
+    /// response back, to be sent.
+    pub(crate) fn refuse(&self, response: Vec<u8>) -> Vec<u8> {
+        let status = status_of(&response);
+        *self.metrics.borrow_mut().refused.entry(status).or_default() += 1;
+        response
     }
 
     /// A pseudo-random number (xorshift64*: jitter, not secrets).
@@ -253,6 +266,7 @@ impl Shard {
             let Some(id) = id else { break };
             self.write(now, id);
         }
+        self.observe_fanouts();
         loop {
             let id = self.node.borrow_mut().poll_finished();
             let Some(id) = id else { break };
@@ -279,6 +293,29 @@ impl Shard {
                 self.armed.set(Some(next));
                 self.rearm.notify_one();
             }
+        }
+    }
+
+    /// Observes the fan-out latency of the publications the node delivered
+    /// since the last write pass, which has just handed their frames to
+    /// the kernel: each one's time from arrival (the `now` of the inbox
+    /// batch that brought it) to now, in the bucket of its subscriber
+    /// count. One pass writes every connection listed, so its end is when
+    /// the last subscriber's frame went to the kernel; a subscriber whose
+    /// socket was full is not waited for (its bytes go when it drains, and
+    /// counting that would measure the slow reader, not the server). The
+    /// clock is read once per pass, and only if something was delivered.
+    fn observe_fanouts(&self) {
+        let mut node = self.node.borrow_mut();
+        if !node.has_fanouts() {
+            return;
+        }
+        let done = self.now();
+        let mut metrics = self.metrics.borrow_mut();
+        for f in node.take_fanouts() {
+            let micros = u64::try_from(done.saturating_since(f.arrival).as_micros());
+            metrics.fanout[usize::from(f.bucket)]
+                .observe_n(micros.unwrap_or(u64::MAX), u64::from(f.publications));
         }
     }
 
@@ -445,6 +482,8 @@ impl Shard {
                     connections: node.connections(),
                     channels: node.channels().count(),
                     queued_bytes: node.queued_bytes(),
+                    counters: node.counters().clone(),
+                    metrics: self.metrics.borrow().clone(),
                 });
             }
         }
@@ -534,6 +573,16 @@ fn handshake_config(c: &Config) -> HandshakeConfig {
         subprotocols: SUBPROTOCOLS.iter().map(|s| s.to_string()).collect(),
         ..HandshakeConfig::default()
     }
+}
+
+/// The status of a response the core built (`HTTP/1.1 NNN ...`); 0 if
+/// it has none (never, for the core's responses).
+fn status_of(response: &[u8]) -> u16 {
+    response
+        .get(9..12)
+        .and_then(|d| std::str::from_utf8(d).ok())
+        .and_then(|d| d.parse().ok())
+        .unwrap_or(0)
 }
 
 /// A non-zero seed for a shard's random numbers, different per process

@@ -36,8 +36,9 @@ pub(crate) struct Admitted {
 /// complete response to send instead (400/403/405 for the request, 503
 /// for the limits).
 pub(crate) fn admit(shard: &Shard, head: &RequestHead, peer: IpAddr) -> Result<Admitted, Vec<u8>> {
-    let request = parse_request(head, &shard.sse.borrow()).map_err(|e| e.response())?;
-    let slot = reserve(shard, peer)?;
+    let request =
+        parse_request(head, &shard.sse.borrow()).map_err(|e| shard.refuse(e.response()))?;
+    let slot = reserve(shard, peer).map_err(|r| shard.refuse(r))?;
     Ok(Admitted { request, slot })
 }
 

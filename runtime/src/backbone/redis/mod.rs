@@ -69,7 +69,7 @@ use wavecast_core::backbone::{BackboneError, BackboneEvent, BackboneReply, NodeI
 use wavecast_core::hub::ChannelStats;
 use wavecast_core::protocol::ClientInfo;
 
-use crate::backbone::ToHub;
+use crate::backbone::{LinkStats, ToHub};
 use crate::mailbox::{ShardInbox, ShardMsg};
 use crate::sys::backlog::Receiver;
 use control::{control_topic, is_control_topic, ControlEvent, Pending, CONTROL_ALL};
@@ -150,6 +150,7 @@ pub(crate) fn spawn(
     options: RedisOptions,
     shards: Vec<ShardInbox>,
     ready: Arc<AtomicBool>,
+    stats: Arc<LinkStats>,
     rx: Receiver<ToHub>,
 ) -> Result<(), RedisStartError> {
     let client = redis::Client::open(options.url.as_str())
@@ -174,6 +175,7 @@ pub(crate) fn spawn(
                 client,
                 shards: Arc::new(shards),
                 ready,
+                stats,
                 lease,
                 scripts: Arc::new(Scripts::new()),
                 subs: BTreeMap::new(),
@@ -197,6 +199,8 @@ struct Driver {
     client: redis::Client,
     shards: Arc<Vec<ShardInbox>>,
     ready: Arc<AtomicBool>,
+    /// Link errors and reconnects, for `/metrics`.
+    stats: Arc<LinkStats>,
     lease: Duration,
     scripts: Arc<Scripts>,
     /// Channel -> shards (nodes) subscribed to it. A channel is in Redis's
@@ -274,6 +278,8 @@ impl Driver {
         let mut link: Option<Link> = None;
         let mut backoff = MIN_BACKOFF;
         let mut next_attempt = Instant::now();
+        // A link was up before: the next connect is a reconnect.
+        let mut had_link = false;
         let mut refresh = tokio::time::interval(self.lease / 3);
         refresh.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
@@ -289,6 +295,9 @@ impl Driver {
                         match self.connect().await {
                             Ok(l) => {
                                 tracing::info!("redis backbone connected");
+                                if std::mem::replace(&mut had_link, true) {
+                                    self.stats.reconnects.fetch_add(1, Ordering::Relaxed);
+                                }
                                 link = Some(l);
                                 backoff = MIN_BACKOFF;
                                 self.ready.store(true, Ordering::Release);
@@ -299,6 +308,7 @@ impl Driver {
                                 }
                             }
                             Err(e) => {
+                                self.stats.errors.fetch_add(1, Ordering::Relaxed);
                                 tracing::warn!(error = %e, retry_in = ?backoff, "cannot connect to redis");
                                 next_attempt = Instant::now() + backoff;
                                 backoff = (backoff * 2).min(MAX_BACKOFF);
@@ -337,6 +347,7 @@ impl Driver {
             };
             if lost {
                 tracing::warn!("lost the link to redis; reconnecting");
+                self.stats.errors.fetch_add(1, Ordering::Relaxed);
                 self.ready.store(false, Ordering::Release);
                 link = None;
                 // Their replies would come over the lost connection:
