@@ -162,9 +162,31 @@ pub struct ServeArgs {
     /// Reconnection delay an SSE stream tells the browser (`retry:`), randomised per stream between half and 1.5 times it [default: 2s].
     #[arg(long, env = "WAVECAST_SSE_RETRY", value_parser = parse_duration)]
     pub sse_retry: Option<Duration>,
+    /// Log format: `text` (for people) or `json` (one object per line, for log shippers) [default: text].
+    #[arg(long, env = "WAVECAST_LOG_FORMAT", value_enum)]
+    pub log_format: Option<LogFormat>,
+    /// What to log: a level (`info`, `debug`) or filter directives such as `wavecast=debug,info` [default: RUST_LOG if set, else info].
+    #[arg(long, env = "WAVECAST_LOG_LEVEL")]
+    pub log_level: Option<String>,
+    /// Interval of the info line that sums up slow-consumer and heartbeat closes (written only when there were some) [default: 10s].
+    #[arg(long, env = "WAVECAST_LOG_SUMMARY_INTERVAL", value_parser = parse_duration)]
+    pub log_summary_interval: Option<Duration>,
     /// Serve anonymous clients on a non-loopback address without any authentication (flag only).
     #[arg(long)]
     pub insecure: bool,
+}
+
+/// The format of the log on stderr (`log_format`).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, clap::ValueEnum, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    /// One line per event for people: time, level, target, message and
+    /// fields (coloured only on a terminal).
+    #[default]
+    Text,
+    /// One JSON object per line (`timestamp`, `level`, `target`,
+    /// `fields`), for log shippers.
+    Json,
 }
 
 /// The TOML file: the same settings as the flags.
@@ -226,6 +248,10 @@ pub struct FileConfig {
     sse_token_in_query: Option<bool>,
     #[serde(default, with = "opt_duration")]
     sse_retry: Option<Duration>,
+    log_format: Option<LogFormat>,
+    log_level: Option<String>,
+    #[serde(default, with = "opt_duration")]
+    log_summary_interval: Option<Duration>,
     /// Options of channels without a namespace.
     channels: Option<NamespaceFile>,
     /// Options of channels `NAME:...`, by NAME.
@@ -416,6 +442,15 @@ pub struct Config {
     pub sse_token_in_query: bool,
     /// The middle of the randomised `retry:` of SSE streams.
     pub sse_retry: Duration,
+    /// The log's format.
+    pub log_format: LogFormat,
+    /// The log's filter directives as configured; `None`: not set
+    /// (`RUST_LOG`, else `info`; see [`crate::logging`]).
+    pub log_level: Option<String>,
+    /// Interval of the summary of slow-consumer and heartbeat closes.
+    pub log_summary_interval: Duration,
+    /// The config file read, if any (for the startup lines).
+    pub config_file: Option<PathBuf>,
 }
 
 impl Default for Config {
@@ -467,6 +502,10 @@ impl Default for Config {
             sse_token_cookie: wavecast_core::sse::TOKEN_COOKIE.to_owned(),
             sse_token_in_query: false,
             sse_retry: Duration::from_secs(2),
+            log_format: LogFormat::Text,
+            log_level: None,
+            log_summary_interval: Duration::from_secs(10),
+            config_file: None,
         }
     }
 }
@@ -774,6 +813,17 @@ impl Config {
                 .or(file.sse_token_in_query)
                 .unwrap_or(d.sse_token_in_query),
             sse_retry: args.sse_retry.or(file.sse_retry).unwrap_or(d.sse_retry),
+            log_format: args.log_format.or(file.log_format).unwrap_or(d.log_format),
+            log_level: args
+                .log_level
+                .clone()
+                .or(file.log_level)
+                .filter(|l| !l.trim().is_empty()),
+            log_summary_interval: args
+                .log_summary_interval
+                .or(file.log_summary_interval)
+                .unwrap_or(d.log_summary_interval),
+            config_file: args.config.clone(),
         };
         config.validate()?;
         Ok(config)
@@ -869,6 +919,22 @@ impl Config {
         }
         if self.connect_timeout.is_zero() {
             return invalid("connect_timeout", "must be more than zero");
+        }
+        if let Some(level) = &self.log_level {
+            if let Err(e) = parse_log_level(level) {
+                return Err(ConfigError::Invalid {
+                    name: "log_level",
+                    reason: format!(
+                        "in {level:?}: {e}; write a level (off, error, warn, info, debug, trace) \
+                         or directives such as wavecast=debug,info"
+                    ),
+                });
+            }
+        }
+        if self.log_summary_interval < Duration::from_secs(1)
+            || self.log_summary_interval > Duration::from_secs(3600)
+        {
+            return invalid("log_summary_interval", "must be between 1s and 1h");
         }
         if self.tokens.max_size < 256 || self.tokens.max_size > 1024 * 1024 {
             return invalid("token_max_size", "must be between 256 bytes and 1 MiB");
@@ -1012,6 +1078,29 @@ fn read_file(path: &Path) -> Result<FileConfig, ConfigError> {
         path: path.to_path_buf(),
         source,
     })
+}
+
+/// Parses a log filter (`log_level`, `RUST_LOG`): a level or
+/// comma-separated `target=level` directives, strictly: a directive that
+/// does not parse is an error, and so is a bare word that is not a level
+/// (tracing would read `loud` as "everything of target `loud`", which is
+/// a typo far more often than a wish).
+pub fn parse_log_level(directive: &str) -> Result<tracing_subscriber::EnvFilter, String> {
+    const LEVELS: [&str; 6] = ["off", "error", "warn", "info", "debug", "trace"];
+    for part in directive
+        .split(',')
+        .map(str::trim)
+        .filter(|p| !p.is_empty())
+    {
+        if !part.contains(['=', '[']) && !LEVELS.iter().any(|l| part.eq_ignore_ascii_case(l)) {
+            return Err(format!(
+                "{part:?} is neither a level nor a TARGET=LEVEL directive"
+            ));
+        }
+    }
+    tracing_subscriber::EnvFilter::builder()
+        .parse(directive)
+        .map_err(|e| e.to_string())
 }
 
 /// Parses a human duration (`200ms`, `25s`, `1m`).
@@ -1225,6 +1314,68 @@ mod tests {
         for (args, setting) in bad {
             match Config::load(&args) {
                 Err(ConfigError::Invalid { name, .. }) => assert_eq!(name, setting),
+                other => panic!("{setting}: {other:?}"),
+            }
+        }
+    }
+
+    #[test]
+    fn log_settings_from_file_and_flags() {
+        let d = Config::load(&ServeArgs::default()).unwrap();
+        assert_eq!(
+            (d.log_format, d.log_level.as_deref(), d.log_summary_interval),
+            (LogFormat::Text, None, Duration::from_secs(10))
+        );
+        let file: FileConfig = toml::from_str(
+            "log_format = \"json\"\nlog_level = \"wavecast=debug,info\"\nlog_summary_interval = \"1m\"\n",
+        )
+        .unwrap();
+        assert_eq!(file.log_format, Some(LogFormat::Json));
+        assert_eq!(file.log_level.as_deref(), Some("wavecast=debug,info"));
+        assert_eq!(file.log_summary_interval, Some(Duration::from_secs(60)));
+        let bad = toml::from_str::<FileConfig>("log_format = \"xml\"\n").unwrap_err();
+        assert!(bad.to_string().contains("`text` or `json`"), "{bad}");
+        let args = ServeArgs {
+            log_format: Some(LogFormat::Json),
+            log_level: Some("debug".into()),
+            ..Default::default()
+        };
+        let c = Config::load(&args).unwrap();
+        assert_eq!(
+            (c.log_format, c.log_level.as_deref()),
+            (LogFormat::Json, Some("debug"))
+        );
+        for (args, setting, word) in [
+            (
+                ServeArgs {
+                    log_level: Some("loud".into()),
+                    ..Default::default()
+                },
+                "log_level",
+                "neither a level",
+            ),
+            (
+                ServeArgs {
+                    log_level: Some("wavecast=loud".into()),
+                    ..Default::default()
+                },
+                "log_level",
+                "wavecast=loud",
+            ),
+            (
+                ServeArgs {
+                    log_summary_interval: Some(Duration::from_millis(10)),
+                    ..Default::default()
+                },
+                "log_summary_interval",
+                "1s",
+            ),
+        ] {
+            match Config::load(&args) {
+                Err(e @ ConfigError::Invalid { name, .. }) => {
+                    assert_eq!(name, setting);
+                    assert!(e.to_string().contains(word), "{e}");
+                }
                 other => panic!("{setting}: {other:?}"),
             }
         }

@@ -7,9 +7,9 @@ use std::process::ExitCode;
 use std::time::{Duration, SystemTime};
 
 use clap::{Parser, Subcommand};
-use tracing_subscriber::EnvFilter;
 
-use wavecast::config::{parse_duration, Config, ServeArgs};
+use wavecast::config::{parse_duration, Config, LogFormat, ServeArgs};
+use wavecast::logging::Logging;
 use wavecast::{server, token};
 
 /// wavecast: a real-time messaging server (WebSocket pub/sub).
@@ -59,50 +59,32 @@ struct TokenArgs {
 }
 
 fn main() -> ExitCode {
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info")),
-        )
-        .with_writer(std::io::stderr)
-        .init();
     let cli = Cli::parse();
     match cli.command {
-        Command::Bench(args) => match wavecast_bench::run(args) {
-            Ok(()) => ExitCode::SUCCESS,
-            Err(e) => {
-                eprintln!("wavecast bench: {e}");
-                ExitCode::from(e.exit_code())
+        Command::Bench(args) => {
+            // The load tool logs (if at all) as the server's default log
+            // does: text on stderr, RUST_LOG or info.
+            if let Err(e) = Logging::install(LogFormat::Text, None) {
+                eprintln!("wavecast: {e}");
+                return ExitCode::from(2);
             }
-        },
-        Command::Token(args) => {
-            let config = match Config::load(&args.serve) {
+            bench(args)
+        }
+        Command::Token(args) => mint(args),
+        Command::Serve(args) => {
+            // The log is set up once the config is read (its format and
+            // level are settings); a config error goes to stderr as is.
+            let config = match Config::load(&args) {
                 Ok(c) => c,
                 Err(e) => {
                     eprintln!("wavecast: {e}");
                     return ExitCode::from(2);
                 }
             };
-            let claims = token::Claims {
-                user: args.user,
-                ttl: args.ttl,
-                channel: args.channel,
-                info: args.info,
-                channels: args.channels,
-            };
-            match token::mint(&config, &claims, SystemTime::now()) {
-                Ok(t) => {
-                    println!("{t}");
-                    ExitCode::SUCCESS
-                }
-                Err(e) => {
-                    eprintln!("wavecast token: {e}");
-                    ExitCode::from(2)
-                }
-            }
-        }
-        Command::Serve(args) => {
-            let config = match Config::load(&args) {
-                Ok(c) => c,
+            // Kept for the life of the server: the level can change
+            // through it.
+            let _logging = match Logging::init(&config) {
+                Ok(l) => l,
                 Err(e) => {
                     eprintln!("wavecast: {e}");
                     return ExitCode::from(2);
@@ -111,10 +93,50 @@ fn main() -> ExitCode {
             match serve(config) {
                 Ok(()) => ExitCode::SUCCESS,
                 Err(e) => {
-                    eprintln!("wavecast: {e}");
+                    // Through the log, in its format (a JSON log stays
+                    // JSON to the last line).
+                    tracing::error!("wavecast: {e}");
                     ExitCode::FAILURE
                 }
             }
+        }
+    }
+}
+
+fn bench(args: wavecast_bench::BenchArgs) -> ExitCode {
+    match wavecast_bench::run(args) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("wavecast bench: {e}");
+            ExitCode::from(e.exit_code())
+        }
+    }
+}
+
+/// `wavecast token`: prints a token signed with the configured secret.
+fn mint(args: TokenArgs) -> ExitCode {
+    let config = match Config::load(&args.serve) {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("wavecast: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    let claims = token::Claims {
+        user: args.user,
+        ttl: args.ttl,
+        channel: args.channel,
+        info: args.info,
+        channels: args.channels,
+    };
+    match token::mint(&config, &claims, SystemTime::now()) {
+        Ok(t) => {
+            println!("{t}");
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("wavecast token: {e}");
+            ExitCode::from(2)
         }
     }
 }

@@ -7,12 +7,14 @@
 //! HTTP API needs to answer.
 
 use std::net::IpAddr;
+use std::sync::Arc;
 
 use tokio::sync::watch;
 
 use crate::backbone::Backbone;
 use crate::clock::Clock;
 use crate::config::Config;
+use crate::logging::closes::CloseTally;
 use crate::mailbox::ShardInbox;
 use crate::outbound::Outbound;
 use crate::sys::limit::ConnectionLimit;
@@ -44,6 +46,9 @@ pub struct Shared {
     pub instance: String,
     /// Backend proxy calls and the token key set ([`crate::outbound`]).
     pub outbound: Outbound,
+    /// Each shard's count of slow-consumer and heartbeat closes, by shard
+    /// index, summed up in the log every `log_summary_interval`.
+    pub closes: Arc<[CloseTally]>,
 }
 
 impl Shared {
