@@ -127,11 +127,11 @@ async fn the_text_log_in_a_file_has_no_colour_codes() {
     );
 }
 
-/// Runs the server for two seconds on a pseudo-terminal (`script`), with
+/// Runs the server for four seconds on a pseudo-terminal (`script`), with
 /// `NO_COLOR` set to `no_color` or unset; what the terminal showed.
 fn on_a_terminal(no_color: Option<&str>) -> String {
     let inner = format!(
-        "timeout -s TERM 2 {} serve --listen 127.0.0.1:0",
+        "timeout -s TERM 4 {} serve --listen 127.0.0.1:0",
         binary_path().display()
     );
     let mut cmd = Command::new("script");
@@ -208,10 +208,11 @@ async fn at_debug_each_connection_open_and_close_is_logged_with_its_code() {
     stop(&mut server);
 }
 
-/// The same run at info says nothing per connection.
+/// The same run at info says nothing per connection. (The level is given:
+/// a `RUST_LOG` in the test's environment would apply otherwise.)
 #[tokio::test]
 async fn at_info_connections_are_not_logged_one_by_one() {
-    let mut server = Server::start(&["--log-format", "json"]);
+    let mut server = Server::start(&["--log-format", "json", "--log-level", "info"]);
     let c = Client::connect(server.addr(), Enc::Json).await;
     c.close().await;
     stop(&mut server);

@@ -21,8 +21,13 @@ fn set_level_takes_effect_at_once_and_a_bad_level_changes_nothing() {
         "{refused:?}"
     );
     assert!(tracing::enabled!(Level::DEBUG), "the old level stays");
-    logging.set_level("error,wavecast=info").expect("directives");
-    assert!(!tracing::enabled!(Level::INFO), "this target is not wavecast");
+    logging
+        .set_level("error,wavecast=info")
+        .expect("directives");
+    assert!(
+        !tracing::enabled!(Level::INFO),
+        "this target is not wavecast"
+    );
     assert!(tracing::enabled!(target: "wavecast::shard", Level::INFO));
     assert!(!tracing::enabled!(target: "wavecast::shard", Level::DEBUG));
     // A second install is refused: there is one log per process.
