@@ -1,12 +1,14 @@
 #!/usr/bin/env python3
-# Usage: redis_restart.py WAVECAST_BINARY [aof|none ...]
+# Usage: redis_restart.py WAVECAST_BINARY [aof|none|rdb ...]
 #
 # What a restart of Redis costs subscribers, with and without persistence
 # (docs/OPERATIONS.md, "Redis persistence"). For each mode: start
 # redis-server on a free port in a fresh directory (aof: --appendonly yes
-# --appendfsync everysec; none: --appendonly no --save ""), a wavecast
+# --appendfsync everysec; none: --appendonly no --save ""; rdb: snapshots
+# only, --appendonly no --save "1 1"), a wavecast
 # server on it, subscribe a client to a channel, publish 20 (the client
-# reads them all), close the client, publish 10 more (which it misses),
+# reads them all), close the client, wait 1.5 s (an rdb snapshot is
+# taken), publish 10 more (which it misses),
 # SIGKILL redis by its PID and start it again with the same port and
 # directory, wait for the server's /readyz, then reconnect the client
 # with `recover` from the last position it saw. Prints one JSON line per
@@ -30,8 +32,11 @@ def free_port():
 
 
 def start_redis(port, directory, mode):
-    persist = ["--appendonly", "yes", "--appendfsync", "everysec", "--save", ""] if mode == "aof" \
-        else ["--appendonly", "no", "--save", ""]
+    persist = {
+        "aof": ["--appendonly", "yes", "--appendfsync", "everysec", "--save", ""],
+        "none": ["--appendonly", "no", "--save", ""],
+        "rdb": ["--appendonly", "no", "--save", "1 1"],
+    }[mode]
     p = subprocess.Popen(["redis-server", "--port", str(port), "--bind", "127.0.0.1",
                           "--dir", directory] + persist,
                          stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
@@ -167,10 +172,10 @@ def run(binary, mode):
                 offset = m["push"]["pub"]["offset"]
                 seen += 1
         c.close()
+        time.sleep(1.5)
         for i in range(20, 30):
             status, _ = http(port, "POST", "/api/publish", {"channel": CHANNEL, "data": {"i": i}})
             assert status == 200, status
-        time.sleep(0.1)
         redis.kill()
         redis.wait()
         redis = start_redis(redis_port, directory, mode)
