@@ -313,6 +313,14 @@ async fn many_slow_consumers_closed_at_once_make_one_summary_line() {
         text.contains("slow consumers (4002)"),
         "the line names them: {text}"
     );
+    // Nothing else at info or above speaks of them one by one.
+    let all = json_lines(&text);
+    let about_slow = all
+        .iter()
+        .filter(|v| v["level"] != "DEBUG" && v["level"] != "TRACE")
+        .filter(|v| v.to_string().contains("slow consumer") || v.to_string().contains("4002"))
+        .count();
+    assert_eq!(about_slow, lines.len(), "{all:#?}");
     drop(slow);
 }
 

@@ -3,8 +3,11 @@
 //! [`bind`] opens the port once per shard with `SO_REUSEPORT` (the kernel
 //! spreads accepts); [`run`] takes those listeners and a shutdown future,
 //! starts the sequencer and one thread per shard, prints `wavecast
-//! listening on ADDR`, and once the future completes tells the shards to
-//! close their connections and waits for them. The signal handlers are the
+//! listening on ADDR` (stdout) and logs the startup lines
+//! ([`crate::logging::startup`]), logs the close summary every interval
+//! ([`crate::logging::closes`]), and once the future completes tells the
+//! shards to close their connections, waits for them, and logs the
+//! shutdown's progress. The signal handlers are the
 //! binary's (`main.rs`), so a test can run a server in-process and stop it
 //! with any future.
 
