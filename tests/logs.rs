@@ -5,7 +5,8 @@
 //! logged with its close code; slow-consumer and heartbeat closes are
 //! summed up once per interval, not logged one by one; and with Redis,
 //! whether Redis persists is checked at connect and warned about once when
-//! it does not.
+//! it does not (snapshots alone included), and a Redis that refuses
+//! `CONFIG` is noted at info without harm.
 //!
 //! Needs the binary: `cargo build -p wavecast && cargo test -p
 //! wavecast-tests --test logs`.
@@ -431,4 +432,59 @@ async fn a_redis_with_an_append_only_file_is_not_warned_about() {
         "{lines:#?}"
     );
     stop(&mut server);
+}
+
+/// Snapshots alone rewind Redis with the same epoch: warned about too.
+#[tokio::test]
+async fn a_redis_on_snapshots_alone_is_warned_about() {
+    let redis = Redis::start_with(&["--save", "3600 1", "--appendonly", "no"]);
+    let url = redis.url();
+    let mut server = Server::start(&["--log-format", "json", "--redis", &url]);
+    let lines = eventually(T, "the persistence line", || {
+        let lines = json_lines(&server.stderr());
+        async move { (!with_message(&lines, "redis persists").is_empty()).then_some(lines) }
+    })
+    .await;
+    let warned = with_message(&lines, "redis persists snapshots only");
+    assert_eq!(warned.len(), 1, "{lines:#?}");
+    assert_eq!(warned[0]["level"], "WARN");
+    assert_eq!(warned[0]["fields"]["save"], "3600 1");
+    stop(&mut server);
+}
+
+/// A Redis that refuses CONFIG (as managed services do): an info line,
+/// no error, and the backbone works.
+#[tokio::test]
+async fn a_redis_that_refuses_config_is_noted_at_info_and_works() {
+    let redis = Redis::start_with(&[
+        "--save",
+        "",
+        "--appendonly",
+        "no",
+        "--rename-command",
+        "CONFIG",
+        "",
+    ]);
+    let url = redis.url();
+    let ts = TestServer::start(&["--log-format", "json", "--redis", &url]);
+    let lines = eventually(T, "the persistence line", || {
+        let lines = json_lines(&ts.server.stderr());
+        async move {
+            (!with_message(&lines, "cannot tell whether redis persists").is_empty())
+                .then_some(lines)
+        }
+    })
+    .await;
+    let noted = with_message(&lines, "cannot tell whether redis persists");
+    assert_eq!(noted.len(), 1, "{lines:#?}");
+    assert_eq!(noted[0]["level"], "INFO");
+    assert!(
+        lines.iter().all(|l| l["level"] != "ERROR"),
+        "no error: {lines:#?}"
+    );
+    // The backbone works: a publication goes through Redis.
+    let mut c = ts.client(Enc::Json).await;
+    c.subscribe("news").await;
+    let offset = ts.api_publish("news", &json!("hello")).await;
+    assert_eq!(c.next_pub("news").await, (offset, json!("hello")));
 }
