@@ -719,17 +719,27 @@ impl Node {
                 }
                 // A stream's connection reads nothing (`Framing::EventStream`).
                 (Endpoint::Sse, Event::Text(_) | Event::Binary(_)) => {}
-                (_, Event::Closed(cause)) => {
-                    let ended = Ended {
-                        code: cause.code(client.conn.config()),
-                        cause: cause.label(),
-                    };
-                    self.ended.insert(id, ended);
-                    self.on_closed(now, id, &cause);
-                }
+                (_, Event::Closed(cause)) => self.closed(now, id, &cause),
             }
         }
         self.settle(id);
+    }
+
+    /// A connection's `Event::Closed`: how it ended is kept for
+    /// [`Node::poll_ended`], and everything it held is released. Out of
+    /// line and cold: `after` runs once per delivery, and the close path
+    /// must not cost the delivery path anything.
+    #[cold]
+    #[inline(never)]
+    fn closed(&mut self, now: Timestamp, id: ConnId, cause: &crate::connection::CloseCause) {
+        if let Some(client) = self.slab.get(id) {
+            let ended = Ended {
+                code: cause.code(client.conn.config()),
+                cause: cause.label(),
+            };
+            self.ended.insert(id, ended);
+        }
+        self.on_closed(now, id, cause);
     }
 
     /// Lists a connection for writing, re-arms its timer, and releases it
