@@ -1,5 +1,6 @@
 //! A throwaway `redis-server` for tests of the Redis backbone: on
-//! 127.0.0.1 and a free port, without persistence, in its own directory,
+//! 127.0.0.1 and a free port, without persistence (or with the settings
+//! given to [`Redis::start_with`]), in its own directory,
 //! stopped by the PID it was started with when dropped. (`tests/cluster.rs`
 //! keeps a fuller one beside its tests: restarts, persistence, pub/sub
 //! counts.)
@@ -25,6 +26,17 @@ impl Redis {
     /// If `redis-server` is not on the PATH (scripts/test installs it) or
     /// does not answer within 20 s.
     pub fn start() -> Redis {
+        Redis::start_with(&["--save", "", "--appendonly", "no"])
+    }
+
+    /// Starts redis-server with `settings` (e.g. `--appendonly yes`) after
+    /// its port, address and directory; the directory is its own, so an
+    /// append-only file or a snapshot stays there.
+    ///
+    /// # Panics
+    ///
+    /// As [`Redis::start`].
+    pub fn start_with(settings: &[&str]) -> Redis {
         let port = {
             let l = TcpListener::bind("127.0.0.1:0").expect("bind 127.0.0.1:0");
             l.local_addr().expect("local addr").port()
@@ -34,7 +46,7 @@ impl Redis {
         std::fs::create_dir_all(&dir).expect("create redis dir");
         let child = Command::new("redis-server")
             .args(["--port", &port.to_string(), "--bind", "127.0.0.1"])
-            .args(["--save", "", "--appendonly", "no"])
+            .args(settings)
             .arg("--dir")
             .arg(&dir)
             .stdin(Stdio::null())

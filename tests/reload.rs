@@ -232,3 +232,29 @@ async fn sizes_with_units_and_a_host_name_work_from_the_environment() {
         .await;
     assert_eq!(c.close_code().await, Some(1009));
 }
+
+#[tokio::test]
+async fn the_log_level_changes_at_once() {
+    let file = TempFile::new("toml", "log_level = \"info\"\n");
+    let server = Server::start_exactly(&["--listen", "127.0.0.1:0", "--config", &file.path()]);
+    let open_and_close = || async {
+        let c = Client::connect(server.addr(), Enc::Json).await;
+        c.close().await;
+    };
+    open_and_close().await;
+    reload(&server, &file, "log_level = \"wavecast=debug,info\"\n");
+    wait_log(&server, "changed log_level", 1);
+    assert!(
+        !server.stderr().contains("connection opened"),
+        "at info, no connection is logged"
+    );
+    open_and_close().await;
+    let err = wait_log(&server, "connection opened", 1);
+    wait_log(&server, "connection closed", 1);
+    // An invalid level is refused by the loader; the debug level stays.
+    reload(&server, &file, "log_level = \"loud\"\n");
+    wait_log(&server, "config reload refused", 1);
+    open_and_close().await;
+    wait_log(&server, "connection opened", 2);
+    let _ = err;
+}

@@ -150,6 +150,20 @@ impl CloseCause {
             CloseCause::Abnormal => CloseCode::ABNORMAL,
         }
     }
+
+    /// Who or what ended the connection, in a few words (for logs).
+    pub fn label(&self) -> &'static str {
+        match self {
+            CloseCause::Peer(_) => "closed by the client",
+            CloseCause::Local(_) => "closed by the server",
+            CloseCause::Frame(_) => "client broke the framing rules",
+            CloseCause::Message(_) => "client broke the message rules",
+            CloseCause::HeartbeatTimeout => "nothing received in time",
+            CloseCause::WriteStalled => "client took no bytes in time",
+            CloseCause::SlowConsumer(_) => "outbound queue over its budget",
+            CloseCause::Abnormal => "transport ended without a close handshake",
+        }
+    }
 }
 
 /// What a connection tells its application.

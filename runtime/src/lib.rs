@@ -7,6 +7,9 @@
 //!   resolved into one [`config::Config`].
 //! - [`token`]: `wavecast token`, minting a token with the configured
 //!   secret.
+//! - [`logging`]: the log's setup (format, level changeable while
+//!   running, colour), the startup lines and the per-interval summary of
+//!   slow-consumer and heartbeat closes.
 //! - [`instance`]: this process's instance id, which starts every client id.
 //! - [`clock`]: the one clock core timestamps are read from.
 //! - [`mailbox`]: what a shard is sent (backbone events, API questions) and
@@ -31,6 +34,7 @@ pub mod sys;
 
 pub mod config;
 pub mod instance;
+pub mod logging;
 pub mod token;
 
 pub mod clock;

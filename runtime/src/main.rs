@@ -14,9 +14,9 @@ use std::time::{Duration, SystemTime};
 use clap::{Parser, Subcommand};
 use tokio::signal::unix::{signal, Signal, SignalKind};
 use tokio::sync::{mpsc, oneshot};
-use tracing_subscriber::EnvFilter;
 
-use wavecast::config::{parse_duration, Config, Reload, ServeArgs};
+use wavecast::config::{parse_duration, Config, LogFormat, Reload, ServeArgs};
+use wavecast::logging::Logging;
 use wavecast::reload::ReloadAsk;
 use wavecast::{server, token};
 
@@ -70,52 +70,25 @@ struct TokenArgs {
 }
 
 fn main() -> ExitCode {
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info")),
-        )
-        .with_writer(std::io::stderr)
-        .init();
     let cli = Cli::parse();
     match cli.command {
         Command::Genconfig => {
             print!("{}", wavecast::config::genconfig());
             ExitCode::SUCCESS
         }
-        Command::Bench(args) => match wavecast_bench::run(args) {
-            Ok(()) => ExitCode::SUCCESS,
-            Err(e) => {
-                eprintln!("wavecast bench: {e}");
-                ExitCode::from(e.exit_code())
+        Command::Bench(args) => {
+            // The load tool logs (if at all) as the server's default log
+            // does: text on stderr, RUST_LOG or info.
+            if let Err(e) = Logging::install(LogFormat::Text, None) {
+                eprintln!("wavecast: {e}");
+                return ExitCode::from(2);
             }
-        },
-        Command::Token(args) => {
-            let config = match Config::load(&args.serve) {
-                Ok(c) => c,
-                Err(e) => {
-                    eprintln!("wavecast: {e}");
-                    return ExitCode::from(2);
-                }
-            };
-            let claims = token::Claims {
-                user: args.user,
-                ttl: args.ttl,
-                channel: args.channel,
-                info: args.info,
-                channels: args.channels,
-            };
-            match token::mint(&config, &claims, SystemTime::now()) {
-                Ok(t) => {
-                    println!("{t}");
-                    ExitCode::SUCCESS
-                }
-                Err(e) => {
-                    eprintln!("wavecast token: {e}");
-                    ExitCode::from(2)
-                }
-            }
+            bench(args)
         }
+        Command::Token(args) => mint(args),
         Command::Serve(args) => {
+            // The log is set up once the config is read (its format and
+            // level are settings); a config error goes to stderr as is.
             let config = match Config::load(&args) {
                 Ok(c) => c,
                 Err(e) => {
@@ -123,13 +96,62 @@ fn main() -> ExitCode {
                     return ExitCode::from(2);
                 }
             };
-            match serve(config, args) {
-                Ok(()) => ExitCode::SUCCESS,
+            // Kept for the life of the server: the level can change
+            // through it.
+            let logging = match Logging::init(&config) {
+                Ok(l) => l,
                 Err(e) => {
                     eprintln!("wavecast: {e}");
+                    return ExitCode::from(2);
+                }
+            };
+            match serve(config, args, logging) {
+                Ok(()) => ExitCode::SUCCESS,
+                Err(e) => {
+                    // Through the log, in its format (a JSON log stays
+                    // JSON to the last line).
+                    tracing::error!("wavecast: {e}");
                     ExitCode::FAILURE
                 }
             }
+        }
+    }
+}
+
+fn bench(args: wavecast_bench::BenchArgs) -> ExitCode {
+    match wavecast_bench::run(args) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("wavecast bench: {e}");
+            ExitCode::from(e.exit_code())
+        }
+    }
+}
+
+/// `wavecast token`: prints a token signed with the configured secret.
+fn mint(args: TokenArgs) -> ExitCode {
+    let config = match Config::load(&args.serve) {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("wavecast: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    let claims = token::Claims {
+        user: args.user,
+        ttl: args.ttl,
+        channel: args.channel,
+        info: args.info,
+        channels: args.channels,
+    };
+    match token::mint(&config, &claims, SystemTime::now()) {
+        Ok(t) => {
+            println!("{t}");
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("wavecast token: {e}");
+            ExitCode::from(2)
         }
     }
 }
@@ -138,7 +160,7 @@ fn main() -> ExitCode {
 /// or SIGINT; each SIGHUP meanwhile reloads the configuration. The
 /// handlers go in before the server prints its "listening" line: a signal
 /// sent as soon as the line is read must already mean what it says.
-fn serve(config: Config, args: ServeArgs) -> Result<(), server::ServerError> {
+fn serve(config: Config, args: ServeArgs, logging: Logging) -> Result<(), server::ServerError> {
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
@@ -150,7 +172,7 @@ fn serve(config: Config, args: ServeArgs) -> Result<(), server::ServerError> {
         // One reload at a time: the handler waits for each answer before it
         // takes the next SIGHUP (the kernel folds signals that arrive meanwhile).
         let (reloads, asks) = mpsc::channel(1);
-        tokio::spawn(reload_on_hangup(hangups, args, reloads));
+        tokio::spawn(reload_on_hangup(hangups, args, reloads, logging));
         server::run(config, listeners, shutdown, asks).await
     })
 }
@@ -172,7 +194,12 @@ fn signals() -> std::io::Result<impl Future<Output = ()>> {
 /// arguments it started with, and logs the outcome. Without a config file
 /// there is nothing to re-read (flags and environment are fixed for the
 /// process's life): it says so and changes nothing.
-async fn reload_on_hangup(mut hangups: Signal, args: ServeArgs, reloads: mpsc::Sender<ReloadAsk>) {
+async fn reload_on_hangup(
+    mut hangups: Signal,
+    args: ServeArgs,
+    reloads: mpsc::Sender<ReloadAsk>,
+    logging: Logging,
+) {
     while hangups.recv().await.is_some() {
         let Some(file) = args.config.clone() else {
             tracing::warn!(
@@ -205,7 +232,7 @@ async fn reload_on_hangup(mut hangups: Signal, args: ServeArgs, reloads: mpsc::S
                         file.display()
                     );
                 }
-                after_reload(&reload);
+                after_reload(&reload, &logging);
             }
             Err(e) => tracing::warn!(
                 "config reload refused (the running configuration stays in force): {}",
@@ -215,12 +242,14 @@ async fn reload_on_hangup(mut hangups: Signal, args: ServeArgs, reloads: mpsc::S
     }
 }
 
-/// What the binary itself applies after a reload was put in force.
-///
-/// MERGE POINT (log level): the logging set-up is the binary's, so this is
-/// the one call site where a reloaded `log_level` setting goes to the
-/// logging handle (`runtime/src/logging.rs` on the logs branch). This
-/// branch has no `log_level` setting, so there is nothing to apply yet.
-fn after_reload(reload: &Reload) {
-    let _ = reload;
+/// What the binary itself applies after a reload was put in force: the
+/// log level (the logging set-up is the binary's, not the server's).
+fn after_reload(reload: &Reload, logging: &Logging) {
+    if reload.changed.contains(&"log_level") {
+        let level = reload.config.log_level.as_deref();
+        if let Err(e) = logging.apply_level(level) {
+            // Checked when the file was loaded: only RUST_LOG can fail here.
+            tracing::warn!("config reload: the log level stays: {e}");
+        }
+    }
 }

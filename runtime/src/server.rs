@@ -3,8 +3,11 @@
 //! [`bind`] opens the port once per shard with `SO_REUSEPORT` (the kernel
 //! spreads accepts); [`run`] takes those listeners and a shutdown future,
 //! starts the sequencer and one thread per shard, prints `wavecast
-//! listening on ADDR`, and once the future completes tells the shards to
-//! close their connections and waits for them. The signal handlers are the
+//! listening on ADDR` (stdout) and logs the startup lines
+//! ([`crate::logging::startup`]), logs the close summary every interval
+//! ([`crate::logging::closes`]), and once the future completes tells the
+//! shards to close their connections, waits for them, and logs the
+//! shutdown's progress. The signal handlers are the
 //! binary's (`main.rs`), so a test can run a server in-process and stop it
 //! with any future.
 
@@ -20,6 +23,8 @@ use crate::backbone::Backbone;
 use crate::clock::Clock;
 use crate::config::Config;
 use crate::instance;
+use crate::logging::closes::{self, CloseSummary};
+use crate::logging::startup::log_startup;
 use crate::mailbox::ShardInbox;
 use crate::outbound::Outbound;
 use crate::reload::ReloadAsk;
@@ -138,6 +143,8 @@ pub async fn run(
     // Outbound requests run on this runtime (see `crate::outbound`).
     let outbound = Outbound::new(&config, inboxes.len(), tokio::runtime::Handle::current());
     outbound.start_jwks(&config, &inboxes, stop_rx.clone());
+    let close_tallies = closes::tallies(inboxes.len());
+    let summary_interval = config.log_summary_interval;
     let shared = Arc::new(Shared {
         config: LiveConfig::new(config),
         clock,
@@ -150,6 +157,7 @@ pub async fn run(
         instance,
         outbound,
         api_metrics: Default::default(),
+        closes: close_tallies.clone(),
     });
     let mut threads = Vec::new();
     for (i, (listener, inbox)) in listeners.into_iter().zip(inboxes).enumerate() {
@@ -161,17 +169,25 @@ pub async fn run(
         threads.push(t);
     }
     println!("wavecast listening on {addr}");
-    tracing::info!(%addr, workers = threads.len(), "listening");
-    log_authentication(&shared.config.get());
+    log_startup(&shared.config.get(), addr, threads.len());
+    let mut summary = CloseSummary::new(close_tallies, summary_interval);
     tokio::pin!(shutdown);
     loop {
         tokio::select! {
-            _ = &mut shutdown => break,
+            () = &mut shutdown => break,
+            () = summary.tick() => summary.report(),
             Some(ask) = reloads.recv() => {
                 let _ = ask.reply.send(crate::reload::apply(&shared, &ask.args));
             }
         }
     }
+    tracing::info!(
+        connections = shared.connections.held(),
+        grace_ms = SHUTDOWN_GRACE.as_millis() as u64,
+        "shutting down: {} connections closing (4000), up to {}",
+        shared.connections.held(),
+        humantime::format_duration(SHUTDOWN_GRACE)
+    );
     let _ = stop_tx.send(true);
     let joined = tokio::task::spawn_blocking(move || {
         for t in threads {
@@ -184,6 +200,18 @@ pub async fn run(
     if joined.is_err() {
         tracing::warn!("a shard thread panicked");
     }
+    summary.report();
+    // Connections a shard still held at the grace deadline were dropped
+    // without their close handshake (their slots are never given back).
+    let left = shared.connections.held();
+    if left > 0 {
+        tracing::warn!(
+            connections = left,
+            "shutting down: {left} connections did not finish their close in time and were dropped"
+        );
+    } else {
+        tracing::info!("shutting down: every connection closed");
+    }
     // The closed connections' presence removals (and leaves) reach the
     // backbone before the process exits; with Redis they would otherwise
     // only expire with the presence lease.
@@ -191,64 +219,8 @@ pub async fn run(
     if flushed.map_or(true, |r| r.is_err()) {
         tracing::warn!("the backbone did not confirm the last commands before exit");
     }
-    tracing::info!("stopped");
+    tracing::info!("shut down");
     Ok(())
-}
-
-/// The startup lines about authentication: how connections authenticate,
-/// and which requests the server makes outside (JWKS, proxies).
-fn log_authentication(c: &Config) {
-    let how = match (c.verifier.is_some(), c.connect_proxy.is_some()) {
-        (false, false) => {
-            tracing::warn!(
-                "authentication: none (no token key, no connect proxy); every client is anonymous and may use every channel"
-            );
-            return;
-        }
-        (true, false) => "tokens",
-        (false, true) => "connect proxy",
-        (true, true) => "tokens or connect proxy",
-    };
-    if c.allow_anonymous {
-        tracing::info!("authentication: {how}, anonymous connections allowed");
-    } else {
-        tracing::info!("authentication: {how} required");
-    }
-    let p = c.proxies();
-    let on: Vec<&str> = [
-        (p.connect, "connect"),
-        (p.refresh, "refresh"),
-        (p.subscribe, "subscribe"),
-        (p.publish, "publish"),
-    ]
-    .into_iter()
-    .filter_map(|(on, name)| on.then_some(name))
-    .collect();
-    let jwks = match &c.token_jwks_url {
-        Some(url) => format!(
-            "token keys from {url} (every {})",
-            humantime::format_duration(c.token_jwks_refresh)
-        ),
-        None => "no JWKS".to_owned(),
-    };
-    let proxies = if on.is_empty() {
-        "no backend proxies".to_owned()
-    } else {
-        format!(
-            "backend proxies: {} (timeout {}, at most {} in flight, forwarding headers: {})",
-            on.join(", "),
-            humantime::format_duration(c.proxy_timeout),
-            c.proxy_max_in_flight,
-            if c.proxy_headers.is_empty() {
-                "none".to_owned()
-            } else {
-                c.proxy_headers.join(", ")
-            }
-        )
-    };
-    if c.token_jwks_url.is_some() || !on.is_empty() {
-        tracing::info!("outbound: {jwks}; {proxies}");
-    }
 }
 
 /// A seed that differs between processes and starts: epochs of the

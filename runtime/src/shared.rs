@@ -17,6 +17,7 @@ use wavecast_core::metrics::Histogram;
 use crate::backbone::Backbone;
 use crate::clock::Clock;
 use crate::config::Config;
+use crate::logging::closes::CloseTally;
 use crate::mailbox::ShardInbox;
 use crate::outbound::Outbound;
 use crate::sys::limit::ConnectionLimit;
@@ -50,6 +51,9 @@ pub struct Shared {
     pub outbound: Outbound,
     /// What the HTTP API counts (`/metrics`).
     pub api_metrics: ApiMetrics,
+    /// Each shard's count of slow-consumer and heartbeat closes, by shard
+    /// index, summed up in the log every `log_summary_interval`.
+    pub closes: Arc<[CloseTally]>,
 }
 
 /// What the HTTP API counts: off the fan-out path (an API publication

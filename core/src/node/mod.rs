@@ -123,6 +123,16 @@ pub const MAX_REPLAY: usize = 4096;
 /// past it the gap is declared unfillable.
 pub const MAX_HELD: usize = 4096;
 
+/// How a finished connection ended ([`Node::poll_ended`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct Ended {
+    /// The close code that describes the end (sent, received, or 1006
+    /// when none was exchanged).
+    pub code: CloseCode,
+    /// Who or what ended it ([`crate::connection::CloseCause::label`]).
+    pub cause: &'static str,
+}
+
 /// What a connection is for, chosen by the path it connected to.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum Endpoint {
@@ -239,7 +249,11 @@ pub struct Node {
     /// presence and as a publication's sender).
     sub_info: BTreeMap<(ConnId, String), protocol::Payload>,
     transmit: IdQueue,
-    finished: VecDeque<ConnId>,
+    finished: VecDeque<(ConnId, Ended)>,
+    /// How each connection that has closed but is not finished yet (its
+    /// last bytes are being written) ended; moved to `finished` with it.
+    /// Only closing connections are here: an open one costs nothing.
+    ended: BTreeMap<ConnId, Ended>,
     channels: BTreeMap<String, LocalChannel>,
     /// Requests waiting for the backbone, and when each was sent.
     requests: BTreeMap<RequestId, (InFlight, observe::Sent)>,
@@ -290,6 +304,7 @@ impl Node {
             sub_info: BTreeMap::new(),
             transmit: IdQueue::default(),
             finished: VecDeque::new(),
+            ended: BTreeMap::new(),
             channels: BTreeMap::new(),
             requests: BTreeMap::new(),
             next_request: 1,
@@ -540,6 +555,12 @@ impl Node {
     /// The next connection that has ended: drop its transport. The node has
     /// already released everything it held for it.
     pub fn poll_finished(&mut self) -> Option<ConnId> {
+        self.finished.pop_front().map(|(id, _)| id)
+    }
+
+    /// [`Node::poll_finished`], with how the connection ended (its close
+    /// code and cause, for the driver's logs and counts).
+    pub fn poll_ended(&mut self) -> Option<(ConnId, Ended)> {
         self.finished.pop_front()
     }
 
@@ -706,10 +727,27 @@ impl Node {
                 }
                 // A stream's connection reads nothing (`Framing::EventStream`).
                 (Endpoint::Sse, Event::Text(_) | Event::Binary(_)) => {}
-                (_, Event::Closed(cause)) => self.on_closed(now, id, &cause),
+                (_, Event::Closed(cause)) => self.closed(now, id, &cause),
             }
         }
         self.settle(id);
+    }
+
+    /// A connection's `Event::Closed`: how it ended is kept for
+    /// [`Node::poll_ended`], and everything it held is released. Out of
+    /// line and cold: `after` runs once per delivery, and the close path
+    /// must not cost the delivery path anything.
+    #[cold]
+    #[inline(never)]
+    fn closed(&mut self, now: Timestamp, id: ConnId, cause: &crate::connection::CloseCause) {
+        if let Some(client) = self.slab.get(id) {
+            let ended = Ended {
+                code: cause.code(client.conn.config()),
+                cause: cause.label(),
+            };
+            self.ended.insert(id, ended);
+        }
+        self.on_closed(now, id, cause);
     }
 
     /// Lists a connection for writing, re-arms its timer, and releases it
@@ -755,7 +793,13 @@ impl Node {
         if client.endpoint == Endpoint::Sse {
             self.sse_closed(id);
         }
-        self.finished.push_back(id);
+        // Every connection is finished through `Event::Closed`; the
+        // default only guards against a path that skips it.
+        let ended = self.ended.remove(&id).unwrap_or(Ended {
+            code: CloseCode::ABNORMAL,
+            cause: "released without a close",
+        });
+        self.finished.push_back((id, ended));
     }
 
     fn reply(&mut self, now: Timestamp, id: ConnId, enc: Encoding, rid: u64, reply: &Reply) {

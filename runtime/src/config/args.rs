@@ -6,6 +6,7 @@ use std::time::Duration;
 
 use super::listen::parse_listen;
 use super::size::parse_size;
+use super::LogFormat;
 
 /// Flags of `wavecast serve`; each also reads `WAVECAST_<NAME>`.
 #[derive(Debug, Clone, Default, clap::Args)]
@@ -148,6 +149,15 @@ pub struct ServeArgs {
     /// Reconnection delay an SSE stream tells the browser (`retry:`), randomised per stream between half and 1.5 times it [default: 2s].
     #[arg(long, env = "WAVECAST_SSE_RETRY", value_parser = parse_duration)]
     pub sse_retry: Option<Duration>,
+    /// Log format: `text` (for people) or `json` (one object per line, for log shippers) [default: text].
+    #[arg(long, env = "WAVECAST_LOG_FORMAT", value_enum)]
+    pub log_format: Option<LogFormat>,
+    /// What to log: a level (`info`, `debug`) or filter directives such as `wavecast=debug,info` [default: RUST_LOG if set, else info].
+    #[arg(long, env = "WAVECAST_LOG_LEVEL")]
+    pub log_level: Option<String>,
+    /// Interval of the info line that sums up slow-consumer and heartbeat closes (written only when there were some) [default: 10s].
+    #[arg(long, env = "WAVECAST_LOG_SUMMARY_INTERVAL", value_parser = parse_duration)]
+    pub log_summary_interval: Option<Duration>,
     /// Serve anonymous clients on a non-loopback address without any authentication (flag only).
     #[arg(long)]
     pub insecure: bool,

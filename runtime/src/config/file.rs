@@ -9,7 +9,7 @@ use serde::Deserialize;
 use wavecast_core::namespace::{NamespaceOptions, Permission};
 
 use super::size::opt_size;
-use super::ConfigError;
+use super::{ConfigError, LogFormat};
 
 /// The TOML file: the same settings as the flags.
 #[derive(Debug, Clone, Default, Deserialize)]
@@ -75,6 +75,10 @@ pub struct FileConfig {
     pub(super) sse_token_in_query: Option<bool>,
     #[serde(default, with = "opt_duration")]
     pub(super) sse_retry: Option<Duration>,
+    pub(super) log_format: Option<LogFormat>,
+    pub(super) log_level: Option<String>,
+    #[serde(default, with = "opt_duration")]
+    pub(super) log_summary_interval: Option<Duration>,
     /// Options of channels without a namespace.
     pub(super) channels: Option<NamespaceFile>,
     /// Options of channels `NAME:...`, by NAME.

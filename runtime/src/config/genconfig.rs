@@ -151,6 +151,10 @@ pub(super) fn default_value(d: &Config, name: &str) -> Value {
         "sse_token_cookie" => V(format!("\"{}\"", d.sse_token_cookie)),
         "sse_token_in_query" => flag(d.sse_token_in_query),
         "sse_retry" => dur(d.sse_retry),
+        "log_format" => V("\"text\"".into()),
+        // RUST_LOG when it is set, else info.
+        "log_level" => E("\"info\""),
+        "log_summary_interval" => dur(d.log_summary_interval),
         other => panic!("genconfig: no default written for setting {other}"),
     }
 }
@@ -268,7 +272,12 @@ mod tests {
             ..Default::default()
         })
         .unwrap();
-        assert_eq!(from_file, Config::load(&ServeArgs::default()).unwrap());
+        let defaults = Config {
+            // Which file was read is not a setting.
+            config_file: Some(path.clone()),
+            ..Config::load(&ServeArgs::default()).unwrap()
+        };
+        assert_eq!(from_file, defaults);
         std::fs::remove_dir_all(path.parent().unwrap()).unwrap();
     }
 

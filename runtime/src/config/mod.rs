@@ -29,6 +29,7 @@ pub use genconfig::genconfig;
 pub use listen::parse_listen;
 pub use reload::{Reload, LIVE, RESTART};
 pub use size::{parse_size, SizeError};
+pub use validate::parse_log_level;
 
 use file::read_file;
 use validate::parse_url;
@@ -39,6 +40,7 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use hyper::Uri;
+use serde::Deserialize;
 use wavecast_core::auth::{
     AuthConfig, TokenConfig, Verifier, DEFAULT_CONNECT_TIMEOUT, DEFAULT_LEEWAY,
     DEFAULT_MAX_TOKEN_SIZE, DEFAULT_REFRESH_GRACE,
@@ -139,6 +141,28 @@ pub struct Config {
     pub sse_token_in_query: bool,
     /// The middle of the randomised `retry:` of SSE streams.
     pub sse_retry: Duration,
+    /// The log's format.
+    pub log_format: LogFormat,
+    /// The log's filter directives as configured; `None`: not set
+    /// (`RUST_LOG`, else `info`; see [`crate::logging`]).
+    pub log_level: Option<String>,
+    /// Interval of the summary of slow-consumer and heartbeat closes.
+    pub log_summary_interval: Duration,
+    /// The config file read, if any (for the startup lines).
+    pub config_file: Option<PathBuf>,
+}
+
+/// The format of the log on stderr (`log_format`).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, clap::ValueEnum, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    /// One line per event for people: time, level, target, message and
+    /// fields (coloured only on a terminal).
+    #[default]
+    Text,
+    /// One JSON object per line (`timestamp`, `level`, `target`,
+    /// `fields`), for log shippers.
+    Json,
 }
 
 impl Default for Config {
@@ -190,6 +214,10 @@ impl Default for Config {
             sse_token_cookie: wavecast_core::sse::TOKEN_COOKIE.to_owned(),
             sse_token_in_query: false,
             sse_retry: Duration::from_secs(2),
+            log_format: LogFormat::Text,
+            log_level: None,
+            log_summary_interval: Duration::from_secs(10),
+            config_file: None,
         }
     }
 }
@@ -484,6 +512,17 @@ impl Config {
                 .or(file.sse_token_in_query)
                 .unwrap_or(d.sse_token_in_query),
             sse_retry: args.sse_retry.or(file.sse_retry).unwrap_or(d.sse_retry),
+            log_format: args.log_format.or(file.log_format).unwrap_or(d.log_format),
+            log_level: args
+                .log_level
+                .clone()
+                .or(file.log_level)
+                .filter(|l| !l.trim().is_empty()),
+            log_summary_interval: args
+                .log_summary_interval
+                .or(file.log_summary_interval)
+                .unwrap_or(d.log_summary_interval),
+            config_file: args.config.clone(),
         };
         config.validate()?;
         Ok(config)

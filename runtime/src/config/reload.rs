@@ -46,6 +46,7 @@ pub const LIVE: &[&str] = &[
     "sse_token_cookie",
     "sse_token_in_query",
     "sse_retry",
+    "log_level",
 ];
 
 /// Settings a reload reports as needing a restart, and keeps at their
@@ -70,6 +71,8 @@ pub const RESTART: &[&str] = &[
     "proxy_timeout",
     "proxy_headers",
     "proxy_max_in_flight",
+    "log_format",
+    "log_summary_interval",
 ];
 
 /// A reloaded configuration, ready to apply.
@@ -160,6 +163,8 @@ impl Config {
                 "proxy_timeout" => self.proxy_timeout = r.proxy_timeout,
                 "proxy_headers" => self.proxy_headers = r.proxy_headers.clone(),
                 "proxy_max_in_flight" => self.proxy_max_in_flight = r.proxy_max_in_flight,
+                "log_format" => self.log_format = r.log_format,
+                "log_summary_interval" => self.log_summary_interval = r.log_summary_interval,
                 "max_connections_per_ip" => self.max_connections_per_ip = r.max_connections_per_ip,
                 other => unreachable!("{other} is not a restart setting"),
             }
@@ -276,6 +281,12 @@ fn comparisons(a: &Config, b: &Config) -> Vec<(&'static str, bool)> {
             a.sse_token_in_query == b.sse_token_in_query,
         ),
         ("sse_retry", a.sse_retry == b.sse_retry),
+        ("log_level", a.log_level == b.log_level),
+        ("log_format", a.log_format == b.log_format),
+        (
+            "log_summary_interval",
+            a.log_summary_interval == b.log_summary_interval,
+        ),
     ]
 }
 

@@ -592,3 +592,65 @@ fn a_misspelt_key_is_shown_with_its_line_a_caret_and_the_valid_keys() {
     assert!(e.contains("line 2") && e.contains("`presence`"), "{e}");
     std::fs::remove_dir_all(&dir).unwrap();
 }
+
+#[test]
+fn log_settings_from_file_and_flags() {
+    let d = Config::load(&ServeArgs::default()).unwrap();
+    assert_eq!(
+        (d.log_format, d.log_level.as_deref(), d.log_summary_interval),
+        (LogFormat::Text, None, Duration::from_secs(10))
+    );
+    let file: FileConfig = toml::from_str(
+        "log_format = \"json\"\nlog_level = \"wavecast=debug,info\"\nlog_summary_interval = \"1m\"\n",
+    )
+    .unwrap();
+    assert_eq!(file.log_format, Some(LogFormat::Json));
+    assert_eq!(file.log_level.as_deref(), Some("wavecast=debug,info"));
+    assert_eq!(file.log_summary_interval, Some(Duration::from_secs(60)));
+    let bad = toml::from_str::<FileConfig>("log_format = \"xml\"\n").unwrap_err();
+    assert!(bad.to_string().contains("`text` or `json`"), "{bad}");
+    let args = ServeArgs {
+        log_format: Some(LogFormat::Json),
+        log_level: Some("debug".into()),
+        ..Default::default()
+    };
+    let c = Config::load(&args).unwrap();
+    assert_eq!(
+        (c.log_format, c.log_level.as_deref()),
+        (LogFormat::Json, Some("debug"))
+    );
+    for (args, setting, word) in [
+        (
+            ServeArgs {
+                log_level: Some("loud".into()),
+                ..Default::default()
+            },
+            "log_level",
+            "neither a level",
+        ),
+        (
+            ServeArgs {
+                log_level: Some("wavecast=loud".into()),
+                ..Default::default()
+            },
+            "log_level",
+            "wavecast=loud",
+        ),
+        (
+            ServeArgs {
+                log_summary_interval: Some(Duration::from_millis(10)),
+                ..Default::default()
+            },
+            "log_summary_interval",
+            "1s",
+        ),
+    ] {
+        match Config::load(&args) {
+            Err(e @ ConfigError::Invalid { name, .. }) => {
+                assert_eq!(name, setting);
+                assert!(e.to_string().contains(word), "{e}");
+            }
+            other => panic!("{setting}: {other:?}"),
+        }
+    }
+}

@@ -98,6 +98,22 @@ impl Config {
         if self.connect_timeout.is_zero() {
             return invalid("connect_timeout", "must be more than zero");
         }
+        if let Some(level) = &self.log_level {
+            if let Err(e) = parse_log_level(level) {
+                return Err(ConfigError::Invalid {
+                    name: "log_level",
+                    reason: format!(
+                        "in {level:?}: {e}; write a level (off, error, warn, info, debug, trace) \
+                         or directives such as wavecast=debug,info"
+                    ),
+                });
+            }
+        }
+        if self.log_summary_interval < Duration::from_secs(1)
+            || self.log_summary_interval > Duration::from_secs(3600)
+        {
+            return invalid("log_summary_interval", "must be between 1s and 1h");
+        }
         if self.tokens.max_size < 256 || self.tokens.max_size > 1024 * 1024 {
             return invalid("token_max_size", "must be between 256 bytes and 1 MiB");
         }
@@ -229,4 +245,27 @@ fn is_loopback_host(url: &Uri) -> bool {
         || bare
             .parse::<std::net::IpAddr>()
             .is_ok_and(|ip| ip.is_loopback())
+}
+
+/// Parses a log filter (`log_level`, `RUST_LOG`): a level or
+/// comma-separated `target=level` directives, strictly: a directive that
+/// does not parse is an error, and so is a bare word that is not a level
+/// (tracing would read `loud` as "everything of target `loud`", which is
+/// a typo far more often than a wish).
+pub fn parse_log_level(directive: &str) -> Result<tracing_subscriber::EnvFilter, String> {
+    const LEVELS: [&str; 6] = ["off", "error", "warn", "info", "debug", "trace"];
+    for part in directive
+        .split(',')
+        .map(str::trim)
+        .filter(|p| !p.is_empty())
+    {
+        if !part.contains(['=', '[']) && !LEVELS.iter().any(|l| part.eq_ignore_ascii_case(l)) {
+            return Err(format!(
+                "{part:?} is neither a level nor a TARGET=LEVEL directive"
+            ));
+        }
+    }
+    tracing_subscriber::EnvFilter::builder()
+        .parse(directive)
+        .map_err(|e| e.to_string())
 }

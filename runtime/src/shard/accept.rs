@@ -224,18 +224,25 @@ pub(crate) fn adopt(
     slot: Reservation,
     leftover: &[u8],
 ) {
-    adopt_with(shard, stream, slot, |node, now| {
+    let what = match endpoint {
+        Endpoint::PubSub(Encoding::Json) => "websocket (json)",
+        Endpoint::PubSub(Encoding::MsgPack) => "websocket (msgpack)",
+        Endpoint::Echo => "echo",
+        Endpoint::Sse => "sse",
+    };
+    adopt_with(shard, stream, slot, what, |node, now| {
         node.handle_connect(now, endpoint, leftover)
     });
 }
 
 /// Takes a socket whose connection slot is reserved out of tokio and into
 /// the node (`open` makes the node's connection) and the shard's epoll
-/// set: an upgraded WebSocket, or an SSE stream.
+/// set: an upgraded WebSocket, or an SSE stream (`what`, for the log).
 pub(crate) fn adopt_with(
     shard: &Shard,
     stream: TcpStream,
     mut slot: Reservation,
+    what: &'static str,
     open: impl FnOnce(
         &mut wavecast_core::node::Node,
         wavecast_core::Timestamp,
@@ -248,6 +255,14 @@ pub(crate) fn adopt_with(
     };
     let now = shard.now();
     let id = open(&mut shard.node.borrow_mut(), now);
+    tracing::debug!(
+        shard = shard.index,
+        client = %shard.node.borrow().client_id(id),
+        peer = %slot.peer,
+        endpoint = what,
+        "connection opened: {what} from {}",
+        slot.peer
+    );
     let key = id.index() as u64;
     let watched = match shard
         .poller

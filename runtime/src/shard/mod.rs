@@ -268,8 +268,24 @@ impl Shard {
         }
         self.observe_fanouts();
         loop {
-            let id = self.node.borrow_mut().poll_finished();
-            let Some(id) = id else { break };
+            let ended = self.node.borrow_mut().poll_ended();
+            let Some((id, ended)) = ended else { break };
+            self.shared.closes[self.index].count(ended.code);
+            if tracing::enabled!(tracing::Level::DEBUG) {
+                let reason = crate::logging::close_reason(ended.code);
+                tracing::debug!(
+                    shard = self.index,
+                    client = %self.node.borrow().client_id(id),
+                    code = ended.code.0,
+                    reason,
+                    cause = ended.cause,
+                    "connection closed: {}{}{} ({})",
+                    ended.code.0,
+                    if reason.is_empty() { "" } else { " " },
+                    reason,
+                    ended.cause
+                );
+            }
             let io = self
                 .ios
                 .borrow_mut()

@@ -72,7 +72,7 @@ pub(crate) fn adopt(shard: &Shard, stream: TcpStream, admitted: Admitted, leftov
     let _ = socket2::SockRef::from(&stream).set_tcp_user_timeout(Some(patience));
     let retry = retry(shard);
     let Admitted { request, slot } = admitted;
-    adopt_with(shard, stream, slot, move |node, now| {
+    adopt_with(shard, stream, slot, "sse", move |node, now| {
         node.handle_sse(now, request, retry)
     });
 }

@@ -53,6 +53,7 @@
 
 mod commands;
 mod control;
+mod persistence;
 mod scripts;
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
@@ -70,6 +71,7 @@ use wavecast_core::hub::ChannelStats;
 use wavecast_core::protocol::ClientInfo;
 
 use crate::backbone::{LinkStats, ToHub};
+use crate::logging::startup::redact_url;
 use crate::mailbox::{ShardInbox, ShardMsg};
 use crate::sys::backlog::Receiver;
 use control::{control_topic, is_control_topic, ControlEvent, Pending, CONTROL_ALL};
@@ -93,6 +95,9 @@ const RESPONSE_TIMEOUT: Duration = Duration::from_secs(3);
 const REFRESH_BATCH: usize = 256;
 /// Topics per SUBSCRIBE when resubscribing.
 const SUBSCRIBE_BATCH: usize = 512;
+/// While Redis stays unreachable, how often the failure is logged again
+/// (at warn; every attempt is logged at debug).
+const DOWN_REMINDER: Duration = Duration::from_secs(30);
 
 /// Settings of the Redis backbone.
 #[derive(Debug, Clone)]
@@ -156,6 +161,7 @@ pub(crate) fn spawn(
     let client = redis::Client::open(options.url.as_str())
         .map_err(|source| RedisStartError::Url { source })?;
     let lease = options.presence_ttl.max(Duration::from_millis(300));
+    let shown = redact_url(&options.url);
     std::thread::Builder::new()
         .name("wavecast-redis".into())
         .spawn(move || {
@@ -188,6 +194,8 @@ pub(crate) fn spawn(
                 next_request: 0,
                 control_tx,
                 in_flight: Arc::new(InFlight::default()),
+                shown,
+                persistence: None,
             };
             rt.block_on(driver.run(rx, lost_rx, control_rx));
         })
@@ -231,6 +239,10 @@ struct Driver {
     /// the driver takes no more messages (so the backlog fills and the
     /// shards stop reading their clients).
     in_flight: Arc<InFlight>,
+    /// The Redis URL as logs show it (password redacted).
+    shown: String,
+    /// What Redis last said of its persistence (logged when it changes).
+    persistence: Option<persistence::Persistence>,
 }
 
 /// Most requests the driver runs on the link at once.
@@ -268,6 +280,37 @@ fn shards_behind(shards: &[ShardInbox], max: usize) -> bool {
 /// The link failed while the driver used it.
 struct Lost;
 
+/// The link's down time, for its log lines.
+struct Down {
+    /// When it went down (`None`: never up yet, at startup).
+    since: Option<Instant>,
+    /// Connection attempts made since.
+    attempts: u64,
+    /// When a failed attempt was last logged at warn.
+    warned: Option<Instant>,
+}
+
+impl Down {
+    fn new(since: Option<Instant>) -> Down {
+        Down {
+            since,
+            attempts: 0,
+            warned: None,
+        }
+    }
+
+    /// Whether this failed attempt is logged at warn: the first one, then
+    /// one every [`DOWN_REMINDER`].
+    fn remind(&mut self) -> bool {
+        let now = Instant::now();
+        if self.warned.is_some_and(|at| now - at < DOWN_REMINDER) {
+            return false;
+        }
+        self.warned = Some(now);
+        true
+    }
+}
+
 impl Driver {
     async fn run(
         mut self,
@@ -280,6 +323,9 @@ impl Driver {
         let mut next_attempt = Instant::now();
         // A link was up before: the next connect is a reconnect.
         let mut had_link = false;
+        // While the link is down: since when, attempts made, and when the
+        // failure was last logged at warn.
+        let mut down = Down::new(None);
         let mut refresh = tokio::time::interval(self.lease / 3);
         refresh.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
@@ -292,12 +338,33 @@ impl Driver {
                     // Late reports of requests that the lost link failed.
                     Some(event) = control_rx.recv() => self.control_event(event),
                     _ = tokio::time::sleep_until(next_attempt) => {
+                        down.attempts += 1;
                         match self.connect().await {
-                            Ok(l) => {
-                                tracing::info!("redis backbone connected");
+                            Ok(mut l) => {
+                                match down.since {
+                                    None => tracing::info!(
+                                        redis = %self.shown,
+                                        "backbone link up: connected to redis at {}",
+                                        self.shown
+                                    ),
+                                    Some(since) => tracing::info!(
+                                        redis = %self.shown,
+                                        down_ms = since.elapsed().as_millis() as u64,
+                                        attempts = down.attempts,
+                                        "backbone link up again: reconnected to redis at {} after {:.1}s \
+                                         ({} attempts); every shard resubscribes and recovers",
+                                        self.shown,
+                                        since.elapsed().as_secs_f64(),
+                                        down.attempts
+                                    ),
+                                }
+                                if let Some(found) = persistence::read(&mut l.conn).await {
+                                    persistence::report(&mut self.persistence, found);
+                                }
                                 if std::mem::replace(&mut had_link, true) {
                                     self.stats.reconnects.fetch_add(1, Ordering::Relaxed);
                                 }
+                                down = Down::new(None);
                                 link = Some(l);
                                 backoff = MIN_BACKOFF;
                                 self.ready.store(true, Ordering::Release);
@@ -309,7 +376,19 @@ impl Driver {
                             }
                             Err(e) => {
                                 self.stats.errors.fetch_add(1, Ordering::Relaxed);
-                                tracing::warn!(error = %e, retry_in = ?backoff, "cannot connect to redis");
+                                if down.remind() {
+                                    tracing::warn!(
+                                        error = %e,
+                                        redis = %self.shown,
+                                        attempts = down.attempts,
+                                        "cannot connect to redis at {}: {e} (retrying every {}s at most; \
+                                         requests answer unavailable meanwhile)",
+                                        self.shown,
+                                        MAX_BACKOFF.as_secs()
+                                    );
+                                } else {
+                                    tracing::debug!(error = %e, retry_in = ?backoff, "cannot connect to redis");
+                                }
                                 next_attempt = Instant::now() + backoff;
                                 backoff = (backoff * 2).min(MAX_BACKOFF);
                             }
@@ -346,7 +425,13 @@ impl Driver {
                 }
             };
             if lost {
-                tracing::warn!("lost the link to redis; reconnecting");
+                tracing::warn!(
+                    redis = %self.shown,
+                    "backbone link down: lost the link to redis at {}; reconnecting (requests \
+                     answer unavailable, /readyz 503, until it is back)",
+                    self.shown
+                );
+                down = Down::new(Some(Instant::now()));
                 self.stats.errors.fetch_add(1, Ordering::Relaxed);
                 self.ready.store(false, Ordering::Release);
                 link = None;

@@ -1,0 +1,64 @@
+//! How a finished connection ended (`Node::poll_ended`): the close code
+//! that describes the end and who ended it, for the driver's logs and
+//! counts.
+
+mod common;
+
+use wavecast_core::close::CloseCode;
+use wavecast_core::frame::OpCode;
+use wavecast_core::node::{ConnId, Endpoint, Node, NodeConfig};
+use wavecast_core::protocol::{close, Encoding};
+use wavecast_core::Timestamp;
+
+/// Writes everything the node queued (as a driver whose socket takes it
+/// all would).
+fn write_all(node: &mut Node, now: Timestamp) {
+    while let Some(id) = node.poll_transmit() {
+        let n = node.queue(id).map_or(0, |q| q.len());
+        node.handle_written(now, id, n);
+    }
+}
+
+fn close_frame(code: u16) -> Vec<u8> {
+    common::masked(true, OpCode::Close, &code.to_be_bytes(), [9, 8, 7, 6]).to_vec()
+}
+
+fn open(node: &mut Node) -> ConnId {
+    node.handle_connect(Timestamp::ZERO, Endpoint::PubSub(Encoding::Json), b"")
+}
+
+#[test]
+fn each_end_is_reported_with_its_code_and_cause() {
+    let now = Timestamp::ZERO;
+    let mut node = Node::new(NodeConfig::default());
+    // The client closes with 1000.
+    let a = open(&mut node);
+    node.handle_read(now, a, &close_frame(1000));
+    write_all(&mut node, now);
+    let (id, ended) = node.poll_ended().expect("a ended");
+    assert_eq!((id, ended.code), (a, CloseCode::NORMAL));
+    assert_eq!(ended.cause, "closed by the client");
+    // The transport ends without a close handshake.
+    let b = open(&mut node);
+    node.handle_eof(now, b);
+    write_all(&mut node, now);
+    let (id, ended) = node.poll_ended().expect("b ended");
+    assert_eq!((id, ended.code), (b, CloseCode::ABNORMAL));
+    // The server closes (an API disconnect) and the client answers.
+    let c = open(&mut node);
+    node.close(
+        now,
+        c,
+        close::DISCONNECTED,
+        close::reason(close::DISCONNECTED),
+    );
+    write_all(&mut node, now);
+    assert_eq!(node.poll_ended(), None, "waits for the client's close");
+    node.handle_read(now, c, &close_frame(close::DISCONNECTED.0));
+    write_all(&mut node, now);
+    let (id, ended) = node.poll_ended().expect("c ended");
+    assert_eq!((id, ended.code), (c, close::DISCONNECTED));
+    assert_eq!(ended.cause, "closed by the server");
+    assert_eq!(node.poll_ended(), None);
+    assert_eq!(node.connections(), 0);
+}

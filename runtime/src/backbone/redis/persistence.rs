@@ -1,0 +1,205 @@
+//! Whether Redis keeps the streams across its own restart, read at every
+//! (re)connect with `CONFIG GET appendonly` and `CONFIG GET save`.
+//!
+//! The channels' streams, epochs and offsets live in Redis. A Redis that
+//! persists nothing comes back empty after a restart: every channel gets a
+//! new epoch, and every subscriber that recovers is answered
+//! `recovered: false` (its client must reload what it missed from the
+//! application). With the append-only file the streams survive and the
+//! nodes fill what pub/sub lost from them, so clients see nothing. That is
+//! worth a warning at startup, once: the answer is logged again only when
+//! it changes (a Redis restarted with other settings), not at every
+//! reconnect.
+//!
+//! Managed Redis services often rename or refuse `CONFIG`; then the check
+//! is skipped with an info line (the operator may know better), never an
+//! error: the backbone works the same either way.
+
+use redis::aio::MultiplexedConnection;
+use redis::Value;
+
+use super::{link_broken, RESPONSE_TIMEOUT};
+
+/// What Redis said of its persistence.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(super) enum Persistence {
+    /// `appendonly yes`: every write is kept (as often as `appendfsync`
+    /// says).
+    AppendOnly,
+    /// Snapshots only (`save` rules, `appendonly no`): a restart goes back
+    /// to the last snapshot.
+    Snapshots(String),
+    /// Neither: a restart loses everything.
+    Nothing,
+    /// `CONFIG GET` was refused or answered unexpectedly.
+    Unknown(String),
+}
+
+impl Persistence {
+    /// Decides from the two settings' values.
+    pub(super) fn from_settings(appendonly: &str, save: &str) -> Persistence {
+        if appendonly.eq_ignore_ascii_case("yes") {
+            Persistence::AppendOnly
+        } else if !save.trim().is_empty() {
+            Persistence::Snapshots(save.trim().to_owned())
+        } else {
+            Persistence::Nothing
+        }
+    }
+}
+
+/// Asks Redis (over `conn`, within the response timeout). `None`: the
+/// link broke meanwhile (the driver notices at its next command; the
+/// check is made again at the next connect).
+pub(super) async fn read(conn: &mut MultiplexedConnection) -> Option<Persistence> {
+    let appendonly = match config_get(conn, "appendonly").await {
+        Ok(v) => v,
+        Err(Failed::Link) => return None,
+        Err(Failed::Refused(why)) => return Some(Persistence::Unknown(why)),
+    };
+    let save = match config_get(conn, "save").await {
+        Ok(v) => v,
+        Err(Failed::Link) => return None,
+        Err(Failed::Refused(why)) => return Some(Persistence::Unknown(why)),
+    };
+    Some(Persistence::from_settings(&appendonly, &save))
+}
+
+/// Why a `CONFIG GET` gave no value.
+enum Failed {
+    /// The link broke or Redis did not answer in time.
+    Link,
+    /// Redis answered with an error (`CONFIG` renamed or not allowed) or
+    /// something else than a setting.
+    Refused(String),
+}
+
+/// `CONFIG GET name`: its value (an absent setting reads as empty).
+async fn config_get(conn: &mut MultiplexedConnection, name: &str) -> Result<String, Failed> {
+    let mut cmd = redis::cmd("CONFIG");
+    cmd.arg("GET").arg(name);
+    let query = cmd.query_async::<Value>(conn);
+    let value = match tokio::time::timeout(RESPONSE_TIMEOUT, query).await {
+        Err(_) => return Err(Failed::Link),
+        Ok(Err(e)) if link_broken(&e) => return Err(Failed::Link),
+        Ok(Err(e)) => return Err(Failed::Refused(e.to_string())),
+        Ok(Ok(v)) => v,
+    };
+    setting_value(&value, name)
+        .ok_or_else(|| Failed::Refused(format!("unexpected answer {value:?}")))
+}
+
+/// The value of `name` in a `CONFIG GET` answer: a flat array of name,
+/// value pairs (RESP2) or a map (RESP3); empty when Redis has no such
+/// setting.
+fn setting_value(answer: &Value, name: &str) -> Option<String> {
+    let text = |v: &Value| match v {
+        Value::BulkString(b) => Some(String::from_utf8_lossy(b).into_owned()),
+        Value::SimpleString(s) => Some(s.clone()),
+        _ => None,
+    };
+    let pairs: Vec<(&Value, &Value)> = match answer {
+        Value::Array(items) if items.len() % 2 == 0 => {
+            items.chunks(2).map(|p| (&p[0], &p[1])).collect()
+        }
+        Value::Map(pairs) => pairs.iter().map(|(k, v)| (k, v)).collect(),
+        _ => return None,
+    };
+    if pairs.is_empty() {
+        return Some(String::new());
+    }
+    pairs
+        .into_iter()
+        .find(|(k, _)| text(k).is_some_and(|k| k.eq_ignore_ascii_case(name)))
+        .and_then(|(_, v)| text(v))
+}
+
+/// Logs `now` unless it is what was logged last (`last`, which becomes
+/// `now`): a warning when a restart of Redis would lose positions, info
+/// otherwise. True if it logged.
+pub(super) fn report(last: &mut Option<Persistence>, now: Persistence) -> bool {
+    if last.as_ref() == Some(&now) {
+        tracing::debug!(?now, "redis persistence unchanged");
+        return false;
+    }
+    match &now {
+        Persistence::AppendOnly => tracing::info!(
+            persistence = "appendonly",
+            "redis persists every write (appendonly yes): a restart of redis keeps every \
+             channel's history and position, and clients recover"
+        ),
+        Persistence::Snapshots(save) => tracing::warn!(
+            persistence = "snapshots",
+            save = %save,
+            "redis persists snapshots only (appendonly no, save \"{save}\"): a restart of redis \
+             goes back to the last snapshot, the publications since are lost and their offsets \
+             are given again, so a subscriber that recovers can be told recovered: true without \
+             them; set appendonly yes (docs/OPERATIONS.md, \"Redis persistence\")"
+        ),
+        Persistence::Nothing => tracing::warn!(
+            persistence = "none",
+            "redis persists nothing (appendonly no, save \"\"): a restart of redis loses every \
+             channel's history and position, and every subscriber that recovers gets \
+             recovered: false; set appendonly yes (docs/OPERATIONS.md, \"Redis persistence\")"
+        ),
+        Persistence::Unknown(why) => tracing::info!(
+            persistence = "unknown",
+            "cannot tell whether redis persists (CONFIG GET: {why}); without appendonly yes a \
+             restart of redis makes subscribers get recovered: false"
+        ),
+    }
+    *last = Some(now);
+    true
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn bulk(s: &str) -> Value {
+        Value::BulkString(s.as_bytes().to_vec())
+    }
+
+    #[test]
+    fn settings_decide_what_survives_a_restart() {
+        assert_eq!(
+            Persistence::from_settings("yes", ""),
+            Persistence::AppendOnly
+        );
+        assert_eq!(
+            Persistence::from_settings("no", "3600 1 300 100"),
+            Persistence::Snapshots("3600 1 300 100".into())
+        );
+        assert_eq!(Persistence::from_settings("no", ""), Persistence::Nothing);
+        assert_eq!(Persistence::from_settings("no", " "), Persistence::Nothing);
+    }
+
+    #[test]
+    fn config_get_answers_are_read_in_both_protocols() {
+        let resp2 = Value::Array(vec![bulk("appendonly"), bulk("yes")]);
+        assert_eq!(setting_value(&resp2, "appendonly").as_deref(), Some("yes"));
+        let resp3 = Value::Map(vec![(bulk("save"), bulk(""))]);
+        assert_eq!(setting_value(&resp3, "save").as_deref(), Some(""));
+        assert_eq!(
+            setting_value(&Value::Array(vec![]), "save").as_deref(),
+            Some("")
+        );
+        assert_eq!(setting_value(&Value::Int(1), "save"), None);
+        assert_eq!(
+            setting_value(&Value::Array(vec![bulk("other"), bulk("x")]), "save"),
+            None
+        );
+    }
+
+    #[test]
+    fn an_answer_is_logged_once_and_again_only_when_it_changes() {
+        let mut last = None;
+        assert!(report(&mut last, Persistence::Nothing), "first answer");
+        assert!(!report(&mut last, Persistence::Nothing), "a reconnect");
+        assert!(!report(&mut last, Persistence::Nothing));
+        assert!(report(&mut last, Persistence::AppendOnly), "changed");
+        assert!(!report(&mut last, Persistence::AppendOnly));
+        assert!(report(&mut last, Persistence::Nothing), "changed back");
+        assert_eq!(last, Some(Persistence::Nothing));
+    }
+}
