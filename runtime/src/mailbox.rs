@@ -62,6 +62,9 @@ pub enum Control {
     },
     /// Counts for `/api/info` and `/metrics`.
     Info(oneshot::Sender<ShardInfo>),
+    /// What the status page shows of the shard (its last closes, its
+    /// connections with the most queued bytes).
+    Status(oneshot::Sender<crate::status::data::ShardStatus>),
 }
 
 impl Control {
