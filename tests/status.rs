@@ -81,6 +81,14 @@ fn turning_it_on_without_a_credential_is_refused_at_startup() {
 #[tokio::test]
 async fn it_takes_the_api_key_or_the_password_and_nothing_else() {
     let s = TestServer::start(&["--status"]);
+    // The startup lines say it is on, and with which credential.
+    eventually(Duration::from_secs(10), "the startup line", || async {
+        s.server
+            .stderr()
+            .contains("status page: on (/status, HTTP Basic with the API key as password)")
+            .then_some(())
+    })
+    .await;
     let r = get(s.addr(), "/status", None).await;
     assert_eq!(r.status, 401);
     assert!(
