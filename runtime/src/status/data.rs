@@ -137,9 +137,9 @@ pub async fn server_status(shared: &Shared) -> ServerStatus {
         closed.extend(s.closed);
         queued.extend(s.queued);
     }
-    closed.sort_by(|a, b| b.at_ms.cmp(&a.at_ms));
+    closed.sort_by_key(|c| std::cmp::Reverse(c.at_ms));
     closed.truncate(RECENT_CLOSES);
-    queued.sort_by(|a, b| b.1.cmp(&a.1));
+    queued.sort_by_key(|q| std::cmp::Reverse(q.1));
     queued.truncate(TOP_QUEUED);
     let channels = local_channels(&shared.shards).await;
     let channels_count = channels.len();
