@@ -322,3 +322,62 @@ async fn the_figures_are_all_there_and_move_under_load() {
     assert_eq!(after["metrics"]["counters"]["closed"]["1006"], 1);
     assert_eq!(after["metrics"]["connections"], 2);
 }
+
+/// `/status/data` of the servers of a cluster, asked of `addr`.
+async fn cluster_data(addr: SocketAddr) -> Value {
+    let r = get(addr, "/status/data", Some(&basic(KEY))).await;
+    assert_eq!(r.status, 200, "{}", r.text());
+    r.json()
+}
+
+#[tokio::test]
+async fn in_a_cluster_every_server_is_shown_and_a_silent_one_is_counted_missing() {
+    let redis = wavecast_tests::redis::Redis::start();
+    let url = redis.url();
+    let a = TestServer::start(&["--status", "--redis", &url]);
+    let b = TestServer::start(&["--status", "--redis", &url]);
+    let mut held = Vec::new();
+    for _ in 0..2 {
+        held.push(a.client(Enc::Json).await);
+    }
+    held.push(b.client(Enc::Json).await);
+    let d = eventually(Duration::from_secs(10), "both servers listed", || async {
+        let d = cluster_data(a.addr()).await;
+        (d["servers"].as_array().map(Vec::len) == Some(2)).then_some(d)
+    })
+    .await;
+    assert_eq!(
+        (d["asked"].as_u64(), d["missing"].as_u64()),
+        (Some(2), Some(0))
+    );
+    let mut connections: Vec<(String, u64)> = d["servers"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| {
+            assert_eq!(s["backbone"]["kind"], "redis");
+            (
+                s["instance"].as_str().unwrap().to_owned(),
+                s["metrics"]["connections"].as_u64().unwrap(),
+            )
+        })
+        .collect();
+    connections.sort_by_key(|(_, n)| *n);
+    assert_ne!(
+        connections[0].0, connections[1].0,
+        "two servers, two instances"
+    );
+    assert_eq!((connections[0].1, connections[1].1), (1, 2));
+
+    // A server that stops answering (SIGSTOP) is counted as missing once
+    // the control bound has passed; the page still answers.
+    b.server.signal(libc::SIGSTOP);
+    let d = cluster_data(a.addr()).await;
+    b.server.signal(libc::SIGCONT);
+    assert_eq!(d["servers"].as_array().map(Vec::len), Some(1), "{d}");
+    assert_eq!(
+        (d["asked"].as_u64(), d["missing"].as_u64()),
+        (Some(2), Some(1))
+    );
+    drop(held);
+}

@@ -543,6 +543,15 @@ impl Shard {
                     queued,
                 });
             }
+            ShardMsg::Control(Control::ServerStatus(reply)) => {
+                // A task: the summary asks this shard too, whose loop must
+                // keep running to answer.
+                let shared = self.shared.clone();
+                tokio::task::spawn_local(async move {
+                    let status = crate::status::data::server_status(&shared).await;
+                    let _ = reply.send(serde_json::to_value(status).unwrap_or_default());
+                });
+            }
             ShardMsg::Control(Control::Info(reply)) => {
                 let node = self.node.borrow();
                 let _ = reply.send(ShardInfo {

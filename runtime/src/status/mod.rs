@@ -8,9 +8,11 @@
 //! refuses `status` with neither), with failed attempts throttled by
 //! client address ([`auth`]). Read-only: it only answers GET.
 //!
-//! Each server answers for itself ([`data`]); the answer lists servers
-//! (`servers`, this one only for now), so that a cluster view gathered
-//! over the backbone can fill the same page.
+//! Each server answers for itself ([`data`]); in a cluster (`redis`) the
+//! server asked gathers every server's summary through the backbone's
+//! control requests, with the same bound as `/api/channels`, and the page
+//! shows each server in turn (those that did not answer are counted as
+//! missing).
 
 pub mod auth;
 pub mod data;
@@ -102,8 +104,7 @@ pub async fn handle<B>(shared: &Shared, req: Request<B>, peer: IpAddr) -> Reply 
         );
         r
     } else {
-        let status = data::server_status(shared).await;
-        let body = serde_json::json!({ "servers": [status], "missing": [] });
+        let body = data_of(shared).await;
         let mut r = Response::new(Full::new(Bytes::from(body.to_string())));
         r.headers_mut()
             .insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
@@ -120,6 +121,37 @@ pub async fn handle<B>(shared: &Shared, req: Request<B>, peer: IpAddr) -> Reply 
         HeaderValue::from_static("nosniff"),
     );
     r
+}
+
+/// `/status/data`'s answer: `{"servers": [...], "asked": N, "missing": M,
+/// "error": null}`. A lone server lists itself. In a cluster every server
+/// is asked over the backbone (this one too, the same way) and answers
+/// with its own summary within the control bound; those that do not are
+/// counted in `missing`. With the backbone down, only this server is
+/// listed and `error` says why.
+async fn data_of(shared: &Shared) -> serde_json::Value {
+    if shared.backbone.is_cluster() {
+        if let Ok(mut cluster) = shared.backbone.cluster_status().await {
+            cluster
+                .servers
+                .sort_by(|a, b| a["instance"].as_str().cmp(&b["instance"].as_str()));
+            return serde_json::json!({
+                "servers": cluster.servers,
+                "asked": cluster.asked,
+                "missing": cluster.asked.saturating_sub(cluster.answered),
+                "error": null,
+            });
+        }
+        let status = data::server_status(shared).await;
+        return serde_json::json!({
+            "servers": [status],
+            "asked": 1,
+            "missing": 0,
+            "error": "the backbone is unavailable: only this server is shown",
+        });
+    }
+    let status = data::server_status(shared).await;
+    serde_json::json!({ "servers": [status], "asked": 1, "missing": 0, "error": null })
 }
 
 fn plain(status: StatusCode, body: &'static str) -> Reply {
