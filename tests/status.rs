@@ -155,6 +155,11 @@ async fn it_takes_the_api_key_or_the_password_and_nothing_else() {
 async fn failed_logins_are_throttled_per_address() {
     let s = TestServer::start(&["--status"]);
     let from = [127, 0, 0, 7];
+    // No credentials at all (a browser's first request) is not a guess.
+    for _ in 0..8 {
+        let r = get_from(s.addr(), from, "/status", None).await;
+        assert_eq!(r.status, 401);
+    }
     for n in 0..5 {
         let r = get_from(s.addr(), from, "/status", Some(&basic("guess"))).await;
         assert_eq!(r.status, 401, "attempt {n}");

@@ -3,7 +3,9 @@
 //! `status_password` or, without one, the API key; and a throttle on
 //! failed attempts by client address.
 //!
-//! The throttle counts an address's failures in a window of
+//! The throttle counts an address's failures (requests with wrong or
+//! malformed credentials; one without any is answered 401 but not
+//! counted, as a browser's first request has none) in a window of
 //! [`WINDOW`]; at [`MAX_FAILURES`] the address gets 429 with
 //! `Retry-After` until the window ends, even with the right password (or
 //! guessing would just go on). The table of addresses is bounded at
@@ -94,6 +96,12 @@ impl Throttle {
         {
             return Verdict::Allowed;
         }
+        // No credentials at all is not a guess: a browser's first request
+        // never has any (it asks the user after the 401). Counting those
+        // would throttle an operator who merely opened the page a few times.
+        if header.is_none() {
+            return Verdict::Denied;
+        }
         if !map.contains_key(&peer) && map.len() >= self.capacity {
             map.retain(|_, (start, _)| now < *start + WINDOW);
             if map.len() >= self.capacity {
@@ -168,6 +176,20 @@ mod tests {
     }
 
     #[test]
+    fn a_request_without_credentials_is_not_a_failure() {
+        let t = Throttle::default();
+        let now = Instant::now();
+        for _ in 0..(2 * MAX_FAILURES) {
+            assert_eq!(t.check(now, ip(1), None, "pw"), Verdict::Denied);
+        }
+        assert_eq!(t.tracked(), 0);
+        assert_eq!(
+            t.check(now, ip(1), Some(&basic("pw")), "pw"),
+            Verdict::Allowed
+        );
+    }
+
+    #[test]
     fn failures_throttle_an_address_for_the_window() {
         let t = Throttle::default();
         let now = Instant::now();
@@ -200,7 +222,10 @@ mod tests {
         let t = Throttle::with_capacity(3);
         let now = Instant::now();
         for n in 0..3 {
-            assert_eq!(t.check(now, ip(n), None, "pw"), Verdict::Denied);
+            assert_eq!(
+                t.check(now, ip(n), Some(&basic("x")), "pw"),
+                Verdict::Denied
+            );
         }
         assert_eq!(t.tracked(), 3);
         // Full of open windows: a new address is refused, not tracked,
@@ -209,10 +234,16 @@ mod tests {
             t.check(now, ip(9), Some(&basic("pw")), "pw"),
             Verdict::Allowed
         );
-        assert_eq!(t.check(now, ip(9), None, "pw"), Verdict::Throttled(WINDOW));
+        assert_eq!(
+            t.check(now, ip(9), Some(&basic("x")), "pw"),
+            Verdict::Throttled(WINDOW)
+        );
         assert_eq!(t.tracked(), 3);
         // Once their windows are over, the old entries make room.
-        assert_eq!(t.check(now + WINDOW, ip(9), None, "pw"), Verdict::Denied);
+        assert_eq!(
+            t.check(now + WINDOW, ip(9), Some(&basic("x")), "pw"),
+            Verdict::Denied
+        );
         assert_eq!(t.tracked(), 1);
     }
 }
