@@ -333,3 +333,18 @@ pub fn http_exchange(
     let _ = stream.write_all(request);
     read_response(&mut stream, &mut Vec::new(), deadline)
 }
+
+/// The whole response in `buf`, read until the server closed.
+///
+/// # Panics
+///
+/// If `buf` holds no complete, well-formed response.
+pub fn parse_response_bytes(buf: &[u8]) -> HttpResponse {
+    match parse_response(buf, true) {
+        Ok(Some((r, _))) => r,
+        other => panic!(
+            "no complete HTTP response ({other:?}) in {:?}",
+            String::from_utf8_lossy(buf)
+        ),
+    }
+}

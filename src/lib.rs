@@ -42,7 +42,8 @@ mod ws;
 
 pub(crate) use http::parse_response;
 pub use http::{
-    http_exchange, read_response, read_some, HttpResponse, Request, SAMPLE_ACCEPT, SAMPLE_KEY,
+    http_exchange, parse_response_bytes, read_response, read_some, HttpResponse, Request,
+    SAMPLE_ACCEPT, SAMPLE_KEY,
 };
 pub use raw::{close_code, RawClient, Recv};
 pub use server::{binary_path, refuses_to_start, Server, TempFile, LISTENING_PREFIX};

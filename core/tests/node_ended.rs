@@ -62,3 +62,38 @@ fn each_end_is_reported_with_its_code_and_cause() {
     assert_eq!(node.poll_ended(), None);
     assert_eq!(node.connections(), 0);
 }
+
+#[test]
+fn the_end_names_the_endpoint_and_the_user() {
+    let now = Timestamp::ZERO;
+    let mut node = Node::new(NodeConfig::default());
+    let a = node.handle_connect(now, Endpoint::Echo, b"");
+    node.handle_eof(now, a);
+    write_all(&mut node, now);
+    let (_, ended) = node.poll_ended().expect("a ended");
+    assert_eq!(ended.endpoint, Endpoint::Echo);
+    // On an open server a connection is anonymous: no user.
+    let b = open(&mut node);
+    node.handle_eof(now, b);
+    write_all(&mut node, now);
+    let (_, ended) = node.poll_ended().expect("b ended");
+    assert_eq!(ended.endpoint, Endpoint::PubSub(Encoding::Json));
+    assert_eq!(ended.user, None);
+}
+
+#[test]
+fn the_most_queued_connections_come_most_first() {
+    let now = Timestamp::ZERO;
+    let mut node = Node::new(NodeConfig::default());
+    let (a, b, c) = (open(&mut node), open(&mut node), open(&mut node));
+    // Close frames of different sizes, left unwritten.
+    node.close(now, a, CloseCode(4000), "x");
+    node.close(now, b, CloseCode(4000), "a longer reason");
+    let _ = c; // nothing queued: not listed
+    let qa = node.queue(a).map_or(0, |q| q.len());
+    let qb = node.queue(b).map_or(0, |q| q.len());
+    assert!(qb > qa && qa > 0);
+    assert_eq!(node.most_queued(5), [(b, qb), (a, qa)]);
+    assert_eq!(node.most_queued(1), [(b, qb)]);
+    assert_eq!(node.most_queued(0), []);
+}

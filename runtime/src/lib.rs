@@ -48,5 +48,6 @@ pub mod reload;
 
 pub mod api;
 pub mod shard;
+pub mod status;
 
 pub mod server;

@@ -62,6 +62,14 @@ pub enum Control {
     },
     /// Counts for `/api/info` and `/metrics`.
     Info(oneshot::Sender<ShardInfo>),
+    /// What the status page shows of the shard (its last closes, its
+    /// connections with the most queued bytes).
+    Status(oneshot::Sender<crate::status::data::ShardStatus>),
+    /// This whole server's status-page summary, as JSON (asked of one
+    /// shard when another server of the cluster wants it: any shard can
+    /// build it, asking every shard, itself included, from a task of its
+    /// own).
+    ServerStatus(oneshot::Sender<serde_json::Value>),
 }
 
 impl Control {

@@ -158,6 +158,7 @@ pub async fn run(
         outbound,
         api_metrics: Default::default(),
         closes: close_tallies.clone(),
+        status_throttle: Default::default(),
     });
     let mut threads = Vec::new();
     for (i, (listener, inbox)) in listeners.into_iter().zip(inboxes).enumerate() {

@@ -54,6 +54,8 @@ pub struct Shared {
     /// Each shard's count of slow-consumer and heartbeat closes, by shard
     /// index, summed up in the log every `log_summary_interval`.
     pub closes: Arc<[CloseTally]>,
+    /// Failed logins to the status page by client address.
+    pub status_throttle: crate::status::auth::Throttle,
 }
 
 /// What the HTTP API counts: off the fan-out path (an API publication

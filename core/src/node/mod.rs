@@ -124,13 +124,19 @@ pub const MAX_REPLAY: usize = 4096;
 pub const MAX_HELD: usize = 4096;
 
 /// How a finished connection ended ([`Node::poll_ended`]).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub struct Ended {
     /// The close code that describes the end (sent, received, or 1006
     /// when none was exchanged).
     pub code: CloseCode,
     /// Who or what ended it ([`crate::connection::CloseCause::label`]).
     pub cause: &'static str,
+    /// The user it was connected as, if any (a status page lists the last
+    /// closes with their user). Taken from the connection as it is
+    /// released: nothing is kept per live connection for it.
+    pub user: Option<Box<str>>,
+    /// What it was connected to.
+    pub endpoint: Endpoint,
 }
 
 /// What a connection is for, chosen by the path it connected to.
@@ -612,6 +618,26 @@ impl Node {
         self.clients().map(|c| c.conn.queued_bytes()).sum()
     }
 
+    /// The `n` connections with the most bytes queued (those with none
+    /// left out), most first: what a status page lists as the slowest
+    /// readers. One pass over the connections, keeping `n` at most.
+    pub fn most_queued(&self, n: usize) -> Vec<(ConnId, usize)> {
+        let mut top: Vec<(ConnId, usize)> = Vec::with_capacity(n + 1);
+        if n == 0 {
+            return top;
+        }
+        for id in self.slab.ids() {
+            let bytes = self.slab.get(id).map_or(0, |c| c.conn.queued_bytes());
+            if bytes == 0 || (top.len() == n && top[n - 1].1 >= bytes) {
+                continue;
+            }
+            let at = top.partition_point(|(_, b)| *b >= bytes);
+            top.insert(at, (id, bytes));
+            top.truncate(n);
+        }
+        top
+    }
+
     /// Timers registered: one at most per live connection, one more for a
     /// connection waiting to authenticate or holding a token that expires,
     /// one per subscription admitted by an expiring subscription token,
@@ -744,6 +770,8 @@ impl Node {
             let ended = Ended {
                 code: cause.code(client.conn.config()),
                 cause: cause.label(),
+                user: None,
+                endpoint: client.endpoint,
             };
             self.ended.insert(id, ended);
         }
@@ -795,10 +823,13 @@ impl Node {
         }
         // Every connection is finished through `Event::Closed`; the
         // default only guards against a path that skips it.
-        let ended = self.ended.remove(&id).unwrap_or(Ended {
+        let mut ended = self.ended.remove(&id).unwrap_or(Ended {
             code: CloseCode::ABNORMAL,
             cause: "released without a close",
+            user: None,
+            endpoint: client.endpoint,
         });
+        ended.user = client.auth.user().map(Into::into);
         self.finished.push_back((id, ended));
     }
 

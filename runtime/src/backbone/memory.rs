@@ -169,6 +169,8 @@ fn handle(hub: &mut Hub, now: Timestamp, msg: ToHub, figures: &HistoryFigures) {
         // The API counts a lone server's channels from its shards; this
         // is never asked. Dropping the slot answers "unavailable".
         ToHub::ClusterChannels(_) => {}
+        // Likewise the status page's summary of a lone server.
+        ToHub::ClusterStatus(_) => {}
     }
 }
 

@@ -75,6 +75,8 @@ pub(crate) enum ToHub {
     },
     /// Every server's channels with their subscriber counts (HTTP API).
     ClusterChannels(oneshot::Sender<ClusterChannels>),
+    /// Every server's status-page summary (`/status/data`).
+    ClusterStatus(oneshot::Sender<ClusterStatus>),
 }
 
 /// The backbone is gone (the server is stopping).
@@ -118,6 +120,19 @@ pub struct ClusterChannels {
     /// How many of them answered in time; fewer than `asked` when a server
     /// died or stalled during the request, and then its channels are
     /// missing from `counts`.
+    pub answered: usize,
+}
+
+/// Every server's status-page summary, as the servers that answered in
+/// time sent it.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct ClusterStatus {
+    /// Each answering server's summary (`crate::status::data`'s
+    /// `ServerStatus` as JSON), in the order they arrived.
+    pub servers: Vec<serde_json::Value>,
+    /// How many servers received the question.
+    pub asked: usize,
+    /// How many of them answered in time.
     pub answered: usize,
 }
 
@@ -340,6 +355,12 @@ impl Backbone {
     /// for the servers' answers, then answers with those that arrived.
     pub async fn cluster_channels(&self) -> Result<ClusterChannels, Unavailable> {
         self.ask(ToHub::ClusterChannels).await
+    }
+
+    /// Every server's status-page summary, this one's included (cluster
+    /// only); waits a bounded time, then answers with those that arrived.
+    pub async fn cluster_status(&self) -> Result<ClusterStatus, Unavailable> {
+        self.ask(ToHub::ClusterStatus).await
     }
 
     /// What the hub knows of every channel (HTTP API).

@@ -65,6 +65,12 @@ pub struct ServeArgs {
     /// Key for the HTTP API (`Authorization: apikey KEY`); without one the API answers 403.
     #[arg(long, env = "WAVECAST_API_KEY", hide_env_values = true)]
     pub api_key: Option<String>,
+    /// Serve the status page `GET /status` (off by default; behind HTTP Basic auth with the API key or `--status-password`).
+    #[arg(long, env = "WAVECAST_STATUS", num_args = 0..=1, default_missing_value = "true")]
+    pub status: Option<bool>,
+    /// Password of the status page (any user name); without one the API key is the password.
+    #[arg(long, env = "WAVECAST_STATUS_PASSWORD", hide_env_values = true)]
+    pub status_password: Option<String>,
     /// Redis URL (`redis://HOST:PORT`) of the cluster to join; without one the backbone is in memory (one server).
     #[arg(long, env = "WAVECAST_REDIS", hide_env_values = true)]
     pub redis: Option<String>,

@@ -39,6 +39,8 @@ pub struct FileConfig {
     pub(super) workers: Option<usize>,
     pub(super) allowed_origins: Option<Vec<String>>,
     pub(super) api_key: Option<String>,
+    pub(super) status: Option<bool>,
+    pub(super) status_password: Option<String>,
     pub(super) redis: Option<String>,
     #[serde(default, with = "opt_duration")]
     pub(super) redis_presence_ttl: Option<Duration>,

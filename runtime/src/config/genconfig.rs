@@ -122,6 +122,8 @@ pub(super) fn default_value(d: &Config, name: &str) -> Value {
         "workers" => E("4"),
         "allowed_origins" => E("[\"https://app.example\"]"),
         "api_key" => E("\"a long random string\""),
+        "status" => flag(d.status),
+        "status_password" => E("\"a long random string\""),
         "redis" => E("\"redis://127.0.0.1:6379\""),
         "redis_presence_ttl" => dur(d.redis_presence_ttl),
         "token_hmac_secret" => E("\"a long random string\""),

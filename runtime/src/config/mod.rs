@@ -89,6 +89,10 @@ pub struct Config {
     pub allowed_origins: Option<Vec<String>>,
     /// The HTTP API key; `None` disables the API (403).
     pub api_key: Option<String>,
+    /// Serve the status page (`/status`, `/status/data`).
+    pub status: bool,
+    /// The status page's password; `None`: the API key is its password.
+    pub status_password: Option<String>,
     /// The Redis URL of the cluster; `None`: the in-memory backbone.
     pub redis: Option<String>,
     /// With Redis: lease of this server's presence entries and channels.
@@ -185,6 +189,8 @@ impl Default for Config {
             workers: std::thread::available_parallelism().map_or(1, |n| n.get()),
             allowed_origins: None,
             api_key: None,
+            status: false,
+            status_password: None,
             redis: None,
             redis_presence_ttl: Duration::from_secs(15),
             namespaces: Namespaces::default(),
@@ -436,6 +442,12 @@ impl Config {
                 .clone()
                 .or(file.api_key)
                 .filter(|k| !k.is_empty()),
+            status: args.status.or(file.status).unwrap_or(d.status),
+            status_password: args
+                .status_password
+                .clone()
+                .or(file.status_password)
+                .filter(|p| !p.is_empty()),
             redis: args.redis.clone().or(file.redis).filter(|u| !u.is_empty()),
             redis_presence_ttl: args
                 .redis_presence_ttl

@@ -20,6 +20,10 @@ use super::{build_verifier, Config, ConfigError, ServeArgs};
 /// new connections get all of the new values.
 pub const LIVE: &[&str] = &[
     "api_key",
+    // Read by every request to `/status`: turning the page on or off, or
+    // changing its password, takes effect at the next request.
+    "status",
+    "status_password",
     "max_connections",
     "max_connections_per_ip",
     "max_http_connections",
@@ -231,6 +235,8 @@ fn comparisons(a: &Config, b: &Config) -> Vec<(&'static str, bool)> {
         ("workers", a.workers == b.workers),
         ("allowed_origins", a.allowed_origins == b.allowed_origins),
         ("api_key", a.api_key == b.api_key),
+        ("status", a.status == b.status),
+        ("status_password", a.status_password == b.status_password),
         ("redis", a.redis == b.redis),
         (
             "redis_presence_ttl",

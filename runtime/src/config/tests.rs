@@ -654,3 +654,37 @@ fn log_settings_from_file_and_flags() {
         }
     }
 }
+
+#[test]
+fn the_status_page_needs_a_credential() {
+    let args = ServeArgs {
+        status: Some(true),
+        ..Default::default()
+    };
+    match Config::load(&args) {
+        Err(ConfigError::Invalid { name, reason }) => {
+            assert_eq!(name, "status");
+            assert!(reason.contains("status_password"), "{reason}");
+        }
+        other => panic!("status without a credential was accepted: {other:?}"),
+    }
+    for args in [
+        ServeArgs {
+            status: Some(true),
+            api_key: Some("k".into()),
+            ..Default::default()
+        },
+        ServeArgs {
+            status: Some(true),
+            status_password: Some("p".into()),
+            ..Default::default()
+        },
+    ] {
+        let c = Config::load(&args).expect("a credential is enough");
+        assert!(c.status);
+    }
+    assert!(
+        !Config::load(&ServeArgs::default()).unwrap().status,
+        "off by default"
+    );
+}

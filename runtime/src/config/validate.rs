@@ -46,6 +46,15 @@ impl Config {
         if self.max_history_bytes < 64 * 1024 || self.max_history_bytes as u64 > 1 << 40 {
             return invalid("max_history_bytes", "must be between 64 KiB and 1 TiB");
         }
+        // The status page shows every server's clients and users: it is
+        // never served open, so turning it on without a credential is a
+        // mistake to name at startup (and a reload that did so is refused).
+        if self.status && self.status_password.is_none() && self.api_key.is_none() {
+            return invalid(
+                "status",
+                "the status page needs a credential: set status_password or api_key",
+            );
+        }
         if !self.authenticates() && !self.allow_anonymous {
             return invalid(
                 "allow_anonymous",

@@ -22,10 +22,17 @@ pub fn log_startup(c: &Config, addr: SocketAddr, workers: usize) {
     };
     tracing::info!(url = %ws, sse = %sse, "WebSocket URL: {ws}{note}; Server-Sent Events: {sse}");
     let api = c.api_key.is_some();
+    let status = if !c.status {
+        "off"
+    } else if c.status_password.is_some() {
+        "on (/status, HTTP Basic with status_password)"
+    } else {
+        "on (/status, HTTP Basic with the API key as password)"
+    };
     tracing::info!(
         api,
-        status_page = false,
-        "HTTP API: {}; status page: off",
+        status_page = c.status,
+        "HTTP API: {}; status page: {status}",
         if api {
             "on (/api/*, header Authorization: apikey KEY)"
         } else {

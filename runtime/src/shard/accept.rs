@@ -287,6 +287,7 @@ pub(crate) fn adopt_with(
             want_write: false,
             watched,
             paused: false,
+            opened: super::open_ticks(now),
         });
     }
     shard.set_forwarded(id, slot.forwarded.take());

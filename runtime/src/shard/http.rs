@@ -136,6 +136,9 @@ async fn route(
         // A client's calls over HTTP (an SSE client's commands).
         return super::call::serve(&shard, req).await;
     }
+    if crate::status::is_status_path(req.uri().path()) {
+        return crate::status::handle(shard.shared(), req, peer).await;
+    }
     match (req.method(), req.uri().path()) {
         (&Method::GET, wavecast_core::sse::PATH) if !head_of(&req).wants_websocket() => {
             let head = head_of(&req);

@@ -65,7 +65,10 @@ impl Driver {
                 let _ = reply.send(self.channel_stats());
             }
             // Nothing can reach Redis now: dropping the slot says so.
-            ToHub::Flush(_) | ToHub::RemoteDisconnect { .. } | ToHub::ClusterChannels(_) => {}
+            ToHub::Flush(_)
+            | ToHub::RemoteDisconnect { .. }
+            | ToHub::ClusterChannels(_)
+            | ToHub::ClusterStatus(_) => {}
         }
     }
 
@@ -280,6 +283,7 @@ impl Driver {
                 reply,
             } => self.remote_disconnect(link, instance, client, reconnect, reply),
             ToHub::ClusterChannels(reply) => self.cluster_channels(link, reply),
+            ToHub::ClusterStatus(reply) => self.cluster_status(link, reply),
         }
     }
 

@@ -3,8 +3,9 @@
 //! how their replies are gathered ([`Pending`], pure bookkeeping, tested
 //! without Redis).
 //!
-//! The HTTP API's `disconnect` and `channels` reach the whole cluster
-//! through small JSON messages (`ControlMsg`) on control topics, carried
+//! The HTTP API's `disconnect` and `channels`, and the status page's
+//! summaries (`status`), reach the whole cluster
+//! through JSON messages (`ControlMsg`) on control topics, carried
 //! by the same pub/sub connection (its SUBSCRIBEs are restored with the
 //! channels' after a reconnect). A client id starts with the instance id
 //! of the server that holds it, so a disconnect is PUBLISHed to
@@ -30,9 +31,9 @@ use redis::RedisError;
 use tokio::sync::oneshot;
 
 use super::{Driver, Link};
-use crate::backbone::{ClusterChannels, ControlError};
+use crate::backbone::{ClusterChannels, ClusterStatus, ControlError};
 use crate::instance::is_instance;
-use crate::mailbox::{disconnect_local, local_channels, Control};
+use crate::mailbox::{disconnect_local, local_channels, Control, ShardMsg};
 
 /// How long a control request (an API disconnect or channel count over
 /// the cluster) waits for the other servers' replies.
@@ -54,7 +55,10 @@ pub(super) fn is_control_topic(topic: &str) -> bool {
 /// field: `{"op":"disconnect","req":7,"from":"0a1b2c","client":"...",
 /// "reconnect":true}`, `{"op":"disconnected","req":7,"found":true}`,
 /// `{"op":"channels","req":8,"from":"0a1b2c"}`,
-/// `{"op":"channel_counts","req":8,"channels":{"news":2}}`. `req` is the
+/// `{"op":"channel_counts","req":8,"channels":{"news":2}}`,
+/// `{"op":"status","req":9,"from":"0a1b2c"}`,
+/// `{"op":"status_reply","req":9,"server":{...}}` (one server's status
+/// page summary, `crate::status::data`). `req` is the
 /// asker's request id, unique among its requests; `from` its instance id,
 /// whose topic gets the reply.
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
@@ -76,6 +80,10 @@ enum ControlMsg {
         req: u64,
         channels: BTreeMap<String, usize>,
     },
+    /// Send your status-page summary.
+    Status { req: u64, from: String },
+    /// The reply to `Status`: the server's summary.
+    StatusReply { req: u64, server: serde_json::Value },
 }
 
 /// A control request of this server that waits for replies.
@@ -100,6 +108,10 @@ pub(super) enum Waiting {
     Channels {
         counts: BTreeMap<String, usize>,
         reply: oneshot::Sender<ClusterChannels>,
+    },
+    Status {
+        servers: Vec<serde_json::Value>,
+        reply: oneshot::Sender<ClusterStatus>,
     },
 }
 
@@ -143,12 +155,23 @@ impl Pending {
         true
     }
 
+    /// A server's status summary; false (and nothing counted) if this
+    /// request is not a status request.
+    fn status(&mut self, server: serde_json::Value) -> bool {
+        let Waiting::Status { servers, .. } = &mut self.what else {
+            return false;
+        };
+        servers.push(server);
+        self.answers += 1;
+        true
+    }
+
     /// True when nothing more can change the answer.
     fn settled(&self) -> bool {
         let all = self.receivers.is_some_and(|n| self.answers >= n);
         match &self.what {
             Waiting::Disconnect { found, .. } => *found || all,
-            Waiting::Channels { .. } => all,
+            Waiting::Channels { .. } | Waiting::Status { .. } => all,
         }
     }
 
@@ -185,6 +208,13 @@ impl Pending {
                 let _ = reply.send(ClusterChannels {
                     counts,
                     asked,
+                    answered: self.answers,
+                });
+            }
+            Waiting::Status { servers, reply } => {
+                let _ = reply.send(ClusterStatus {
+                    servers,
+                    asked: self.receivers.unwrap_or(self.answers),
                     answered: self.answers,
                 });
             }
@@ -261,6 +291,18 @@ impl Driver {
         };
         self.control_request(link, CONTROL_ALL.to_owned(), what, |req, from| {
             ControlMsg::Channels { req, from }
+        });
+    }
+
+    /// Asks every server for its status-page summary (`/status/data` in a
+    /// cluster).
+    pub(super) fn cluster_status(&mut self, link: &Link, reply: oneshot::Sender<ClusterStatus>) {
+        let what = Waiting::Status {
+            servers: Vec::new(),
+            reply,
+        };
+        self.control_request(link, CONTROL_ALL.to_owned(), what, |req, from| {
+            ControlMsg::Status { req, from }
         });
     }
 
@@ -374,6 +416,35 @@ impl Driver {
                         .err()
                 });
             }
+            ControlMsg::Status { req, from } => {
+                if !is_instance(&from) {
+                    tracing::warn!(from, "control request from an invalid instance id; ignored");
+                    return;
+                }
+                let shards = self.shards.clone();
+                self.spawn(link, move |_, mut conn| async move {
+                    // Shard 0 builds the summary (it needs the server's
+                    // shared state, which this driver does not hold).
+                    let (tx, rx) = oneshot::channel();
+                    let asked = shards.first().is_some_and(|s| {
+                        s.send(ShardMsg::Control(Control::ServerStatus(tx))).is_ok()
+                    });
+                    // A stopping shard drops the question: no reply, and
+                    // the asker counts this server as not answering.
+                    let server = if asked { rx.await.ok()? } else { return None };
+                    let reply = ControlMsg::StatusReply { req, server };
+                    publish_control(&mut conn, &control_topic(&from), &reply)
+                        .await
+                        .err()
+                });
+            }
+            ControlMsg::StatusReply { req, server } => {
+                if self.pending.get_mut(&req).is_some_and(|p| p.status(server)) {
+                    self.settle(req);
+                } else {
+                    tracing::debug!(req, "reply to an unknown or expired request; ignored");
+                }
+            }
             ControlMsg::Disconnected { req, found } => {
                 if self
                     .pending
@@ -473,6 +544,30 @@ mod tests {
             reply,
         };
         (Pending::new(what), rx)
+    }
+
+    /// A status request collects every receiver's summary; one whose time
+    /// is up answers with those that came, and says how many were asked.
+    #[test]
+    fn a_status_request_gathers_the_summaries_that_arrive() {
+        let (reply, mut rx) = oneshot::channel();
+        let mut p = Pending::new(Waiting::Status {
+            servers: Vec::new(),
+            reply,
+        });
+        assert!(!p.counted(BTreeMap::new()), "not a channel count");
+        assert!(p.status(serde_json::json!({"instance": "aaaaaa"})));
+        p.published(2);
+        assert!(!p.settled(), "one of two answered");
+        p.finish(true);
+        let got = rx.try_recv().expect("answered");
+        assert_eq!((got.asked, got.answered, got.servers.len()), (2, 1, 1));
+        let msg = ControlMsg::StatusReply {
+            req: 3,
+            server: serde_json::json!({"instance": "aaaaaa"}),
+        };
+        let back: ControlMsg = serde_json::from_slice(&serde_json::to_vec(&msg).unwrap()).unwrap();
+        assert_eq!(back, msg);
     }
 
     /// A disconnect is settled by the first server that found the client,
