@@ -287,6 +287,9 @@ async fn the_figures_are_all_there_and_move_under_load() {
         during["fanout"]
     );
     assert!(during["fanout"][0]["p99_seconds"].as_f64().is_some());
+    // The subscribes went to the backbone and back: a round trip is shown.
+    let rt = during["backbone"]["round_trip_seconds"].as_f64();
+    assert!(rt.is_some_and(|r| r > 0.0), "{}", during["backbone"]);
     assert_eq!(during["channels_count"], 2);
     assert_eq!(
         during["channels_top"][0],
