@@ -78,6 +78,7 @@ pub mod call;
 pub mod client;
 pub mod close;
 pub mod connection;
+pub mod deflate;
 pub mod frame;
 pub mod fuzzing;
 pub mod handshake;
