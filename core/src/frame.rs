@@ -449,6 +449,18 @@ pub fn encode_compressed(opcode: OpCode, payload: &[u8]) -> Bytes {
     out.freeze()
 }
 
+/// The payload of a whole unmasked frame as [`encode`] wrote it (empty if
+/// `frame` is shorter than its header says).
+pub fn server_payload(frame: &[u8]) -> &[u8] {
+    let header = match frame.get(1).map(|b| b & LEN7_BITS) {
+        Some(LEN16_MARKER) => 4,
+        Some(LEN64_MARKER) => 10,
+        Some(_) => 2,
+        None => return &[],
+    };
+    frame.get(header..).unwrap_or(&[])
+}
+
 /// With RSV1 set on a masked client frame's header (test clients and the
 /// load tool: the first frame of a compressed message). `frame` starts with
 /// the header as [`encode_masked`] wrote it.

@@ -148,6 +148,15 @@ pub struct ServeArgs {
     /// Reconnection delay an SSE stream tells the browser (`retry:`), randomised per stream between half and 1.5 times it [default: 2s].
     #[arg(long, env = "WAVECAST_SSE_RETRY", value_parser = parse_duration)]
     pub sse_retry: Option<Duration>,
+    /// Offer permessage-deflate (RFC 7692) to clients that ask for it, always without context takeover; publications at or over the threshold are compressed once per encoding [default: false].
+    #[arg(long, env = "WAVECAST_COMPRESSION", num_args = 0..=1, default_missing_value = "true")]
+    pub compression: Option<bool>,
+    /// zlib level of permessage-deflate, 0 (store) to 9 (smallest) [default: 1].
+    #[arg(long, env = "WAVECAST_COMPRESSION_LEVEL")]
+    pub compression_level: Option<u32>,
+    /// Publications shorter than this (encoded, a size like 1KiB) go uncompressed even to clients that negotiated compression [default: 1KiB].
+    #[arg(long, env = "WAVECAST_COMPRESSION_THRESHOLD", value_parser = parse_size)]
+    pub compression_threshold: Option<usize>,
     /// Serve anonymous clients on a non-loopback address without any authentication (flag only).
     #[arg(long)]
     pub insecure: bool,

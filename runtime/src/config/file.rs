@@ -75,6 +75,10 @@ pub struct FileConfig {
     pub(super) sse_token_in_query: Option<bool>,
     #[serde(default, with = "opt_duration")]
     pub(super) sse_retry: Option<Duration>,
+    pub(super) compression: Option<bool>,
+    pub(super) compression_level: Option<u32>,
+    #[serde(default, with = "opt_size")]
+    pub(super) compression_threshold: Option<usize>,
     /// Options of channels without a namespace.
     pub(super) channels: Option<NamespaceFile>,
     /// Options of channels `NAME:...`, by NAME.

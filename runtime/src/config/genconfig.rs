@@ -151,6 +151,9 @@ pub(super) fn default_value(d: &Config, name: &str) -> Value {
         "sse_token_cookie" => V(format!("\"{}\"", d.sse_token_cookie)),
         "sse_token_in_query" => flag(d.sse_token_in_query),
         "sse_retry" => dur(d.sse_retry),
+        "compression" => flag(d.compression),
+        "compression_level" => num(d.compression_level.into()),
+        "compression_threshold" => size(d.compression_threshold),
         other => panic!("genconfig: no default written for setting {other}"),
     }
 }

@@ -139,6 +139,12 @@ pub struct Config {
     pub sse_token_in_query: bool,
     /// The middle of the randomised `retry:` of SSE streams.
     pub sse_retry: Duration,
+    /// permessage-deflate offered to clients.
+    pub compression: bool,
+    /// Its zlib level.
+    pub compression_level: u32,
+    /// Publications shorter than this go uncompressed.
+    pub compression_threshold: usize,
 }
 
 impl Default for Config {
@@ -190,6 +196,9 @@ impl Default for Config {
             sse_token_cookie: wavecast_core::sse::TOKEN_COOKIE.to_owned(),
             sse_token_in_query: false,
             sse_retry: Duration::from_secs(2),
+            compression: false,
+            compression_level: wavecast_core::deflate::DEFAULT_LEVEL,
+            compression_threshold: wavecast_core::deflate::DEFAULT_THRESHOLD,
         }
     }
 }
@@ -484,6 +493,18 @@ impl Config {
                 .or(file.sse_token_in_query)
                 .unwrap_or(d.sse_token_in_query),
             sse_retry: args.sse_retry.or(file.sse_retry).unwrap_or(d.sse_retry),
+            compression: args
+                .compression
+                .or(file.compression)
+                .unwrap_or(d.compression),
+            compression_level: args
+                .compression_level
+                .or(file.compression_level)
+                .unwrap_or(d.compression_level),
+            compression_threshold: args
+                .compression_threshold
+                .or(file.compression_threshold)
+                .unwrap_or(d.compression_threshold),
         };
         config.validate()?;
         Ok(config)

@@ -46,6 +46,9 @@ pub const LIVE: &[&str] = &[
     "sse_token_cookie",
     "sse_token_in_query",
     "sse_retry",
+    "compression",
+    "compression_level",
+    "compression_threshold",
 ];
 
 /// Settings a reload reports as needing a restart, and keeps at their
@@ -276,6 +279,12 @@ fn comparisons(a: &Config, b: &Config) -> Vec<(&'static str, bool)> {
             a.sse_token_in_query == b.sse_token_in_query,
         ),
         ("sse_retry", a.sse_retry == b.sse_retry),
+        ("compression", a.compression == b.compression),
+        ("compression_level", a.compression_level == b.compression_level),
+        (
+            "compression_threshold",
+            a.compression_threshold == b.compression_threshold,
+        ),
     ]
 }
 

@@ -592,3 +592,35 @@ fn a_misspelt_key_is_shown_with_its_line_a_caret_and_the_valid_keys() {
     assert!(e.contains("line 2") && e.contains("`presence`"), "{e}");
     std::fs::remove_dir_all(&dir).unwrap();
 }
+
+#[test]
+fn compression_settings_from_file_and_flags() {
+    let d = Config::default();
+    assert_eq!(
+        (d.compression, d.compression_level, d.compression_threshold),
+        (false, 1, 1024),
+        "off by default, level 1, 1 KiB"
+    );
+    let file: FileConfig = toml::from_str(
+        "compression = true\ncompression_level = 6\ncompression_threshold = \"4KiB\"\n",
+    )
+    .unwrap();
+    assert_eq!(file.compression, Some(true));
+    assert_eq!(file.compression_level, Some(6));
+    assert_eq!(file.compression_threshold, Some(4096));
+    let args = ServeArgs {
+        compression: Some(true),
+        compression_threshold: Some(0),
+        ..Default::default()
+    };
+    let c = Config::load(&args).unwrap();
+    assert_eq!((c.compression, c.compression_threshold), (true, 0));
+    let bad = ServeArgs {
+        compression_level: Some(10),
+        ..Default::default()
+    };
+    match Config::load(&bad) {
+        Err(ConfigError::Invalid { name, .. }) => assert_eq!(name, "compression_level"),
+        other => panic!("{other:?}"),
+    }
+}
