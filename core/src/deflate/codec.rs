@@ -262,6 +262,26 @@ mod tests {
         assert_eq!(c.inflate(&z, 65535), Err(InflateError::TooLarge { max: 65535 }));
     }
 
+    /// The one inflater serves every connection of a shard: a message that
+    /// refers back before its own start (a client keeping context it was
+    /// told not to, or an attacker fishing for the previous connection's
+    /// message in the window) is invalid, never inflated from what the
+    /// inflater saw last.
+    #[test]
+    fn no_back_reference_into_the_previous_message() {
+        let secret = b"another user's secret message, long enough to be referred to".repeat(4);
+        let mut keep = Compress::new(Compression::new(6), false);
+        let mut first = Vec::with_capacity(4096);
+        keep.compress_vec(&secret, &mut first, FlushCompress::Sync).unwrap();
+        let mut second = Vec::with_capacity(4096);
+        keep.compress_vec(&secret, &mut second, FlushCompress::Sync).unwrap();
+        first.truncate(first.len() - 4);
+        second.truncate(second.len() - 4);
+        let mut c = Codec::new(1);
+        assert_eq!(c.inflate(&first, 1 << 16).as_deref(), Ok(&secret[..]));
+        assert_eq!(c.inflate(&second, 1 << 16), Err(InflateError::Invalid));
+    }
+
     /// Garbage is 1007: block type 3 is reserved (RFC 1951 3.2.3).
     #[test]
     fn invalid_block_type() {

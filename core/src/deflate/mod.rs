@@ -18,7 +18,7 @@
 //!   appended, the output counted against the message size limit as it
 //!   grows, so a decompression bomb stops at the first chunk past it).
 //!
-//! The flate2 crate (pure-Rust miniz_oxide backend) does the deflate
+//! The flate2 crate (with zlib-rs, a pure-Rust zlib) does the deflate
 //! itself; the tail handling, the bounds and the negotiation are ours.
 
 pub mod codec;

@@ -13,8 +13,8 @@
 //! add both to an offer without them). An offer is declined (section 7,
 //! "the server MUST decline") when it has an unknown parameter, a parameter
 //! twice, or a parameter with an invalid value; and when it asks for
-//! `server_max_window_bits` below 15, a window the deflater (miniz_oxide,
-//! 32 KiB window only) cannot keep to (section 7.1.2.1 allows declining).
+//! `server_max_window_bits` below 15, a window the deflater (set up with a
+//! 32 KiB window, once per shard) does not keep to (section 7.1.2.1 allows declining).
 //! `client_max_window_bits` needs no answer: the inflater takes any window
 //! up to 32 KiB (section 7.1.2.2).
 
