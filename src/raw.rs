@@ -122,7 +122,10 @@ impl RawClient {
         let head_bytes: Vec<u8> = if deflate {
             let text = String::from_utf8_lossy(&buf[..head_len]).into_owned();
             text.split_inclusive("\r\n")
-                .filter(|l| !l.to_ascii_lowercase().starts_with("sec-websocket-extensions:"))
+                .filter(|l| {
+                    !l.to_ascii_lowercase()
+                        .starts_with("sec-websocket-extensions:")
+                })
                 .collect::<String>()
                 .into_bytes()
         } else {
@@ -150,7 +153,11 @@ impl RawClient {
         Ok(RawClient {
             stream,
             inbuf: BytesMut::from(leftover),
-            decoder: if deflate { decoder.with_rsv1() } else { decoder },
+            decoder: if deflate {
+                decoder.with_rsv1()
+            } else {
+                decoder
+            },
             extensions: answer,
             mask_seed: 0x3779_b9a1,
         })

@@ -37,8 +37,8 @@ fn raw(server: &TestServer, offer: Option<&str>) -> (RawClient, Option<String>) 
     if let Some(o) = offer {
         req = req.set("Sec-WebSocket-Extensions", o);
     }
-    let client =
-        RawClient::handshake(server.addr(), &req).unwrap_or_else(|r| panic!("refused: {}", r.status));
+    let client = RawClient::handshake(server.addr(), &req)
+        .unwrap_or_else(|r| panic!("refused: {}", r.status));
     let answer = client.extensions().map(str::to_owned);
     (client, answer)
 }
@@ -57,7 +57,9 @@ fn next_data(c: &mut RawClient) -> (bool, usize, Value) {
     assert_eq!(f.opcode, OpCode::Text);
     let wire = f.payload.len();
     let payload = if f.rsv1 {
-        Codec::new(1).inflate(&f.payload, 1 << 20).expect("valid deflate")
+        Codec::new(1)
+            .inflate(&f.payload, 1 << 20)
+            .expect("valid deflate")
     } else {
         f.payload.to_vec()
     };
@@ -135,9 +137,20 @@ async fn compressed_input_and_its_close_codes() {
     }
 
     let cases: [(&str, Vec<u8>, u16); 3] = [
-        ("a bomb past --max-message-size", Codec::new(9).compress(&vec![b' '; 1 << 20]).unwrap().to_vec(), 1009),
+        (
+            "a bomb past --max-message-size",
+            Codec::new(9)
+                .compress(&vec![b' '; 1 << 20])
+                .unwrap()
+                .to_vec(),
+            1009,
+        ),
         ("invalid deflate data", vec![0xff, 0xff, 0xff, 0xff], 1007),
-        ("compressed invalid UTF-8", Codec::new(1).compress(b"\xff\xfe").unwrap().to_vec(), 1007),
+        (
+            "compressed invalid UTF-8",
+            Codec::new(1).compress(b"\xff\xfe").unwrap().to_vec(),
+            1007,
+        ),
     ];
     for (what, payload, code) in cases {
         let (mut c, _) = raw(&server, Some(OFFER));
@@ -154,7 +167,8 @@ async fn compressed_input_and_its_close_codes() {
 
     // Without the extension negotiated RSV1 is a protocol error.
     let (mut c, _) = raw(&server, None);
-    let mut f = c.masked_frame(true, OpCode::Text, &Codec::new(1).compress(b"{}").unwrap().to_vec());
+    let mut codec = Codec::new(1);
+    let mut f = c.masked_frame(true, OpCode::Text, codec.compress(b"{}").unwrap());
     frame::set_rsv1(&mut f);
     c.send_raw(&f).unwrap();
     assert_eq!(c.expect_close(T), Some(1002));
@@ -203,7 +217,12 @@ async def main():
 asyncio.run(main())
 "#;
     let child = Command::new("/usr/bin/python3")
-        .args(["-c", script, &format!("ws://{}/ws", server.addr()), &data.to_string()])
+        .args([
+            "-c",
+            script,
+            &format!("ws://{}/ws", server.addr()),
+            &data.to_string(),
+        ])
         .stdout(Stdio::piped())
         .spawn()
         .expect("/usr/bin/python3 with python3-websockets (apt install python3-websockets)");
@@ -219,7 +238,11 @@ async fn node_ws_with_per_message_deflate_round_trips() {
     let server = TestServer::start(&["--compression"]);
     let data = doc(4096);
     let ws = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("clients/js/node_modules/ws");
-    assert!(ws.exists(), "{} missing: run `npm ci` in clients/js", ws.display());
+    assert!(
+        ws.exists(),
+        "{} missing: run `npm ci` in clients/js",
+        ws.display()
+    );
     let script = r#"
 const WebSocket = require(process.argv[1]);
 const ws = new WebSocket(process.argv[2], { perMessageDeflate: true });

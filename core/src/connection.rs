@@ -542,7 +542,13 @@ impl Connection {
     /// bound of `max_message_size` (a bomb fails at the first step past
     /// it, 1009), checked as text (1007) or binary, then handled as an
     /// uncompressed one would be.
-    fn on_compressed(&mut self, now: Timestamp, text: bool, data: &[u8], codec: Option<&mut Codec>) {
+    fn on_compressed(
+        &mut self,
+        now: Timestamp,
+        text: bool,
+        data: &[u8],
+        codec: Option<&mut Codec>,
+    ) {
         if self.state != State::Open {
             return;
         }

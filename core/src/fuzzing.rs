@@ -350,7 +350,11 @@ pub fn deflate(data: &[u8]) {
     let z = codec.compress(data).map(<[u8]>::to_vec);
     assert!(z.is_some(), "compression does not fail");
     let z = z.unwrap_or_default();
-    assert_eq!(codec.inflate(&z, data.len()).as_deref(), Ok(data), "round trip");
+    assert_eq!(
+        codec.inflate(&z, data.len()).as_deref(),
+        Ok(data),
+        "round trip"
+    );
     if let Some(short) = data.len().checked_sub(1) {
         assert!(codec.inflate(&z, short).is_err(), "a byte over the limit");
     }

@@ -66,7 +66,10 @@ fn doc(n: usize) -> String {
     let mut s = String::from("[");
     let mut i = 0;
     while s.len() < n {
-        s.push_str(&format!(r#"{{"id":{i},"symbol":"ACME","price":{}.25}},"#, 100 + i % 7));
+        s.push_str(&format!(
+            r#"{{"id":{i},"symbol":"ACME","price":{}.25}},"#,
+            100 + i % 7
+        ));
         i += 1;
     }
     s.pop();

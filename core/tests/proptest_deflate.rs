@@ -21,9 +21,8 @@ const MAX: usize = 64 * 1024;
 fn message() -> impl Strategy<Value = Vec<u8>> {
     prop_oneof![
         proptest::collection::vec(any::<u8>(), 0..3000),
-        (proptest::collection::vec(0u8..4, 1..40), 0usize..200).prop_map(|(unit, n)| {
-            unit.iter().cycle().take(unit.len() * n).copied().collect()
-        }),
+        (proptest::collection::vec(0u8..4, 1..40), 0usize..200)
+            .prop_map(|(unit, n)| { unit.iter().cycle().take(unit.len() * n).copied().collect() }),
     ]
 }
 

@@ -118,7 +118,9 @@ fn text(n: usize) -> String {
     s
 }
 
-const SIZES: &[usize] = &[0, 1, 16, 64, 125, 126, 256, 1024, 4096, 16384, 65535, 65536, 131072, MAX];
+const SIZES: &[usize] = &[
+    0, 1, 16, 64, 125, 126, 256, 1024, 4096, 16384, 65535, 65536, 131072, MAX,
+];
 
 // ----- Section 6 / 7.2.2: compressed messages of many sizes (12.1, 13.1)
 
@@ -127,8 +129,15 @@ fn s6_compressed_text_of_many_sizes_is_inflated() {
     for &n in SIZES {
         let msg = text(n);
         let mut c = conn();
-        c.handle_read(t(1), &wire(OpCode::Text, &deflate(msg.as_bytes()), usize::MAX));
-        assert_eq!(events(&mut c), vec![Event::Text(msg.clone().into())], "size {n}");
+        c.handle_read(
+            t(1),
+            &wire(OpCode::Text, &deflate(msg.as_bytes()), usize::MAX),
+        );
+        assert_eq!(
+            events(&mut c),
+            vec![Event::Text(msg.clone().into())],
+            "size {n}"
+        );
     }
 }
 
@@ -151,7 +160,11 @@ fn s6_1_fragmented_compressed_messages() {
     for fragment in [1, 2, 7, 64, 256, 1000, 4096, 65536] {
         let mut c = conn();
         c.handle_read(t(1), &wire(OpCode::Text, &z, fragment));
-        assert_eq!(events(&mut c), vec![Event::Text(msg.clone().into())], "fragment {fragment}");
+        assert_eq!(
+            events(&mut c),
+            vec![Event::Text(msg.clone().into())],
+            "fragment {fragment}"
+        );
     }
 }
 
@@ -187,7 +200,14 @@ fn s6_compressed_and_plain_messages_interleave() {
 #[test]
 fn s7_2_3_4_bfinal_block_message() {
     let mut c = conn();
-    c.handle_read(t(1), &wire(OpCode::Text, &[0xf3, 0x48, 0xcd, 0xc9, 0xc9, 0x07, 0x00, 0x00], 99));
+    c.handle_read(
+        t(1),
+        &wire(
+            OpCode::Text,
+            &[0xf3, 0x48, 0xcd, 0xc9, 0xc9, 0x07, 0x00, 0x00],
+            99,
+        ),
+    );
     assert_eq!(events(&mut c), vec![Event::Text("Hello".into())]);
 }
 
@@ -195,7 +215,9 @@ fn s7_2_3_4_bfinal_block_message() {
 #[test]
 fn s7_2_3_3_stored_block_message() {
     let mut c = conn();
-    let z = [0x00, 0x05, 0x00, 0xfa, 0xff, 0x48, 0x65, 0x6c, 0x6c, 0x6f, 0x00];
+    let z = [
+        0x00, 0x05, 0x00, 0xfa, 0xff, 0x48, 0x65, 0x6c, 0x6c, 0x6f, 0x00,
+    ];
     c.handle_read(t(1), &wire(OpCode::Text, &z, 3));
     assert_eq!(events(&mut c), vec![Event::Text("Hello".into())]);
 }
@@ -214,7 +236,9 @@ fn s6_1_rsv1_on_a_continuation_frame_is_1002() {
     c.handle_read(t(1), &bytes);
     assert_eq!(
         events(&mut c),
-        vec![Event::Closed(CloseCause::Frame(FrameError::CompressedContinuation))]
+        vec![Event::Closed(CloseCause::Frame(
+            FrameError::CompressedContinuation
+        ))]
     );
     assert_eq!(failed_with(&mut c), 1002);
 }
@@ -228,7 +252,9 @@ fn s6_1_rsv1_on_control_frames_is_1002() {
         c.handle_read(t(1), &f);
         assert_eq!(
             events(&mut c),
-            vec![Event::Closed(CloseCause::Frame(FrameError::CompressedControlFrame))],
+            vec![Event::Closed(CloseCause::Frame(
+                FrameError::CompressedControlFrame
+            ))],
             "{op:?}"
         );
         assert_eq!(failed_with(&mut c), 1002);
@@ -242,7 +268,9 @@ fn rsv1_without_negotiation_is_1002() {
     c.handle_read(t(1), &wire(OpCode::Text, &deflate(b"x"), 99));
     assert_eq!(
         events(&mut c),
-        vec![Event::Closed(CloseCause::Frame(FrameError::ReservedBits(4)))]
+        vec![Event::Closed(CloseCause::Frame(FrameError::ReservedBits(
+            4
+        )))]
     );
     assert_eq!(failed_with(&mut c), 1002);
 }
@@ -283,7 +311,9 @@ fn compressed_invalid_utf8_is_1007() {
     c.handle_read(t(1), &wire(OpCode::Text, &deflate(b"ok \xff\xfe bad"), 99));
     assert_eq!(
         events(&mut c),
-        vec![Event::Closed(CloseCause::Message(MessageError::InvalidUtf8))]
+        vec![Event::Closed(CloseCause::Message(
+            MessageError::InvalidUtf8
+        ))]
     );
     assert_eq!(failed_with(&mut c), 1007);
 }
@@ -300,7 +330,9 @@ fn decompression_bomb_is_1009() {
     c.handle_read(t(1), &wire(OpCode::Binary, &z, 60_000));
     assert_eq!(
         events(&mut c),
-        vec![Event::Closed(CloseCause::Inflate(InflateError::TooLarge { max: MAX }))]
+        vec![Event::Closed(CloseCause::Inflate(InflateError::TooLarge {
+            max: MAX
+        }))]
     );
     assert_eq!(failed_with(&mut c), 1009);
 
@@ -308,7 +340,10 @@ fn decompression_bomb_is_1009() {
     c.handle_read(t(1), &wire(OpCode::Binary, &deflate(&zeros[..MAX]), 999));
     assert!(matches!(&events(&mut c)[..], [Event::Binary(b)] if b.len() == MAX));
     let mut c = conn();
-    c.handle_read(t(1), &wire(OpCode::Binary, &deflate(&zeros[..MAX + 1]), 999));
+    c.handle_read(
+        t(1),
+        &wire(OpCode::Binary, &deflate(&zeros[..MAX + 1]), 999),
+    );
     assert_eq!(failed_with(&mut c), 1009);
 }
 
@@ -338,7 +373,9 @@ fn s7_1_1_2_client_that_keeps_context_is_failed() {
 #[test]
 fn compressed_frame_over_the_limit_is_1009() {
     let mut c = conn();
-    let noise: Vec<u8> = (0..MAX + 10).map(|i| (i * 2654435761usize >> 13) as u8).collect();
+    let noise: Vec<u8> = (0..MAX + 10)
+        .map(|i| ((i * 2654435761usize) >> 13) as u8)
+        .collect();
     c.handle_read(t(1), &wire(OpCode::Binary, &noise, usize::MAX));
     assert_eq!(failed_with(&mut c), 1009);
 }
@@ -354,7 +391,9 @@ fn upgrade(extensions: &[&str], compression: bool) -> handshake::Accepted {
         req.push_str(&format!("Sec-WebSocket-Extensions: {e}\r\n"));
     }
     req.push_str("\r\n");
-    let head = handshake::parse_request(req.as_bytes(), 8192).unwrap().unwrap();
+    let head = handshake::parse_request(req.as_bytes(), 8192)
+        .unwrap()
+        .unwrap();
     let config = HandshakeConfig {
         compression,
         ..HandshakeConfig::default()
@@ -397,12 +436,18 @@ fn s7_1_1_offers_with_and_without_context_takeover_get_both() {
 #[test]
 fn s7_1_2_1_server_window_bits() {
     let a = upgrade(&["permessage-deflate; server_max_window_bits=15"], true);
-    assert_eq!(extension_header(&a).as_deref(), Some(negotiate::RESPONSE_WINDOW_15));
+    assert_eq!(
+        extension_header(&a).as_deref(),
+        Some(negotiate::RESPONSE_WINDOW_15)
+    );
     let a = upgrade(&["permessage-deflate; server_max_window_bits=9"], true);
     assert!(!a.compression);
     assert_eq!(extension_header(&a), None);
     let a = upgrade(
-        &["permessage-deflate; server_max_window_bits=9", "permessage-deflate"],
+        &[
+            "permessage-deflate; server_max_window_bits=9",
+            "permessage-deflate",
+        ],
         true,
     );
     assert_eq!(extension_header(&a).as_deref(), Some(negotiate::RESPONSE));

@@ -207,7 +207,9 @@ mod tests {
     #[test]
     fn rfc_7_2_3_3_stored_block() {
         let mut c = Codec::new(1);
-        let data = [0x00, 0x05, 0x00, 0xfa, 0xff, 0x48, 0x65, 0x6c, 0x6c, 0x6f, 0x00];
+        let data = [
+            0x00, 0x05, 0x00, 0xfa, 0xff, 0x48, 0x65, 0x6c, 0x6c, 0x6f, 0x00,
+        ];
         assert_eq!(c.inflate(&data, 100).as_deref(), Ok(&b"Hello"[..]));
     }
 
@@ -229,7 +231,10 @@ mod tests {
     fn rfc_7_2_1_tail_removed() {
         let mut c = Codec::new(6);
         let out = c.compress(b"Hello").map(<[u8]>::to_vec);
-        assert_eq!(out.as_deref(), Some(&[0xf2, 0x48, 0xcd, 0xc9, 0xc9, 0x07, 0x00][..]));
+        assert_eq!(
+            out.as_deref(),
+            Some(&[0xf2, 0x48, 0xcd, 0xc9, 0xc9, 0x07, 0x00][..])
+        );
         let again = c.compress(b"Hello").map(<[u8]>::to_vec);
         // No context takeover: the second message compresses the same.
         assert_eq!(out, again);
@@ -254,12 +259,24 @@ mod tests {
         let zeros = vec![0u8; 10_000_000];
         let z = c.compress(&zeros).map(<[u8]>::to_vec).unwrap_or_default();
         assert!(z.len() < 20_000, "{}", z.len());
-        assert_eq!(c.inflate(&z, 65536), Err(InflateError::TooLarge { max: 65536 }));
-        assert_eq!(InflateError::TooLarge { max: 1 }.close_code(), CloseCode::MESSAGE_TOO_BIG);
+        assert_eq!(
+            c.inflate(&z, 65536),
+            Err(InflateError::TooLarge { max: 65536 })
+        );
+        assert_eq!(
+            InflateError::TooLarge { max: 1 }.close_code(),
+            CloseCode::MESSAGE_TOO_BIG
+        );
         // At exactly the size it passes.
-        let z = c.compress(&zeros[..65536]).map(<[u8]>::to_vec).unwrap_or_default();
+        let z = c
+            .compress(&zeros[..65536])
+            .map(<[u8]>::to_vec)
+            .unwrap_or_default();
         assert_eq!(c.inflate(&z, 65536).map(|v| v.len()), Ok(65536));
-        assert_eq!(c.inflate(&z, 65535), Err(InflateError::TooLarge { max: 65535 }));
+        assert_eq!(
+            c.inflate(&z, 65535),
+            Err(InflateError::TooLarge { max: 65535 })
+        );
     }
 
     /// The one inflater serves every connection of a shard: a message that
@@ -272,9 +289,11 @@ mod tests {
         let secret = b"another user's secret message, long enough to be referred to".repeat(4);
         let mut keep = Compress::new(Compression::new(6), false);
         let mut first = Vec::with_capacity(4096);
-        keep.compress_vec(&secret, &mut first, FlushCompress::Sync).unwrap();
+        keep.compress_vec(&secret, &mut first, FlushCompress::Sync)
+            .unwrap();
         let mut second = Vec::with_capacity(4096);
-        keep.compress_vec(&secret, &mut second, FlushCompress::Sync).unwrap();
+        keep.compress_vec(&secret, &mut second, FlushCompress::Sync)
+            .unwrap();
         first.truncate(first.len() - 4);
         second.truncate(second.len() - 4);
         let mut c = Codec::new(1);
@@ -288,8 +307,15 @@ mod tests {
         let mut c = Codec::new(1);
         let out = c.inflate(&[0xff, 0xff, 0xff], 100);
         assert_eq!(out, Err(InflateError::Invalid));
-        assert_eq!(InflateError::Invalid.close_code(), CloseCode::INVALID_PAYLOAD);
+        assert_eq!(
+            InflateError::Invalid.close_code(),
+            CloseCode::INVALID_PAYLOAD
+        );
         // The codec is usable again after an error.
-        assert_eq!(c.inflate(&[0xf2, 0x48, 0xcd, 0xc9, 0xc9, 0x07, 0x00], 100).as_deref(), Ok(&b"Hello"[..]));
+        assert_eq!(
+            c.inflate(&[0xf2, 0x48, 0xcd, 0xc9, 0xc9, 0x07, 0x00], 100)
+                .as_deref(),
+            Ok(&b"Hello"[..])
+        );
     }
 }

@@ -19,7 +19,8 @@
 //! up to 32 KiB (section 7.1.2.2).
 
 /// The answer to an accepted offer.
-pub const RESPONSE: &str = "permessage-deflate; server_no_context_takeover; client_no_context_takeover";
+pub const RESPONSE: &str =
+    "permessage-deflate; server_no_context_takeover; client_no_context_takeover";
 
 /// The answer to an accepted offer that named `server_max_window_bits=15`
 /// (section 7.1.2.1: accepting that parameter means answering it).
@@ -44,7 +45,7 @@ pub fn negotiate<'a>(values: impl IntoIterator<Item = &'a [u8]>) -> Option<Negot
     values
         .into_iter()
         .flat_map(|v| split_outside_quotes(v, b','))
-        .find_map(|offer| accept_offer(offer))
+        .find_map(accept_offer)
 }
 
 /// One extension of the list: `Some` if it is a permessage-deflate offer we
@@ -91,7 +92,11 @@ fn accept_offer(extension: &[u8]) -> Option<Negotiated> {
         }
     }
     Some(Negotiated {
-        response: if window_15 { RESPONSE_WINDOW_15 } else { RESPONSE },
+        response: if window_15 {
+            RESPONSE_WINDOW_15
+        } else {
+            RESPONSE
+        },
     })
 }
 
@@ -146,9 +151,8 @@ fn parse_param(param: &[u8]) -> Option<(Vec<u8>, Option<Vec<u8>>)> {
 /// RFC 7230 section 3.2.6 `token`: one or more tchar.
 fn is_token(s: &[u8]) -> bool {
     !s.is_empty()
-        && s.iter().all(|&b| {
-            b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b)
-        })
+        && s.iter()
+            .all(|&b| b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b))
 }
 
 fn trim(s: &[u8]) -> &[u8] {
@@ -198,7 +202,10 @@ mod tests {
     /// `client_max_window_bits` without value needs no answer).
     #[test]
     fn real_client_offers() {
-        assert_eq!(n(&["permessage-deflate; client_max_window_bits"]), Some(RESPONSE));
+        assert_eq!(
+            n(&["permessage-deflate; client_max_window_bits"]),
+            Some(RESPONSE)
+        );
         assert_eq!(
             n(&["permessage-deflate; server_max_window_bits=15; client_max_window_bits=15"]),
             Some(RESPONSE_WINDOW_15)
@@ -220,7 +227,10 @@ mod tests {
             Some(RESPONSE)
         );
         assert_eq!(
-            n(&["permessage-deflate; server_max_window_bits=10", "permessage-deflate"]),
+            n(&[
+                "permessage-deflate; server_max_window_bits=10",
+                "permessage-deflate"
+            ]),
             Some(RESPONSE)
         );
     }
@@ -252,20 +262,32 @@ mod tests {
     /// quoted-string; section 7 wants a token once unquoted).
     #[test]
     fn quoted_values() {
-        assert_eq!(n(&["permessage-deflate; client_max_window_bits=\"10\""]), Some(RESPONSE));
+        assert_eq!(
+            n(&["permessage-deflate; client_max_window_bits=\"10\""]),
+            Some(RESPONSE)
+        );
         assert_eq!(
             n(&["permessage-deflate; server_max_window_bits=\"15\""]),
             Some(RESPONSE_WINDOW_15)
         );
-        assert_eq!(n(&["permessage-deflate; client_max_window_bits=\"1 0\""]), None);
+        assert_eq!(
+            n(&["permessage-deflate; client_max_window_bits=\"1 0\""]),
+            None
+        );
         // A comma inside quotes does not split the list.
-        assert_eq!(n(&["permessage-deflate; client_max_window_bits=\"1,0\""]), None);
+        assert_eq!(
+            n(&["permessage-deflate; client_max_window_bits=\"1,0\""]),
+            None
+        );
     }
 
     /// Other extensions before ours are skipped, not a reason to decline.
     #[test]
     fn other_extensions_skipped() {
         assert_eq!(n(&["foo; bar=1, permessage-deflate"]), Some(RESPONSE));
-        assert_eq!(n(&["foo", " permessage-deflate ; client_max_window_bits "]), Some(RESPONSE));
+        assert_eq!(
+            n(&["foo", " permessage-deflate ; client_max_window_bits "]),
+            Some(RESPONSE)
+        );
     }
 }

@@ -217,20 +217,19 @@ impl Node {
                 frame::encode(enc.frame_opcode(), &payload)
             });
             let frame = match (&mut self.codec, self.config.compression) {
-                (Some(codec), Some(settings)) if client.conn.deflate() => compressed
-                    [enc.index()]
-                .get_or_insert_with(|| {
-                    let payload = frame::server_payload(plain);
-                    if payload.len() < settings.threshold {
-                        return None;
-                    }
-                    codec
-                        .compress(payload)
-                        .map(|z| frame::encode_compressed(enc.frame_opcode(), z))
-                })
-                .as_ref()
-                .unwrap_or(plain)
-                .clone(),
+                (Some(codec), Some(settings)) if client.conn.deflate() => compressed[enc.index()]
+                    .get_or_insert_with(|| {
+                        let payload = frame::server_payload(plain);
+                        if payload.len() < settings.threshold {
+                            return None;
+                        }
+                        codec
+                            .compress(payload)
+                            .map(|z| frame::encode_compressed(enc.frame_opcode(), z))
+                    })
+                    .as_ref()
+                    .unwrap_or(plain)
+                    .clone(),
                 _ => plain.clone(),
             };
             let _ = client.conn.send(now, frame);

@@ -280,7 +280,10 @@ fn comparisons(a: &Config, b: &Config) -> Vec<(&'static str, bool)> {
         ),
         ("sse_retry", a.sse_retry == b.sse_retry),
         ("compression", a.compression == b.compression),
-        ("compression_level", a.compression_level == b.compression_level),
+        (
+            "compression_level",
+            a.compression_level == b.compression_level,
+        ),
         (
             "compression_threshold",
             a.compression_threshold == b.compression_threshold,

@@ -524,10 +524,12 @@ fn node_config(c: &Config, shared: &Shared, index: usize) -> NodeConfig {
         client_publish_rate: c.client_publish_rate,
         max_subscriptions: c.max_subscriptions,
         proxies: c.proxies(),
-        compression: c.compression.then_some(wavecast_core::deflate::CompressionConfig {
-            level: c.compression_level,
-            threshold: c.compression_threshold,
-        }),
+        compression: c
+            .compression
+            .then_some(wavecast_core::deflate::CompressionConfig {
+                level: c.compression_level,
+                threshold: c.compression_threshold,
+            }),
     }
 }
 
