@@ -144,3 +144,39 @@ fn without_compression_configured_nobody_gets_a_compressed_frame() {
     let f = node.queue(id).unwrap().iter().next().unwrap().clone();
     assert_eq!(f[0], 0x81);
 }
+
+/// `compression` is live on reload: a node started without it compresses
+/// for the connections that negotiated it once reconfigured with it, and
+/// stops again when it is taken away.
+#[test]
+fn compression_is_live_on_reconfigure() {
+    let now = Timestamp::ZERO;
+    let mut core = Standalone::new(NodeConfig::default(), 7);
+    let sub = common::masked(
+        true,
+        OpCode::Text,
+        br#"{"id":1,"subscribe":{"channel":"news"}}"#,
+        [9, 8, 7, 6],
+    );
+    let id = core
+        .node
+        .handle_connect_with(now, Endpoint::PubSub(Encoding::Json), &sub, true);
+    core.pump(now);
+    let Standalone { mut node, hub } = core;
+    common::take_queued(node.queue(id).unwrap());
+    let with = NodeConfig {
+        compression: Some(CompressionConfig {
+            level: 9,
+            threshold: 100,
+        }),
+        ..NodeConfig::default()
+    };
+    node.reconfigure(now, with);
+    publish(&mut node, &hub, 1, &doc(4096));
+    let f = common::take_queued(node.queue(id).unwrap());
+    assert_eq!(f[0], 0xC1, "compressed once configured");
+    node.reconfigure(now, NodeConfig::default());
+    publish(&mut node, &hub, 2, &doc(4096));
+    let f = common::take_queued(node.queue(id).unwrap());
+    assert_eq!(f[0], 0x81, "plain once compression is off");
+}
