@@ -3,12 +3,15 @@
 //! threshold, plain frames under it and from a server without
 //! `--compression`), the close codes of bad compressed input over a real
 //! socket, and interoperation with real clients that speak it: Python's
-//! `websockets` (compression on by default) and Node's `ws` with
+//! `websockets` (compression on by default), Chromium, and Node's `ws` with
 //! `perMessageDeflate`, each sending a compressed publication and reading
 //! it back compressed.
 //!
-//! Needs Debian's python3-websockets (`/usr/bin/python3`) and the `ws`
-//! package of clients/js (`npm ci` there); scripts/test installs both.
+//! Needs Debian's python3-websockets (`/usr/bin/python3`) and chromium
+//! (`/usr/bin/chromium`), the `ws` package of clients/js and the
+//! puppeteer-core of tests/browser (`npm ci` in each); scripts/test
+//! installs all four before it runs the tests. Chromium is started and
+//! closed by its puppeteer script, and killed by its own PID if it hangs.
 
 use std::io::{BufRead, BufReader};
 use std::path::PathBuf;
@@ -281,5 +284,69 @@ ws.on("error", (e) => { console.error(e); process.exit(1); });
     assert!(ext.starts_with("EXT permessage-deflate "), "{ext}");
     assert!(ext.contains("\"server_no_context_takeover\":true"), "{ext}");
     assert!(ext.contains("\"client_no_context_takeover\":true"), "{ext}");
+    assert_eq!(echoed, data);
+}
+
+/// Chromium (Debian's, driven by tests/browser's puppeteer-core) offers
+/// permessage-deflate by default: it negotiates it, sends a 4 KiB
+/// publication and reads it back, compressed both ways.
+#[tokio::test]
+async fn chromium_negotiates_and_round_trips() {
+    let server = TestServer::start(&["--compression"]);
+    let data = doc(4096);
+    let root = PathBuf::from(env!("CARGO_MANIFEST_DIR"));
+    let puppeteer = root.join("tests/browser/node_modules/puppeteer-core");
+    assert!(
+        puppeteer.exists(),
+        "{} missing: run `npm ci` in tests/browser",
+        puppeteer.display()
+    );
+    let script = r#"
+const puppeteer = require(process.argv[1]);
+(async () => {
+  const browser = await puppeteer.launch({
+    executablePath: "/usr/bin/chromium",
+    headless: true,
+    args: [...(process.getuid() === 0 ? ["--no-sandbox"] : []), "--disable-dev-shm-usage", "--disable-gpu"],
+  });
+  const kill = setTimeout(() => { browser.process()?.kill("SIGKILL"); process.exit(3); }, 30000);
+  try {
+    const page = await browser.newPage();
+    const out = await page.evaluate((url, data) => new Promise((resolve, reject) => {
+      const ws = new WebSocket(url);
+      let ready = false, ext = "";
+      ws.onerror = () => reject(new Error("websocket error"));
+      ws.onopen = () => { ext = ws.extensions; ws.send(JSON.stringify({ id: 1, subscribe: { channel: "chromium" } })); };
+      ws.onmessage = (e) => {
+        const m = JSON.parse(e.data);
+        if (!ready) { ready = true; ws.send(JSON.stringify({ id: 2, publish: { channel: "chromium", data } })); }
+        else if (m.push) { ws.close(); resolve({ ext, data: m.push.pub.data }); }
+      };
+    }), process.argv[2], JSON.parse(process.argv[3]));
+    console.log("EXT " + out.ext);
+    console.log("READY");
+    console.log(JSON.stringify(out.data));
+  } finally {
+    clearTimeout(kill);
+    await browser.close();
+  }
+})().catch((e) => { console.error(e); process.exit(1); });
+"#;
+    let child = Command::new("node")
+        .args([
+            "-e",
+            script,
+            puppeteer.to_str().unwrap(),
+            &format!("ws://{}/ws", server.addr()),
+            &data.to_string(),
+        ])
+        .stdout(Stdio::piped())
+        .spawn()
+        .expect("node");
+    let (ext, echoed) = run_client(child);
+    assert_eq!(
+        ext,
+        "EXT permessage-deflate; server_no_context_takeover; client_no_context_takeover"
+    );
     assert_eq!(echoed, data);
 }
