@@ -180,3 +180,51 @@ fn compression_is_live_on_reconfigure() {
     let f = common::take_queued(node.queue(id).unwrap());
     assert_eq!(f[0], 0x81, "plain once compression is off");
 }
+
+/// A namespace with `compression = false` is never compressed, even for
+/// subscribers that negotiated it.
+#[test]
+fn a_namespace_can_turn_compression_off() {
+    let now = Timestamp::ZERO;
+    let mut namespaces = wavecast_core::namespace::Namespaces::default();
+    namespaces.named.insert(
+        "raw".into(),
+        wavecast_core::namespace::NamespaceOptions {
+            compression: false,
+            ..Default::default()
+        },
+    );
+    let config = NodeConfig {
+        compression: Some(CompressionConfig::default()),
+        namespaces,
+        ..NodeConfig::default()
+    };
+    let mut core = Standalone::new(config, 7);
+    let sub = common::masked(
+        true,
+        OpCode::Text,
+        br#"{"id":1,"subscribe":{"channel":"raw:feed"}}"#,
+        [9, 8, 7, 6],
+    );
+    let id = core
+        .node
+        .handle_connect_with(now, Endpoint::PubSub(Encoding::Json), &sub, true);
+    core.pump(now);
+    let Standalone { mut node, hub } = core;
+    common::take_queued(node.queue(id).unwrap());
+    let epoch = hub.channels()[0].epoch.clone();
+    node.handle_backbone(
+        now,
+        BackboneEvent::Publication {
+            channel: "raw:feed".into(),
+            epoch,
+            publication: Publication {
+                offset: 1,
+                data: Payload::from_json(doc(4096).as_bytes()).unwrap(),
+                info: None,
+            },
+        },
+    );
+    let f = common::take_queued(node.queue(id).unwrap());
+    assert_eq!(f[0], 0x81, "plain in a namespace without compression");
+}

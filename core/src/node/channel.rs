@@ -171,6 +171,7 @@ impl Node {
         if let Sync::Synced { offset, .. } = &mut ch.sync {
             *offset = publication.offset;
         }
+        let compress = ch.options.compression;
         // One frame per WebSocket encoding, and the SSE `pub` event.
         let mut frames: [Option<Bytes>; 3] = [None, None, None];
         // And one compressed frame per encoding for the subscribers that
@@ -217,19 +218,20 @@ impl Node {
                 frame::encode(enc.frame_opcode(), &payload)
             });
             let frame = match (&mut self.codec, self.config.compression) {
-                (Some(codec), Some(settings)) if client.conn.deflate() => compressed[enc.index()]
-                    .get_or_insert_with(|| {
-                        let payload = frame::server_payload(plain);
-                        if payload.len() < settings.threshold {
-                            return None;
-                        }
-                        codec
-                            .compress(payload)
-                            .map(|z| frame::encode_compressed(enc.frame_opcode(), z))
-                    })
-                    .as_ref()
-                    .unwrap_or(plain)
-                    .clone(),
+                (Some(codec), Some(settings)) if compress && client.conn.deflate() => compressed
+                    [enc.index()]
+                .get_or_insert_with(|| {
+                    let payload = frame::server_payload(plain);
+                    if payload.len() < settings.threshold {
+                        return None;
+                    }
+                    codec
+                        .compress(payload)
+                        .map(|z| frame::encode_compressed(enc.frame_opcode(), z))
+                })
+                .as_ref()
+                .unwrap_or(plain)
+                .clone(),
                 _ => plain.clone(),
             };
             let _ = client.conn.send(now, frame);

@@ -100,6 +100,7 @@ pub struct NamespaceFile {
     allow_history: Option<PermissionValue>,
     allow_presence: Option<PermissionValue>,
     user_limited: Option<bool>,
+    compression: Option<bool>,
 }
 
 /// A permission as written in the file: a string, or a boolean, which is
@@ -152,6 +153,7 @@ impl NamespaceFile {
             history_ttl: self.history_ttl.unwrap_or(base.history_ttl),
             presence: self.presence.unwrap_or(base.presence),
             join_leave: self.join_leave.unwrap_or(base.join_leave),
+            compression: self.compression.unwrap_or(base.compression),
             allow_subscribe: permission(
                 "allow_subscribe",
                 &self.allow_subscribe,

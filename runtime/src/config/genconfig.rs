@@ -227,6 +227,11 @@ fn namespaces() -> String {
         "# Channels \"name#u1,u2\" may be used only by the users listed after #.\n# user_limited = {}",
         open.user_limited
     );
+    let _ = writeln!(
+        out,
+        "# Compress publications for clients that negotiated permessage-deflate (with --compression).\n# compression = {}",
+        open.compression
+    );
     out.push_str("#\n# [namespaces.chat]\n# presence = true\n# join_leave = true\n");
     out
 }

@@ -30,7 +30,7 @@ fn namespaces_from_file() {
     let path = dir.join("w.toml");
     std::fs::write(
             &path,
-            "[channels]\nhistory_size = 7\n[namespaces.chat]\njoin_leave = true\nhistory_ttl = \"1m\"\n",
+            "[channels]\nhistory_size = 7\n[namespaces.chat]\njoin_leave = true\nhistory_ttl = \"1m\"\n[namespaces.raw]\ncompression = false\n",
         )
         .unwrap();
     let args = ServeArgs {
@@ -43,6 +43,8 @@ fn namespaces_from_file() {
     assert!(chat.join_leave && chat.presence);
     assert_eq!(chat.history_ttl, Duration::from_secs(60));
     assert_eq!(chat.history_size, 100);
+    assert!(chat.compression, "compression on by default in a namespace");
+    assert!(!c.namespaces.resolve("raw:1").unwrap().compression);
     assert!(c.namespaces.resolve("game:1").is_err());
     std::fs::write(
         &path,
