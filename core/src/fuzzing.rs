@@ -268,7 +268,10 @@ fn call(head: &crate::handshake::RequestHead, config: &crate::sse::SseConfig) {
 /// reach `connect`, `refresh` and `subscribe` with tokens. Byte 0 seeds the
 /// chunk sizes (low 5 bits), whether the bare connection negotiated
 /// permessage-deflate (bit 5) and, for the node, the encoding (bit 6:
-/// MessagePack) and whether anonymous connections are allowed (bit 7).
+/// MessagePack), whether anonymous connections are allowed (bit 7), and
+/// whether the connection negotiated compression with every publication
+/// compressed (an odd number of bits set), so that the client side checks
+/// the node's compressed frames.
 pub fn connection(data: &[u8]) {
     connection_alone(data);
     node_with_auth(data);
@@ -456,12 +459,29 @@ fn node_with_auth(data: &[u8]) {
         },
         ..NodeConfig::default()
     };
+    // permessage-deflate negotiated, every publication compressed, when
+    // byte 0 has an odd number of bits set (all eight bits are taken).
+    let compression = seed.count_ones() % 2 == 1;
+    let config = NodeConfig {
+        compression: compression.then_some(crate::deflate::CompressionConfig {
+            level: 1,
+            threshold: 0,
+        }),
+        ..config
+    };
     let mut core = Standalone::new(config, 1);
     let mut now = Timestamp::ZERO;
-    let id = core.node.handle_connect(now, Endpoint::PubSub(enc), &[]);
+    let id = core
+        .node
+        .handle_connect_with(now, Endpoint::PubSub(enc), &[], compression);
 
     // The client's view of what the node sent.
-    let mut decoder = FrameDecoder::client(1 << 22);
+    let mut decoder = if compression {
+        FrameDecoder::client(1 << 22).with_rsv1()
+    } else {
+        FrameDecoder::client(1 << 22)
+    };
+    let mut inflater = crate::deflate::Codec::new(1);
     let mut assembler = Assembler::new(1 << 22);
     let mut wire = BytesMut::new();
     let mut connected = false;
@@ -482,6 +502,16 @@ fn node_with_auth(data: &[u8]) {
                 Err(e) => panic!("the node sent a bad frame: {e:?}"),
             };
             let message = match assembler.push(frame) {
+                Ok(Some(Message::Compressed { text, data })) => {
+                    let inflated = inflater
+                        .inflate(&data, 1 << 22)
+                        .unwrap_or_else(|e| panic!("the node sent bad deflate data: {e}"));
+                    if text {
+                        Message::Text(inflated.into())
+                    } else {
+                        Message::Binary(inflated.into())
+                    }
+                }
                 Ok(Some(m)) => m,
                 Ok(None) => continue,
                 Err(e) => panic!("the node sent a bad message: {e:?}"),
