@@ -43,6 +43,8 @@ pub struct RawClient {
     inbuf: BytesMut,
     decoder: FrameDecoder,
     mask_seed: u32,
+    /// The server's `Sec-WebSocket-Extensions` answer, if any.
+    extensions: Option<String>,
 }
 
 impl RawClient {
@@ -97,10 +99,42 @@ impl RawClient {
             .flat_map(|v| v.split(','))
             .map(str::trim)
             .collect();
+        // permessage-deflate (RFC 7692), when offered and answered: the
+        // answer must name both no_context_takeover parameters (wavecast
+        // always adds them); frames may then carry RSV1. The core's client
+        // side knows no extension, so it checks the rest of the head
+        // without that line.
+        let offered_deflate = header("sec-websocket-extensions")
+            .any(|v| v.to_ascii_lowercase().contains("permessage-deflate"));
+        let answer = resp.header("sec-websocket-extensions").map(str::to_owned);
+        let deflate = match (&answer, offered_deflate) {
+            (Some(a), true) => {
+                assert!(
+                    a.starts_with("permessage-deflate")
+                        && a.contains("server_no_context_takeover")
+                        && a.contains("client_no_context_takeover"),
+                    "a permessage-deflate answer without no_context_takeover: {a}"
+                );
+                true
+            }
+            _ => false,
+        };
+        let head_bytes: Vec<u8> = if deflate {
+            let text = String::from_utf8_lossy(&buf[..head_len]).into_owned();
+            text.split_inclusive("\r\n")
+                .filter(|l| {
+                    !l.to_ascii_lowercase()
+                        .starts_with("sec-websocket-extensions:")
+                })
+                .collect::<String>()
+                .into_bytes()
+        } else {
+            buf[..head_len].to_vec()
+        };
         // The client's checks of RFC 6455 4.1, as the core's client side
         // makes them.
         if let Err(e) = wavecast_core::handshake::read_response(
-            &buf[..head_len],
+            &head_bytes,
             sent_key.unwrap_or_default(),
             &offered,
         ) {
@@ -115,10 +149,16 @@ impl RawClient {
         }
         // Frames the server sent right behind its 101 stay for recv().
         let leftover = buf.get(head_len..).unwrap_or_default();
+        let decoder = FrameDecoder::client(CLIENT_MAX_PAYLOAD);
         Ok(RawClient {
             stream,
             inbuf: BytesMut::from(leftover),
-            decoder: FrameDecoder::client(CLIENT_MAX_PAYLOAD),
+            decoder: if deflate {
+                decoder.with_rsv1()
+            } else {
+                decoder
+            },
+            extensions: answer,
             mask_seed: 0x3779_b9a1,
         })
     }
@@ -159,6 +199,12 @@ impl RawClient {
     /// Sends bytes as they are.
     pub fn send_raw(&mut self, bytes: &[u8]) -> io::Result<()> {
         self.stream.write_all(bytes)
+    }
+
+    /// The `Sec-WebSocket-Extensions` of the server's 101, if it sent one
+    /// (with permessage-deflate answered, frames may carry RSV1).
+    pub fn extensions(&self) -> Option<&str> {
+        self.extensions.as_deref()
     }
 
     /// The underlying socket (e.g. to shut down one direction).

@@ -1,11 +1,14 @@
 #!/usr/bin/env python3
-# Usage: idle_connections.py PORT N SERVER_PID idle|sub|sse
+# Usage: idle_connections.py PORT N SERVER_PID idle|sub|sse [deflate]
 # Opens N idle WebSocket connections (optionally subscribed), or N idle
 # Server-Sent Events streams of one channel (`sse`: GET /sse?channel=idle,
 # read up to its `open` event), to a wavecast server from this (second)
-# process and reports the server's RSS and RssAnon deltas.
+# process and reports the server's RSS and RssAnon deltas. With `deflate`,
+# each WebSocket offers permessage-deflate and checks that the server
+# accepted it (a server run with --compression).
 import asyncio, base64, os, sys, time, json
 port=int(sys.argv[1]); n=int(sys.argv[2]); pid=int(sys.argv[3]); sub=sys.argv[4]=='sub'; sse=sys.argv[4]=='sse'
+deflate=len(sys.argv)>5 and sys.argv[5]=='deflate'
 def status(p, key):
     for l in open(f'/proc/{p}/status'):
         if l.startswith(key): return int(l.split()[1])*1024
@@ -26,8 +29,10 @@ async def one(i):
         conns.append((r,w))
         return
     key=base64.b64encode(os.urandom(16)).decode()
-    w.write(f"GET /ws HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Key: {key}\r\nSec-WebSocket-Version: 13\r\n\r\n".encode())
-    await r.readuntil(b"\r\n\r\n")
+    ext="Sec-WebSocket-Extensions: permessage-deflate; client_max_window_bits\r\n" if deflate else ""
+    w.write(f"GET /ws HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Key: {key}\r\nSec-WebSocket-Version: 13\r\n{ext}\r\n".encode())
+    head=await r.readuntil(b"\r\n\r\n")
+    if deflate: assert b"permessage-deflate" in head, head
     if sub:
         w.write(masked(json.dumps({"id":1,"subscribe":{"channel":"idle"}}).encode()))
         await r.read(200)
@@ -43,5 +48,5 @@ async def main():
     for _ in range(3):
         vals.append(rss(pid)); anons.append(anon(pid)); await asyncio.sleep(0.5)
     after=sorted(vals)[1]; after_anon=sorted(anons)[1]
-    print(json.dumps({"connections":n,"mode":sys.argv[4],"rss_before":base,"rss_after":after,"bytes_per_conn":(after-base)/n,"anon_bytes_per_conn":(after_anon-base_anon)/n,"handshakes_per_s":n/dt}))
+    print(json.dumps({"connections":n,"mode":sys.argv[4],"deflate":deflate,"rss_before":base,"rss_after":after,"bytes_per_conn":(after-base)/n,"anon_bytes_per_conn":(after_anon-base_anon)/n,"handshakes_per_s":n/dt}))
 asyncio.run(main())

@@ -48,6 +48,7 @@ use std::time::Duration;
 use bytes::{Bytes, BytesMut};
 
 use crate::close::CloseCode;
+use crate::deflate::{Codec, InflateError};
 use crate::frame::{self, FrameDecoder, FrameError, OpCode};
 use crate::message::{self, Assembler, CloseFrame, Message, MessageError};
 use crate::queue::{OutQueue, OverBudget};
@@ -122,6 +123,9 @@ pub enum CloseCause {
     Frame(FrameError),
     /// The peer broke a message rule (fragmentation, UTF-8, close payload).
     Message(MessageError),
+    /// The peer sent a compressed message that does not inflate, or
+    /// inflates past `max_message_size` (permessage-deflate).
+    Inflate(InflateError),
     /// Nothing arrived for heartbeat interval + timeout.
     HeartbeatTimeout,
     /// Bytes waited for the peer for heartbeat interval + timeout and it
@@ -143,6 +147,7 @@ impl CloseCause {
             CloseCause::Local(code) => *code,
             CloseCause::Frame(e) => e.close_code(),
             CloseCause::Message(e) => e.close_code(),
+            CloseCause::Inflate(e) => e.close_code(),
             CloseCause::HeartbeatTimeout => config.heartbeat_close_code,
             CloseCause::SlowConsumer(_) | CloseCause::WriteStalled => {
                 config.slow_consumer_close_code
@@ -158,6 +163,7 @@ impl CloseCause {
             CloseCause::Local(_) => "closed by the server",
             CloseCause::Frame(_) => "client broke the framing rules",
             CloseCause::Message(_) => "client broke the message rules",
+            CloseCause::Inflate(_) => "client sent a compressed message that does not inflate",
             CloseCause::HeartbeatTimeout => "nothing received in time",
             CloseCause::WriteStalled => "client took no bytes in time",
             CloseCause::SlowConsumer(_) => "outbound queue over its budget",
@@ -232,6 +238,19 @@ impl Connection {
         }
     }
 
+    /// permessage-deflate was negotiated (RFC 7692): the peer may send
+    /// compressed messages (RSV1), and may be sent compressed frames. The
+    /// one bit of compression state a connection has (in its decoder).
+    pub fn enable_deflate(&mut self) {
+        self.decoder = self.decoder.clone().with_rsv1();
+    }
+
+    /// True if permessage-deflate was negotiated.
+    #[inline]
+    pub fn deflate(&self) -> bool {
+        self.decoder.allows_rsv1()
+    }
+
     /// The connection's configuration.
     pub fn config(&self) -> &ConnectionConfig {
         &self.config
@@ -242,8 +261,18 @@ impl Connection {
         self.state
     }
 
-    /// Bytes received from the peer.
+    /// Bytes received from the peer. A compressed message (only with
+    /// permessage-deflate negotiated) is inflated with a codec made for
+    /// the call; a node passes its shard's with
+    /// [`Connection::handle_read_with`].
     pub fn handle_read(&mut self, now: Timestamp, data: &[u8]) {
+        self.handle_read_with(now, data, None);
+    }
+
+    /// Bytes received from the peer; compressed messages are inflated with
+    /// `codec` (the shard's one inflater, reset per message: no context
+    /// takeover), or a codec made for the call if `None`.
+    pub fn handle_read_with(&mut self, now: Timestamp, data: &[u8], mut codec: Option<&mut Codec>) {
         if self.state == State::Closed || data.is_empty() {
             return;
         }
@@ -260,6 +289,9 @@ impl Connection {
             }
             match self.decoder.decode(&mut self.inbuf) {
                 Ok(Some(f)) => match self.assembler.push(f) {
+                    Ok(Some(Message::Compressed { text, data })) => {
+                        self.on_compressed(now, text, &data, codec.as_deref_mut())
+                    }
                     Ok(Some(msg)) => self.on_message(now, msg),
                     Ok(None) => {}
                     Err(e) => {
@@ -521,8 +553,47 @@ impl Connection {
         self.state == State::Closed && self.queue.is_empty()
     }
 
+    /// A compressed message (RFC 7692 section 7.2.2): inflated with the
+    /// bound of `max_message_size` (a bomb fails at the first step past
+    /// it, 1009), checked as text (1007) or binary, then handled as an
+    /// uncompressed one would be.
+    fn on_compressed(
+        &mut self,
+        now: Timestamp,
+        text: bool,
+        data: &[u8],
+        codec: Option<&mut Codec>,
+    ) {
+        if self.state != State::Open {
+            return;
+        }
+        let max = self.config.max_message_size;
+        let inflated = match codec {
+            Some(c) => c.inflate(data, max),
+            None => Codec::new(crate::deflate::DEFAULT_LEVEL).inflate(data, max),
+        };
+        let inflated = match inflated {
+            Ok(v) => Bytes::from(v),
+            Err(e) => {
+                let code = e.close_code();
+                return self.fail(now, code, CloseCause::Inflate(e));
+            }
+        };
+        if text {
+            if std::str::from_utf8(&inflated).is_err() {
+                let e = MessageError::InvalidUtf8;
+                let code = e.close_code();
+                return self.fail(now, code, CloseCause::Message(e));
+            }
+            self.on_message(now, Message::Text(inflated));
+        } else {
+            self.on_message(now, Message::Binary(inflated));
+        }
+    }
+
     fn on_message(&mut self, now: Timestamp, msg: Message) {
         match msg {
+            Message::Compressed { text, data } => self.on_compressed(now, text, &data, None),
             Message::Text(b) => {
                 if self.state == State::Open {
                     self.events.push_back(Event::Text(b));

@@ -30,6 +30,10 @@ pub const MAX_HEADER_LEN: usize = 14;
 
 const FIN_BIT: u8 = 0x80;
 const RSV_BITS: u8 = 0x70;
+/// RSV1 alone, as the 3-bit value of `RSV_BITS`.
+const RSV1_VALUE: u8 = 0x4;
+/// RSV1 in the first header byte.
+const RSV1_BIT: u8 = 0x40;
 const OPCODE_BITS: u8 = 0x0F;
 const MASK_BIT: u8 = 0x80;
 const LEN7_BITS: u8 = 0x7F;
@@ -98,6 +102,10 @@ pub struct Frame {
     pub fin: bool,
     /// What the payload is.
     pub opcode: OpCode,
+    /// RSV1: with permessage-deflate negotiated, the first frame of a
+    /// compressed message (RFC 7692 section 6); always false otherwise
+    /// (the decoder refuses the bit).
+    pub rsv1: bool,
     /// Application data, unmasked. Shares the decoder's read buffer.
     pub payload: Bytes,
 }
@@ -111,6 +119,14 @@ pub enum FrameError {
     /// no extension that defines them was negotiated (5.2).
     #[error("peer set reserved bits {0:#05b} with no extension negotiated")]
     ReservedBits(u8),
+    /// The peer set RSV1 on a control frame (RFC 7692 section 6.1: the
+    /// "Per-Message Compressed" bit is for data messages only).
+    #[error("peer set RSV1 on a control frame")]
+    CompressedControlFrame,
+    /// The peer set RSV1 on a continuation frame (RFC 7692 section 6.1:
+    /// only the first frame of a message carries it).
+    #[error("peer set RSV1 on a continuation frame")]
+    CompressedContinuation,
     /// The peer used a reserved opcode (3-7 or 11-15) (5.2).
     #[error("peer used reserved opcode {0:#x}")]
     ReservedOpcode(u8),
@@ -152,6 +168,8 @@ impl FrameError {
         match self {
             FrameError::FrameTooLarge { .. } => CloseCode::MESSAGE_TOO_BIG,
             FrameError::ReservedBits(_)
+            | FrameError::CompressedControlFrame
+            | FrameError::CompressedContinuation
             | FrameError::ReservedOpcode(_)
             | FrameError::ControlFrameTooLong(_)
             | FrameError::FragmentedControlFrame
@@ -173,6 +191,9 @@ pub struct FrameDecoder {
     /// Server side decodes client frames, which must be masked; client side
     /// decodes server frames, which must not be.
     expect_masked: bool,
+    /// permessage-deflate was negotiated: RSV1 is allowed on the first
+    /// frame of a data message. (The connection's only compression state.)
+    allow_rsv1: bool,
 }
 
 impl FrameDecoder {
@@ -181,6 +202,7 @@ impl FrameDecoder {
         FrameDecoder {
             max_payload,
             expect_masked: true,
+            allow_rsv1: false,
         }
     }
 
@@ -190,7 +212,20 @@ impl FrameDecoder {
         FrameDecoder {
             max_payload,
             expect_masked: false,
+            allow_rsv1: false,
         }
+    }
+
+    /// Accepts RSV1 on the first frame of data messages (permessage-deflate
+    /// was negotiated, RFC 7692 section 6).
+    pub fn with_rsv1(mut self) -> Self {
+        self.allow_rsv1 = true;
+        self
+    }
+
+    /// True if permessage-deflate was negotiated (RSV1 is accepted).
+    pub fn allows_rsv1(&self) -> bool {
+        self.allow_rsv1
     }
 
     /// The largest frame payload this decoder accepts.
@@ -231,6 +266,7 @@ impl FrameDecoder {
         Ok(Some(Frame {
             fin: header.fin,
             opcode: header.opcode,
+            rsv1: header.rsv1,
             payload: payload.freeze(),
         }))
     }
@@ -243,11 +279,20 @@ impl FrameDecoder {
             _ => return Ok(None),
         };
         let rsv = (b0 & RSV_BITS) >> 4;
-        if rsv != 0 {
+        let rsv1 = rsv == RSV1_VALUE && self.allow_rsv1;
+        if rsv != 0 && !rsv1 {
             return Err(FrameError::ReservedBits(rsv));
         }
         let raw_opcode = b0 & OPCODE_BITS;
         let opcode = OpCode::from_u8(raw_opcode).ok_or(FrameError::ReservedOpcode(raw_opcode))?;
+        if rsv1 {
+            if opcode.is_control() {
+                return Err(FrameError::CompressedControlFrame);
+            }
+            if opcode == OpCode::Continuation {
+                return Err(FrameError::CompressedContinuation);
+            }
+        }
         let fin = b0 & FIN_BIT != 0;
         let masked = b1 & MASK_BIT != 0;
         match (self.expect_masked, masked) {
@@ -312,6 +357,7 @@ impl FrameDecoder {
         };
         Ok(Some(Header {
             fin,
+            rsv1,
             opcode,
             mask,
             payload_len,
@@ -323,6 +369,7 @@ impl FrameDecoder {
 /// A validated frame header.
 struct Header {
     fin: bool,
+    rsv1: bool,
     opcode: OpCode,
     mask: Option<[u8; 4]>,
     payload_len: usize,
@@ -386,6 +433,41 @@ pub fn encode_frame(fin: bool, opcode: OpCode, payload: &[u8], out: &mut BytesMu
     out.reserve(n + payload.len());
     out.put_slice(&header[..n]);
     out.put_slice(payload);
+}
+
+/// One complete (fin) unmasked frame with RSV1 set, a message compressed
+/// with permessage-deflate (RFC 7692 section 6): `payload` is the deflated
+/// message without its `00 00 ff ff` tail ([`crate::deflate::Codec`]).
+/// One allocation, shared by every subscriber that negotiated compression.
+pub fn encode_compressed(opcode: OpCode, payload: &[u8]) -> Bytes {
+    let mut header = [0u8; MAX_HEADER_LEN];
+    let n = write_header(true, opcode, payload.len(), None, &mut header);
+    header[0] |= RSV1_BIT;
+    let mut out = BytesMut::with_capacity(n + payload.len());
+    out.put_slice(&header[..n]);
+    out.put_slice(payload);
+    out.freeze()
+}
+
+/// The payload of a whole unmasked frame as [`encode`] wrote it (empty if
+/// `frame` is shorter than its header says).
+pub fn server_payload(frame: &[u8]) -> &[u8] {
+    let header = match frame.get(1).map(|b| b & LEN7_BITS) {
+        Some(LEN16_MARKER) => 4,
+        Some(LEN64_MARKER) => 10,
+        Some(_) => 2,
+        None => return &[],
+    };
+    frame.get(header..).unwrap_or(&[])
+}
+
+/// With RSV1 set on a masked client frame's header (test clients and the
+/// load tool: the first frame of a compressed message). `frame` starts with
+/// the header as [`encode_masked`] wrote it.
+pub fn set_rsv1(frame: &mut [u8]) {
+    if let Some(b0) = frame.first_mut() {
+        *b0 |= RSV1_BIT;
+    }
 }
 
 /// One complete (fin) unmasked frame as shared bytes, for fan-out: encode a

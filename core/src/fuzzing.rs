@@ -266,15 +266,22 @@ fn call(head: &crate::handshake::RequestHead, config: &crate::sse::SseConfig) {
 /// ([`connection_alone`]) and into a pub/sub connection of a node with
 /// authentication on ([`node_with_auth`]), so that the fuzzer's frames
 /// reach `connect`, `refresh` and `subscribe` with tokens. Byte 0 seeds the
-/// chunk sizes (low 5 bits) and, for the node, the encoding (bit 6:
-/// MessagePack) and whether anonymous connections are allowed (bit 7).
+/// chunk sizes (low 5 bits), whether the bare connection negotiated
+/// permessage-deflate (bit 5) and, for the node, the encoding (bit 6:
+/// MessagePack), whether anonymous connections are allowed (bit 7), and
+/// whether the connection negotiated compression with every publication
+/// compressed (an odd number of bits set), so that the client side checks
+/// the node's compressed frames.
 pub fn connection(data: &[u8]) {
     connection_alone(data);
     node_with_auth(data);
 }
 
 /// Feeds `data` to a connection as a client byte stream, in chunks whose
-/// sizes come from the data, with timeouts in between. Whatever happens,
+/// sizes come from the data, with timeouts in between; with bit 5 of the
+/// first byte set, the connection has permessage-deflate negotiated (so
+/// RSV1 frames reach the shard's one inflater, shared over the run as in a
+/// node). Whatever happens,
 /// the connection must end up either open or closed with exactly one
 /// `Closed` event, never hold more input than one frame plus one message,
 /// and release everything once closed.
@@ -289,17 +296,22 @@ fn connection_alone(data: &[u8]) {
     };
     let mut now = Timestamp::ZERO;
     let mut conn = Connection::new(now, config.clone());
+    let mut codec = crate::deflate::Codec::new(1);
+    if seed & 0x20 != 0 {
+        conn.enable_deflate();
+    }
     let mut closed = 0;
     let chunk = usize::from(seed % 32) + 1;
     for piece in data.chunks(chunk) {
         now = now + Duration::from_millis(u64::from(piece[0]));
-        conn.handle_read(now, piece);
+        conn.handle_read_with(now, piece, Some(&mut codec));
         conn.handle_timeout(now);
         while let Some(ev) = conn.poll_event() {
             match ev {
                 Event::Closed(_) => closed += 1,
                 Event::Text(t) => {
                     assert!(std::str::from_utf8(&t).is_ok(), "text event not UTF-8");
+                    assert!(t.len() <= 1024, "message over the limit");
                     let _ = conn.send(now, frame::encode(frame::OpCode::Text, &t));
                 }
                 Event::Binary(b) => {
@@ -323,6 +335,32 @@ fn connection_alone(data: &[u8]) {
     assert_eq!(closed, 1, "exactly one Closed event");
     assert_eq!(conn.buffered_input(), 0);
     assert_eq!(conn.poll_timeout(), None, "no timer after close");
+}
+
+/// permessage-deflate's codec on any bytes: byte 0 picks the level and the
+/// limit. Inflating the rest gives at most the limit or an error (never a
+/// panic); compressing the rest and inflating it gives it back; the codec
+/// is reused, as a shard's is, so no state may leak from call to call.
+pub fn deflate(data: &[u8]) {
+    let Some((&seed, data)) = data.split_first() else {
+        return;
+    };
+    let mut codec = crate::deflate::Codec::new(u32::from(seed % 10));
+    let max = usize::from(seed) * 64;
+    if let Ok(out) = codec.inflate(data, max) {
+        assert!(out.len() <= max, "inflated past the limit");
+    }
+    let z = codec.compress(data).map(<[u8]>::to_vec);
+    assert!(z.is_some(), "compression does not fail");
+    let z = z.unwrap_or_default();
+    assert_eq!(
+        codec.inflate(&z, data.len()).as_deref(),
+        Ok(data),
+        "round trip"
+    );
+    if let Some(short) = data.len().checked_sub(1) {
+        assert!(codec.inflate(&z, short).is_err(), "a byte over the limit");
+    }
 }
 
 /// The HMAC secret of the tokens the fuzz targets verify (the seeds in
@@ -421,12 +459,29 @@ fn node_with_auth(data: &[u8]) {
         },
         ..NodeConfig::default()
     };
+    // permessage-deflate negotiated, every publication compressed, when
+    // byte 0 has an odd number of bits set (all eight bits are taken).
+    let compression = seed.count_ones() % 2 == 1;
+    let config = NodeConfig {
+        compression: compression.then_some(crate::deflate::CompressionConfig {
+            level: 1,
+            threshold: 0,
+        }),
+        ..config
+    };
     let mut core = Standalone::new(config, 1);
     let mut now = Timestamp::ZERO;
-    let id = core.node.handle_connect(now, Endpoint::PubSub(enc), &[]);
+    let id = core
+        .node
+        .handle_connect_with(now, Endpoint::PubSub(enc), &[], compression);
 
     // The client's view of what the node sent.
-    let mut decoder = FrameDecoder::client(1 << 22);
+    let mut decoder = if compression {
+        FrameDecoder::client(1 << 22).with_rsv1()
+    } else {
+        FrameDecoder::client(1 << 22)
+    };
+    let mut inflater = crate::deflate::Codec::new(1);
     let mut assembler = Assembler::new(1 << 22);
     let mut wire = BytesMut::new();
     let mut connected = false;
@@ -447,6 +502,16 @@ fn node_with_auth(data: &[u8]) {
                 Err(e) => panic!("the node sent a bad frame: {e:?}"),
             };
             let message = match assembler.push(frame) {
+                Ok(Some(Message::Compressed { text, data })) => {
+                    let inflated = inflater
+                        .inflate(&data, 1 << 22)
+                        .unwrap_or_else(|e| panic!("the node sent bad deflate data: {e}"));
+                    if text {
+                        Message::Text(inflated.into())
+                    } else {
+                        Message::Binary(inflated.into())
+                    }
+                }
                 Ok(Some(m)) => m,
                 Ok(None) => continue,
                 Err(e) => panic!("the node sent a bad message: {e:?}"),

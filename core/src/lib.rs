@@ -20,6 +20,10 @@
 //!   client frames, encode of unmasked server frames.
 //! - [`message`]: assembles frames into messages: fragmentation,
 //!   incremental UTF-8 validation, close-frame payloads (section 7.4).
+//! - [`deflate`]: permessage-deflate (RFC 7692) without context takeover:
+//!   the extension's negotiation, and the codec (compress once per
+//!   publication, inflate with the message size bound) that a node holds
+//!   once per shard; a connection keeps only a "negotiated" bit.
 //! - [`queue`]: a connection's outbound queue of shared frames
 //!   ([`bytes::Bytes`]) with a byte budget.
 //! - [`connection`]: one WebSocket connection's state machine (open,
@@ -80,6 +84,7 @@ pub mod call;
 pub mod client;
 pub mod close;
 pub mod connection;
+pub mod deflate;
 pub mod frame;
 pub mod fuzzing;
 pub mod handshake;

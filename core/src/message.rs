@@ -37,6 +37,17 @@ pub enum Message {
     Pong(Bytes),
     /// A close frame; `None` if it carried no status code.
     Close(Option<CloseFrame>),
+    /// A whole message compressed with permessage-deflate (its first frame
+    /// had RSV1, RFC 7692 section 6): the payloads of its frames joined,
+    /// still deflated, so not yet UTF-8-checked. The receiver inflates it
+    /// ([`crate::deflate::Codec::inflate`]) and then checks it as a text or
+    /// binary message.
+    Compressed {
+        /// A text message (else binary).
+        text: bool,
+        /// The deflated payload, without the `00 00 ff ff` tail.
+        data: Bytes,
+    },
 }
 
 /// A message-level rule broken by the peer. In every case the peer is at
@@ -215,6 +226,9 @@ enum DataKind {
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 struct Partial {
     kind: DataKind,
+    /// Started by a frame with RSV1: the data is deflated, and UTF-8 is
+    /// checked once inflated.
+    compressed: bool,
     data: Vec<u8>,
     utf8: Utf8Validator,
 }
@@ -273,6 +287,12 @@ impl Assembler {
         if frame.payload.len() > self.max_message_size {
             return Err(self.too_large());
         }
+        if frame.rsv1 && frame.fin {
+            return Ok(Some(Message::Compressed {
+                text: kind == DataKind::Text,
+                data: frame.payload,
+            }));
+        }
         if frame.fin {
             // Unfragmented: the common case, no copy.
             return match kind {
@@ -284,12 +304,13 @@ impl Assembler {
             };
         }
         let mut utf8 = Utf8Validator::new();
-        if kind == DataKind::Text {
+        if kind == DataKind::Text && !frame.rsv1 {
             utf8.feed(&frame.payload)
                 .map_err(|_| MessageError::InvalidUtf8)?;
         }
         self.partial = Some(Box::new(Partial {
             kind,
+            compressed: frame.rsv1,
             data: frame.payload.to_vec(),
             utf8,
         }));
@@ -306,7 +327,7 @@ impl Assembler {
             Some(total) if total <= max => {}
             _ => return Err(MessageError::MessageTooLarge { max }),
         }
-        if partial.kind == DataKind::Text {
+        if partial.kind == DataKind::Text && !partial.compressed {
             partial
                 .utf8
                 .feed(&frame.payload)
@@ -326,6 +347,12 @@ impl Assembler {
             return Ok(None);
         };
         let data = Bytes::from(done.data);
+        if done.compressed {
+            return Ok(Some(Message::Compressed {
+                text: done.kind == DataKind::Text,
+                data,
+            }));
+        }
         Ok(Some(match done.kind {
             DataKind::Text => Message::Text(data),
             DataKind::Binary => Message::Binary(data),
@@ -414,6 +441,7 @@ mod tests {
         let f = |fin, opcode, p: &'static [u8]| Frame {
             fin,
             opcode,
+            rsv1: false,
             payload: Bytes::from_static(p),
         };
         assert_eq!(a.push(f(false, OpCode::Binary, b"abc")), Ok(None));

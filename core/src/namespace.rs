@@ -91,6 +91,11 @@ pub struct NamespaceOptions {
     /// Channels `name#u1,u2` may be used only by the users listed after
     /// `#`.
     pub user_limited: bool,
+    /// Compress publications (over the threshold) for subscribers that
+    /// negotiated permessage-deflate, when the server compresses at all;
+    /// off for a namespace whose payloads do not compress (already
+    /// compressed or encrypted data), which saves the CPU.
+    pub compression: bool,
 }
 
 impl Default for NamespaceOptions {
@@ -105,6 +110,7 @@ impl Default for NamespaceOptions {
             allow_history: Permission::Anonymous,
             allow_presence: Permission::Anonymous,
             user_limited: false,
+            compression: true,
         }
     }
 }

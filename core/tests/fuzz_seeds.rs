@@ -23,6 +23,11 @@ fn replay(target: &str, f: fn(&[u8])) {
 }
 
 #[test]
+fn deflate_seeds() {
+    replay("deflate", wavecast_core::fuzzing::deflate);
+}
+
+#[test]
 fn frame_seeds() {
     replay("frame", wavecast_core::fuzzing::frame);
 }

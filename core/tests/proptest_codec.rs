@@ -44,6 +44,7 @@ fn any_legal_frame() -> impl Strategy<Value = Frame> {
         Frame {
             fin: fin || opcode.is_control(),
             opcode,
+            rsv1: false,
             payload: payload.into(),
         }
     })

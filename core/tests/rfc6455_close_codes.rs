@@ -131,6 +131,7 @@ fn close_frames_through_the_assembler() {
         a.push(Frame {
             fin: true,
             opcode: OpCode::Close,
+            rsv1: false,
             payload: Bytes::copy_from_slice(p),
         })
     };

@@ -32,6 +32,7 @@ fn rfc_5_7_single_frame_unmasked_text_decodes_on_client_side() {
         Frame {
             fin: true,
             opcode: OpCode::Text,
+            rsv1: false,
             payload: Bytes::from_static(b"Hello")
         }
     );

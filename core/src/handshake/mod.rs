@@ -57,6 +57,9 @@ pub struct HandshakeConfig {
     /// `"wavecast.json"`, `"wavecast.msgpack"`). The choice itself follows the
     /// client's order, see [`accept`].
     pub subprotocols: Vec<String>,
+    /// Accept a permessage-deflate offer (RFC 7692), always without context
+    /// takeover ([`crate::deflate::negotiate`]); off by default.
+    pub compression: bool,
 }
 
 impl Default for HandshakeConfig {
@@ -65,6 +68,7 @@ impl Default for HandshakeConfig {
             max_head_size: DEFAULT_MAX_HEAD_SIZE,
             allowed_origins: None,
             subprotocols: vec!["wavecast.json".to_owned(), "wavecast.msgpack".to_owned()],
+            compression: false,
         }
     }
 }
@@ -196,6 +200,9 @@ pub struct Accepted {
     pub response: Vec<u8>,
     /// The subprotocol chosen, one of [`HandshakeConfig::subprotocols`].
     pub subprotocol: Option<String>,
+    /// permessage-deflate was negotiated (the response carries its
+    /// `Sec-WebSocket-Extensions`).
+    pub compression: bool,
 }
 
 /// Validates an upgrade request (RFC 6455 section 4.2.1) and builds the 101
@@ -215,8 +222,11 @@ pub struct Accepted {
 /// matching means no `Sec-WebSocket-Protocol` header in the response, as
 /// RFC 6455 section 4.2.2 prescribes.
 ///
-/// `Sec-WebSocket-Extensions` is ignored: the server speaks no extension, and
-/// answering without the header declines them all.
+/// `Sec-WebSocket-Extensions`: with [`HandshakeConfig::compression`], the
+/// first acceptable permessage-deflate offer is accepted
+/// ([`crate::deflate::negotiate`]) and answered with
+/// `server_no_context_takeover; client_no_context_takeover`; every other
+/// extension is declined by leaving it out of the response.
 pub fn accept(head: &RequestHead, config: &HandshakeConfig) -> Result<Accepted, HandshakeError> {
     if head.method != "GET" {
         return Err(HandshakeError::MethodNotAllowed);
@@ -258,6 +268,11 @@ pub fn accept(head: &RequestHead, config: &HandshakeConfig) -> Result<Accepted, 
         .flat_map(list_elements)
         .find_map(|offered| config.subprotocols.iter().find(|s| s.as_bytes() == offered))
         .cloned();
+    let deflate = if config.compression {
+        crate::deflate::negotiate(head.headers_named("sec-websocket-extensions"))
+    } else {
+        None
+    };
 
     let accept = accept_key(key);
     let mut response = Vec::with_capacity(160);
@@ -271,10 +286,16 @@ pub fn accept(head: &RequestHead, config: &HandshakeConfig) -> Result<Accepted, 
         response.extend_from_slice(p.as_bytes());
         response.extend_from_slice(b"\r\n");
     }
+    if let Some(d) = deflate {
+        response.extend_from_slice(b"Sec-WebSocket-Extensions: ");
+        response.extend_from_slice(d.response.as_bytes());
+        response.extend_from_slice(b"\r\n");
+    }
     response.extend_from_slice(b"\r\n");
     Ok(Accepted {
         response,
         subprotocol,
+        compression: deflate.is_some(),
     })
 }
 

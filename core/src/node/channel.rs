@@ -176,8 +176,13 @@ impl Node {
         if let Sync::Synced { offset, .. } = &mut ch.sync {
             *offset = publication.offset;
         }
+        let compress = ch.options.compression;
         // One frame per WebSocket encoding, and the SSE `pub` event.
         let mut frames: [Option<Bytes>; 3] = [None, None, None];
+        // And one compressed frame per encoding for the subscribers that
+        // negotiated permessage-deflate (the inner `None`: under the
+        // threshold, they get the plain frame).
+        let mut compressed: [Option<Option<Bytes>>; 2] = [None, None];
         // The subscribers are listed first (sending may close a slow one,
         // which changes `live`); the list's storage is kept between
         // publications so fan-out allocates nothing per publication.
@@ -215,12 +220,27 @@ impl Node {
                 }
                 Endpoint::Echo => continue,
             };
-            let frame = frames[enc.index()]
+            let plain = frames[enc.index()].get_or_insert_with(|| {
+                let payload = protocol::encode_pub(enc, channel, &publication);
+                frame::encode(enc.frame_opcode(), &payload)
+            });
+            let frame = match (&mut self.codec, self.config.compression) {
+                (Some(codec), Some(settings)) if compress && client.conn.deflate() => compressed
+                    [enc.index()]
                 .get_or_insert_with(|| {
-                    let payload = protocol::encode_pub(enc, channel, &publication);
-                    frame::encode(enc.frame_opcode(), &payload)
+                    let payload = frame::server_payload(plain);
+                    if payload.len() < settings.threshold {
+                        return None;
+                    }
+                    codec
+                        .compress(payload)
+                        .map(|z| frame::encode_compressed(enc.frame_opcode(), z))
                 })
-                .clone();
+                .as_ref()
+                .unwrap_or(plain)
+                .clone(),
+                _ => plain.clone(),
+            };
             let _ = client.conn.send(now, frame);
             self.after(now, id);
         }

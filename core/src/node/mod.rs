@@ -183,6 +183,18 @@ pub struct NodeConfig {
     pub max_subscriptions: usize,
     /// Which backend proxies are configured (see [`crate::proxy`]).
     pub proxies: crate::proxy::Proxies,
+    /// permessage-deflate: `Some` to compress publications for the
+    /// connections that negotiated it (the handshake decides who, see
+    /// [`Node::handle_connect_with`]); `None` (the default) compresses
+    /// nothing (a connection that negotiated it anyway is still read).
+    pub compression: Option<crate::deflate::CompressionConfig>,
+}
+
+/// The shard's codec under `compression` (none without it).
+fn codec_for(
+    compression: &Option<crate::deflate::CompressionConfig>,
+) -> Option<Box<crate::deflate::Codec>> {
+    compression.map(|c| Box::new(crate::deflate::Codec::new(c.level)))
 }
 
 /// Default of [`NodeConfig::max_requests_in_flight`]: enough for a client
@@ -201,6 +213,7 @@ impl Default for NodeConfig {
             client_publish_rate: 0,
             max_subscriptions: MAX_SUBSCRIPTIONS,
             proxies: crate::proxy::Proxies::default(),
+            compression: None,
         }
     }
 }
@@ -288,6 +301,10 @@ pub struct Node {
     streams: BTreeMap<ConnId, sse::Stream>,
     /// Counts for the operator (`observe.rs`).
     observed: observe::Observed,
+    /// The shard's one deflater and inflater (permessage-deflate without
+    /// context takeover keeps no state per connection); present while
+    /// compression is configured.
+    codec: Option<Box<crate::deflate::Codec>>,
     #[cfg(feature = "mutations")]
     mutation: Option<Mutation>,
 }
@@ -297,6 +314,7 @@ impl Node {
     pub fn new(config: NodeConfig) -> Self {
         let (echo_config, pubsub_config, sse_config) =
             reconfigure::connection_configs(&config.connection);
+        let config_compression = config.compression;
         Node {
             echo_config,
             pubsub_config,
@@ -328,6 +346,7 @@ impl Node {
             ],
             streams: BTreeMap::new(),
             observed: observe::Observed::default(),
+            codec: codec_for(&config_compression),
             #[cfg(feature = "mutations")]
             mutation: None,
         }
@@ -359,6 +378,20 @@ impl Node {
         endpoint: Endpoint,
         leftover: &[u8],
     ) -> ConnId {
+        self.handle_connect_with(now, endpoint, leftover, false)
+    }
+
+    /// [`Node::handle_connect`] for a WebSocket whose handshake negotiated
+    /// permessage-deflate if `compression` (RFC 7692): it may send
+    /// compressed messages, and gets the compressed frame of publications
+    /// at or over the threshold.
+    pub fn handle_connect_with(
+        &mut self,
+        now: Timestamp,
+        endpoint: Endpoint,
+        leftover: &[u8],
+        compression: bool,
+    ) -> ConnId {
         let config = match endpoint {
             Endpoint::PubSub(_) => self.pubsub_config.clone(),
             Endpoint::Echo => self.echo_config.clone(),
@@ -372,7 +405,10 @@ impl Node {
                 return self.handle_sse(now, none, std::time::Duration::ZERO);
             }
         };
-        let conn = Connection::with_config(now, config);
+        let mut conn = Connection::with_config(now, config);
+        if compression {
+            conn.enable_deflate();
+        }
         // `ENDPOINT_LABELS` order: ws, sse (counted in `handle_sse`), echo.
         let kind = if endpoint == Endpoint::Echo { 2 } else { 0 };
         self.observed.counters.accepted[kind] += 1;
@@ -404,17 +440,24 @@ impl Node {
             self.auth_timers.insert((*at, id));
         }
         if !leftover.is_empty() {
-            self.with_conn(now, id, |c| c.handle_read(now, leftover));
+            self.handle_read(now, id, leftover);
         } else {
             self.after(now, id);
         }
         id
     }
 
-    /// Bytes read from a connection's transport.
+    /// Bytes read from a connection's transport. Compressed messages are
+    /// inflated with the node's one codec.
     pub fn handle_read(&mut self, now: Timestamp, id: ConnId, data: &[u8]) {
         self.observed.counters.bytes_read += data.len() as u64;
-        self.with_conn(now, id, |c| c.handle_read(now, data));
+        let Some(client) = self.slab.get_mut(id) else {
+            return;
+        };
+        client
+            .conn
+            .handle_read_with(now, data, self.codec.as_deref_mut());
+        self.after(now, id);
     }
 
     /// A connection's transport reached end of stream or failed.

@@ -40,6 +40,11 @@ impl Node {
         self.echo_config = echo;
         self.pubsub_config = pubsub;
         self.sse_config = sse;
+        if config.compression != self.config.compression {
+            // Level or on/off: a new codec (it holds nothing between
+            // messages, so nothing is lost).
+            self.codec = super::codec_for(&config.compression);
+        }
         self.config = config;
         let max = self.config.max_requests_in_flight;
         let below: Vec<_> = self

@@ -26,6 +26,7 @@ pub fn frame(fin: bool, opcode: OpCode, payload: &[u8]) -> Frame {
     Frame {
         fin,
         opcode,
+        rsv1: false,
         payload: Bytes::copy_from_slice(payload),
     }
 }

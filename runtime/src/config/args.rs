@@ -164,6 +164,15 @@ pub struct ServeArgs {
     /// Interval of the info line that sums up slow-consumer and heartbeat closes (written only when there were some) [default: 10s].
     #[arg(long, env = "WAVECAST_LOG_SUMMARY_INTERVAL", value_parser = parse_duration)]
     pub log_summary_interval: Option<Duration>,
+    /// Offer permessage-deflate (RFC 7692) to clients that ask for it, always without context takeover; publications at or over the threshold are compressed once per encoding [default: false].
+    #[arg(long, env = "WAVECAST_COMPRESSION", num_args = 0..=1, default_missing_value = "true")]
+    pub compression: Option<bool>,
+    /// zlib level of permessage-deflate, 0 (store) to 9 (smallest) [default: 1].
+    #[arg(long, env = "WAVECAST_COMPRESSION_LEVEL")]
+    pub compression_level: Option<u32>,
+    /// Publications shorter than this (encoded, a size like 1KiB) go uncompressed even to clients that negotiated compression [default: 1KiB].
+    #[arg(long, env = "WAVECAST_COMPRESSION_THRESHOLD", value_parser = parse_size)]
+    pub compression_threshold: Option<usize>,
     /// Serve anonymous clients on a non-loopback address without any authentication (flag only).
     #[arg(long)]
     pub insecure: bool,

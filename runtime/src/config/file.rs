@@ -81,6 +81,10 @@ pub struct FileConfig {
     pub(super) log_level: Option<String>,
     #[serde(default, with = "opt_duration")]
     pub(super) log_summary_interval: Option<Duration>,
+    pub(super) compression: Option<bool>,
+    pub(super) compression_level: Option<u32>,
+    #[serde(default, with = "opt_size")]
+    pub(super) compression_threshold: Option<usize>,
     /// Options of channels without a namespace.
     pub(super) channels: Option<NamespaceFile>,
     /// Options of channels `NAME:...`, by NAME.
@@ -102,6 +106,7 @@ pub struct NamespaceFile {
     allow_history: Option<PermissionValue>,
     allow_presence: Option<PermissionValue>,
     user_limited: Option<bool>,
+    compression: Option<bool>,
 }
 
 /// A permission as written in the file: a string, or a boolean, which is
@@ -154,6 +159,7 @@ impl NamespaceFile {
             history_ttl: self.history_ttl.unwrap_or(base.history_ttl),
             presence: self.presence.unwrap_or(base.presence),
             join_leave: self.join_leave.unwrap_or(base.join_leave),
+            compression: self.compression.unwrap_or(base.compression),
             allow_subscribe: permission(
                 "allow_subscribe",
                 &self.allow_subscribe,

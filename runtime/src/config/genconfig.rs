@@ -157,6 +157,9 @@ pub(super) fn default_value(d: &Config, name: &str) -> Value {
         // RUST_LOG when it is set, else info.
         "log_level" => E("\"info\""),
         "log_summary_interval" => dur(d.log_summary_interval),
+        "compression" => flag(d.compression),
+        "compression_level" => num(d.compression_level.into()),
+        "compression_threshold" => size(d.compression_threshold),
         other => panic!("genconfig: no default written for setting {other}"),
     }
 }
@@ -229,6 +232,11 @@ fn namespaces() -> String {
         out,
         "# Channels \"name#u1,u2\" may be used only by the users listed after #.\n# user_limited = {}",
         open.user_limited
+    );
+    let _ = writeln!(
+        out,
+        "# Compress publications for clients that negotiated permessage-deflate (with --compression).\n# compression = {}",
+        open.compression
     );
     out.push_str("#\n# [namespaces.chat]\n# presence = true\n# join_leave = true\n");
     out

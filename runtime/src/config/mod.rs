@@ -154,6 +154,12 @@ pub struct Config {
     pub log_summary_interval: Duration,
     /// The config file read, if any (for the startup lines).
     pub config_file: Option<PathBuf>,
+    /// permessage-deflate offered to clients.
+    pub compression: bool,
+    /// Its zlib level.
+    pub compression_level: u32,
+    /// Publications shorter than this go uncompressed.
+    pub compression_threshold: usize,
 }
 
 /// The format of the log on stderr (`log_format`).
@@ -224,6 +230,9 @@ impl Default for Config {
             log_level: None,
             log_summary_interval: Duration::from_secs(10),
             config_file: None,
+            compression: false,
+            compression_level: wavecast_core::deflate::DEFAULT_LEVEL,
+            compression_threshold: wavecast_core::deflate::DEFAULT_THRESHOLD,
         }
     }
 }
@@ -535,6 +544,18 @@ impl Config {
                 .or(file.log_summary_interval)
                 .unwrap_or(d.log_summary_interval),
             config_file: args.config.clone(),
+            compression: args
+                .compression
+                .or(file.compression)
+                .unwrap_or(d.compression),
+            compression_level: args
+                .compression_level
+                .or(file.compression_level)
+                .unwrap_or(d.compression_level),
+            compression_threshold: args
+                .compression_threshold
+                .or(file.compression_threshold)
+                .unwrap_or(d.compression_threshold),
         };
         config.validate()?;
         Ok(config)

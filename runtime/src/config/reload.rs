@@ -51,6 +51,9 @@ pub const LIVE: &[&str] = &[
     "sse_token_in_query",
     "sse_retry",
     "log_level",
+    "compression",
+    "compression_level",
+    "compression_threshold",
 ];
 
 /// Settings a reload reports as needing a restart, and keeps at their
@@ -292,6 +295,15 @@ fn comparisons(a: &Config, b: &Config) -> Vec<(&'static str, bool)> {
         (
             "log_summary_interval",
             a.log_summary_interval == b.log_summary_interval,
+        ),
+        ("compression", a.compression == b.compression),
+        (
+            "compression_level",
+            a.compression_level == b.compression_level,
+        ),
+        (
+            "compression_threshold",
+            a.compression_threshold == b.compression_threshold,
         ),
     ]
 }

@@ -30,7 +30,7 @@ fn namespaces_from_file() {
     let path = dir.join("w.toml");
     std::fs::write(
             &path,
-            "[channels]\nhistory_size = 7\n[namespaces.chat]\njoin_leave = true\nhistory_ttl = \"1m\"\n",
+            "[channels]\nhistory_size = 7\n[namespaces.chat]\njoin_leave = true\nhistory_ttl = \"1m\"\n[namespaces.raw]\ncompression = false\n",
         )
         .unwrap();
     let args = ServeArgs {
@@ -43,6 +43,8 @@ fn namespaces_from_file() {
     assert!(chat.join_leave && chat.presence);
     assert_eq!(chat.history_ttl, Duration::from_secs(60));
     assert_eq!(chat.history_size, 100);
+    assert!(chat.compression, "compression on by default in a namespace");
+    assert!(!c.namespaces.resolve("raw:1").unwrap().compression);
     assert!(c.namespaces.resolve("game:1").is_err());
     std::fs::write(
         &path,
@@ -687,4 +689,36 @@ fn the_status_page_needs_a_credential() {
         !Config::load(&ServeArgs::default()).unwrap().status,
         "off by default"
     );
+}
+
+#[test]
+fn compression_settings_from_file_and_flags() {
+    let d = Config::default();
+    assert_eq!(
+        (d.compression, d.compression_level, d.compression_threshold),
+        (false, 1, 1024),
+        "off by default, level 1, 1 KiB"
+    );
+    let file: FileConfig = toml::from_str(
+        "compression = true\ncompression_level = 6\ncompression_threshold = \"4KiB\"\n",
+    )
+    .unwrap();
+    assert_eq!(file.compression, Some(true));
+    assert_eq!(file.compression_level, Some(6));
+    assert_eq!(file.compression_threshold, Some(4096));
+    let args = ServeArgs {
+        compression: Some(true),
+        compression_threshold: Some(0),
+        ..Default::default()
+    };
+    let c = Config::load(&args).unwrap();
+    assert_eq!((c.compression, c.compression_threshold), (true, 0));
+    let bad = ServeArgs {
+        compression_level: Some(10),
+        ..Default::default()
+    };
+    match Config::load(&bad) {
+        Err(ConfigError::Invalid { name, .. }) => assert_eq!(name, "compression_level"),
+        other => panic!("{other:?}"),
+    }
 }

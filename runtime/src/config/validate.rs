@@ -101,6 +101,9 @@ impl Config {
                 "must be a cookie name (letters, digits, and !#$%&'*+-.^_`|~)",
             );
         }
+        if self.compression_level > 9 {
+            return invalid("compression_level", "must be between 0 and 9");
+        }
         if self.sse_retry.is_zero() || self.sse_retry > Duration::from_secs(3600) {
             return invalid("sse_retry", "must be more than zero and at most 1h");
         }

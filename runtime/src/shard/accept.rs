@@ -75,12 +75,12 @@ pub(super) async fn handle_socket(shard: Rc<Shard>, stream: TcpStream, peer: IpA
         super::http::serve(shard.clone(), buf, stream, peer).await;
         return;
     }
-    let (endpoint, slot) = match admit(&shard, &head, peer) {
+    let (endpoint, slot, compression) = match admit(&shard, &head, peer) {
         Ok((accepted, endpoint, slot)) => {
             if stream.write_all(&accepted.response).await.is_err() {
                 return; // `slot` is given back as it drops
             }
-            (endpoint, slot)
+            (endpoint, slot, accepted.compression)
         }
         Err(response) => {
             let _ = stream.write_all(&response).await;
@@ -90,7 +90,7 @@ pub(super) async fn handle_socket(shard: Rc<Shard>, stream: TcpStream, peer: IpA
     let leftover = buf.split_off(head.head_len);
     drop(buf);
     drop(head);
-    adopt(&shard, stream, endpoint, slot, &leftover);
+    adopt(&shard, stream, (endpoint, compression), slot, &leftover);
 }
 
 /// A reserved slot of `max_http_connections`, given back exactly once when
@@ -216,14 +216,16 @@ pub(crate) fn reserve(shard: &Shard, peer: IpAddr) -> Result<Reservation, Vec<u8
 
 /// Takes an upgraded socket (101 sent, `slot` reserved by [`admit`]) out
 /// of tokio and into the node and the shard's epoll set. `leftover`: bytes
-/// the client sent after its request head.
+/// the client sent after its request head; `upgrade`: the endpoint, and
+/// whether the handshake negotiated permessage-deflate.
 pub(crate) fn adopt(
     shard: &Shard,
     stream: TcpStream,
-    endpoint: Endpoint,
+    upgrade: (Endpoint, bool),
     slot: Reservation,
     leftover: &[u8],
 ) {
+    let (endpoint, compression) = upgrade;
     let what = match endpoint {
         Endpoint::PubSub(Encoding::Json) => "websocket (json)",
         Endpoint::PubSub(Encoding::MsgPack) => "websocket (msgpack)",
@@ -231,7 +233,7 @@ pub(crate) fn adopt(
         Endpoint::Sse => "sse",
     };
     adopt_with(shard, stream, slot, what, |node, now| {
-        node.handle_connect(now, endpoint, leftover)
+        node.handle_connect_with(now, endpoint, leftover, compression)
     });
 }
 

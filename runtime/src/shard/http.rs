@@ -256,6 +256,7 @@ fn upgrade(
         Ok(ok) => ok,
         Err(refusal) => return raw_response(&refusal),
     };
+    let compression = accepted.compression;
     let on_upgrade = hyper::upgrade::on(&mut req);
     tokio::task::spawn_local(async move {
         let parts = match on_upgrade.await.map(|u| u.downcast::<Conn>()) {
@@ -267,7 +268,7 @@ fn upgrade(
         };
         let (mut leftover, stream) = parts.io.into_inner().into_parts();
         leftover.extend_from_slice(&parts.read_buf);
-        super::adopt(&shard, stream, endpoint, slot, &leftover);
+        super::adopt(&shard, stream, (endpoint, compression), slot, &leftover);
     });
     raw_response(&accepted.response)
 }

@@ -639,6 +639,12 @@ fn node_config(c: &Config, shared: &Shared, index: usize) -> NodeConfig {
         client_publish_rate: c.client_publish_rate,
         max_subscriptions: c.max_subscriptions,
         proxies: c.proxies(),
+        compression: c
+            .compression
+            .then_some(wavecast_core::deflate::CompressionConfig {
+                level: c.compression_level,
+                threshold: c.compression_threshold,
+            }),
     }
 }
 
@@ -647,6 +653,7 @@ fn handshake_config(c: &Config) -> HandshakeConfig {
     HandshakeConfig {
         allowed_origins: c.allowed_origins.clone(),
         subprotocols: SUBPROTOCOLS.iter().map(|s| s.to_string()).collect(),
+        compression: c.compression,
         ..HandshakeConfig::default()
     }
 }
