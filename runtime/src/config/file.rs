@@ -79,6 +79,11 @@ pub struct FileConfig {
     pub(super) log_level: Option<String>,
     #[serde(default, with = "opt_duration")]
     pub(super) log_summary_interval: Option<Duration>,
+    pub(super) tls_cert: Option<PathBuf>,
+    pub(super) tls_key: Option<PathBuf>,
+    #[serde(default, with = "opt_duration")]
+    pub(super) tls_handshake_timeout: Option<Duration>,
+    pub(super) tls_max_handshakes: Option<usize>,
     /// Options of channels without a namespace.
     pub(super) channels: Option<NamespaceFile>,
     /// Options of channels `NAME:...`, by NAME.

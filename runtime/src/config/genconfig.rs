@@ -155,6 +155,10 @@ pub(super) fn default_value(d: &Config, name: &str) -> Value {
         // RUST_LOG when it is set, else info.
         "log_level" => E("\"info\""),
         "log_summary_interval" => dur(d.log_summary_interval),
+        "tls_cert" => E("\"/etc/wavecast/cert.pem\""),
+        "tls_key" => E("\"/etc/wavecast/key.pem\""),
+        "tls_handshake_timeout" => dur(d.tls_handshake_timeout),
+        "tls_max_handshakes" => num(d.tls_max_handshakes as u64),
         other => panic!("genconfig: no default written for setting {other}"),
     }
 }
@@ -355,6 +359,8 @@ mod tests {
                     && !l.starts_with("token_jwks_url")
                     && !l.starts_with("redis ")
                     && !l.starts_with("token_public_key")
+                    && !l.starts_with("tls_cert")
+                    && !l.starts_with("tls_key")
             });
             match uncommented {
                 // Drop the trailing note after a permission.

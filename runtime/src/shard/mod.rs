@@ -7,7 +7,8 @@
 //! front by `io.rs`), which holds a slot of `max_http_connections` (503
 //! beyond it) until hyper lets the socket go. Once upgraded, the socket
 //! leaves tokio: it joins the shard's one epoll set ([`Poller`]) and costs
-//! a 16-byte slot here, with no task and no tokio registration of its own
+//! a 24-byte slot here (a TLS one also its rustls session, `tls.rs`),
+//! with no task and no tokio registration of its own
 //! (4 more, its client's IPv4 address, while `max_connections_per_ip` is
 //! on: the address's slot is given back with the connection's).
 //! One task waits for the epoll set to be ready, reads each ready socket
@@ -67,6 +68,7 @@ mod call;
 mod http;
 mod io;
 mod sse;
+mod tls;
 
 pub(crate) use accept::{admit, adopt};
 
@@ -87,6 +89,8 @@ const INBOX_SLICE: usize = 64;
 struct ConnIo {
     /// Non-blocking, in the shard's epoll set while `watched`.
     stream: std::net::TcpStream,
+    /// Over TLS: the session, driven by the shard (`tls.rs`).
+    tls: Option<Box<rustls::ServerConnection>>,
     /// The connection this socket belongs to (the slot's current tenant).
     id: ConnId,
     /// The kernel refused bytes: wait for writability before writing again.
@@ -140,6 +144,8 @@ pub struct Shard {
     /// What the shard counts beside its node (refused handshakes, fan-out
     /// latency); read by `/metrics` through the inbox.
     metrics: RefCell<ShardMetrics>,
+    /// TLS handshakes in progress (at most `tls_max_handshakes`).
+    tls_handshakes: Cell<usize>,
 }
 
 impl Shard {
@@ -167,6 +173,7 @@ impl Shard {
             armed: Cell::new(None),
             rearm: Notify::new(),
             metrics: RefCell::new(ShardMetrics::default()),
+            tls_handshakes: Cell::new(0),
             shared,
         })
     }
@@ -298,6 +305,7 @@ impl Shard {
                 }
             }
             if let Some(mut io) = io {
+                tls::close(&mut io);
                 self.unwatch(&mut io);
                 // Once per connection: its socket left the table above.
                 self.shared.release_connection(self.take_peer(id.index()));
@@ -391,6 +399,9 @@ impl Shard {
             return;
         }
         let mut node = self.node.borrow_mut();
+        if io.tls.is_some() {
+            return tls::write(self, now, id, io, &mut node);
+        }
         loop {
             let Some(queue) = node.queue(id) else { return };
             if queue.is_empty() {
@@ -405,20 +416,7 @@ impl Shard {
             match (&io.stream).write_vectored(&slices[..n]) {
                 Ok(written) => node.handle_written(now, id, written),
                 Err(e) if e.kind() == ErrorKind::WouldBlock => {
-                    // The reader is not keeping up: its budget applies.
-                    node.handle_write_blocked(id);
-                    let fd = io.stream.as_raw_fd();
-                    let key = id.index() as u64;
-                    io.want_write = true;
-                    match self.poller.get_ref().modify(fd, key, io.interest()) {
-                        Ok(()) => {}
-                        Err(e) => {
-                            tracing::warn!(error = %e, "cannot watch a socket for writability");
-                            io.want_write = false;
-                            self.unwatch(io);
-                            node.handle_eof(now, id);
-                        }
-                    }
+                    self.write_blocked(now, id, io, &mut node);
                     return;
                 }
                 Err(e) if e.kind() == ErrorKind::Interrupted => {}
@@ -428,6 +426,21 @@ impl Shard {
                     return;
                 }
             }
+        }
+    }
+
+    /// The kernel refused a connection's bytes: the reader is not keeping
+    /// up (its budget applies); wait for writability.
+    fn write_blocked(&self, now: Timestamp, id: ConnId, io: &mut ConnIo, node: &mut Node) {
+        node.handle_write_blocked(id);
+        let fd = io.stream.as_raw_fd();
+        let key = id.index() as u64;
+        io.want_write = true;
+        if let Err(e) = self.poller.get_ref().modify(fd, key, io.interest()) {
+            tracing::warn!(error = %e, "cannot watch a socket for writability");
+            io.want_write = false;
+            self.unwatch(io);
+            node.handle_eof(now, id);
         }
     }
 
@@ -538,6 +551,27 @@ impl Shard {
             // A paused socket is reported readable only for an error or a
             // hang-up; reading it then finds the end.
             if !io.watched {
+                continue;
+            }
+            if io.tls.is_some() {
+                let mut node = self.node.borrow_mut();
+                let outcome = tls::read(io, &mut scratch, |plain| node.handle_read(now, id, plain));
+                match outcome {
+                    tls::ReadOutcome::Nothing => {}
+                    tls::ReadOutcome::Some => {
+                        // Something rustls must answer on its own (a key
+                        // update), or replies queued: they go with the
+                        // batch's writes; an answer with nothing queued
+                        // goes now.
+                        if io.tls.as_ref().is_some_and(|c| c.wants_write()) && !io.want_write {
+                            tls::write(self, now, id, io, &mut node);
+                        }
+                    }
+                    tls::ReadOutcome::End => {
+                        self.unwatch(io);
+                        node.handle_eof(now, id);
+                    }
+                }
                 continue;
             }
             let outcome = (&io.stream).read(&mut scratch);
@@ -748,5 +782,16 @@ async fn timer_task(shard: Rc<Shard>) {
             }
             None => shard.rearm.notified().await,
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn a_connection_slot_is_24_bytes() {
+        // The per-connection cost the module documents (and
+        // docs/BENCHMARKS.md counts): the socket, the TLS session's
+        // pointer, the id, three flags.
+        assert_eq!(std::mem::size_of::<Option<super::ConnIo>>(), 24);
     }
 }
