@@ -305,6 +305,52 @@ async fn wss_pubsub_and_echo_through_the_shard() {
     assert!(end.is_ok(), "a clean end of the WebSocket over TLS");
 }
 
+/// Python's `websockets` client over `wss://` (its own TLS stack,
+/// OpenSSL's): subscribe, publish, receive the publication, close.
+const PYTHON_CLIENT: &str = r#"
+import json, ssl, sys
+from websockets.sync.client import connect
+ctx = ssl.create_default_context(cafile=sys.argv[2])
+with connect(sys.argv[1], ssl=ctx, open_timeout=10) as ws:
+    ws.send(json.dumps({"id": 1, "subscribe": {"channel": "py"}}))
+    assert json.loads(ws.recv(timeout=10))["id"] == 1
+    ws.send(json.dumps({"id": 2, "publish": {"channel": "py", "data": {"big": "y" * 30000}}}))
+    got = set()
+    while got != {"reply", "pub"}:
+        m = json.loads(ws.recv(timeout=10))
+        if m.get("id") == 2:
+            assert "error" not in m, m
+            got.add("reply")
+        elif "push" in m:
+            assert len(m["push"]["pub"]["data"]["big"]) == 30000, m
+            got.add("pub")
+print("python wss ok")
+"#;
+
+#[tokio::test]
+async fn python_websockets_client_over_wss() {
+    let certs = Certs::new("python");
+    let (cert, key) = certs.leaf("a");
+    let server = TestServer::start(&tls_args(&cert, &key));
+    let url = format!("wss://localhost:{}/ws", server.addr().port());
+    let out = tokio::task::spawn_blocking(move || {
+        Command::new("python3")
+            .args(["-c", PYTHON_CLIENT, &url])
+            .arg(certs.ca())
+            .output()
+            .expect("run python3 (with the websockets package: pip install websockets)")
+    })
+    .await
+    .unwrap();
+    assert!(
+        out.status.success(),
+        "python websockets client: {}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(String::from_utf8_lossy(&out.stdout).contains("python wss ok"));
+}
+
 #[tokio::test]
 async fn https_api_healthz_and_sse_with_curl() {
     let certs = Certs::new("curl");
@@ -402,6 +448,55 @@ async fn https_api_healthz_and_sse_with_curl() {
         assert!(n > 0, "stream closed: {}", String::from_utf8_lossy(&buf));
         buf.extend_from_slice(&chunk[..n]);
     }
+}
+
+/// Reads from `tls` until `buf` holds `needle`.
+async fn read_until(tls: &mut TlsStream<TcpStream>, buf: &mut Vec<u8>, needle: &[u8]) {
+    let mut chunk = [0u8; 4096];
+    while !buf.windows(needle.len()).any(|w| w == needle) {
+        let n = tokio::time::timeout(T, tls.read(&mut chunk))
+            .await
+            .expect("read in time")
+            .unwrap();
+        assert!(n > 0, "closed early: {}", String::from_utf8_lossy(buf));
+        buf.extend_from_slice(&chunk[..n]);
+    }
+}
+
+#[tokio::test]
+async fn upgrade_on_a_keep_alive_https_connection() {
+    // hyper answers the first request and the 101; the socket and its TLS
+    // session are then taken back from hyper into the shard.
+    let certs = Certs::new("keepalive");
+    let (cert, key) = certs.leaf("a");
+    let mut args = tls_args(&cert, &key);
+    args.push("--echo");
+    let server = TestServer::start(&args);
+    let mut tls = tls_connect(&certs, server.addr()).await;
+    tls.write_all(b"GET /healthz HTTP/1.1\r\nHost: localhost\r\n\r\n")
+        .await
+        .unwrap();
+    let mut buf = Vec::new();
+    read_until(&mut tls, &mut buf, b"ok\n").await;
+    assert!(buf.starts_with(b"HTTP/1.1 200"));
+    buf.clear();
+    // The upgrade and a first frame in one write: the frame is past the
+    // request head, in what rustls or hyper already read.
+    let mut req = b"GET /echo HTTP/1.1\r\nHost: localhost\r\nUpgrade: websocket\r\n\
+        Connection: Upgrade\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n\
+        Sec-WebSocket-Version: 13\r\n\r\n"
+        .to_vec();
+    let mask = [1u8, 2, 3, 4];
+    req.extend_from_slice(&[0x81, 0x80 | 5]);
+    req.extend_from_slice(&mask);
+    req.extend(b"hello".iter().enumerate().map(|(i, b)| b ^ mask[i % 4]));
+    tls.write_all(&req).await.unwrap();
+    read_until(&mut tls, &mut buf, b"\x81\x05hello").await;
+    assert!(
+        buf.starts_with(b"HTTP/1.1 101"),
+        "{}",
+        String::from_utf8_lossy(&buf)
+    );
 }
 
 /// Waits until `tcp` is closed by the server (end of stream or reset);
