@@ -352,6 +352,74 @@ async fn python_websockets_client_over_wss() {
 }
 
 #[tokio::test]
+async fn a_tls_reader_that_does_not_keep_up_is_closed_4002() {
+    // rustls holds at most its buffer limit of records the socket did not
+    // take; beyond that the node's budget (`max_queued_bytes`) applies as
+    // on a plain socket.
+    let certs = Certs::new("slow");
+    let (cert, key) = certs.leaf("a");
+    let mut args = tls_args(&cert, &key);
+    args.extend(["--max-queued-bytes", "64KiB"]);
+    let server = TestServer::start(&args);
+    let addr = server.addr();
+    let socket = tokio::net::TcpSocket::new_v4().unwrap();
+    socket.set_recv_buffer_size(4096).unwrap();
+    let tcp = socket.connect(addr).await.unwrap();
+    let name = ServerName::try_from("localhost").unwrap();
+    let tls = certs.client().connect(name, tcp).await.unwrap();
+    let url = format!("wss://localhost:{}/ws", addr.port());
+    let (mut slow, _) = tokio_tungstenite::client_async(url, tls).await.unwrap();
+    command(&mut slow, 1, "subscribe", json!({"channel": "flood"})).await;
+    let mut publisher = wss(&certs, addr, "/ws").await;
+    let pad = "p".repeat(30_000);
+    let base = format!("https://localhost:{}", addr.port());
+    let auth = format!("Authorization: apikey {KEY}");
+    let subscribers = || {
+        let out = curl(
+            &certs,
+            addr,
+            &["-H", &auth, "--data", "{}", &format!("{base}/api/channels")],
+        );
+        let v: Value = serde_json::from_str(&out).unwrap();
+        v["channels"]["flood"]["subscribers"].as_u64().unwrap_or(0)
+    };
+    assert_eq!(subscribers(), 1);
+    let mut released = false;
+    for i in 0..2000u64 {
+        command(
+            &mut publisher,
+            1 + i,
+            "publish",
+            json!({"channel": "flood", "data": pad}),
+        )
+        .await;
+        if i % 50 == 49 && subscribers() == 0 {
+            released = true;
+            break;
+        }
+    }
+    assert!(released, "the slow reader was never closed");
+    // What it was sent ends with the slow-consumer close (or the end of
+    // the stream, if the close frame could not be written in time).
+    let code = tokio::time::timeout(Duration::from_secs(60), async {
+        while let Some(m) = slow.next().await {
+            match m {
+                Ok(Message::Close(frame)) => return frame.map(|f| u16::from(f.code)),
+                Ok(_) => {}
+                Err(_) => return None,
+            }
+        }
+        None
+    })
+    .await
+    .expect("the slow reader's stream ends");
+    assert!(
+        matches!(code, Some(4002) | None),
+        "closed as a slow consumer: {code:?}"
+    );
+}
+
+#[tokio::test]
 async fn https_api_healthz_and_sse_with_curl() {
     let certs = Certs::new("curl");
     let (cert, key) = certs.leaf("a");
@@ -639,6 +707,17 @@ async fn sighup_reloads_the_certificate() {
     assert_eq!(served_cert(&certs, addr).await, der_of(&cert_b));
     open.send(Message::text("still")).await.unwrap();
     assert_eq!(next_text(&mut open).await, "still");
+
+    // Turning TLS off is a restart: reported, and the port stays TLS.
+    std::fs::write(config.as_path(), "").unwrap();
+    server.signal(libc::SIGHUP);
+    let err = wait_log(&server, "needs a restart", 1);
+    assert!(
+        err.lines()
+            .any(|l| l.contains("needs a restart") && l.contains("tls_cert")),
+        "{err}"
+    );
+    assert_eq!(served_cert(&certs, addr).await, der_of(&cert_b));
 }
 
 fn wait_log(server: &Server, needle: &str, times: usize) -> String {

@@ -394,8 +394,18 @@ impl Shard {
         let Some(io) = ios.get_mut(id.index()).and_then(Option::as_mut) else {
             return;
         };
-        if io.id != id || io.want_write || !io.watched {
-            // Writable again later (the epoll set says when), or dead.
+        if io.id != id || !io.watched {
+            return; // dead
+        }
+        if io.want_write {
+            // Writable again later (the epoll set says when). Over TLS,
+            // rustls may have taken the whole queue before the socket
+            // refused its records, so the node was told of the refusal
+            // with nothing queued: what is queued now waits for the
+            // reader, and the budget applies to it.
+            if io.tls.is_some() {
+                self.node.borrow_mut().handle_write_blocked(id);
+            }
             return;
         }
         let mut node = self.node.borrow_mut();
