@@ -256,6 +256,14 @@ async fn wss_pubsub_and_echo_through_the_shard() {
     args.push("--echo");
     let server = TestServer::start(&args);
     let addr = server.addr();
+    let log = wait_log(&server.server, "TLS: on, certificate", 1);
+    assert!(
+        log.contains(&format!(
+            "WebSocket URL: wss://127.0.0.1:{}/ws",
+            addr.port()
+        )) && log.contains("TLS: on, certificate"),
+        "the startup lines name the wss:// URL: {log}"
+    );
 
     let mut sub = wss(&certs, addr, "/ws").await;
     command(&mut sub, 1, "subscribe", json!({"channel": "news"})).await;
