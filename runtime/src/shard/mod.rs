@@ -794,14 +794,3 @@ async fn timer_task(shard: Rc<Shard>) {
         }
     }
 }
-
-#[cfg(test)]
-mod tests {
-    #[test]
-    fn a_connection_slot_is_24_bytes() {
-        // The per-connection cost the module documents (and
-        // docs/BENCHMARKS.md counts): the socket, the TLS session's
-        // pointer, the id, three flags.
-        assert_eq!(std::mem::size_of::<Option<super::ConnIo>>(), 24);
-    }
-}

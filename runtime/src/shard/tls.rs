@@ -353,3 +353,14 @@ pub(super) fn close(io: &mut ConnIo) {
         let _ = conn.write_tls(&mut Sock(&io.stream));
     }
 }
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn a_connection_slot_is_24_bytes() {
+        // The per-connection cost the shard documents (and
+        // docs/BENCHMARKS.md counts): the socket, the TLS session's
+        // pointer, the id, three flags.
+        assert_eq!(std::mem::size_of::<Option<super::ConnIo>>(), 24);
+    }
+}
