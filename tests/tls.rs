@@ -163,6 +163,34 @@ fn der_of(pem: &Path) -> Vec<u8> {
         .to_vec()
 }
 
+/// A TLS connection to `addr` as `localhost` from a client that speaks
+/// only `version`, handshake done.
+async fn tls_connect_with(
+    certs: &Certs,
+    addr: SocketAddr,
+    version: &'static rustls::SupportedProtocolVersion,
+) -> TlsStream<TcpStream> {
+    let mut roots = rustls::RootCertStore::empty();
+    for c in CertificateDer::pem_file_iter(certs.ca()).unwrap() {
+        roots.add(c.unwrap()).unwrap();
+    }
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let config = rustls::ClientConfig::builder_with_provider(provider)
+        .with_protocol_versions(&[version])
+        .unwrap()
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+    let tcp = TcpStream::connect(addr).await.unwrap();
+    let name = ServerName::try_from("localhost").unwrap();
+    tokio::time::timeout(
+        T,
+        tokio_rustls::TlsConnector::from(Arc::new(config)).connect(name, tcp),
+    )
+    .await
+    .expect("TLS handshake in time")
+    .expect("TLS handshake")
+}
+
 /// A TLS connection to `addr` as `localhost`, handshake done.
 async fn tls_connect(certs: &Certs, addr: SocketAddr) -> TlsStream<TcpStream> {
     let tcp = TcpStream::connect(addr).await.unwrap();
@@ -441,6 +469,22 @@ async fn https_api_healthz_and_sse_with_curl() {
         &["-w", "\n%{http_version}", &format!("{base}/healthz")],
     );
     assert_eq!(out, "ok\n\n1.1", "healthz over https with HTTP/1.1 (ALPN)");
+    // TLS 1.2 and 1.3 both, each to a client that speaks only it.
+    for version in [&rustls::version::TLS12, &rustls::version::TLS13] {
+        let tls = tls_connect_with(&certs, addr, version).await;
+        assert_eq!(tls.get_ref().1.protocol_version(), Some(version.version));
+        let mut tls = tls;
+        tls.write_all(b"GET /healthz HTTP/1.1\r\nHost: localhost\r\n\r\n")
+            .await
+            .unwrap();
+        let mut buf = Vec::new();
+        read_until(&mut tls, &mut buf, b"ok\n").await;
+        assert!(
+            buf.starts_with(b"HTTP/1.1 200"),
+            "over {:?}",
+            version.version
+        );
+    }
 
     let auth = format!("Authorization: apikey {KEY}");
     let out = curl(
