@@ -679,6 +679,32 @@ async fn silent_clients_time_out_and_handshakes_are_bounded() {
     // And the places are free again.
     let served = served_cert(&certs, addr).await;
     assert_eq!(served, der_of(&cert));
+    // /metrics counts them by outcome (this scrape's own handshake is in).
+    let metrics = https_get(&certs, addr, "/metrics").await;
+    for line in [
+        r#"wavecast_tls_handshakes_total{outcome="refused"} 1"#,
+        r#"wavecast_tls_handshakes_total{outcome="timeout"} 2"#,
+        r#"wavecast_tls_handshakes_total{outcome="ok"} 2"#,
+    ] {
+        assert!(
+            metrics.lines().any(|l| l == line),
+            "{line} not in\n{metrics}"
+        );
+    }
+}
+
+/// `GET path` over https (a fresh connection, closed after): the whole
+/// response.
+async fn https_get(certs: &Certs, addr: SocketAddr, path: &str) -> String {
+    let mut tls = tls_connect(certs, addr).await;
+    tls.write_all(
+        format!("GET {path} HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n").as_bytes(),
+    )
+    .await
+    .unwrap();
+    let mut out = Vec::new();
+    let _ = tokio::time::timeout(T, tls.read_to_end(&mut out)).await;
+    String::from_utf8_lossy(&out).into_owned()
 }
 
 #[tokio::test]
@@ -700,6 +726,13 @@ async fn garbage_instead_of_a_client_hello_is_closed() {
     }
     // Still serving.
     assert_eq!(served_cert(&certs, addr).await, der_of(&cert));
+    let metrics = https_get(&certs, addr, "/metrics").await;
+    assert!(
+        metrics
+            .lines()
+            .any(|l| l == r#"wavecast_tls_handshakes_total{outcome="failed"} 4"#),
+        "{metrics}"
+    );
     let mut ws = wss(&certs, addr, "/ws").await;
     command(&mut ws, 1, "subscribe", json!({"channel": "news"})).await;
 }

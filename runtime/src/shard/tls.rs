@@ -147,8 +147,17 @@ pub(super) async fn handshake(shard: &Shard, tcp: TcpStream) -> Option<Stream> {
     let Some(tls) = &config.tls else {
         return Some(Stream::Plain(tcp));
     };
+    let outcome = |o: &'static str| {
+        *shard
+            .metrics
+            .borrow_mut()
+            .tls_handshakes
+            .entry(o)
+            .or_default() += 1;
+    };
     let count = &shard.tls_handshakes;
     if count.get() >= config.tls_max_handshakes {
+        outcome("refused");
         tracing::debug!(
             shard = shard.index,
             "TLS handshake refused: {} in progress (tls_max_handshakes)",
@@ -162,12 +171,17 @@ pub(super) async fn handshake(shard: &Shard, tcp: TcpStream) -> Option<Stream> {
     let timeout = config.tls_handshake_timeout;
     drop(config);
     match tokio::time::timeout(timeout, acceptor.accept(tcp)).await {
-        Ok(Ok(stream)) => Some(Stream::Tls(Box::new(stream))),
+        Ok(Ok(stream)) => {
+            outcome("ok");
+            Some(Stream::Tls(Box::new(stream)))
+        }
         Ok(Err(e)) => {
+            outcome("failed");
             tracing::debug!(shard = shard.index, error = %e, "TLS handshake failed");
             None
         }
         Err(_) => {
+            outcome("timeout");
             tracing::debug!(
                 shard = shard.index,
                 "TLS handshake not done within {timeout:?}"
