@@ -1,14 +1,19 @@
 #!/usr/bin/env python3
-# Usage: idle_connections.py PORT N SERVER_PID idle|sub|sse [deflate]
+# Usage: idle_connections.py PORT N SERVER_PID idle|sub|sse [deflate] [tls]
 # Opens N idle WebSocket connections (optionally subscribed), or N idle
 # Server-Sent Events streams of one channel (`sse`: GET /sse?channel=idle,
 # read up to its `open` event), to a wavecast server from this (second)
 # process and reports the server's RSS and RssAnon deltas. With `deflate`,
 # each WebSocket offers permessage-deflate and checks that the server
-# accepted it (a server run with --compression).
-import asyncio, base64, os, sys, time, json
+# accepted it (a server run with --compression). With `tls`, over TLS (a
+# server started with --tls-cert/--tls-key; the certificate is not
+# checked: only the server's memory is measured).
+import asyncio, base64, os, ssl, sys, time, json
 port=int(sys.argv[1]); n=int(sys.argv[2]); pid=int(sys.argv[3]); sub=sys.argv[4]=='sub'; sse=sys.argv[4]=='sse'
-deflate=len(sys.argv)>5 and sys.argv[5]=='deflate'
+deflate='deflate' in sys.argv[5:]
+tls=None
+if 'tls' in sys.argv[5:]:
+    tls=ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT); tls.check_hostname=False; tls.verify_mode=ssl.CERT_NONE
 def status(p, key):
     for l in open(f'/proc/{p}/status'):
         if l.startswith(key): return int(l.split()[1])*1024
@@ -21,7 +26,10 @@ def masked(payload):
 conns=[]
 async def one(i):
     src=f"127.0.0.{2+i//20000}"
-    r,w=await asyncio.open_connection('127.0.0.1',port, local_addr=(src,0))
+    if tls:
+        r,w=await asyncio.open_connection('127.0.0.1',port, local_addr=(src,0), ssl=tls, server_hostname='localhost')
+    else:
+        r,w=await asyncio.open_connection('127.0.0.1',port, local_addr=(src,0))
     if sse:
         w.write(b"GET /sse?channel=idle HTTP/1.1\r\nHost: x\r\nAccept: text/event-stream\r\n\r\n")
         await r.readuntil(b"event: open\n")
@@ -48,5 +56,5 @@ async def main():
     for _ in range(3):
         vals.append(rss(pid)); anons.append(anon(pid)); await asyncio.sleep(0.5)
     after=sorted(vals)[1]; after_anon=sorted(anons)[1]
-    print(json.dumps({"connections":n,"mode":sys.argv[4],"deflate":deflate,"rss_before":base,"rss_after":after,"bytes_per_conn":(after-base)/n,"anon_bytes_per_conn":(after_anon-base_anon)/n,"handshakes_per_s":n/dt}))
+    print(json.dumps({"connections":n,"mode":sys.argv[4],"deflate":deflate,"tls":bool(tls),"rss_before":base,"rss_after":after,"bytes_per_conn":(after-base)/n,"anon_bytes_per_conn":(after_anon-base_anon)/n,"handshakes_per_s":n/dt}))
 asyncio.run(main())

@@ -155,6 +155,10 @@ pub struct ShardMetrics {
     /// Handshakes (WebSocket upgrades and SSE requests) refused before a
     /// connection was made, by HTTP status.
     pub refused: BTreeMap<u16, u64>,
+    /// TLS handshakes by outcome: `ok`, `failed` (not TLS, no common
+    /// version or suite, the client gave up), `timeout`
+    /// (`tls_handshake_timeout`), `refused` (at `tls_max_handshakes`).
+    pub tls_handshakes: BTreeMap<&'static str, u64>,
     /// Fan-out latency by subscriber-count bucket
     /// ([`wavecast_core::metrics::SUBSCRIBER_BUCKET_LABELS`]): from a
     /// publication's arrival at the shard to the end of the write pass

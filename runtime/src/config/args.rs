@@ -173,6 +173,18 @@ pub struct ServeArgs {
     /// Publications shorter than this (encoded, a size like 1KiB) go uncompressed even to clients that negotiated compression [default: 1KiB].
     #[arg(long, env = "WAVECAST_COMPRESSION_THRESHOLD", value_parser = parse_size)]
     pub compression_threshold: Option<usize>,
+    /// TLS on the port: the PEM certificate chain (leaf first); needs --tls-key; re-read on SIGHUP [default: none, plain TCP].
+    #[arg(long, env = "WAVECAST_TLS_CERT")]
+    pub tls_cert: Option<PathBuf>,
+    /// The PEM private key of --tls-cert (PKCS#8, PKCS#1 or SEC1); re-read on SIGHUP [default: none].
+    #[arg(long, env = "WAVECAST_TLS_KEY")]
+    pub tls_key: Option<PathBuf>,
+    /// Time a client has to complete its TLS handshake; then the connection is closed [default: 5s].
+    #[arg(long, env = "WAVECAST_TLS_HANDSHAKE_TIMEOUT", value_parser = parse_duration)]
+    pub tls_handshake_timeout: Option<Duration>,
+    /// Most TLS handshakes in progress per shard; a connection beyond it is closed at once [default: 256].
+    #[arg(long, env = "WAVECAST_TLS_MAX_HANDSHAKES")]
+    pub tls_max_handshakes: Option<usize>,
     /// Serve anonymous clients on a non-loopback address without any authentication (flag only).
     #[arg(long)]
     pub insecure: bool,

@@ -85,6 +85,11 @@ pub struct FileConfig {
     pub(super) compression_level: Option<u32>,
     #[serde(default, with = "opt_size")]
     pub(super) compression_threshold: Option<usize>,
+    pub(super) tls_cert: Option<PathBuf>,
+    pub(super) tls_key: Option<PathBuf>,
+    #[serde(default, with = "opt_duration")]
+    pub(super) tls_handshake_timeout: Option<Duration>,
+    pub(super) tls_max_handshakes: Option<usize>,
     /// Options of channels without a namespace.
     pub(super) channels: Option<NamespaceFile>,
     /// Options of channels `NAME:...`, by NAME.

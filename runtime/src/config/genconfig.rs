@@ -160,6 +160,10 @@ pub(super) fn default_value(d: &Config, name: &str) -> Value {
         "compression" => flag(d.compression),
         "compression_level" => num(d.compression_level.into()),
         "compression_threshold" => size(d.compression_threshold),
+        "tls_cert" => E("\"/etc/wavecast/cert.pem\""),
+        "tls_key" => E("\"/etc/wavecast/key.pem\""),
+        "tls_handshake_timeout" => dur(d.tls_handshake_timeout),
+        "tls_max_handshakes" => num(d.tls_max_handshakes as u64),
         other => panic!("genconfig: no default written for setting {other}"),
     }
 }
@@ -365,6 +369,8 @@ mod tests {
                     && !l.starts_with("token_jwks_url")
                     && !l.starts_with("redis ")
                     && !l.starts_with("token_public_key")
+                    && !l.starts_with("tls_cert")
+                    && !l.starts_with("tls_key")
             });
             match uncommented {
                 // Drop the trailing note after a permission.

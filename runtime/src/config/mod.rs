@@ -18,6 +18,7 @@ mod genconfig;
 mod listen;
 mod reload;
 mod size;
+mod tls;
 mod validate;
 
 #[cfg(test)]
@@ -29,6 +30,7 @@ pub use genconfig::genconfig;
 pub use listen::parse_listen;
 pub use reload::{Reload, LIVE, RESTART};
 pub use size::{parse_size, SizeError};
+pub use tls::Tls;
 pub use validate::parse_log_level;
 
 use file::read_file;
@@ -152,6 +154,12 @@ pub struct Config {
     pub log_level: Option<String>,
     /// Interval of the summary of slow-consumer and heartbeat closes.
     pub log_summary_interval: Duration,
+    /// `tls_cert` and `tls_key`, loaded; `None`: plain TCP.
+    pub tls: Option<Tls>,
+    /// Time a client has for its TLS handshake.
+    pub tls_handshake_timeout: Duration,
+    /// Most TLS handshakes in progress per shard (more are closed at once).
+    pub tls_max_handshakes: usize,
     /// The config file read, if any (for the startup lines).
     pub config_file: Option<PathBuf>,
     /// permessage-deflate offered to clients.
@@ -229,6 +237,9 @@ impl Default for Config {
             log_format: LogFormat::Text,
             log_level: None,
             log_summary_interval: Duration::from_secs(10),
+            tls: None,
+            tls_handshake_timeout: Duration::from_secs(5),
+            tls_max_handshakes: 256,
             config_file: None,
             compression: false,
             compression_level: wavecast_core::deflate::DEFAULT_LEVEL,
@@ -543,6 +554,18 @@ impl Config {
                 .log_summary_interval
                 .or(file.log_summary_interval)
                 .unwrap_or(d.log_summary_interval),
+            tls: Tls::resolve(
+                args.tls_cert.as_deref().or(file.tls_cert.as_deref()),
+                args.tls_key.as_deref().or(file.tls_key.as_deref()),
+            )?,
+            tls_handshake_timeout: args
+                .tls_handshake_timeout
+                .or(file.tls_handshake_timeout)
+                .unwrap_or(d.tls_handshake_timeout),
+            tls_max_handshakes: args
+                .tls_max_handshakes
+                .or(file.tls_max_handshakes)
+                .unwrap_or(d.tls_max_handshakes),
             config_file: args.config.clone(),
             compression: args
                 .compression

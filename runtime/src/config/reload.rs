@@ -54,6 +54,10 @@ pub const LIVE: &[&str] = &[
     "compression",
     "compression_level",
     "compression_threshold",
+    "tls_cert",
+    "tls_key",
+    "tls_handshake_timeout",
+    "tls_max_handshakes",
 ];
 
 /// Settings a reload reports as needing a restart, and keeps at their
@@ -109,7 +113,11 @@ impl Config {
             // two limits it applies live.
             let restart = RESTART.contains(&name)
                 || (name == "max_connections_per_ip"
-                    && (self.max_connections_per_ip == 0) != (new.max_connections_per_ip == 0));
+                    && (self.max_connections_per_ip == 0) != (new.max_connections_per_ip == 0))
+                // A new certificate applies live; turning TLS on or off
+                // changes the port's scheme under its clients: a restart.
+                || (matches!(name, "tls_cert" | "tls_key")
+                    && self.tls.is_some() != new.tls.is_some());
             if restart {
                 needs_restart.push(name);
             } else {
@@ -173,6 +181,7 @@ impl Config {
                 "log_format" => self.log_format = r.log_format,
                 "log_summary_interval" => self.log_summary_interval = r.log_summary_interval,
                 "max_connections_per_ip" => self.max_connections_per_ip = r.max_connections_per_ip,
+                "tls_cert" | "tls_key" => self.tls = r.tls.clone(),
                 other => unreachable!("{other} is not a restart setting"),
             }
         }
@@ -304,6 +313,28 @@ fn comparisons(a: &Config, b: &Config) -> Vec<(&'static str, bool)> {
         (
             "compression_threshold",
             a.compression_threshold == b.compression_threshold,
+        ),
+        (
+            "tls_cert",
+            match (&a.tls, &b.tls) {
+                (Some(x), Some(y)) => !x.cert_differs(y),
+                (x, y) => x.is_none() && y.is_none(),
+            },
+        ),
+        (
+            "tls_key",
+            match (&a.tls, &b.tls) {
+                (Some(x), Some(y)) => !x.key_differs(y),
+                (x, y) => x.is_none() && y.is_none(),
+            },
+        ),
+        (
+            "tls_handshake_timeout",
+            a.tls_handshake_timeout == b.tls_handshake_timeout,
+        ),
+        (
+            "tls_max_handshakes",
+            a.tls_max_handshakes == b.tls_max_handshakes,
         ),
     ]
 }

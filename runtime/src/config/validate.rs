@@ -20,6 +20,12 @@ impl Config {
         if self.http_timeout.is_zero() {
             return invalid("http_timeout", "must be more than zero");
         }
+        if self.tls_handshake_timeout.is_zero() {
+            return invalid("tls_handshake_timeout", "must be more than zero");
+        }
+        if self.tls_max_handshakes == 0 || self.tls_max_handshakes > 1_000_000 {
+            return invalid("tls_max_handshakes", "must be between 1 and 1000000");
+        }
         if self.workers == 0 || self.workers > 256 {
             return invalid("workers", "must be between 1 and 256");
         }

@@ -14,7 +14,17 @@ use crate::config::{Config, LogFormat};
 /// `workers` shards.
 pub fn log_startup(c: &Config, addr: SocketAddr, workers: usize) {
     tracing::info!(%addr, workers, "listening on {addr} ({workers} shards)");
-    let (ws, sse) = urls(addr);
+    let (mut ws, mut sse) = urls(addr);
+    if let Some(tls) = &c.tls {
+        ws = ws.replacen("ws://", "wss://", 1);
+        sse = sse.replacen("http://", "https://", 1);
+        tracing::info!(
+            tls = true,
+            cert = %tls.cert.display(),
+            "TLS: on, certificate {} (TLS 1.2 and 1.3; re-read on SIGHUP)",
+            tls.cert.display()
+        );
+    }
     let note = if addr.ip().is_unspecified() {
         " (listening on every interface: use this host's address)"
     } else {

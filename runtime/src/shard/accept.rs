@@ -16,12 +16,13 @@ use std::os::fd::AsRawFd;
 use std::rc::Rc;
 use std::sync::Arc;
 
-use tokio::io::AsyncWriteExt;
+use tokio::io::AsyncReadExt;
 use tokio::net::TcpStream;
 use wavecast_core::handshake::{self, RequestHead};
 use wavecast_core::node::Endpoint;
 use wavecast_core::protocol::Encoding;
 
+use super::tls::Stream;
 use super::{ConnIo, Shard};
 use crate::outbound::ForwardedHeaders;
 use crate::shared::{ConnectionRefused, Shared};
@@ -32,23 +33,26 @@ use crate::sys::poller::Interest;
 /// `peer`: the client's address.
 pub(super) async fn handle_socket(shard: Rc<Shard>, stream: TcpStream, peer: IpAddr) {
     let _ = stream.set_nodelay(true);
+    // Over TLS, the handshake first (its own deadline and bound).
+    let Some(mut stream) = super::tls::handshake(&shard, stream).await else {
+        return;
+    };
     let max = shard.handshake().max_head_size;
     let mut buf = Vec::with_capacity(1024);
     let head_timeout = shard.shared.config.get().http_timeout;
-    let head = tokio::time::timeout(head_timeout, read_head(&stream, &mut buf, max)).await;
-    let mut stream = stream;
+    let head = tokio::time::timeout(head_timeout, read_head(&mut stream, &mut buf, max)).await;
     let head = match head {
         Ok(Ok(Some(head))) => head,
         Ok(Ok(None)) => return, // closed before a whole head
         Ok(Err(HeadError::Io)) => return,
         Ok(Err(HeadError::Handshake(e))) => {
-            let _ = stream.write_all(&shard.refuse(e.response())).await;
+            stream.send_last(&shard.refuse(e.response())).await;
             return;
         }
         Err(_) => {
             let body = "request head not received in time\n";
             let response = handshake::reject_response(408, "Request Timeout", body);
-            let _ = stream.write_all(&shard.refuse(response)).await;
+            stream.send_last(&shard.refuse(response)).await;
             return;
         }
     };
@@ -63,8 +67,8 @@ pub(super) async fn handle_socket(shard: Rc<Shard>, stream: TcpStream, peer: IpA
         // slot in `admit` and gives this one back when hyper lets go).
         let Some(_slot) = HttpSlot::reserve(&shard) else {
             let body = "at max HTTP connections\n";
-            let _ = stream
-                .write_all(&handshake::reject_response(
+            stream
+                .send_last(&handshake::reject_response(
                     503,
                     "Service Unavailable",
                     body,
@@ -77,13 +81,13 @@ pub(super) async fn handle_socket(shard: Rc<Shard>, stream: TcpStream, peer: IpA
     }
     let (endpoint, slot, compression) = match admit(&shard, &head, peer) {
         Ok((accepted, endpoint, slot)) => {
-            if stream.write_all(&accepted.response).await.is_err() {
+            if stream.send(&accepted.response).await.is_err() {
                 return; // `slot` is given back as it drops
             }
             (endpoint, slot, accepted.compression)
         }
         Err(response) => {
-            let _ = stream.write_all(&response).await;
+            stream.send_last(&response).await;
             return;
         }
     };
@@ -220,7 +224,7 @@ pub(crate) fn reserve(shard: &Shard, peer: IpAddr) -> Result<Reservation, Vec<u8
 /// whether the handshake negotiated permessage-deflate.
 pub(crate) fn adopt(
     shard: &Shard,
-    stream: TcpStream,
+    stream: Stream,
     upgrade: (Endpoint, bool),
     slot: Reservation,
     leftover: &[u8],
@@ -242,7 +246,7 @@ pub(crate) fn adopt(
 /// set: an upgraded WebSocket, or an SSE stream (`what`, for the log).
 pub(crate) fn adopt_with(
     shard: &Shard,
-    stream: TcpStream,
+    stream: Stream,
     mut slot: Reservation,
     what: &'static str,
     open: impl FnOnce(
@@ -250,6 +254,10 @@ pub(crate) fn adopt_with(
         wavecast_core::Timestamp,
     ) -> wavecast_core::node::ConnId,
 ) {
+    // Plaintext rustls decrypted past what the accept task read: the
+    // client's first frames, which the socket will not report again.
+    let mut early = Vec::new();
+    let (stream, tls) = super::tls::into_parts(stream, &mut early);
     // Still non-blocking once out of tokio. On failure `slot` is given
     // back as it drops.
     let Ok(stream) = stream.into_std() else {
@@ -257,6 +265,10 @@ pub(crate) fn adopt_with(
     };
     let now = shard.now();
     let id = open(&mut shard.node.borrow_mut(), now);
+    if !early.is_empty() {
+        shard.node.borrow_mut().handle_read(now, id, &early);
+    }
+    let tls_pending = tls.as_ref().is_some_and(|c| c.wants_write());
     tracing::debug!(
         shard = shard.index,
         client = %shard.node.borrow().client_id(id),
@@ -285,6 +297,7 @@ pub(crate) fn adopt_with(
         }
         ios[id.index()] = Some(ConnIo {
             stream,
+            tls,
             id,
             want_write: false,
             watched,
@@ -296,6 +309,11 @@ pub(crate) fn adopt_with(
     // The connection's slot is the shard's to give back now, when the node
     // has finished it (even if it could not be watched: it finishes then).
     shard.set_peer(id.index(), slot.keep());
+    if tls_pending {
+        // Records rustls still holds (the tail of the 101, session
+        // tickets): out now, queue or not.
+        shard.write(now, id);
+    }
     shard.drive();
 }
 
@@ -307,7 +325,7 @@ enum HeadError {
 /// Reads until a whole request head is in `buf`. `Ok(None)`: the peer
 /// closed first.
 async fn read_head(
-    stream: &TcpStream,
+    stream: &mut Stream,
     buf: &mut Vec<u8>,
     max: usize,
 ) -> Result<Option<RequestHead>, HeadError> {
@@ -317,12 +335,11 @@ async fn read_head(
             Ok(None) => {}
             Err(e) => return Err(HeadError::Handshake(e)),
         }
-        stream.readable().await.map_err(|_| HeadError::Io)?;
         let mut chunk = [0u8; 4096];
-        match stream.try_read(&mut chunk) {
+        match stream.read(&mut chunk).await {
             Ok(0) => return Ok(None),
             Ok(n) => buf.extend_from_slice(&chunk[..n]),
-            Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
             Err(_) => return Err(HeadError::Io),
         }
     }

@@ -49,15 +49,15 @@ use http_body_util::Full;
 use hyper::body::Incoming;
 use hyper::{Method, Request, Response, StatusCode};
 use hyper_util::rt::{TokioIo, TokioTimer};
-use tokio::net::TcpStream;
 use tokio::sync::Notify;
 use wavecast_core::handshake::{self, RequestHead, MAX_HEADERS};
 
 use super::io::Rewind;
+use super::tls::Stream;
 use super::Shard;
 
 /// The connection hyper serves (what an upgrade is downcast back to).
-type Conn = TokioIo<Rewind<TcpStream>>;
+type Conn = TokioIo<Rewind<Stream>>;
 
 /// hyper's smallest allowed read buffer (`max_buf_size` panics below it).
 const HYPER_MIN_BUF: usize = 8192;
@@ -76,7 +76,7 @@ type Answer = Pin<Box<dyn Future<Output = Result<Response<Full<Bytes>>, Infallib
 
 /// Serves HTTP/1.1 on `stream`, from a client at `peer`, until the client
 /// is done (or asks for an SSE stream, which the shard then takes).
-pub async fn serve(shard: Rc<Shard>, prefix: Vec<u8>, stream: TcpStream, peer: IpAddr) {
+pub(super) async fn serve(shard: Rc<Shard>, prefix: Vec<u8>, stream: Stream, peer: IpAddr) {
     let max_head = shard.handshake().max_head_size;
     let timeout = shard.shared().config.get().http_timeout;
     let io: Conn = TokioIo::new(Rewind::new(prefix, stream));

@@ -17,12 +17,11 @@ use std::net::IpAddr;
 use std::rc::Rc;
 use std::time::Duration;
 
-use tokio::io::AsyncWriteExt;
-use tokio::net::TcpStream;
 use wavecast_core::handshake::RequestHead;
 use wavecast_core::sse::{parse_request, SseRequest};
 
 use super::accept::{adopt_with, reserve, Reservation};
+use super::tls::Stream;
 use super::Shard;
 
 /// A stream request read and admitted to a connection slot, ready to be
@@ -45,23 +44,21 @@ pub(crate) fn admit(shard: &Shard, head: &RequestHead, peer: IpAddr) -> Result<A
 /// A stream request on a fresh connection (its head read by `accept.rs`).
 pub(super) async fn serve_fresh(
     shard: &Rc<Shard>,
-    mut stream: TcpStream,
+    mut stream: Stream,
     head: &RequestHead,
     peer: IpAddr,
     leftover: &[u8],
 ) {
     match admit(shard, head, peer) {
         Ok(admitted) => adopt(shard, stream, admitted, leftover),
-        Err(response) => {
-            let _ = stream.write_all(&response).await;
-        }
+        Err(response) => stream.send_last(&response).await,
     }
 }
 
 /// Hands an admitted stream's socket to the node and the epoll set.
 /// `leftover`: bytes the client sent after its request (the node ignores
 /// what a stream's client sends; they are not kept).
-pub(crate) fn adopt(shard: &Shard, stream: TcpStream, admitted: Admitted, leftover: &[u8]) {
+pub(crate) fn adopt(shard: &Shard, stream: Stream, admitted: Admitted, leftover: &[u8]) {
     let _ = leftover;
     // A peer that vanished without closing leaves the heartbeat comments
     // unacknowledged: the kernel drops the connection after heartbeat
@@ -69,7 +66,7 @@ pub(crate) fn adopt(shard: &Shard, stream: TcpStream, admitted: Admitted, leftov
     // client sends nothing, so the node cannot tell on its own).
     let config = shard.shared.config.get();
     let patience = config.heartbeat_interval + config.heartbeat_timeout;
-    let _ = socket2::SockRef::from(&stream).set_tcp_user_timeout(Some(patience));
+    let _ = socket2::SockRef::from(stream.tcp()).set_tcp_user_timeout(Some(patience));
     let retry = retry(shard);
     let Admitted { request, slot } = admitted;
     adopt_with(shard, stream, slot, "sse", move |node, now| {

@@ -65,6 +65,9 @@ pub struct MetricsSnapshot {
     /// SSE requests refused before the node) and the nodes' (SSE streams
     /// refused by the node) together.
     pub handshakes_refused: BTreeMap<u16, u64>,
+    /// TLS handshakes by outcome (`ok`, `failed`, `timeout`, `refused`),
+    /// summed over shards.
+    pub tls_handshakes: BTreeMap<&'static str, u64>,
     /// Fan-out latency by subscriber-count bucket
     /// ([`wavecast_core::metrics::SUBSCRIBER_BUCKET_LABELS`]), summed over
     /// shards.
@@ -96,11 +99,15 @@ impl MetricsSnapshot {
             for (status, n) in &info.metrics.refused {
                 *shard.refused.entry(*status).or_default() += n;
             }
+            for (outcome, n) in &info.metrics.tls_handshakes {
+                *shard.tls_handshakes.entry(outcome).or_default() += n;
+            }
             for (sum, h) in shard.fanout.iter_mut().zip(info.metrics.fanout.iter()) {
                 sum.merge(h);
             }
         }
         s.handshakes_refused = shard.refused;
+        s.tls_handshakes = shard.tls_handshakes;
         for (status, n) in &s.counters.refused {
             *s.handshakes_refused.entry(*status).or_default() += n;
         }

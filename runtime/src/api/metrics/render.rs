@@ -228,6 +228,15 @@ impl Collector for Snapshot {
         )?;
         counters(
             e,
+            "wavecast_tls_handshakes",
+            "TLS handshakes by outcome (ok, failed, timeout, refused at tls_max_handshakes).",
+            "outcome",
+            s.tls_handshakes
+                .iter()
+                .map(|(outcome, n)| (outcome.to_string(), *n)),
+        )?;
+        counters(
+            e,
             "wavecast_connections_closed",
             "Connections ended, by close code (1006: none exchanged; other: past 64 distinct codes).",
             "code",
