@@ -140,6 +140,10 @@ pub struct Shard {
     /// The last closed connections, for the status page (filled while
     /// `status` is on; at most `RECENT_CLOSES`).
     recent: RefCell<RecentCloses>,
+    /// Whether the status page is on (`status`), kept here as the
+    /// handshake and SSE rules are (replaced on a reload): the close path
+    /// asks it for every close, and the shared config is behind a lock.
+    status: Cell<bool>,
     /// The client address of each upgraded socket, by the same index
     /// (4 bytes for IPv4); kept (and allocated) only while
     /// `max_connections_per_ip` is on, the one thing that needs it: to
@@ -182,6 +186,7 @@ impl Shard {
             node: RefCell::new(Node::new(node_config(&c, &shared, index))),
             ios: RefCell::new(Vec::new()),
             recent: RefCell::new(RecentCloses::default()),
+            status: Cell::new(c.status),
             peers: RefCell::new(PeerTable::default()),
             forwarded: RefCell::new(HashMap::new()),
             poller,
@@ -324,7 +329,7 @@ impl Shard {
                     forwarded.remove(&id.index());
                 }
             }
-            if self.shared.config.get().status {
+            if self.status.get() {
                 let ticks = io
                     .as_ref()
                     .map_or(0, |io| open_ticks(closed_at).wrapping_sub(io.opened));
@@ -536,6 +541,7 @@ impl Shard {
                 self.node.borrow_mut().reconfigure(now, node_config);
                 *self.handshake.borrow_mut() = handshake_config(&config);
                 *self.sse.borrow_mut() = config.sse();
+                self.status.set(config.status);
             }
             ShardMsg::Control(Control::Channels(reply)) => {
                 let node = self.node.borrow();
