@@ -310,7 +310,7 @@ pub(crate) fn adopt_with(
     // has finished it (even if it could not be watched: it finishes then).
     shard.set_peer(id.index(), slot.keep());
     if tls_pending {
-        // Records rustls still holds (the tail of the 101, session
+        // Records the socket has not taken yet (the tail of the 101, session
         // tickets): out now, queue or not.
         shard.write(now, id);
     }

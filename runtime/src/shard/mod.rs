@@ -7,7 +7,7 @@
 //! front by `io.rs`), which holds a slot of `max_http_connections` (503
 //! beyond it) until hyper lets the socket go. Once upgraded, the socket
 //! leaves tokio: it joins the shard's one epoll set ([`Poller`]) and costs
-//! a 32-byte slot here (a TLS one also its rustls session, `tls.rs`),
+//! a 32-byte slot here (a TLS one also its rustls session, `tls/`),
 //! with no task and no tokio registration of its own
 //! (4 more, its client's IPv4 address, while `max_connections_per_ip` is
 //! on: the address's slot is given back with the connection's).
@@ -91,7 +91,7 @@ struct ConnIo {
     /// Non-blocking, in the shard's epoll set while `watched`.
     stream: std::net::TcpStream,
     /// Over TLS: the session, driven by the shard (`tls.rs`).
-    tls: Option<Box<rustls::ServerConnection>>,
+    tls: Option<Box<tls::Session>>,
     /// The connection this socket belongs to (the slot's current tenant).
     id: ConnId,
     /// The kernel refused bytes: wait for writability before writing again.
@@ -168,6 +168,10 @@ pub struct Shard {
     metrics: RefCell<ShardMetrics>,
     /// TLS handshakes in progress (at most `tls_max_handshakes`).
     tls_handshakes: Cell<usize>,
+    /// TLS records encrypted for one socket write (`tls/socket.rs`).
+    tls_out: RefCell<Vec<u8>>,
+    /// Plaintext gathered into one TLS record (`tls/socket.rs`).
+    tls_plain: RefCell<Vec<u8>>,
 }
 
 impl Shard {
@@ -198,6 +202,8 @@ impl Shard {
             rearm: Notify::new(),
             metrics: RefCell::new(ShardMetrics::default()),
             tls_handshakes: Cell::new(0),
+            tls_out: RefCell::new(Vec::new()),
+            tls_plain: RefCell::new(Vec::new()),
             shared,
         })
     }
@@ -443,7 +449,7 @@ impl Shard {
         }
         if io.want_write {
             // Writable again later (the epoll set says when). Over TLS,
-            // rustls may have taken the whole queue before the socket
+            // the queue was encrypted (a batch at a time) before the socket
             // refused its records, so the node was told of the refusal
             // with nothing queued: what is queued now waits for the
             // reader, and the budget applies to it.
