@@ -132,9 +132,9 @@ pub(super) fn report(last: &mut Option<Persistence>, now: Persistence) -> bool {
             persistence = "snapshots",
             save = %save,
             "redis persists snapshots only (appendonly no, save \"{save}\"): a restart of redis \
-             goes back to the last snapshot, the publications since are lost and their offsets \
-             are given again, so a subscriber that recovers can be told recovered: true without \
-             them; set appendonly yes (docs/OPERATIONS.md, \"Redis persistence\")"
+             goes back to the last snapshot, so every channel starts a new epoch at its first \
+             use after it and every subscriber that recovers gets recovered: false; set \
+             appendonly yes (docs/OPERATIONS.md, \"Redis persistence\")"
         ),
         Persistence::Nothing => tracing::warn!(
             persistence = "none",
