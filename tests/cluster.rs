@@ -625,6 +625,77 @@ async fn restart_scenario(persist: bool) {
     assert_eq!(recoveries, told as f64, "one recover per gap signal");
 }
 
+/// Redis on snapshots only (`appendonly no`) is killed after publications
+/// that came after its last snapshot (`SAVE`) and comes back from that
+/// snapshot, at an older offset. A subscriber that missed those
+/// publications and recovers from before them must be answered
+/// `recovered: false` with a new epoch (never `recovered: true` without
+/// them), and the next publications must not reuse the lost offsets under
+/// the old epoch (a client that saw them would take the new ones for
+/// duplicates).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn redis_restarted_from_an_older_snapshot_starts_a_new_epoch() {
+    let mut redis = RedisServer::start();
+    let a = cluster_server(&redis);
+    wait_ready(&a).await;
+    let ch = "cluster-snapshot";
+    let mut c = a.client(Enc::Json).await;
+    c.subscribe(ch).await;
+    let mut before = Vec::new();
+    for i in 0..5 {
+        before.push(api_publish_retry(a.addr(), ch, &json!({"before": i})).await);
+    }
+    assert_eq!(collect(&mut c, ch, 5).await.len(), 5);
+    let (epoch, seen) = before.last().cloned().expect("published");
+    assert_eq!(seen, 5);
+    // The snapshot, then publications it does not have: the client is
+    // gone and misses them.
+    let out = Command::new("redis-cli")
+        .args(["-p", &redis.port.to_string(), "SAVE"])
+        .output()
+        .expect("run redis-cli");
+    assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), "OK");
+    drop(c);
+    for i in 0..5 {
+        let (e, offset) = api_publish_retry(a.addr(), ch, &json!({"after": i})).await;
+        assert_eq!((e.as_str(), offset), (epoch.as_str(), 6 + i));
+    }
+    // SIGKILL (no final save), and back on the same directory: the
+    // snapshot, at offset 5.
+    redis.kill();
+    wait_readyz(a.addr(), 503, "not ready while redis is down").await;
+    redis.launch();
+    wait_ready(&a).await;
+    let mut c = a.client(Enc::Json).await;
+    let r = loop {
+        let r = c
+            .command(
+                "subscribe",
+                json!({"channel": ch, "recover": {"epoch": epoch, "offset": seen}}),
+            )
+            .await;
+        if r.get("subscribe").is_some() {
+            break r["subscribe"].clone();
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    assert_eq!(
+        r["recovered"], false,
+        "the publications after the snapshot are lost: {r}"
+    );
+    assert_eq!(r["publications"], json!([]), "{r}");
+    let new_epoch = r["epoch"].as_str().expect("epoch").to_owned();
+    assert_ne!(
+        new_epoch, epoch,
+        "a rewound stream continues in a new epoch: {r}"
+    );
+    // New publications: in the new epoch, never offsets 6..10 of the old.
+    let (e, _) = api_publish_retry(a.addr(), ch, &json!({"new": 0})).await;
+    assert_eq!(e, new_epoch, "published under the epoch the recover gave");
+    let p = c.next_push().await;
+    assert_eq!(p["pub"]["data"], json!({"new": 0}), "{p}");
+}
+
 /// The value of a series in a Prometheus text page (`name` or
 /// `name{labels}` as written), 0 if absent.
 fn metric(page: &str, series: &str) -> f64 {

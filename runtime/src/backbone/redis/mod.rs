@@ -183,7 +183,7 @@ pub(crate) fn spawn(
                 ready,
                 stats,
                 lease,
-                scripts: Arc::new(Scripts::new()),
+                scripts: Arc::new(Scripts::new(String::new())),
                 subs: BTreeMap::new(),
                 present: BTreeMap::new(),
                 removals: Vec::new(),
@@ -458,6 +458,14 @@ impl Driver {
             .await
             .map_err(|_| timeout_error())??;
         let (mut sink, stream) = pubsub.split();
+        // Before any script runs on this connection: the first touch of a
+        // channel after a restart of a Redis without the append-only file
+        // must see the new process's marker (a new epoch, see the
+        // `scripts` module, "Rewinds").
+        let marker = persistence::marker(&mut conn)
+            .await
+            .ok_or_else(timeout_error)?;
+        self.scripts = Arc::new(Scripts::new(marker));
         for script in self.scripts.all() {
             script.prepare_invoke().load_async(&mut conn).await?;
         }

@@ -132,9 +132,9 @@ pub(super) fn report(last: &mut Option<Persistence>, now: Persistence) -> bool {
             persistence = "snapshots",
             save = %save,
             "redis persists snapshots only (appendonly no, save \"{save}\"): a restart of redis \
-             goes back to the last snapshot, the publications since are lost and their offsets \
-             are given again, so a subscriber that recovers can be told recovered: true without \
-             them; set appendonly yes (docs/OPERATIONS.md, \"Redis persistence\")"
+             goes back to the last snapshot, so every channel starts a new epoch at its first \
+             use after it and every subscriber that recovers gets recovered: false; set \
+             appendonly yes (docs/OPERATIONS.md, \"Redis persistence\")"
         ),
         Persistence::Nothing => tracing::warn!(
             persistence = "none",
@@ -152,9 +152,69 @@ pub(super) fn report(last: &mut Option<Persistence>, now: Persistence) -> bool {
     true
 }
 
+/// The marker every backbone script compares with the one a channel's
+/// meta was last written under (see the `scripts` module, "Rewinds"):
+/// `aof` when Redis keeps every write (`aof_enabled:1`), else the Redis
+/// process's `run_id`, which changes at every restart; empty when `INFO`
+/// is refused (the check is then off). Read on the connection the scripts
+/// will run on: a connection is to one Redis process, so the marker sent
+/// with a script is always that of the process that runs it. `None`: the
+/// link broke meanwhile.
+pub(super) async fn marker(conn: &mut MultiplexedConnection) -> Option<String> {
+    let mut cmd = redis::cmd("INFO");
+    cmd.arg("server");
+    let server = info(conn, cmd).await?;
+    let mut cmd = redis::cmd("INFO");
+    cmd.arg("persistence");
+    let persistence = info(conn, cmd).await?;
+    Some(marker_of(&server, &persistence))
+}
+
+/// `INFO` text, empty if Redis refused it; `None` if the link broke.
+async fn info(conn: &mut MultiplexedConnection, cmd: redis::Cmd) -> Option<String> {
+    match tokio::time::timeout(RESPONSE_TIMEOUT, cmd.query_async::<String>(conn)).await {
+        Err(_) => None,
+        Ok(Err(e)) if link_broken(&e) => None,
+        Ok(Err(e)) => {
+            tracing::info!(
+                error = %e,
+                "redis refused INFO: a redis restarted from an older snapshot cannot be \
+                 detected (docs/OPERATIONS.md, \"Redis persistence\")"
+            );
+            Some(String::new())
+        }
+        Ok(Ok(text)) => Some(text),
+    }
+}
+
+/// The marker from the `INFO server` and `INFO persistence` texts.
+pub(super) fn marker_of(server: &str, persistence: &str) -> String {
+    let field = |text: &str, name: &str| {
+        text.lines()
+            .find_map(|l| l.trim().strip_prefix(name)?.strip_prefix(':'))
+            .map(|v| v.trim().to_owned())
+    };
+    if field(persistence, "aof_enabled").as_deref() == Some("1") {
+        return "aof".to_owned();
+    }
+    field(server, "run_id").unwrap_or_default()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_marker_is_aof_or_the_run_id() {
+        let server = "# Server\r\nredis_version:7.0.15\r\nrun_id:8f1c0e\r\ntcp_port:6379\r\n";
+        assert_eq!(
+            marker_of(server, "# Persistence\r\naof_enabled:0\r\n"),
+            "8f1c0e"
+        );
+        assert_eq!(marker_of(server, "aof_enabled:1\r\n"), "aof");
+        assert_eq!(marker_of("", ""), "");
+        assert_eq!(marker_of("run_id_x:1\r\n", ""), "");
+    }
 
     fn bulk(s: &str) -> Value {
         Value::BulkString(s.as_bytes().to_vec())

@@ -5,10 +5,11 @@
 //!
 //! # Keys (per channel `CH`)
 //!
-//! - `wc:{CH}:m`: hash with the channel's epoch (`e`) and top offset (`o`).
-//!   It is created with a fresh epoch when missing (by a publish, a
-//!   subscribe or a presence add), so a channel that went away starts a new
-//!   epoch: positions from before can never be taken for positions after.
+//! - `wc:{CH}:m`: hash with the channel's epoch (`e`), top offset (`o`)
+//!   and the marker it was last written under (`r`, see "Rewinds"). It is
+//!   created with a fresh epoch when missing (by a publish, a subscribe or
+//!   a presence add), so a channel that went away starts a new epoch:
+//!   positions from before can never be taken for positions after.
 //! - `wc:{CH}:s`: stream of kept publications, entry id `OFFSET-0`, fields
 //!   `x` (expiry, Redis time in ms), `d` (the JSON data) and, for a
 //!   client's publication, `i` (its sender as INFO, below); capped at the
@@ -30,6 +31,24 @@
 //!
 //! And per server, two control topics (see the `control` module): `wc:ctl`,
 //! which every server subscribes to, and `wc:ctl:INSTANCE`, its own.
+//!
+//! # Rewinds
+//!
+//! A Redis that keeps snapshots only comes back from a restart (or a
+//! failover) with the channels as they were at its last snapshot: top
+//! offsets lower than what was handed out, under the same epochs. Nothing
+//! in the data tells such a rewind from a channel that was quiet since.
+//! So every script gets a marker, read by the server on the connection it
+//! runs on ([`super::persistence::marker`]): `aof` when Redis keeps every
+//! write, else the process's `run_id`. A channel whose meta was written
+//! under another marker gets a new epoch the first time any script
+//! touches it (its offsets and kept publications stay, they are true),
+//! before anything is published or recovered: a position from before is
+//! answered `recovered: false`, and no offset is given again under the
+//! epoch it was first delivered with. Under `appendonly yes` the marker
+//! stays `aof` across restarts and nothing changes. An empty marker (INFO
+//! refused) turns the check off; a meta without one (written by a server
+//! from before the check) is adopted as it is.
 //!
 //! Every write is one Lua script, so each is atomic: a publish increments
 //! the offset, appends to the stream and PUBLISHes in one step, which makes
@@ -59,13 +78,34 @@ local function now_ms()
   local t = redis.call('TIME')
   return tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
 end
-local function ensure(meta, stream)
-  local epoch = redis.call('HGET', meta, 'e')
-  if epoch then return epoch end
+local function new_epoch()
   local t = redis.call('TIME')
-  epoch = t[1] .. string.format('%06d', tonumber(t[2])) .. '-' .. redis.call('INCR', 'wc:epochs')
+  return t[1] .. string.format('%06d', tonumber(t[2])) .. '-' .. redis.call('INCR', 'wc:epochs')
+end
+local function checked(meta, marker)
+  local m = redis.call('HMGET', meta, 'e', 'r')
+  local epoch, was = m[1], m[2]
+  if not epoch then return nil end
+  if marker == '' or was == marker then return epoch end
+  if was then
+    -- Written under another Redis process that did not keep every write:
+    -- this data may be older than what was handed out. A new epoch, so
+    -- that no position from before continues here and no offset is given
+    -- again under the epoch it was delivered with.
+    epoch = new_epoch()
+    redis.call('HSET', meta, 'e', epoch, 'r', marker)
+  else
+    -- A meta from a server without the check: adopted as it is.
+    redis.call('HSET', meta, 'r', marker)
+  end
+  return epoch
+end
+local function ensure(meta, stream, marker)
+  local epoch = checked(meta, marker)
+  if epoch then return epoch end
+  epoch = new_epoch()
   redis.call('DEL', stream)
-  redis.call('HSET', meta, 'e', epoch, 'o', '0')
+  redis.call('HSET', meta, 'e', epoch, 'o', '0', 'r', marker)
   return epoch
 end
 local function extend(key, ms)
@@ -94,12 +134,13 @@ end
 "#;
 
 /// KEYS: meta, stream, topic. ARGV: data, history size, history ttl (ms),
-/// the sender's info as JSON (empty for none). Returns {epoch, offset}.
+/// the sender's info as JSON (empty for none), the marker. Returns
+/// {epoch, offset}.
 const LUA_PUBLISH: &str = r#"
 local now = now_ms()
 local size = tonumber(ARGV[2])
 local ttl = tonumber(ARGV[3])
-local epoch = ensure(KEYS[1], KEYS[2])
+local epoch = ensure(KEYS[1], KEYS[2], ARGV[5])
 local offset = redis.call('HINCRBY', KEYS[1], 'o', 1)
 if size > 0 and ttl > 0 then
   if ARGV[4] == '' then
@@ -132,12 +173,12 @@ return {epoch, tostring(offset)}
 
 /// KEYS: meta, stream. ARGV: has since (0/1), since epoch, since offset,
 /// limit (-1: none), reverse (0/1: the newest `limit`, still returned
-/// oldest first; the caller turns them around). Returns {epoch, top, complete, {offset, data, info,
-/// ...}} (info: the sender as JSON, or empty),
-/// or {''} for a channel that does not exist.
+/// oldest first; the caller turns them around), the marker. Returns
+/// {epoch, top, complete, {offset, data, info, ...}} (info: the sender as
+/// JSON, or empty), or {''} for a channel that does not exist.
 const LUA_HISTORY: &str = r#"
 local now = now_ms()
-local epoch = redis.call('HGET', KEYS[1], 'e')
+local epoch = checked(KEYS[1], ARGV[6])
 if not epoch then return {''} end
 local top = tonumber(redis.call('HGET', KEYS[1], 'o'))
 local after, continues = 0, true
@@ -176,7 +217,7 @@ return {epoch, tostring(top), complete, pubs}
 "#;
 
 /// KEYS: meta, stream, presence hash, presence expiries, topic. ARGV:
-/// lease (ms), then quadruples {client, form, value, mode}: form `0` with
+/// the marker, the lease (ms), then quadruples {client, form, value, mode}: form `0` with
 /// the user as value (a client without infos), `2` with its INFO; mode 2
 /// adds and announces (once), 1 refreshes a client whose join was
 /// announced, 0 adds or refreshes without announcing. With no quadruples:
@@ -184,11 +225,11 @@ return {epoch, tostring(top), complete, pubs}
 /// Returns the epoch.
 const LUA_PRESENCE_ADD: &str = r#"
 local now = now_ms()
-local lease = tonumber(ARGV[1])
-local epoch = ensure(KEYS[1], KEYS[2])
+local lease = tonumber(ARGV[2])
+local epoch = ensure(KEYS[1], KEYS[2], ARGV[1])
 extend(KEYS[1], lease)
 prune(KEYS[3], KEYS[4], KEYS[5], now)
-local i = 2
+local i = 3
 while i + 3 <= #ARGV do
   local client, form, value, mode = ARGV[i], ARGV[i + 1], ARGV[i + 2], ARGV[i + 3]
   local old = redis.call('HGET', KEYS[3], client)
@@ -206,7 +247,7 @@ while i + 3 <= #ARGV do
   end
   i = i + 4
 end
-if #ARGV > 1 then
+if #ARGV > 2 then
   extend(KEYS[3], lease)
   extend(KEYS[4], lease)
 end
@@ -237,6 +278,9 @@ return redis.call('HGETALL', KEYS[1])
 
 /// The scripts, compiled once (their SHA1s are what EVALSHA sends).
 pub(super) struct Scripts {
+    /// The marker of the Redis process these scripts run on (see
+    /// "Rewinds" above): one `Scripts` per connection.
+    marker: String,
     publish: Script,
     history: Script,
     presence_add: Script,
@@ -245,9 +289,12 @@ pub(super) struct Scripts {
 }
 
 impl Scripts {
-    pub(super) fn new() -> Scripts {
+    /// The scripts, sent with `marker` (from
+    /// [`super::persistence::marker`], read on the connection they run on).
+    pub(super) fn new(marker: String) -> Scripts {
         let with_common = |body: &str| Script::new(&format!("{LUA_COMMON}{body}"));
         Scripts {
+            marker,
             publish: with_common(LUA_PUBLISH),
             history: with_common(LUA_HISTORY),
             presence_add: with_common(LUA_PRESENCE_ADD),
@@ -318,7 +365,8 @@ pub(super) async fn invoke_presence_add(
         .key(&keys.stream)
         .key(&keys.presence)
         .key(&keys.expiries)
-        .key(&keys.topic);
+        .key(&keys.topic)
+        .arg(&scripts.marker);
     for a in args {
         inv.arg(a);
     }
@@ -349,6 +397,7 @@ pub(super) async fn publish(
         .arg(policy.size.min(MAX_HISTORY_SIZE))
         .arg(ttl_ms)
         .arg(info.map(info_json).unwrap_or_default())
+        .arg(&scripts.marker)
         .invoke_async(conn)
         .await?;
     let offset = offset.parse().map_err(|_| unexpected("offset"))?;
@@ -379,6 +428,7 @@ pub(super) async fn history(
         .arg(offset)
         .arg(limit)
         .arg(if reverse { "1" } else { "0" })
+        .arg(&scripts.marker)
         .invoke_async(conn)
         .await?;
     let mut page = parse_history(v, since)?;
