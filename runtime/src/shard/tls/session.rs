@@ -274,16 +274,7 @@ fn encrypt_into(
         out.resize(at + size.required_size, 0);
         result = encrypt(&mut out[at..]);
     }
-    match result {
-        Ok(n) => {
-            out.truncate(at + n);
-            Ok(())
-        }
-        Err(_) => {
-            out.truncate(at);
-            Err(TlsError::Exhausted)
-        }
-    }
+    written(out, at, result)
 }
 
 /// Appends what `encode` writes to `out`, growing it to the size asked for.
@@ -300,7 +291,14 @@ fn encode_into(
         Err(_) => return Ok(()),
     };
     out.resize(at + needed, 0);
-    match encode(&mut out[at..]) {
+    let result = encode(&mut out[at..]);
+    written(out, at, result)
+}
+
+/// Keeps the `n` bytes a rustls call wrote into `out` from `at`, or none
+/// of them when it failed.
+fn written<E>(out: &mut Vec<u8>, at: usize, result: Result<usize, E>) -> Result<(), TlsError> {
+    match result {
         Ok(n) => {
             out.truncate(at + n);
             Ok(())
