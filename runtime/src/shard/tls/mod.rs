@@ -33,6 +33,8 @@ use super::Shard;
 mod session;
 mod socket;
 mod stream;
+#[cfg(test)]
+mod tests;
 
 pub(super) use session::Session;
 pub(super) use socket::{close, read, write, ReadOutcome};

@@ -36,6 +36,9 @@ pub(crate) enum TlsError {
     /// The session's keys can encrypt no more (sequence numbers used up).
     #[error("TLS: the session can encrypt no more")]
     Exhausted,
+    /// The session failed before (the first error said why).
+    #[error("TLS: the session failed before")]
+    Failed,
 }
 
 /// A TLS session (see the module's top).
@@ -52,6 +55,10 @@ pub(crate) struct Session {
     peer_closed: bool,
     /// A close_notify was queued: nothing more is sent.
     close_sent: bool,
+    /// rustls returned an error: it is not called again. (After an error
+    /// its deframer may still count bytes of the failed buffer as its
+    /// own, and a call with any other buffer panics in rustls 0.23.)
+    failed: bool,
 }
 
 impl Session {
@@ -63,6 +70,7 @@ impl Session {
             outgoing: Vec::new(),
             peer_closed: false,
             close_sent: false,
+            failed: false,
         })
     }
 
@@ -114,6 +122,19 @@ impl Session {
         mem::take(&mut self.incoming)
     }
 
+    /// The incoming buffer's allocation (the tests check an idle session
+    /// keeps none).
+    #[cfg(test)]
+    pub(crate) fn incoming_capacity(&self) -> usize {
+        self.incoming.capacity()
+    }
+
+    /// The outgoing buffer's allocation.
+    #[cfg(test)]
+    pub(crate) fn outgoing_capacity(&self) -> usize {
+        self.outgoing.capacity()
+    }
+
     /// Keeps `rest` (an unprocessed tail) for the next read.
     pub(crate) fn keep_incoming(&mut self, rest: &[u8]) {
         self.incoming = rest.to_vec();
@@ -131,6 +152,7 @@ impl Session {
         buf: &mut [u8],
         mut deliver: impl FnMut(&[u8]),
     ) -> Result<usize, TlsError> {
+        self.usable()?;
         let mut start = 0;
         loop {
             let UnbufferedStatus { discard, state } =
@@ -138,7 +160,7 @@ impl Session {
             let state = match state {
                 Ok(state) => state,
                 Err(e) => {
-                    self.queue_alert();
+                    self.queue_alert(&mut buf[start + discard..]);
                     return Err(e.into());
                 }
             };
@@ -181,6 +203,7 @@ impl Session {
     /// done). Handshake messages rustls has to send first (a session
     /// ticket, a key update) go into `out` before them.
     pub(crate) fn encrypt(&mut self, plain: &[u8], out: &mut Vec<u8>) -> Result<(), TlsError> {
+        self.usable()?;
         // The unprocessed bytes are given back as they are: only whole
         // records are processed, so none of them is consumed here.
         let mut incoming = mem::take(&mut self.incoming);
@@ -200,7 +223,10 @@ impl Session {
                 // Nothing else can come of bytes that are not a whole
                 // record; a session that is not writable is done.
                 Ok(_) => Some(Err(TlsError::Exhausted)),
-                Err(e) => Some(Err(e.into())),
+                Err(e) => {
+                    self.failed = true;
+                    Some(Err(e.into()))
+                }
             };
             // Not expected (only incomplete records are kept), but what
             // rustls is done with must go before it is called again.
@@ -225,7 +251,7 @@ impl Session {
     /// Queues a close_notify into the outgoing bytes (once the handshake
     /// is done; before, there is nothing to close cleanly).
     pub(crate) fn close_notify(&mut self) {
-        if mem::replace(&mut self.close_sent, true) {
+        if mem::replace(&mut self.close_sent, true) || self.failed {
             return;
         }
         let mut incoming = mem::take(&mut self.incoming);
@@ -241,21 +267,29 @@ impl Session {
         self.incoming = incoming;
     }
 
-    /// After an error: the alert rustls queued, into the outgoing bytes.
-    fn queue_alert(&mut self) {
-        // Bounded: an alert is one message, and rustls queues nothing more
-        // once failed.
-        for _ in 0..4 {
-            let status = self.conn.process_tls_records(&mut []);
-            match status.state {
-                Ok(ConnectionState::EncodeTlsData(mut encode)) => {
-                    if encode_into(&mut self.outgoing, |o| encode.encode(o)).is_err() {
-                        return;
-                    }
-                }
-                Ok(ConnectionState::TransmitTlsData(transmit)) => transmit.done(),
-                _ => return,
-            }
+    /// A session whose rustls failed can do nothing more.
+    fn usable(&self) -> Result<(), TlsError> {
+        if self.failed {
+            Err(TlsError::Failed)
+        } else {
+            Ok(())
+        }
+    }
+
+    /// After an error in processing `rest` (what was given to rustls, less
+    /// what it said to discard): the alert rustls queued, into the
+    /// outgoing bytes, and the session marked failed.
+    fn queue_alert(&mut self, rest: &mut [u8]) {
+        self.failed = true;
+        // rustls looks at its queue before it reads, so the first call
+        // after an error hands over the alert (one message, one chunk)
+        // whatever the buffer. It is the only call: a second would read
+        // again, and rustls 0.23 panics when a failed connection reads
+        // (it asserts no second fatal alert, or indexes a buffer it still
+        // counts as its own past the end of an empty one).
+        let status = self.conn.process_tls_records(rest);
+        if let Ok(ConnectionState::EncodeTlsData(mut encode)) = status.state {
+            let _ = encode_into(&mut self.outgoing, |o| encode.encode(o));
         }
     }
 }
