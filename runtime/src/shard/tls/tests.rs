@@ -358,3 +358,86 @@ fn a_server_write_in_pieces_the_socket_takes_part_of() {
     assert_eq!(at_client, plain);
     assert_idle(&pair.server);
 }
+
+/// Feeds `bytes` to the server in reads cut at `cuts`, as the shard
+/// would, until the session fails; after a failure every call fails the
+/// same way, and nothing panics.
+fn feed_cut(pair: &mut Pair, bytes: &[u8], cuts: &[usize]) {
+    let mut at = 0;
+    let mut points: Vec<usize> = cuts.iter().map(|c| c % (bytes.len() + 1)).collect();
+    points.push(bytes.len());
+    points.sort_unstable();
+    for point in points {
+        if pair.read(&bytes[at..point]).is_err() {
+            assert!(matches!(pair.read(&bytes[point..]), Err(TlsError::Failed)));
+            assert!(matches!(
+                pair.server.encrypt(b"x", &mut Vec::new()),
+                Err(TlsError::Failed)
+            ));
+            pair.server.close_notify();
+            return;
+        }
+        at = point;
+    }
+    // Still going: whatever was sent (an alert, a ServerHello) is well
+    // formed enough to hand over, and closing works.
+    pair.server.close_notify();
+}
+
+proptest::proptest! {
+    #![proptest_config(proptest::prelude::ProptestConfig::with_cases(64))]
+
+    /// Any bytes at all, in any reads, before the handshake; half of the
+    /// time after a handshake record's header, so rustls gets past it.
+    #[test]
+    fn any_bytes_before_the_handshake_fail_cleanly(
+        mut bytes in proptest::collection::vec(proptest::prelude::any::<u8>(), 0..3000),
+        cuts in proptest::collection::vec(proptest::prelude::any::<usize>(), 0..6),
+        header in proptest::prelude::any::<bool>(),
+    ) {
+        if header {
+            let len = (bytes.len() as u16).to_be_bytes();
+            bytes.splice(0..0, [0x16, 0x03, 0x01, len[0], len[1]]);
+        }
+        let mut pair = Pair::new(&rustls::version::TLS13);
+        feed_cut(&mut pair, &bytes, &cuts);
+    }
+
+    /// A real ClientHello with bytes changed, in any reads.
+    #[test]
+    fn an_altered_client_hello_fails_cleanly_or_is_answered(
+        changes in proptest::collection::vec((proptest::prelude::any::<usize>(), proptest::prelude::any::<u8>()), 1..8),
+        cuts in proptest::collection::vec(proptest::prelude::any::<usize>(), 0..6),
+    ) {
+        let mut pair = Pair::new(&rustls::version::TLS13);
+        let mut hello = pair.client_sends();
+        for (at, byte) in changes {
+            let len = hello.len();
+            hello[at % len] = byte;
+        }
+        feed_cut(&mut pair, &hello, &cuts);
+    }
+
+    /// After the handshake, application records with bytes changed or
+    /// records of any bytes after them, in any reads.
+    #[test]
+    fn altered_records_after_the_handshake_fail_cleanly(
+        changes in proptest::collection::vec((proptest::prelude::any::<usize>(), proptest::prelude::any::<u8>()), 0..4),
+        tail in proptest::collection::vec(proptest::prelude::any::<u8>(), 0..600),
+        cuts in proptest::collection::vec(proptest::prelude::any::<usize>(), 0..6),
+        tls12 in proptest::prelude::any::<bool>(),
+    ) {
+        let version = if tls12 { &rustls::version::TLS12 } else { &rustls::version::TLS13 };
+        let mut pair = Pair::new(version);
+        pair.handshake();
+        pair.server_sends();
+        pair.client.writer().write_all(b"some application data").unwrap();
+        let mut bytes = pair.client_sends();
+        for (at, byte) in changes {
+            let len = bytes.len();
+            bytes[at % len] = byte;
+        }
+        bytes.extend_from_slice(&tail);
+        feed_cut(&mut pair, &bytes, &cuts);
+    }
+}
