@@ -27,12 +27,14 @@
 //! - [`backend`]: a small HTTP backend (proxies, a JWKS URL) that records
 //!   what it is asked;
 //! - [`sse`]: a Server-Sent Events reader over a raw socket;
-//! - [`redis`]: a throwaway `redis-server`.
+//! - [`redis`]: a throwaway `redis-server`;
+//! - [`nginx`]: nginx running the shipped deploy/nginx.conf.
 
 #![warn(missing_docs)]
 
 pub mod backend;
 mod http;
+pub mod nginx;
 pub mod pubsub;
 mod raw;
 pub mod redis;

@@ -27,6 +27,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use serde_json::{json, Value};
+use wavecast_tests::nginx::Nginx;
 use wavecast_tests::pubsub::*;
 
 // ---------------------------------------------------------------------------
@@ -914,136 +915,6 @@ async fn redis_history_answers_like_the_in_memory_hub() {
         assert_eq!(r, m, "redis and the in-memory hub differ");
     }
     assert_eq!(from_redis.len(), from_memory.len());
-}
-
-// ---------------------------------------------------------------------------
-// nginx
-
-/// nginx running deploy/nginx.conf with the test's ports and paths, on a
-/// free port. Dropping it stops it (SIGTERM to the master, by its PID, which
-/// stops the workers; SIGKILL if that fails).
-struct Nginx {
-    child: Option<Child>,
-    port: u16,
-    dir: PathBuf,
-}
-
-impl Nginx {
-    /// Starts nginx in front of `upstreams`.
-    fn start(upstreams: &[SocketAddr]) -> Nginx {
-        let port = free_port();
-        let dir = std::env::temp_dir().join(format!(
-            "wavecast-cluster-nginx-{}-{port}",
-            std::process::id()
-        ));
-        std::fs::create_dir_all(&dir).expect("create nginx prefix");
-        let template = std::fs::read_to_string(
-            std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("deploy/nginx.conf"),
-        )
-        .expect("read deploy/nginx.conf");
-        let d = dir.display();
-        let mut out = String::new();
-        let mut in_servers = false;
-        for line in template.lines() {
-            let t = line.trim();
-            if t.starts_with("# BEGIN upstream servers") {
-                in_servers = true;
-                for u in upstreams {
-                    out.push_str(&format!(
-                        "        server {u} max_fails=1 fail_timeout=2s;\n"
-                    ));
-                }
-                continue;
-            }
-            if t.starts_with("# END upstream servers") {
-                in_servers = false;
-                continue;
-            }
-            if in_servers {
-                continue;
-            }
-            let line = match t {
-                "worker_processes auto;" => "worker_processes 1;".to_owned(),
-                _ if t.starts_with("pid ") => format!("pid {d}/nginx.pid;\nerror_log {d}/error.log;"),
-                "listen 8000;" => format!("listen 127.0.0.1:{port};"),
-                "worker_connections 65536;" => "worker_connections 1024;".to_owned(),
-                "http {" => format!(
-                    "http {{\n access_log off;\n client_body_temp_path {d}/body;\n proxy_temp_path {d}/proxy;\n fastcgi_temp_path {d}/fastcgi;\n uwsgi_temp_path {d}/uwsgi;\n scgi_temp_path {d}/scgi;"
-                ),
-                _ => line.to_owned(),
-            };
-            out.push_str(&line);
-            out.push('\n');
-        }
-        assert!(
-            out.contains(&format!("listen 127.0.0.1:{port};")) && !in_servers,
-            "deploy/nginx.conf no longer has the lines this test substitutes"
-        );
-        let conf = dir.join("nginx.conf");
-        std::fs::write(&conf, out).expect("write nginx.conf");
-        let child = Command::new("nginx")
-            .arg("-p")
-            .arg(&dir)
-            .arg("-e")
-            .arg(dir.join("error.log"))
-            .arg("-c")
-            .arg(&conf)
-            .args(["-g", "daemon off;"])
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap_or_else(|e| panic!("cannot start nginx ({e}): install it (scripts/test does)"));
-        let mut n = Nginx {
-            child: Some(child),
-            port,
-            dir,
-        };
-        let deadline = Instant::now() + Duration::from_secs(20);
-        while TcpStream::connect(("127.0.0.1", port)).is_err() {
-            if let Some(c) = n.child.as_mut() {
-                if let Ok(Some(status)) = c.try_wait() {
-                    n.child = None;
-                    panic!(
-                        "nginx exited with {status}: {}",
-                        std::fs::read_to_string(n.dir.join("error.log")).unwrap_or_default()
-                    );
-                }
-            }
-            assert!(
-                Instant::now() < deadline,
-                "nginx did not listen within 20 s"
-            );
-            std::thread::sleep(Duration::from_millis(20));
-        }
-        n
-    }
-
-    fn addr(&self) -> SocketAddr {
-        SocketAddr::from(([127, 0, 0, 1], self.port))
-    }
-}
-
-impl Drop for Nginx {
-    fn drop(&mut self) {
-        if let Some(mut child) = self.child.take() {
-            if let Ok(pid) = libc::pid_t::try_from(child.id()) {
-                // SAFETY: kill(2) takes no pointers; the child is not reaped
-                // yet, so its PID still names it.
-                unsafe { libc::kill(pid, libc::SIGTERM) };
-            }
-            let deadline = Instant::now() + Duration::from_secs(10);
-            while !matches!(child.try_wait(), Ok(Some(_))) {
-                if Instant::now() >= deadline {
-                    let _ = child.kill();
-                    let _ = child.wait();
-                    break;
-                }
-                std::thread::sleep(Duration::from_millis(20));
-            }
-        }
-        let _ = std::fs::remove_dir_all(&self.dir);
-    }
 }
 
 /// The WebSocket connections a server holds (`/api/info`).

@@ -7,10 +7,11 @@
 //! `tls_handshake_timeout`), the bound on handshakes in progress
 //! (`tls_max_handshakes`), garbage instead of a ClientHello, certificate
 //! reload on SIGHUP (new connections get the new certificate, open ones
-//! stay; a bad file keeps the old one and is logged), and the startup
-//! errors of bad TLS settings.
+//! stay; a bad file keeps the old one and is logged), the startup
+//! errors of bad TLS settings, and deploy/nginx.conf's TLS server block
+//! terminating TLS in front of a plain server.
 //!
-//! Needs the binary and `openssl`, `curl`: `cargo build -p wavecast &&
+//! Needs the binary and `openssl`, `curl`, `nginx`: `cargo build -p wavecast &&
 //! cargo test -p wavecast-tests --test tls`.
 
 use std::io::{Read, Write};
@@ -29,6 +30,7 @@ use tokio::net::TcpStream;
 use tokio_rustls::client::TlsStream;
 use tokio_tungstenite::tungstenite::Message;
 use tokio_tungstenite::WebSocketStream;
+use wavecast_tests::nginx::Nginx;
 use wavecast_tests::pubsub::{TestServer, KEY};
 use wavecast_tests::{refuses_to_start, Server, TempFile};
 
@@ -864,4 +866,49 @@ fn bad_tls_settings_refuse_to_start() {
         ],
         &["tls_max_handshakes"],
     );
+}
+
+/// deploy/nginx.conf's TLS server block, uncommented as its comment says,
+/// in front of a plain wavecast: `wss://` pub/sub and the HTTP API over
+/// https reach the server through nginx with the certificate nginx holds.
+#[tokio::test]
+async fn the_nginx_example_terminates_tls_in_front_of_wavecast() {
+    let certs = Certs::new("nginx");
+    let (cert, key) = certs.leaf("a");
+    let server = TestServer::start(&[]);
+    let nginx = Nginx::start_tls(&[server.addr()], &cert, &key);
+    let front = nginx.tls_addr();
+    assert_eq!(served_cert(&certs, front).await, der_of(&cert));
+
+    let mut sub = wss(&certs, front, "/ws").await;
+    command(&mut sub, 1, "subscribe", json!({"channel": "edge"})).await;
+    let body = json!({"channel": "edge", "data": {"via": "nginx"}}).to_string();
+    let auth = format!("Authorization: apikey {KEY}");
+    let answer = curl(
+        &certs,
+        front,
+        &[
+            "-H",
+            &auth,
+            "-H",
+            "Content-Type: application/json",
+            "--data",
+            &body,
+            &format!("https://localhost:{}/api/publish", front.port()),
+        ],
+    );
+    assert!(answer.contains("offset"), "{answer}");
+    loop {
+        let v: Value = serde_json::from_str(&next_text(&mut sub).await).unwrap();
+        if let Some(data) = v.pointer("/push/pub/data") {
+            assert_eq!(data["via"], "nginx", "{v}");
+            break;
+        }
+    }
+    let health = curl(
+        &certs,
+        front,
+        &[&format!("https://localhost:{}/healthz", front.port())],
+    );
+    assert!(!health.is_empty());
 }
