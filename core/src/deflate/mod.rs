@@ -25,7 +25,9 @@ pub mod codec;
 pub mod negotiate;
 
 pub use codec::{Codec, InflateError};
-pub use negotiate::{negotiate, Negotiated, RESPONSE};
+pub use negotiate::{
+    check_client_answer, negotiate, ClientAnswerError, Negotiated, CLIENT_OFFER, RESPONSE,
+};
 
 /// Settings of permessage-deflate on a node's connections.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]

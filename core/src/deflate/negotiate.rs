@@ -100,6 +100,70 @@ fn accept_offer(extension: &[u8]) -> Option<Negotiated> {
     })
 }
 
+/// The offer a client makes when it wants no zlib state kept between
+/// messages in either direction (what wavecast's server answers anyway):
+/// the value of its `Sec-WebSocket-Extensions` request header.
+pub const CLIENT_OFFER: &str =
+    "permessage-deflate; server_no_context_takeover; client_no_context_takeover";
+
+/// Why a server's `Sec-WebSocket-Extensions` answer to [`CLIENT_OFFER`] is
+/// not one the client may accept (RFC 7692 section 5: the client must then
+/// fail the connection). The server is at fault in every case.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ClientAnswerError {
+    /// Not exactly one extension, or not permessage-deflate.
+    #[error("the server answered with another extension than the permessage-deflate offered")]
+    NotOffered,
+    /// A parameter the offer did not allow, malformed, or given twice
+    /// (sections 7.1.1 and 7.1.2).
+    #[error("the server's permessage-deflate answer has a bad parameter")]
+    BadParameter,
+    /// `server_no_context_takeover` left out: section 7.1.1.1 requires a
+    /// server that accepts an offer with it to answer it.
+    #[error("the server's permessage-deflate answer leaves out server_no_context_takeover")]
+    ContextTakeover,
+}
+
+/// Checks a server's answer to [`CLIENT_OFFER`]: the extension elements of
+/// its `Sec-WebSocket-Extensions` headers (the client's side of section 5).
+/// `client_max_window_bits` may not appear (the offer did not name it,
+/// section 7.1.2.2); `server_max_window_bits` may (any value: the client
+/// inflates any window).
+pub fn check_client_answer(elements: &[&[u8]]) -> Result<(), ClientAnswerError> {
+    let [extension] = elements else {
+        return Err(ClientAnswerError::NotOffered);
+    };
+    let mut parts = split_outside_quotes(extension, b';').into_iter();
+    let name = trim(parts.next().unwrap_or(&[]));
+    if !name.eq_ignore_ascii_case(NAME.as_bytes()) {
+        return Err(ClientAnswerError::NotOffered);
+    }
+    let mut seen = [false; 3];
+    for param in parts {
+        let (key, value) = parse_param(param).ok_or(ClientAnswerError::BadParameter)?;
+        let index = match key.to_ascii_lowercase().as_slice() {
+            b"server_no_context_takeover" if value.is_none() => 0,
+            b"client_no_context_takeover" if value.is_none() => 1,
+            b"server_max_window_bits" => {
+                window_bits(value.as_deref().unwrap_or(&[]))
+                    .ok_or(ClientAnswerError::BadParameter)?;
+                2
+            }
+            _ => return Err(ClientAnswerError::BadParameter),
+        };
+        let slot = seen.get_mut(index).ok_or(ClientAnswerError::BadParameter)?;
+        if *slot {
+            return Err(ClientAnswerError::BadParameter);
+        }
+        *slot = true;
+    }
+    if seen[0] {
+        Ok(())
+    } else {
+        Err(ClientAnswerError::ContextTakeover)
+    }
+}
+
 /// A window size value: `8` to `15`, decimal, no leading zero (section
 /// 7.1.2.1's ABNF `%x38-39 / %x31 %x30-35`).
 fn window_bits(v: &[u8]) -> Option<u8> {
@@ -188,6 +252,56 @@ mod tests {
 
     fn n(values: &[&str]) -> Option<&'static str> {
         negotiate(values.iter().map(|v| v.as_bytes())).map(|n| n.response)
+    }
+
+    /// The client's side of section 5: the server's own answers pass; an
+    /// answer that drops server_no_context_takeover (7.1.1.1), names a
+    /// parameter not offered, or another extension, fails the connection.
+    #[test]
+    fn a_client_checks_the_answer_to_its_offer() {
+        let check = |v: &str| {
+            let elements: Vec<&[u8]> = v.split(',').map(str::as_bytes).collect();
+            check_client_answer(&elements)
+        };
+        for good in [
+            RESPONSE,
+            RESPONSE_WINDOW_15,
+            "permessage-deflate; server_no_context_takeover",
+            "PERMESSAGE-DEFLATE;SERVER_NO_CONTEXT_TAKEOVER; server_max_window_bits=\"10\"",
+        ] {
+            assert_eq!(check(good), Ok(()), "{good}");
+            // What the server answers to the client's offer is accepted.
+            let answer = negotiate([CLIENT_OFFER.as_bytes()]).unwrap().response;
+            assert_eq!(check(answer), Ok(()));
+        }
+        for (bad, why) in [
+            ("permessage-deflate", ClientAnswerError::ContextTakeover),
+            ("permessage-deflate; client_no_context_takeover", ClientAnswerError::ContextTakeover),
+            ("x-webkit-deflate-frame", ClientAnswerError::NotOffered),
+            (
+                "permessage-deflate; server_no_context_takeover, permessage-deflate",
+                ClientAnswerError::NotOffered,
+            ),
+            (
+                "permessage-deflate; server_no_context_takeover; client_max_window_bits=10",
+                ClientAnswerError::BadParameter,
+            ),
+            (
+                "permessage-deflate; server_no_context_takeover; server_no_context_takeover",
+                ClientAnswerError::BadParameter,
+            ),
+            (
+                "permessage-deflate; server_no_context_takeover=1",
+                ClientAnswerError::BadParameter,
+            ),
+            (
+                "permessage-deflate; server_no_context_takeover; server_max_window_bits=16",
+                ClientAnswerError::BadParameter,
+            ),
+            ("permessage-deflate; server_no_context_takeover; foo", ClientAnswerError::BadParameter),
+        ] {
+            assert_eq!(check(bad), Err(why), "{bad}");
+        }
     }
 
     /// Section 5 / 7: the plain offer is accepted with both

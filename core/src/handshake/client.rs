@@ -19,6 +19,8 @@ pub struct ClientHandshake {
     request: Vec<u8>,
     key: String,
     subprotocols: Vec<String>,
+    /// permessage-deflate was offered ([`ClientHandshake::offering_deflate`]).
+    deflate: bool,
 }
 
 /// A server's `101 Switching Protocols` that passed every check.
@@ -29,6 +31,9 @@ pub struct ClientAccepted {
     pub head_len: usize,
     /// The subprotocol the server chose (one the client offered), if any.
     pub subprotocol: Option<String>,
+    /// The server accepted the permessage-deflate offer (with no context
+    /// takeover in either direction): messages may arrive compressed.
+    pub deflate: bool,
 }
 
 /// Why the server's answer is not a valid acceptance. `Refused` is the
@@ -63,10 +68,12 @@ pub enum ClientHandshakeError {
     /// The server chose a subprotocol the client did not offer.
     #[error("the server chose subprotocol {0:?}, which was not offered")]
     UnofferedSubprotocol(String),
-    /// The server answered with an extension the client did not ask for
-    /// (this client asks for none).
+    /// The server answered with an extension the client did not ask for.
     #[error("the server used extension {0:?}, which was not asked for")]
     UnaskedExtension(String),
+    /// The server's answer to the permessage-deflate offer breaks RFC 7692.
+    #[error(transparent)]
+    BadDeflateAnswer(#[from] crate::deflate::ClientAnswerError),
 }
 
 impl ClientHandshake {
@@ -89,7 +96,27 @@ impl ClientHandshake {
             request: request.into_bytes(),
             key,
             subprotocols: subprotocols.iter().map(|s| (*s).to_owned()).collect(),
+            deflate: false,
         }
+    }
+
+    /// The same request offering permessage-deflate with no context
+    /// takeover either way ([`crate::deflate::CLIENT_OFFER`]), so the
+    /// client needs no zlib state between messages.
+    pub fn offering_deflate(mut self) -> ClientHandshake {
+        if !self.deflate {
+            // Before the blank line that ends the head.
+            self.request.truncate(self.request.len() - 2);
+            self.request.extend_from_slice(
+                format!(
+                    "Sec-WebSocket-Extensions: {}\r\n\r\n",
+                    crate::deflate::CLIENT_OFFER
+                )
+                .as_bytes(),
+            );
+            self.deflate = true;
+        }
+        self
     }
 
     /// The bytes to send.
@@ -109,7 +136,7 @@ impl ClientHandshake {
         buf: &[u8],
     ) -> Result<Option<ClientAccepted>, ClientHandshakeError> {
         let offered: Vec<&str> = self.subprotocols.iter().map(String::as_str).collect();
-        read_response(buf, &self.key, &offered)
+        check_response(buf, &self.key, &offered, self.deflate)
     }
 }
 
@@ -122,6 +149,17 @@ pub fn read_response(
     buf: &[u8],
     key: &str,
     subprotocols: &[&str],
+) -> Result<Option<ClientAccepted>, ClientHandshakeError> {
+    check_response(buf, key, subprotocols, false)
+}
+
+/// [`read_response`] for a request that offered permessage-deflate
+/// (`deflate`) or no extension.
+fn check_response(
+    buf: &[u8],
+    key: &str,
+    subprotocols: &[&str],
+    deflate: bool,
 ) -> Result<Option<ClientAccepted>, ClientHandshakeError> {
     let window = buf.get(..MAX_RESPONSE_HEAD).unwrap_or(buf);
     let mut headers = [httparse::EMPTY_HEADER; MAX_HEADERS];
@@ -161,14 +199,21 @@ pub fn read_response(
         (Some(v), None) if super::trim_ows(v) == expected.as_bytes() => {}
         _ => return Err(ClientHandshakeError::BadAccept),
     }
-    if let Some(ext) = values("sec-websocket-extensions")
+    let extensions: Vec<&[u8]> = values("sec-websocket-extensions")
         .flat_map(list_elements)
-        .next()
-    {
-        return Err(ClientHandshakeError::UnaskedExtension(
-            String::from_utf8_lossy(ext).into_owned(),
-        ));
-    }
+        .collect();
+    let deflate = match extensions.first() {
+        None => false,
+        Some(_) if deflate => {
+            crate::deflate::check_client_answer(&extensions)?;
+            true
+        }
+        Some(ext) => {
+            return Err(ClientHandshakeError::UnaskedExtension(
+                String::from_utf8_lossy(ext).into_owned(),
+            ))
+        }
+    };
     let mut chosen = values("sec-websocket-protocol").flat_map(list_elements);
     let subprotocol = match (chosen.next(), chosen.next()) {
         (None, _) => None,
@@ -188,6 +233,7 @@ pub fn read_response(
     Ok(Some(ClientAccepted {
         head_len,
         subprotocol,
+        deflate,
     }))
 }
 
@@ -217,8 +263,40 @@ mod tests {
             Ok(Some(ClientAccepted {
                 head_len: len,
                 subprotocol: Some("wavecast.msgpack".into()),
+                deflate: false,
             }))
         );
+    }
+
+    /// With the offer, the server side accepts permessage-deflate and the
+    /// client side accepts its answer; without compression configured the
+    /// server declines and the client goes on uncompressed.
+    #[test]
+    fn a_deflate_offer_is_accepted_by_the_server_side_or_declined() {
+        let hs = ClientHandshake::new(NONCE, "h", "/ws", &[]).offering_deflate();
+        let request = String::from_utf8(hs.request().to_vec()).unwrap();
+        assert!(request.ends_with(&format!(
+            "\r\nSec-WebSocket-Extensions: {}\r\n\r\n",
+            crate::deflate::CLIENT_OFFER
+        )));
+        let head = parse_request(hs.request(), 8192).unwrap().unwrap();
+        for (compression, deflate) in [(true, true), (false, false)] {
+            let config = HandshakeConfig {
+                compression,
+                ..HandshakeConfig::default()
+            };
+            let accepted = accept(&head, &config).unwrap();
+            let got = hs.read_response(&accepted.response).unwrap().unwrap();
+            assert_eq!(got.deflate, deflate, "compression {compression}");
+        }
+        // An answer the offer does not allow fails the connection.
+        let good = "Sec-WebSocket-Accept: s3pPLMBiTxaQ9kYGzzhZRbK+xOo=\r\n";
+        assert!(matches!(
+            hs.read_response(&answer(&format!(
+                "{good}Sec-WebSocket-Extensions: permessage-deflate\r\n"
+            ))),
+            Err(ClientHandshakeError::BadDeflateAnswer(_))
+        ));
     }
 
     fn answer(extra: &str) -> Vec<u8> {
