@@ -76,9 +76,37 @@ pub struct Report {
     pub out_of_order: u64,
     /// Deliveries of sequence numbers this run never sent.
     pub unexpected: u64,
+    /// The subscribers offered permessage-deflate (`--compression`).
+    #[serde(default)]
+    pub compression: bool,
+    /// Of the subscribers, those whose offer the server accepted.
+    #[serde(default)]
+    pub compressed_connections: u64,
+    /// Publications carried a JSON object (`--json-data`), not a string.
+    #[serde(default)]
+    pub json_data: bool,
+    /// Bytes the subscribers read from their sockets per delivery, frame
+    /// headers included: the bytes the server put on the wire for each.
+    #[serde(default)]
+    pub received_bytes_per_delivery: Option<f64>,
+    /// The servers' CPU time (user + system, every thread) from the first
+    /// publication to the last delivery, per delivery, microseconds (with
+    /// --server-pid).
+    #[serde(default)]
+    pub server_cpu_us_per_delivery: Option<f64>,
 }
 
 impl Report {
+    /// The name compare groups runs by: the target, with `+deflate` when
+    /// its subscribers offered compression.
+    pub fn label(&self) -> String {
+        if self.compression {
+            format!("{}+deflate", self.target)
+        } else {
+            self.target.clone()
+        }
+    }
+
     /// Lost + duplicated + out-of-order + unexpected.
     pub fn delivery_faults(&self) -> u64 {
         self.lost + self.duplicated + self.out_of_order + self.unexpected
@@ -120,16 +148,18 @@ const MEMORY_FIGURE: usize = 1;
 
 /// The figures compare prints, with their units. Each is the median over
 /// rounds, except memory per connection, which is the first round's.
-pub const FIGURES: [(&str, &str); 6] = [
+pub const FIGURES: [(&str, &str); 8] = [
     ("handshakes/s", "1/s"),
     ("server bytes/conn", "B"),
     ("last p50", "ms"),
     ("last p99", "ms"),
     ("delivery p99", "ms"),
     ("deliveries/s", "1/s"),
+    ("wire bytes/dlv", "B"),
+    ("server CPU/dlv", "us"),
 ];
 
-fn figures(r: &Report) -> [Option<f64>; 6] {
+fn figures(r: &Report) -> [Option<f64>; 8] {
     let ms = |ns: u64| Some(ns as f64 / 1e6);
     [
         Some(r.handshakes_per_sec),
@@ -138,6 +168,8 @@ fn figures(r: &Report) -> [Option<f64>; 6] {
         ms(r.latency_last_ns.p99),
         ms(r.latency_delivery_ns.p99),
         Some(r.deliveries_per_sec),
+        r.received_bytes_per_delivery,
+        r.server_cpu_us_per_delivery,
     ]
 }
 
@@ -160,7 +192,7 @@ pub fn summarize(runs: &[Report], targets: &[&str], errors: &[(String, String)])
             .map(|i| {
                 let values: Vec<f64> = runs
                     .iter()
-                    .filter(|r| r.target == name)
+                    .filter(|r| r.label() == name)
                     .filter_map(|r| figures(r).get(i).copied().flatten())
                     .collect();
                 if i == MEMORY_FIGURE {
@@ -191,12 +223,12 @@ pub fn summarize(runs: &[Report], targets: &[&str], errors: &[(String, String)])
             .collect();
         summary.push(Summary {
             target: name.to_string(),
-            runs: runs.iter().filter(|r| r.target == name).count() as u64,
+            runs: runs.iter().filter(|r| r.label() == name).count() as u64,
             medians,
             ratios,
             delivery_faults: runs
                 .iter()
-                .filter(|r| r.target == name)
+                .filter(|r| r.label() == name)
                 .map(Report::delivery_faults)
                 .sum(),
             errors: errors
@@ -323,6 +355,22 @@ pub fn format_report(r: &Report) -> String {
             r.out_of_order,
             r.unexpected
         );
+        if let Some(b) = r.received_bytes_per_delivery {
+            s += &format!(
+                "  on the wire: {b:.0} B per delivery{}\n",
+                if r.compression {
+                    format!(
+                        " ({} of {} subscribers negotiated permessage-deflate)",
+                        r.compressed_connections, r.connected
+                    )
+                } else {
+                    String::new()
+                }
+            );
+        }
+        if let Some(us) = r.server_cpu_us_per_delivery {
+            s += &format!("  server CPU: {us:.3} us per delivery\n");
+        }
     }
     s
 }
@@ -330,7 +378,7 @@ pub fn format_report(r: &Report) -> String {
 /// The header of the one-line-per-run table sweep and compare print.
 pub fn table_header() -> String {
     format!(
-        "{:<12} {:>7} {:>9} {:>11} {:>10} {:>10} {:>10} {:>12} {:>6} {:>5} {:>5}",
+        "{:<20} {:>7} {:>9} {:>11} {:>10} {:>10} {:>10} {:>12} {:>8} {:>8} {:>6} {:>5} {:>5}",
         "target",
         "subs",
         "hs/s",
@@ -339,6 +387,8 @@ pub fn table_header() -> String {
         "last p99",
         "dlv p99",
         "dlv/s",
+        "B/dlv",
+        "cpu us",
         "lost",
         "dup",
         "ooo"
@@ -348,8 +398,8 @@ pub fn table_header() -> String {
 /// One run as a row under [`table_header`].
 pub fn table_row(r: &Report) -> String {
     format!(
-        "{:<12} {:>7} {:>9.0} {:>11} {:>10} {:>10} {:>10} {:>12.0} {:>6} {:>5} {:>5}",
-        r.target,
+        "{:<20} {:>7} {:>9.0} {:>11} {:>10} {:>10} {:>10} {:>12.0} {:>8} {:>8} {:>6} {:>5} {:>5}",
+        r.label(),
         r.connected,
         r.handshakes_per_sec,
         r.server_bytes_per_connection
@@ -359,6 +409,12 @@ pub fn table_row(r: &Report) -> String {
         ms(r.latency_last_ns.p99),
         ms(r.latency_delivery_ns.p99),
         r.deliveries_per_sec,
+        r.received_bytes_per_delivery
+            .map(|b| format!("{b:.0}"))
+            .unwrap_or_else(|| "-".into()),
+        r.server_cpu_us_per_delivery
+            .map(|us| format!("{us:.2}"))
+            .unwrap_or_else(|| "-".into()),
         r.lost,
         r.duplicated,
         r.out_of_order

@@ -184,6 +184,7 @@ pub struct Recorder {
     deliveries: AtomicU64,
     finished: AtomicUsize,
     last_delivery_ns: AtomicU64,
+    bytes_received: AtomicU64,
 }
 
 impl Recorder {
@@ -200,6 +201,7 @@ impl Recorder {
             deliveries: AtomicU64::new(0),
             finished: AtomicUsize::new(0),
             last_delivery_ns: AtomicU64::new(0),
+            bytes_received: AtomicU64::new(0),
         }
     }
 
@@ -236,6 +238,13 @@ impl Recorder {
         }
     }
 
+    /// Counts bytes a subscriber read from its socket.
+    pub fn add_bytes(&self, n: u64) {
+        if n > 0 {
+            self.bytes_received.fetch_add(n, Ordering::Relaxed);
+        }
+    }
+
     /// Subscribers that have received the last publication.
     pub fn finished(&self) -> usize {
         self.finished.load(Ordering::Relaxed)
@@ -269,6 +278,7 @@ impl Recorder {
             unexpected: self.unexpected.load(Ordering::Relaxed),
             deliveries: self.deliveries(),
             last_delivery_ns: self.last_delivery_ns(),
+            bytes_received: self.bytes_received.load(Ordering::Relaxed),
         }
     }
 }
@@ -290,6 +300,10 @@ pub struct GroupResult {
     pub deliveries: u64,
     /// Monotonic time of the last delivery.
     pub last_delivery_ns: u64,
+    /// Bytes the subscribers read from their sockets once subscribed
+    /// (frames as sent: compressed ones compressed).
+    #[serde(default)]
+    pub bytes_received: u64,
 }
 
 impl GroupResult {
@@ -314,6 +328,7 @@ impl GroupResult {
         self.out_of_order += other.out_of_order;
         self.unexpected += other.unexpected;
         self.deliveries += other.deliveries;
+        self.bytes_received += other.bytes_received;
         self.last_delivery_ns = self.last_delivery_ns.max(other.last_delivery_ns);
     }
 }
@@ -329,6 +344,9 @@ pub struct ConnectResult {
     /// (`--token-hmac-secret`).
     #[serde(default)]
     pub refused: u64,
+    /// Of the connected, those that negotiated permessage-deflate.
+    #[serde(default)]
+    pub compressed: u64,
     /// Monotonic time the first connection started.
     pub started_ns: u64,
     /// Monotonic time the last one was subscribed.
@@ -341,6 +359,7 @@ impl ConnectResult {
         self.connected += other.connected;
         self.failed += other.failed;
         self.refused += other.refused;
+        self.compressed += other.compressed;
         self.started_ns = if self.started_ns == 0 {
             other.started_ns
         } else {

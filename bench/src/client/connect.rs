@@ -77,13 +77,19 @@ fn nonce() -> [u8; 16] {
     out
 }
 
-/// Sends the upgrade request and reads the response head; returns the
-/// bytes that followed the head (the first frames, if the server was quick).
+/// Sends the upgrade request (offering permessage-deflate with `deflate`)
+/// and reads the response head; returns the bytes that followed the head
+/// (the first frames, if the server was quick) and whether the server
+/// accepted the compression offer.
 pub async fn websocket_handshake(
     stream: &mut TcpStream,
     url: &BenchUrl,
-) -> Result<BytesMut, BenchError> {
-    let handshake = ClientHandshake::new(nonce(), &url.host, &url.path, &[]);
+    deflate: bool,
+) -> Result<(BytesMut, bool), BenchError> {
+    let mut handshake = ClientHandshake::new(nonce(), &url.host, &url.path, &[]);
+    if deflate {
+        handshake = handshake.offering_deflate();
+    }
     stream
         .write_all(handshake.request())
         .await
@@ -116,7 +122,7 @@ pub async fn websocket_handshake(
         }
     };
     buf.advance(accepted.head_len);
-    Ok(buf)
+    Ok((buf, accepted.deflate))
 }
 
 #[cfg(test)]
@@ -175,8 +181,9 @@ mod tests {
     async fn the_handshake_is_accepted_and_keeps_the_first_frames() {
         let (url, server) = answering(b"\x81\x02hi").await;
         let mut stream = open_tcp(url.addr, None).await.unwrap();
-        let rest = websocket_handshake(&mut stream, &url).await.unwrap();
+        let (rest, deflate) = websocket_handshake(&mut stream, &url, false).await.unwrap();
         assert_eq!(&rest[..], b"\x81\x02hi");
+        assert!(!deflate);
         let request = String::from_utf8(server.await.unwrap()).unwrap();
         assert!(request.starts_with("GET /ws HTTP/1.1\r\n"), "{request}");
         assert!(

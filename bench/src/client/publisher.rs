@@ -14,7 +14,7 @@ use wavecast_core::frame::OpCode;
 use wavecast_core::protocol::{Command, Payload};
 
 use super::connect::{open_tcp, websocket_handshake};
-use super::marker::write_payload;
+use super::marker::{write_json_payload, write_payload};
 use super::reader::{Event, Reader, Reply};
 use super::subscriber::{connect_subscriber, Conn};
 use super::token::Credentials;
@@ -50,6 +50,8 @@ pub struct PublishConfig {
     pub window: u64,
     /// Data bytes per publication.
     pub payload: usize,
+    /// The data is a JSON object ([`write_json_payload`]), not a string.
+    pub json_data: bool,
     /// wavecast over the WebSocket: authenticate the publisher's connection
     /// with these first (`--token-hmac-secret`).
     pub credentials: Option<Credentials>,
@@ -111,7 +113,7 @@ pub async fn publish(cfg: &PublishConfig) -> Result<Published, BenchError> {
         (rd, wr, Writer::new(), BytesMut::new())
     } else if cfg.target == Target::Wavecast {
         let mut stream = open_tcp(cfg.url.addr, None).await?;
-        let buf = websocket_handshake(&mut stream, &cfg.url).await?;
+        let (buf, _) = websocket_handshake(&mut stream, &cfg.url, false).await?;
         match &cfg.credentials {
             Some(credentials) => {
                 let mut conn = Conn {
@@ -132,7 +134,7 @@ pub async fn publish(cfg: &PublishConfig) -> Result<Published, BenchError> {
     } else {
         // The peers send each message to the publisher too: subscribe it
         // like any other client and count its copies as acknowledgements.
-        let conn = connect_subscriber(cfg.target, &cfg.url, None, None).await?;
+        let conn = connect_subscriber(cfg.target, &cfg.url, None, None, false).await?;
         let buf = conn.reader.into_buf();
         let (rd, wr) = conn.stream.into_split();
         (rd, wr, conn.writer, buf)
@@ -189,12 +191,27 @@ pub async fn publish(cfg: &PublishConfig) -> Result<Published, BenchError> {
         }
         let sent_ns = now_ns();
         payload.clear();
-        write_payload(&mut payload, seq, sent_ns, cfg.payload);
+        if cfg.json_data {
+            write_json_payload(&mut payload, seq, sent_ns, cfg.payload);
+        } else {
+            write_payload(&mut payload, seq, sent_ns, cfg.payload);
+        }
         message.clear();
-        let data = String::from_utf8_lossy(&payload);
+        // The data as a JSON value, for the targets that carry JSON: the
+        // object itself, or the marker text quoted (it is ASCII without
+        // quotes or backslashes).
+        quoted.clear();
+        if !cfg.json_data {
+            quoted.push(b'"');
+        }
+        quoted.extend_from_slice(&payload);
+        if !cfg.json_data {
+            quoted.push(b'"');
+        }
+        let data = String::from_utf8_lossy(&quoted);
         let (opcode, bytes): (OpCode, &[u8]) = match cfg.target {
             Target::Wavecast if api => {
-                let body = format!("{{\"channel\":\"{CHANNEL}\",\"data\":\"{data}\"}}");
+                let body = format!("{{\"channel\":\"{CHANNEL}\",\"data\":{data}}}");
                 let key = cfg.api_key.as_deref().unwrap_or("");
                 message.extend_from_slice(
                     format!(
@@ -211,12 +228,6 @@ pub async fn publish(cfg: &PublishConfig) -> Result<Published, BenchError> {
                 (OpCode::Text, &[])
             }
             Target::Wavecast => {
-                // The marker is ASCII without quotes or backslashes: quoted,
-                // it is a JSON string.
-                quoted.clear();
-                quoted.push(b'"');
-                quoted.extend_from_slice(&payload);
-                quoted.push(b'"');
                 let data = Payload::from_json(&quoted)
                     .map_err(|e| BenchError::Usage(format!("publication data: {e}")))?;
                 let command = Command::Publish {
@@ -228,7 +239,10 @@ pub async fn publish(cfg: &PublishConfig) -> Result<Published, BenchError> {
             }
             Target::Ws | Target::Tungstenite => (OpCode::Text, &payload),
             Target::Socketio => {
-                message.extend_from_slice(format!("42[\"publish\",\"{data}\"]").as_bytes());
+                // Socket.IO's event argument is a JSON string: the data's
+                // own quotes escaped (it has no backslashes).
+                let text = String::from_utf8_lossy(&payload).replace('"', "\\\"");
+                message.extend_from_slice(format!("42[\"publish\",\"{text}\"]").as_bytes());
                 (OpCode::Text, &message)
             }
             Target::Nats => {

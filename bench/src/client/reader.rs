@@ -3,9 +3,15 @@
 //! [`Event`]s. wavecast's replies and pushes are decoded by
 //! `wavecast_core::protocol::decode_server_message`; the peers' protocols
 //! (NATS's byte stream, Socket.IO's packets, plain broadcast) are read here.
+//! With permessage-deflate negotiated (no context takeover either way, so
+//! each message inflates on its own), a compressed message is inflated by
+//! the core's codec, one per thread of the tool, not one per connection.
+
+use std::cell::RefCell;
 
 use bytes::{Buf, Bytes, BytesMut};
 use tokio::io::{AsyncRead, AsyncReadExt};
+use wavecast_core::deflate::Codec;
 use wavecast_core::frame::{FrameDecoder, OpCode};
 use wavecast_core::protocol::{self, decode_server_message, Encoding, Push, ServerMessage};
 
@@ -62,10 +68,19 @@ pub struct Reader {
     target: Target,
     buf: BytesMut,
     decoder: FrameDecoder,
-    /// A fragmented message being reassembled, and its opcode.
-    partial: Option<(OpCode, BytesMut)>,
+    /// A fragmented message being reassembled: its opcode, whether it is
+    /// compressed (RSV1 on its first frame), and its payload so far.
+    partial: Option<(OpCode, bool, BytesMut)>,
     /// NATS: the protocol byte stream carried in binary frames.
     stream: BytesMut,
+    /// Bytes read from the socket since [`Reader::take_bytes_read`].
+    bytes_read: u64,
+}
+
+thread_local! {
+    /// The inflater of this thread's connections: with no context takeover
+    /// nothing of one message is needed for the next, so connections share it.
+    static CODEC: RefCell<Codec> = RefCell::new(Codec::new(1));
 }
 
 impl Reader {
@@ -77,7 +92,25 @@ impl Reader {
             decoder: FrameDecoder::client(MAX_MESSAGE),
             partial: None,
             stream: BytesMut::new(),
+            bytes_read: 0,
         }
+    }
+
+    /// permessage-deflate was negotiated: RSV1 marks a compressed message.
+    pub fn with_deflate(mut self) -> Reader {
+        self.decoder = self.decoder.with_rsv1();
+        self
+    }
+
+    /// Whether permessage-deflate was negotiated.
+    pub fn deflate(&self) -> bool {
+        self.decoder.allows_rsv1()
+    }
+
+    /// Bytes read from the socket since the last call (frame headers and
+    /// all: what the server sent on the wire, less TCP's own).
+    pub fn take_bytes_read(&mut self) -> u64 {
+        std::mem::take(&mut self.bytes_read)
     }
 
     /// The bytes read but not yet decoded (the publisher takes them over
@@ -140,21 +173,22 @@ impl Reader {
                 if n == 0 {
                     return Ok(None);
                 }
+                self.bytes_read += n as u64;
                 continue;
             };
             if frame.opcode.is_control() {
                 return Ok(Some((frame.opcode, frame.payload)));
             }
             match (frame.opcode, frame.fin, self.partial.take()) {
-                (OpCode::Continuation, fin, Some((op, mut acc))) => {
+                (OpCode::Continuation, fin, Some((op, compressed, mut acc))) => {
                     if acc.len().saturating_add(frame.payload.len()) > MAX_MESSAGE {
                         return Err(BenchError::Server("message too large".into()));
                     }
                     acc.extend_from_slice(&frame.payload);
                     if fin {
-                        return Ok(Some((op, acc.freeze())));
+                        return Ok(Some((op, message(compressed, acc.freeze())?)));
                     }
-                    self.partial = Some((op, acc));
+                    self.partial = Some((op, compressed, acc));
                 }
                 (OpCode::Continuation, _, None) => {
                     return Err(BenchError::Server(
@@ -166,8 +200,10 @@ impl Reader {
                         "new message inside a fragmented one".into(),
                     ))
                 }
-                (op, true, None) => return Ok(Some((op, frame.payload))),
-                (op, false, None) => self.partial = Some((op, BytesMut::from(&frame.payload[..]))),
+                (op, true, None) => return Ok(Some((op, message(frame.rsv1, frame.payload)?))),
+                (op, false, None) => {
+                    self.partial = Some((op, frame.rsv1, BytesMut::from(&frame.payload[..])))
+                }
             }
         }
     }
@@ -220,6 +256,17 @@ impl Reader {
         self.stream.advance(eol + 2);
         Ok(Some(ev))
     }
+}
+
+/// A whole message's payload: as it came, or inflated if `compressed`.
+fn message(compressed: bool, payload: Bytes) -> Result<Bytes, BenchError> {
+    if !compressed {
+        return Ok(payload);
+    }
+    CODEC
+        .with(|codec| codec.borrow_mut().inflate(&payload, MAX_MESSAGE))
+        .map(Bytes::from)
+        .map_err(|e| BenchError::Server(format!("bad compressed message: {e}")))
 }
 
 /// What a (non-NATS) text or binary message means for `target`.
@@ -365,6 +412,54 @@ mod tests {
             classify(Target::Socketio, b"40{\"sid\":\"x\"}"),
             Event::Subscribed
         );
+    }
+
+    /// Compressed messages (RSV1, whole or fragmented) are inflated and
+    /// classified like plain ones; the bytes read are counted as they
+    /// came, compressed.
+    #[tokio::test]
+    async fn compressed_messages_are_inflated_and_bytes_counted() {
+        let text = format!("~3:4:{}", "abc".repeat(500));
+        let compressed = Codec::new(1).compress(text.as_bytes()).unwrap().to_vec();
+        assert!(compressed.len() < text.len() / 10);
+        let mut wire = BytesMut::new();
+        wire.extend_from_slice(&wavecast_core::frame::encode_compressed(
+            OpCode::Text,
+            &compressed,
+        ));
+        // The same message in two fragments: RSV1 on the first only.
+        let (a, b) = compressed.split_at(compressed.len() / 2);
+        let mut first = BytesMut::new();
+        wavecast_core::frame::encode_frame(false, OpCode::Text, a, &mut first);
+        wavecast_core::frame::set_rsv1(&mut first);
+        wire.extend_from_slice(&first);
+        wavecast_core::frame::encode_frame(true, OpCode::Continuation, b, &mut wire);
+        // And one uncompressed.
+        wavecast_core::frame::encode_frame(true, OpCode::Text, b"~5:6:x", &mut wire);
+        let total = wire.len() as u64;
+        let mut reader = Reader::new(Target::Ws, BytesMut::new()).with_deflate();
+        let mut rd = &wire[..];
+        let mut events = Vec::new();
+        loop {
+            match reader.next_event(&mut rd).await.unwrap() {
+                Event::Closed => break,
+                ev => events.push(ev),
+            }
+        }
+        assert_eq!(
+            events,
+            vec![
+                Event::Pub { seq: 3, sent_ns: 4 },
+                Event::Pub { seq: 3, sent_ns: 4 },
+                Event::Pub { seq: 5, sent_ns: 6 },
+            ]
+        );
+        assert_eq!(reader.take_bytes_read(), total);
+        assert_eq!(reader.take_bytes_read(), 0);
+        // Without the extension, RSV1 is the server breaking the protocol.
+        let mut plain = Reader::new(Target::Ws, BytesMut::new());
+        let mut rd = &wire[..];
+        assert!(plain.next_event(&mut rd).await.is_err());
     }
 
     #[tokio::test]

@@ -104,14 +104,16 @@ fn connected(event: Event, user: &str) -> Result<bool, BenchError> {
     }
 }
 
-/// Opens a WebSocket to `url` and subscribes it to the bench channel the
-/// target's way; with `credentials` (wavecast only), `connect` comes first
-/// and the subscribe waits for its reply.
+/// Opens a WebSocket to `url` (offering permessage-deflate with
+/// `deflate`) and subscribes it to the bench channel the target's way;
+/// with `credentials` (wavecast only), `connect` comes first and the
+/// subscribe waits for its reply.
 pub async fn connect_subscriber(
     target: Target,
     url: &BenchUrl,
     source: Option<Ipv4Addr>,
     credentials: Option<&Credentials>,
+    deflate: bool,
 ) -> Result<Conn, BenchError> {
     if credentials.is_some() && target != Target::Wavecast {
         return Err(BenchError::Usage(
@@ -119,10 +121,14 @@ pub async fn connect_subscriber(
         ));
     }
     let mut stream = open_tcp(url.addr, source).await?;
-    let buf = websocket_handshake(&mut stream, url).await?;
+    let (buf, deflate) = websocket_handshake(&mut stream, url, deflate).await?;
+    let mut reader = Reader::new(target, buf);
+    if deflate {
+        reader = reader.with_deflate();
+    }
     let mut conn = Conn {
         stream,
-        reader: Reader::new(target, buf),
+        reader,
         writer: Writer::new(),
     };
     match target {
@@ -176,8 +182,12 @@ pub async fn connect_subscriber(
 /// is aborted), recording each into `recorder`.
 pub async fn run_subscriber(mut conn: Conn, recorder: Arc<Recorder>) -> Result<(), BenchError> {
     let mut state = SubscriberState::default();
+    // What arrived while subscribing is not the run's.
+    conn.reader.take_bytes_read();
     loop {
-        match conn.reader.next_event(&mut conn.stream).await? {
+        let event = conn.reader.next_event(&mut conn.stream).await?;
+        recorder.add_bytes(conn.reader.take_bytes_read());
+        match event {
             Event::Pub { seq, sent_ns } => recorder.record(&mut state, seq, sent_ns),
             Event::Reply(r) => conn.writer.reply(&mut conn.stream, &r).await?,
             Event::Closed => return Ok(()),
@@ -277,7 +287,7 @@ mod tests {
         })
         .await;
         let c = credentials();
-        let conn = connect_subscriber(Target::Wavecast, &url, None, Some(&c))
+        let conn = connect_subscriber(Target::Wavecast, &url, None, Some(&c), false)
             .await
             .unwrap();
         drop(conn);
@@ -302,7 +312,7 @@ mod tests {
         })
         .await;
         drop(
-            connect_subscriber(Target::Wavecast, &url, None, None)
+            connect_subscriber(Target::Wavecast, &url, None, None, false)
                 .await
                 .unwrap(),
         );
@@ -321,7 +331,7 @@ mod tests {
             _ => vec![Some(SUBSCRIBED)],
         })
         .await;
-        let err = connect_subscriber(Target::Wavecast, &url, None, Some(&credentials()))
+        let err = connect_subscriber(Target::Wavecast, &url, None, Some(&credentials()), false)
             .await
             .unwrap_err();
         assert!(matches!(err, BenchError::Auth(_)), "{err:?}");
@@ -339,7 +349,7 @@ mod tests {
             _ => vec![Some(SUBSCRIBED)],
         })
         .await;
-        let err = connect_subscriber(Target::Wavecast, &url, None, Some(&credentials()))
+        let err = connect_subscriber(Target::Wavecast, &url, None, Some(&credentials()), false)
             .await
             .unwrap_err();
         match err {
@@ -351,7 +361,7 @@ mod tests {
     #[tokio::test]
     async fn credentials_are_for_wavecast_only() {
         let url = BenchUrl::parse("ws://127.0.0.1:9/", Target::Nats).unwrap();
-        let err = connect_subscriber(Target::Nats, &url, None, Some(&credentials()))
+        let err = connect_subscriber(Target::Nats, &url, None, Some(&credentials()), false)
             .await
             .unwrap_err();
         assert_eq!(err.exit_code(), 2);

@@ -58,7 +58,8 @@ async fn open_local(
     credentials.resize(n, None);
     let recorder = Arc::new(Recorder::new(publications));
     let permits = Arc::new(Semaphore::new(r.args.pacing.concurrency.max(1)));
-    let (tx, mut rx) = mpsc::unbounded_channel::<Result<(), (bool, String)>>();
+    // Ok(negotiated compression) or Err((refused, why)).
+    let (tx, mut rx) = mpsc::unbounded_channel::<Result<bool, (bool, String)>>();
     let mut tasks = Vec::with_capacity(n);
     let started_ns = now_ns();
     let start = tokio::time::Instant::now();
@@ -77,11 +78,12 @@ async fn open_local(
         let (tx, recorder, finished_ns) = (tx.clone(), recorder.clone(), finished_ns.clone());
         let index = first_index + i;
         let (target, url) = (r.args.target, r.urls.for_connection(index).clone());
+        let deflate = r.args.pacing.compression;
         let source = source_for(index, r.source_addrs, r.source_base);
         tasks.push(tokio::spawn(async move {
             let conn = tokio::time::timeout(
                 CONNECT_TIMEOUT,
-                connect_subscriber(target, &url, source, credentials.as_ref()),
+                connect_subscriber(target, &url, source, credentials.as_ref(), deflate),
             )
             .await;
             drop(credentials);
@@ -89,7 +91,7 @@ async fn open_local(
             match conn {
                 Ok(Ok(conn)) => {
                     finished_ns.fetch_max(now_ns(), Ordering::Relaxed);
-                    let _ = tx.send(Ok(()));
+                    let _ = tx.send(Ok(conn.reader.deflate()));
                     let _ = run_subscriber(conn, recorder).await;
                 }
                 Ok(Err(e)) => {
@@ -113,7 +115,10 @@ async fn open_local(
     let mut first_error = None;
     while let Some(result) = rx.recv().await {
         match result {
-            Ok(()) => connect.connected += 1,
+            Ok(deflate) => {
+                connect.connected += 1;
+                connect.compressed += u64::from(deflate);
+            }
             Err((refused, e)) => {
                 connect.failed += 1;
                 connect.refused += u64::from(refused);
@@ -239,6 +244,7 @@ pub(super) async fn open_group(
         .arg(r.source_addrs.to_string())
         .arg("--source-base")
         .arg(r.source_base.to_string())
+        .args(r.args.pacing.compression.then_some("--compression"))
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
         .stderr(Stdio::inherit())

@@ -6,12 +6,14 @@
 //! - `resolve`: target arguments with the automatic choices made
 //!   (workers, source addresses).
 //! - `memory`: the servers' resident memory.
+//! - `cpu`: the servers' CPU time.
 //! - `group`: subscriber groups, here or in worker processes, and the
 //!   hidden `worker` command.
 //! - `runs`: one `connect` or `fanout` run into a report.
 //! - this file: the runtime and the commands (`connect`, `fanout`,
 //!   `sweep`, `compare`; `plot` is [`plot`]'s).
 
+mod cpu;
 mod group;
 mod memory;
 mod resolve;
@@ -21,6 +23,7 @@ use std::time::Duration;
 
 use serde::Serialize;
 
+pub use cpu::{read_cpu_ns, read_cpu_ns_sum};
 pub use memory::{read_rss, read_rss_sum};
 
 use self::group::worker_command;
@@ -141,9 +144,19 @@ async fn compare_command(a: CompareArgs) -> Result<(), BenchError> {
     let pids = parse_pairs(&a.pids, "--pids")?;
     let mut plan = Vec::new();
     for (name, url) in &targets {
-        let target = Target::parse(name)
+        // `NAME+deflate`: the same target with compression offered.
+        let (base, deflate) = match name.strip_suffix("+deflate") {
+            Some(base) => (base, true),
+            None => (name.as_str(), a.pacing.compression),
+        };
+        let target = Target::parse(base)
             .ok_or_else(|| BenchError::Usage(format!("unknown target {name:?}")))?;
-        let pid = match pids.iter().find(|(n, _)| n == name) {
+        // One server may serve both NAME and NAME+deflate.
+        let pid = match pids
+            .iter()
+            .find(|(n, _)| n == name)
+            .or_else(|| pids.iter().find(|(n, _)| n == base))
+        {
             Some((_, p)) => Some(
                 p.parse::<u32>()
                     .map_err(|_| BenchError::Usage(format!("--pids: bad PID {p:?}")))?,
@@ -154,7 +167,10 @@ async fn compare_command(a: CompareArgs) -> Result<(), BenchError> {
         let args = TargetArgs {
             target,
             url: vec![url.clone()],
-            pacing: a.pacing.clone(),
+            pacing: crate::PacingArgs {
+                compression: deflate,
+                ..a.pacing.clone()
+            },
             server_pid: pid.into_iter().collect(),
             token_hmac_secret: None,
         };

@@ -124,6 +124,7 @@ mod tests {
                 concurrency: 64,
                 workers: 0,
                 source_addrs: 0,
+                compression: false,
             },
             server_pid: Vec::new(),
             token_hmac_secret: None,

@@ -4,6 +4,7 @@
 
 use std::time::Duration;
 
+use super::cpu::read_cpu_ns_sum;
 use super::group::{collect, open_group};
 use super::memory::{settled_rss, SETTLE};
 use super::resolve::resolve;
@@ -23,6 +24,7 @@ fn connect_figures(report: &mut Report, connect: &ConnectResult, rss: (Option<u6
     report.connected = connect.connected;
     report.failed_connections = connect.failed;
     report.refused_connections = connect.refused;
+    report.compressed_connections = connect.compressed;
     let took = connect.finished_ns.saturating_sub(connect.started_ns);
     report.connect_seconds = seconds(took);
     report.handshakes_per_sec = if took > 0 {
@@ -50,6 +52,7 @@ pub(super) async fn run_connect(t: &TargetArgs, connections: usize) -> Result<Re
         max: false,
         window: 1,
         payload: 0,
+        json_data: false,
         publish_via: PublishVia::Ws,
         api_key: None,
         drain_timeout: 0.0,
@@ -121,6 +124,8 @@ pub(super) async fn run_fanout(
             PublishVia::Ws => "ws".into(),
             PublishVia::Api => "api".into(),
         },
+        compression: t.pacing.compression,
+        json_data: load.json_data,
         ..Report::default()
     };
     connect_figures(&mut report, &connect, (before, after));
@@ -141,11 +146,13 @@ pub(super) async fn run_fanout(
         rate: (!load.max).then_some(load.publish_rate),
         window: load.window,
         payload: load.payload,
+        json_data: load.json_data,
         credentials: match &r.signer {
             Some(signer) => Some(signer.credentials(PUBLISHER_USER.into())?),
             None => None,
         },
     };
+    let cpu_before = read_cpu_ns_sum(&t.server_pid);
     let published = publish(&cfg).await?;
     let result = collect(
         group,
@@ -154,8 +161,17 @@ pub(super) async fn run_fanout(
         Duration::from_secs_f64(load.drain_timeout.max(0.0)),
     )
     .await?;
+    let cpu_after = read_cpu_ns_sum(&t.server_pid);
     drop(published.connection);
     fill_deliveries(&mut report, &result, connect.connected, published.first_ns);
+    if result.deliveries > 0 {
+        report.received_bytes_per_delivery =
+            Some(result.bytes_received as f64 / result.deliveries as f64);
+        report.server_cpu_us_per_delivery = match (cpu_before, cpu_after) {
+            (Some(b), Some(a)) => Some(a.saturating_sub(b) as f64 / 1e3 / result.deliveries as f64),
+            _ => None,
+        };
+    }
     Ok(report)
 }
 

@@ -276,7 +276,10 @@ mod tests {
         }
         for (bad, why) in [
             ("permessage-deflate", ClientAnswerError::ContextTakeover),
-            ("permessage-deflate; client_no_context_takeover", ClientAnswerError::ContextTakeover),
+            (
+                "permessage-deflate; client_no_context_takeover",
+                ClientAnswerError::ContextTakeover,
+            ),
             ("x-webkit-deflate-frame", ClientAnswerError::NotOffered),
             (
                 "permessage-deflate; server_no_context_takeover, permessage-deflate",
@@ -298,7 +301,10 @@ mod tests {
                 "permessage-deflate; server_no_context_takeover; server_max_window_bits=16",
                 ClientAnswerError::BadParameter,
             ),
-            ("permessage-deflate; server_no_context_takeover; foo", ClientAnswerError::BadParameter),
+            (
+                "permessage-deflate; server_no_context_takeover; foo",
+                ClientAnswerError::BadParameter,
+            ),
         ] {
             assert_eq!(check(bad), Err(why), "{bad}");
         }
