@@ -13,7 +13,7 @@ use serde_json::Value;
 use wavecast_tests::{binary_path, Server};
 
 /// Every field of a report (`wavecast_bench::report::Report`).
-const REPORT_FIELDS: [&str; 27] = [
+const REPORT_FIELDS: [&str; 32] = [
     "scenario",
     "target",
     "url",
@@ -41,6 +41,11 @@ const REPORT_FIELDS: [&str; 27] = [
     "duplicated",
     "out_of_order",
     "unexpected",
+    "compression",
+    "compressed_connections",
+    "json_data",
+    "received_bytes_per_delivery",
+    "server_cpu_us_per_delivery",
 ];
 
 fn json_path(name: &str) -> PathBuf {
@@ -232,6 +237,58 @@ fn connect_with_the_server_pid_reports_memory_per_connection() {
         .expect("no memory per connection");
     let expected = (after as f64 - before as f64) / 100.0;
     assert!((per - expected).abs() < 1e-6, "{report}");
+}
+
+/// `--compression --json-data` against a server with `--compression`:
+/// every subscriber negotiates permessage-deflate, nothing is lost, and
+/// the bytes on the wire per delivery are the compressed frames' (JSON
+/// rows deflate to about a third; above the 1 KiB threshold). The same run
+/// without `--compression` receives the whole push. Sizes, not timing.
+#[test]
+fn fanout_with_compression_negotiates_it_and_counts_compressed_bytes() {
+    let server = Server::start(&["--compression", "--client-publish-rate", "0"]);
+    let pid = server.pid().to_string();
+    let url = server.url("/ws");
+    let mut per_delivery = Vec::new();
+    for compression in [true, false] {
+        let path = json_path(&format!("fanout-deflate-{compression}"));
+        let mut args = vec![
+            "fanout",
+            "--url",
+            &url,
+            "--subscribers",
+            "20",
+            "--publications",
+            "50",
+            "--max",
+            "--json-data",
+            "--payload",
+            "4096",
+            "--server-pid",
+            &pid,
+            "--json",
+            path.to_str().unwrap(),
+        ];
+        if compression {
+            args.push("--compression");
+        }
+        let out = bench(&args);
+        let report = read_report(&path, &out);
+        assert_complete_fanout(&report, 20, 50);
+        assert_eq!(report["compression"], compression);
+        assert_eq!(report["json_data"], true);
+        let negotiated = if compression { 20 } else { 0 };
+        assert_eq!(u(&report, "compressed_connections"), negotiated, "{report}");
+        let bytes = report["received_bytes_per_delivery"]
+            .as_f64()
+            .expect("no bytes per delivery");
+        assert!(report["server_cpu_us_per_delivery"].is_f64(), "{report}");
+        per_delivery.push(bytes);
+    }
+    let (on, off) = (per_delivery[0], per_delivery[1]);
+    // Uncompressed: the 4096 bytes of data and the push around them.
+    assert!(off > 4096.0 && off < 4096.0 + 200.0, "off: {off}");
+    assert!(on < off / 2.0 && on > off / 6.0, "on: {on}, off: {off}");
 }
 
 #[test]
