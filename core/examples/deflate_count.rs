@@ -2,8 +2,9 @@
 //! and bytes on the wire: a node with SUBSCRIBERS JSON subscribers of one
 //! channel (all of them negotiated compression when COMPRESSION is 1),
 //! then N publications of a JSON document of about SIZE bytes, each
-//! delivered to all and the queues drained. Prints the bytes queued per
-//! delivery. Instructions per delivery = ((count with N) - (count with 0))
+//! delivered to all and the queues drained, compressing at LEVEL (an
+//! optional fifth argument; the default level otherwise). Prints the bytes
+//! queued per delivery. Instructions per delivery = ((count with N) - (count with 0))
 //! / N / SUBSCRIBERS, counted with valgrind's callgrind (docs/BENCHMARKS.md,
 //! "permessage-deflate").
 //!
@@ -56,13 +57,21 @@ fn main() {
         .skip(1)
         .filter_map(|a| a.parse().ok())
         .collect();
-    let [subscribers, size, compression, publications] = args[..] else {
-        eprintln!("usage: deflate_count SUBSCRIBERS SIZE COMPRESSION(0|1) PUBLICATIONS");
-        std::process::exit(2);
+    let (subscribers, size, compression, publications, level) = match args[..] {
+        [s, n, c, p] => (s, n, c, p, None),
+        [s, n, c, p, l] => (s, n, c, p, u32::try_from(l).ok()),
+        _ => {
+            eprintln!("usage: deflate_count SUBSCRIBERS SIZE COMPRESSION(0|1) PUBLICATIONS [LEVEL]");
+            std::process::exit(2);
+        }
     };
     let now = Timestamp::ZERO;
+    let compression_config = CompressionConfig {
+        level: level.unwrap_or(wavecast_core::deflate::DEFAULT_LEVEL),
+        ..CompressionConfig::default()
+    };
     let config = NodeConfig {
-        compression: (compression == 1).then(CompressionConfig::default),
+        compression: (compression == 1).then_some(compression_config),
         ..NodeConfig::default()
     };
     let mut core = Standalone::new(config, 1);
