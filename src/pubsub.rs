@@ -96,14 +96,19 @@ pub struct TestServer {
 
 impl TestServer {
     /// `wavecast serve --api-key KEY --config CONFIG EXTRA...`, with the
-    /// per-connection rate limits off unless `extra` sets one: the tests of
-    /// other features publish faster from one connection than a real
-    /// client's default allowance (the limits have their own tests).
+    /// command and publication rate limits off unless `extra` sets one:
+    /// the tests of other features publish faster from one connection than
+    /// a real client's default allowance (the limits have their own tests).
+    /// The ping allowance stays at the server's default (no test of another
+    /// feature pings faster than a client library would).
     pub fn start(extra: &[&str]) -> TestServer {
         let config = TempFile::new("toml", CONFIG);
         let path = config.path();
         let mut args = vec!["--api-key", KEY, "--config", path.as_str()];
-        if !extra.iter().any(|a| a.starts_with("--client-")) {
+        let sets_a_rate = |a: &&str| {
+            a.starts_with("--client-command-rate") || a.starts_with("--client-publish-rate")
+        };
+        if !extra.iter().any(sets_a_rate) {
             args.extend_from_slice(&["--client-command-rate", "0", "--client-publish-rate", "0"]);
         }
         args.extend_from_slice(extra);

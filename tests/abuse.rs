@@ -1,8 +1,10 @@
 //! Abuse from one or a few clients, against the real binary over real
-//! sockets: a ping flood that never reads, and a publish flood from several
+//! sockets: a ping flood that never reads, a ping flood that reads (and is
+//! closed 4504 by the ping allowance), and a publish flood from several
 //! connections with a fast and a slow subscriber. Each checks that the
-//! server's memory stays bounded (`/api/info` and the process's RSS) and
-//! that a subscriber of another channel keeps receiving meanwhile.
+//! server's memory stays bounded (`/api/info` and the process's RSS) or
+//! that the flooder is cut, and that a subscriber of another channel keeps
+//! receiving meanwhile.
 //!
 //! Waits are liveness bounds of seconds; nothing asserts on timing.
 
@@ -14,7 +16,7 @@ use std::time::{Duration, Instant};
 use serde_json::{json, Value};
 use wavecast_core::frame::OpCode;
 use wavecast_tests::pubsub::*;
-use wavecast_tests::{RawClient, Recv};
+use wavecast_tests::{RawClient, Recv, Request};
 
 async fn info(server: &TestServer) -> Value {
     server.api_ok("/api/info", &json!({})).await
@@ -74,9 +76,10 @@ async fn a_ping_flood_that_never_reads_stays_bounded_and_is_cut() {
     let watch = async {
         let mut max_queued = 0u64;
         // Longer than the flooder's own 40 s: the two deadlines raced, and
-        // on a loaded machine the watcher gave up first. (Whether the
-        // server cuts the flooder before it stops by itself is not shown by
-        // this test today: every run takes the full 40 s.)
+        // on a loaded machine the watcher gave up first. (The ping
+        // allowance cuts it long before: 4504 some 5 s into the flood, then
+        // the close timeout, since it never answers; the flood that reads
+        // below checks the close itself.)
         let deadline = tokio::time::Instant::now() + Duration::from_secs(50);
         // The flooder's thread may not have connected yet: "gone" only
         // counts once it was there.
@@ -117,6 +120,93 @@ async fn a_ping_flood_that_never_reads_stays_bounded_and_is_cut() {
     assert!(growth < 32 << 20, "RSS grew by {growth} bytes");
     // And the server still serves.
     assert_eq!(info(&server).await["connections"], 1);
+}
+
+/// With the server's default ping allowance (10 a second, bursts of 20): a
+/// client that pings as fast as it can, and reads, gets pongs at about the
+/// allowance, then the close 4504 "too many requests" some 5 s into the
+/// flood; a subscriber on the same server receives publications throughout,
+/// and the close is counted as a ping flood.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_ping_flood_gets_pongs_at_the_allowance_then_4504() {
+    let server = TestServer::start(&[]);
+    let mut other = server.client(Enc::Json).await;
+    other.subscribe("other").await;
+    let stop = Arc::new(AtomicBool::new(false));
+    let addr = server.addr();
+    let flooder = std::thread::spawn(move || {
+        let mut c = RawClient::connect(addr, "/ws");
+        let ping = c.masked_frame(true, OpCode::Ping, b"flood");
+        let burst: Vec<u8> = ping.repeat(10);
+        let started = Instant::now();
+        let (mut sent, mut pongs) = (0u64, 0u64);
+        // Liveness bound: the close is due about 5 s in.
+        while started.elapsed() < Duration::from_secs(30) {
+            if c.send_raw(&burst).is_ok() {
+                sent += 10;
+            }
+            // Whatever came meanwhile (a millisecond's wait: thousands of
+            // pings a second, without spinning a core of the shared
+            // machine on writes alone).
+            loop {
+                match c.recv(Duration::from_millis(1)) {
+                    Recv::Frame(f) if f.opcode == OpCode::Pong => pongs += 1,
+                    Recv::Frame(f) if f.opcode == OpCode::Close => {
+                        let code = wavecast_tests::close_code(&f.payload);
+                        let reason = String::from_utf8_lossy(&f.payload[2..]).into_owned();
+                        let _ = c.send_close(4504, b"");
+                        return (code, reason, sent, pongs, started.elapsed());
+                    }
+                    // The server's own heartbeat.
+                    Recv::Frame(f) if f.opcode == OpCode::Ping => {}
+                    Recv::Frame(f) => panic!("unexpected {:?} frame", f.opcode),
+                    Recv::TimedOut => break,
+                    other => panic!("the flooder's connection ended without a close: {other:?}"),
+                }
+            }
+        }
+        panic!("a ping flood of {sent} pings was never closed ({pongs} pongs)");
+    });
+    let watch = async {
+        while !flooder.is_finished() {
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        stop.store(true, Ordering::Relaxed);
+    };
+    let (_, delivered) = tokio::join!(
+        watch,
+        other_channel_keeps_flowing(&server, &mut other, &stop)
+    );
+    let (code, reason, sent, pongs, elapsed) = flooder.join().unwrap();
+    assert_eq!(
+        (code, reason.as_str()),
+        (Some(4504), "too many requests"),
+        "after {sent} pings and {pongs} pongs"
+    );
+    assert!(sent > 1000, "the flooder sent only {sent} pings");
+    // The burst and the rate over the time it lasted, not one per ping.
+    let allowance = 20 + 10 * elapsed.as_secs() + 10;
+    assert!(
+        (1..=allowance).contains(&pongs),
+        "{pongs} pongs for {sent} pings in {elapsed:?}"
+    );
+    assert!(delivered > 0);
+    // Counted apart from the command floods that share its code, once the
+    // connection has ended (the flooder's close reply, read by now or soon).
+    let deadline = tokio::time::Instant::now() + T;
+    loop {
+        let text = http(addr, &Request::get(addr, "/metrics").to_bytes())
+            .await
+            .text();
+        if text
+            .lines()
+            .any(|l| l == "wavecast_ping_flood_closes_total 1")
+        {
+            break;
+        }
+        assert!(tokio::time::Instant::now() < deadline, "{text}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
 }
 
 /// A publish command frame for `channel` with 8 KB of data.

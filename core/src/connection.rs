@@ -34,6 +34,15 @@
 //! waiting for it is closed as a slow consumer too: sending is not a sign
 //! that it reads.
 //!
+//! Pings from the peer: at most `ping_rate` a second are answered (a token
+//! bucket with bursts of twice the rate, `crate::rate`); the ones over it
+//! get no pong (RFC 6455 5.5.3 owes a pong only to the latest ping, and a
+//! flood gets none while it lasts), and a peer still over it
+//! [`OVER_LIMIT_GRACE`](crate::node::OVER_LIMIT_GRACE) after it first went
+//! over, without slowing down until the allowance refilled, is closed with
+//! `ping_flood_close_code`. Decoding a ping costs a shard CPU whatever is
+//! answered: the close is what bounds a flood.
+//!
 //! An event stream is the same machine with the WebSocket parts left out:
 //! what the peer sends is ignored (it sends nothing but its request, and
 //! then at most the end of the stream), no pings go out and silence is no
@@ -52,6 +61,7 @@ use crate::deflate::{Codec, InflateError};
 use crate::frame::{self, FrameDecoder, FrameError, OpCode};
 use crate::message::{self, Assembler, CloseFrame, Message, MessageError};
 use crate::queue::{OutQueue, OverBudget};
+use crate::rate::{Rate, Verdict};
 use crate::time::Timestamp;
 
 /// Limits and timers of a connection.
@@ -72,6 +82,14 @@ pub struct ConnectionConfig {
     pub heartbeat_close_code: CloseCode,
     /// Code sent when the outbound queue goes over budget.
     pub slow_consumer_close_code: CloseCode,
+    /// Pings per second the peer may send, with bursts of twice that: the
+    /// ones over it are not answered, and a peer still over it
+    /// [`OVER_LIMIT_GRACE`](crate::node::OVER_LIMIT_GRACE) after it first
+    /// went over is closed with `ping_flood_close_code`. 0: no limit (the
+    /// default here; the server's default is 10).
+    pub ping_rate: u32,
+    /// Code sent when the peer keeps pinging over `ping_rate`.
+    pub ping_flood_close_code: CloseCode,
     /// How the connection's bytes are framed.
     pub framing: Framing,
 }
@@ -96,6 +114,8 @@ impl Default for ConnectionConfig {
             close_timeout: Duration::from_secs(5),
             heartbeat_close_code: CloseCode::GOING_AWAY,
             slow_consumer_close_code: CloseCode::POLICY_VIOLATION,
+            ping_rate: 0,
+            ping_flood_close_code: CloseCode::POLICY_VIOLATION,
             framing: Framing::WebSocket,
         }
     }
@@ -133,6 +153,9 @@ pub enum CloseCause {
     WriteStalled,
     /// The outbound queue went over its budget.
     SlowConsumer(OverBudget),
+    /// The peer kept pinging faster than `ping_rate` for
+    /// [`OVER_LIMIT_GRACE`](crate::node::OVER_LIMIT_GRACE).
+    PingFlood,
     /// The transport ended without a close handshake (or the peer never
     /// answered ours).
     Abnormal,
@@ -152,6 +175,7 @@ impl CloseCause {
             CloseCause::SlowConsumer(_) | CloseCause::WriteStalled => {
                 config.slow_consumer_close_code
             }
+            CloseCause::PingFlood => config.ping_flood_close_code,
             CloseCause::Abnormal => CloseCode::ABNORMAL,
         }
     }
@@ -167,6 +191,7 @@ impl CloseCause {
             CloseCause::HeartbeatTimeout => "nothing received in time",
             CloseCause::WriteStalled => "client took no bytes in time",
             CloseCause::SlowConsumer(_) => "outbound queue over its budget",
+            CloseCause::PingFlood => "client pinged faster than its allowance",
             CloseCause::Abnormal => "transport ended without a close handshake",
         }
     }
@@ -209,6 +234,11 @@ pub struct Connection {
     /// Set once the close cause is known; reported with `Event::Closed`.
     /// Boxed: only a closing connection has one.
     cause: Option<Box<CloseCause>>,
+    /// The peer's ping allowance under `ping_rate`: made, full, at its
+    /// first ping (which is what a bucket made full at the open would hold
+    /// then, refills being capped at the burst), so a connection that
+    /// never pings (a browser's) costs a pointer here, not the bucket.
+    pings: Option<Box<Rate>>,
     /// Shared by every connection of a node: one pointer per connection
     /// instead of a copy (idle memory per connection is a headline figure).
     config: Rc<ConnectionConfig>,
@@ -234,6 +264,7 @@ impl Connection {
             next_ping: now + config.heartbeat_interval,
             deadline: None,
             cause: None,
+            pings: None,
             config,
         }
     }
@@ -606,12 +637,29 @@ impl Connection {
             }
             Message::Ping(payload) => {
                 // RFC 6455 5.5.3: answer with a pong of the same payload,
-                // unless we already sent our close frame.
-                if self.state == State::Open {
-                    self.start_stall_clock(now);
-                    let pong = frame::encode(OpCode::Pong, &payload);
-                    if let Err(over) = self.queue.push_pong(pong, self.budget()) {
-                        self.slow_consumer(now, over);
+                // unless we already sent our close frame, or the peer is
+                // over its allowance (a pong is owed only to the latest
+                // ping, and a flood gets none while it lasts).
+                if self.state != State::Open {
+                    return;
+                }
+                match self.take_ping(now) {
+                    Verdict::Pass => {
+                        self.start_stall_clock(now);
+                        let pong = frame::encode(OpCode::Pong, &payload);
+                        if let Err(over) = self.queue.push_pong(pong, self.budget()) {
+                            self.slow_consumer(now, over);
+                        }
+                    }
+                    Verdict::Limited => {}
+                    Verdict::Close => {
+                        // The close handshake, as for any close of ours:
+                        // the peer's close (or the close timeout) ends it,
+                        // and the flood meanwhile gets no pong. (Failing
+                        // at once would reset the socket under the unread
+                        // flood, and the peer might never read our code.)
+                        let code = self.config.ping_flood_close_code;
+                        self.start_close(now, code, "too many requests", CloseCause::PingFlood);
                     }
                 }
             }
@@ -640,6 +688,17 @@ impl Connection {
                 State::Closed => {}
             },
         }
+    }
+
+    /// Takes one ping from the peer's allowance at `now`.
+    fn take_ping(&mut self, now: Timestamp) -> Verdict {
+        let rate = self.config.ping_rate;
+        if rate == 0 {
+            return Verdict::Pass;
+        }
+        self.pings
+            .get_or_insert_with(|| Box::new(Rate::new(now, rate, 0)))
+            .take(now, rate, 0, false)
     }
 
     /// Fails the connection (RFC 6455 7.1.7): send a close frame and stop

@@ -26,6 +26,9 @@
 //!   once per shard; a connection keeps only a "negotiated" bit.
 //! - [`queue`]: a connection's outbound queue of shared frames
 //!   ([`bytes::Bytes`]) with a byte budget.
+//! - `rate` (crate-private): the token bucket behind every per-connection
+//!   rate limit (a connection's pings, a node's commands and
+//!   publications), with the grace before a connection over it is closed.
 //! - [`connection`]: one WebSocket connection's state machine (open,
 //!   closing, closed) with heartbeats; it owns a decoder, an assembler and
 //!   a queue.
@@ -96,6 +99,7 @@ pub mod node;
 pub mod protocol;
 pub mod proxy;
 pub mod queue;
+pub(crate) mod rate;
 pub mod sse;
 pub mod standalone;
 pub mod time;

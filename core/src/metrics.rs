@@ -261,6 +261,9 @@ pub struct Counters {
     /// Connections closed because they did not take their bytes (the
     /// queue over its budget, or nothing taken for interval + timeout).
     pub slow_consumer_closes: u64,
+    /// Connections closed because they kept pinging over their allowance
+    /// (the connection's `ping_rate`; 4504 on `/ws`, 1008 on `/echo`).
+    pub ping_flood_closes: u64,
     /// Client commands decoded, by kind ([`CommandKind::ALL`] order).
     pub commands: [u64; CommandKind::ALL.len()],
     /// Replies sent to client commands, by command ([`command_label`])
@@ -307,6 +310,7 @@ impl Counters {
             *self.closed.entry(*k).or_default() += v;
         }
         self.slow_consumer_closes += other.slow_consumer_closes;
+        self.ping_flood_closes += other.ping_flood_closes;
         add(&mut self.commands, &other.commands);
         for (a, b) in self.replies.iter_mut().zip(other.replies.iter()) {
             add(a, b);

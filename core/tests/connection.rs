@@ -480,3 +480,174 @@ fn closed_connection_with_unread_close_frame_gives_up_after_close_timeout() {
     c.handle_timeout(t(2001));
     assert!(c.is_finished());
 }
+
+/// The ping allowance: `rate` a second, and the code wavecast's `/ws`
+/// closes a flood with.
+fn ping_config(rate: u32) -> ConnectionConfig {
+    ConnectionConfig {
+        ping_rate: rate,
+        ping_flood_close_code: CloseCode(4504),
+        heartbeat_interval: Duration::from_secs(3600),
+        ..config()
+    }
+}
+
+/// One ping read at `now` (alone in its read), and the pongs it got,
+/// everything queued taken as the client would read it.
+fn ping(c: &mut Connection, now: Timestamp, payload: &[u8]) -> Vec<Frame> {
+    c.handle_read(now, &client_frame(true, OpCode::Ping, payload));
+    written(c)
+}
+
+#[test]
+fn pings_within_the_allowance_are_all_answered() {
+    let mut c = Connection::new(t(0), ping_config(10));
+    // The burst, twice the rate, at once: each ping answered.
+    for i in 0..20u8 {
+        let out = ping(&mut c, t(0), &[i]);
+        assert_eq!(out.len(), 1, "ping {i} of the burst");
+        assert_eq!(
+            (out[0].opcode, &out[0].payload[..]),
+            (OpCode::Pong, &[i][..])
+        );
+    }
+    // Then the rate, for a minute: every one answered, never closed.
+    for ms in (100..60_000).step_by(100) {
+        let out = ping(&mut c, t(ms), b"steady");
+        assert_eq!(out.len(), 1, "the ping at {ms} ms");
+        assert_eq!(out[0].opcode, OpCode::Pong);
+    }
+    assert_eq!(c.state(), State::Open);
+}
+
+#[test]
+fn pings_over_the_burst_get_no_pong_and_the_connection_stays() {
+    let mut c = Connection::new(t(0), ping_config(10));
+    for _ in 0..20 {
+        assert_eq!(ping(&mut c, t(0), b"p").len(), 1);
+    }
+    // The 21st at the same instant, and one 99 ms later (a tenth of a
+    // ping refilled, not a whole one): no pong, nothing else either.
+    assert!(ping(&mut c, t(0), b"over").is_empty());
+    assert!(ping(&mut c, t(99), b"over").is_empty());
+    assert_eq!(c.state(), State::Open);
+    assert!(events(&mut c).is_empty());
+    // 100 ms after the burst one ping has refilled: answered.
+    let out = ping(&mut c, t(100), b"again");
+    assert_eq!(&out[0].payload[..], b"again");
+}
+
+#[test]
+fn a_ping_flood_still_over_five_seconds_later_is_closed_with_its_code() {
+    let mut c = Connection::new(t(0), ping_config(10));
+    // A hundred pings a second against an allowance of ten.
+    let mut first_refused = None;
+    let mut pongs = 0;
+    let mut ms = 0;
+    while c.state() == State::Open {
+        assert!(ms <= 10_000, "a flood still open after 10 s");
+        let out = ping(&mut c, t(ms), b"flood");
+        match out.first().map(|f| f.opcode) {
+            Some(OpCode::Pong) => pongs += 1,
+            None => {
+                first_refused.get_or_insert(ms);
+            }
+            Some(OpCode::Close) => {
+                assert_eq!(close_code(&out[0]), Some(4504));
+                let close = message::parse_close(&out[0].payload).unwrap().unwrap();
+                assert_eq!(close.reason, "too many requests");
+            }
+            other => panic!("unexpected {other:?}"),
+        }
+        ms += 10;
+    }
+    let first = first_refused.expect("some pings refused");
+    let closed_at = ms - 10;
+    // Closed at the first refused ping 5 s after the first refusal, not
+    // before (one ping every 10 ms: within 10 ms of it).
+    assert!(
+        (first + 5_000..first + 5_010).contains(&closed_at),
+        "first refused at {first} ms, closed at {closed_at} ms"
+    );
+    // Meanwhile: the burst, then the allowance's rate, no more.
+    assert!(pongs <= 20 + closed_at / 100 + 1, "{pongs} pongs");
+    assert_eq!(c.state(), State::Closing);
+    // More pings while closing: no pong.
+    assert!(ping(&mut c, t(closed_at + 1), b"more").is_empty());
+    // The peer answers our close: done, with the cause.
+    c.handle_read(
+        t(closed_at + 2),
+        &client_frame(true, OpCode::Close, &4504u16.to_be_bytes()),
+    );
+    assert!(c.is_finished());
+    let ev = events(&mut c);
+    assert_eq!(ev, vec![Event::Closed(CloseCause::PingFlood)]);
+    let Event::Closed(cause) = &ev[0] else {
+        unreachable!()
+    };
+    assert_eq!(cause.code(c.config()), CloseCode(4504));
+}
+
+#[test]
+fn a_ping_flood_closes_with_policy_violation_by_default() {
+    // The default code (what a raw RFC 6455 endpoint, `/echo`, uses).
+    let mut c = Connection::new(
+        t(0),
+        ConnectionConfig {
+            ping_rate: 1,
+            ..config()
+        },
+    );
+    let mut ms = 0;
+    while c.state() == State::Open {
+        assert!(ms <= 10_000);
+        c.handle_read(t(ms), &client_frame(true, OpCode::Ping, b""));
+        ms += 100;
+    }
+    let out = written(&mut c);
+    assert_eq!(close_code(out.last().unwrap()), Some(1008));
+    c.handle_timeout(t(ms + 60_000));
+    assert!(c.is_finished());
+    assert_eq!(
+        events(&mut c),
+        vec![Event::Closed(CloseCause::PingFlood)],
+        "the cause survives the close timeout"
+    );
+}
+
+#[test]
+fn slowing_down_until_the_allowance_refills_is_forgiven() {
+    let mut c = Connection::new(t(0), ping_config(10));
+    let flood = |c: &mut Connection, from: u64, to: u64| {
+        let mut refused = 0;
+        for ms in (from..to).step_by(10) {
+            if ping(c, t(ms), b"f").is_empty() {
+                refused += 1;
+            }
+            assert_eq!(c.state(), State::Open, "closed at {ms} ms");
+        }
+        refused
+    };
+    // Over the allowance for about four seconds...
+    assert!(flood(&mut c, 0, 4_500) > 0);
+    // ...then two seconds of silence refill the burst: a new stretch.
+    assert!(flood(&mut c, 6_500, 11_000) > 0);
+    // The same without the full pause is one stretch: closed.
+    let mut c = Connection::new(t(0), ping_config(10));
+    flood(&mut c, 0, 4_500);
+    for ms in (5_500..6_000).step_by(10) {
+        ping(&mut c, t(ms), b"f");
+    }
+    assert_eq!(c.state(), State::Closing);
+}
+
+#[test]
+fn a_ping_rate_of_zero_is_no_limit() {
+    let mut c = Connection::new(t(0), ping_config(0));
+    for i in 0..10_000u32 {
+        let out = ping(&mut c, t(1), &i.to_be_bytes());
+        assert_eq!(out.len(), 1, "ping {i}");
+        assert_eq!(&out[0].payload[..], &i.to_be_bytes()[..]);
+    }
+    assert_eq!(c.state(), State::Open);
+}

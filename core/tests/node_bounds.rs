@@ -175,3 +175,79 @@ fn a_publish_flood_gets_107_then_4504_and_nobody_else_is_touched() {
     node.handle_read(at(5000), calm, &publish(1));
     assert_eq!(sent(&mut node).len(), 1);
 }
+
+/// The ping allowance through a node: a flood on `/ws` is closed with
+/// wavecast's 4504 "too many requests", one on `/echo` (raw RFC 6455) with
+/// 1008; both are counted as ping-flood closes and by their code, and a
+/// connection that pings calmly on the same node is answered throughout.
+#[test]
+fn a_ping_flood_is_closed_4504_on_ws_and_1008_on_echo_and_counted() {
+    use wavecast_core::connection::ConnectionConfig;
+    use wavecast_core::frame::FrameDecoder;
+    use wavecast_core::message::parse_close;
+    let mut node = Node::new(NodeConfig {
+        connection: ConnectionConfig {
+            ping_rate: 10,
+            ..ConnectionConfig::default()
+        },
+        ..NodeConfig::default()
+    });
+    let at = |ms: u64| Timestamp::from_micros(ms * 1000);
+    let ws = node.handle_connect(at(0), Endpoint::PubSub(Encoding::Json), b"");
+    let echo = node.handle_connect(at(0), Endpoint::Echo, b"");
+    let calm = node.handle_connect(at(0), Endpoint::PubSub(Encoding::Json), b"");
+    let ping = common::masked(true, OpCode::Ping, b"p", [9, 9, 9, 9]).to_vec();
+    let frames = |node: &mut Node, id: ConnId| {
+        let bytes = node.queue(id).map(common::take_queued).unwrap_or_default();
+        let mut buf = bytes::BytesMut::from(&bytes[..]);
+        let mut dec = FrameDecoder::client(1 << 20);
+        std::iter::from_fn(|| dec.decode(&mut buf).unwrap()).collect::<Vec<_>>()
+    };
+    let mut closes = Vec::new();
+    let mut calm_pongs = 0;
+    // Ten pings every 100 ms (100 a second) from the two flooders, one a
+    // second from the calm one, for 6 s.
+    for ms in (0..6_000).step_by(100) {
+        for id in [ws, echo] {
+            let burst = ping.repeat(10);
+            node.handle_read(at(ms), id, &burst);
+            for f in frames(&mut node, id) {
+                if f.opcode == OpCode::Close {
+                    let close = parse_close(&f.payload).unwrap().unwrap();
+                    closes.push((id, close.code.0, close.reason));
+                }
+            }
+        }
+        if ms % 1000 == 0 {
+            node.handle_read(at(ms), calm, &ping);
+            let out = frames(&mut node, calm);
+            assert_eq!(out.len(), 1, "calm ping at {ms} ms");
+            assert_eq!(out[0].opcode, OpCode::Pong);
+            calm_pongs += 1;
+        }
+    }
+    assert_eq!(
+        closes,
+        vec![
+            (ws, 4504, "too many requests".to_owned()),
+            (echo, 1008, "too many requests".to_owned()),
+        ]
+    );
+    assert_eq!(calm_pongs, 6);
+    // Counted when they end (the peers gone without answering).
+    node.handle_eof(at(6_000), ws);
+    node.handle_eof(at(6_000), echo);
+    let c = node.counters();
+    assert_eq!(c.ping_flood_closes, 2, "{c:?}");
+    assert_eq!(c.closed.get(&4504), Some(&1), "{c:?}");
+    assert_eq!(c.closed.get(&1008), Some(&1), "{c:?}");
+    let ended: Vec<_> = std::iter::from_fn(|| node.poll_ended()).collect();
+    assert!(
+        ended
+            .iter()
+            .all(|(_, e)| e.cause == "client pinged faster than its allowance"),
+        "{ended:?}"
+    );
+    assert_eq!(ended.len(), 2);
+    assert!(node.ids().any(|i| i == calm));
+}

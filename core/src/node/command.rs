@@ -21,11 +21,11 @@ use super::auth::Gate;
 use super::channel::LocalChannel;
 #[cfg(feature = "mutations")]
 use super::channel::Sync;
-use super::rate::Verdict;
 use super::request::{error, InFlight};
 #[cfg(feature = "mutations")]
 use super::Mutation;
 use super::{ConnId, Node};
+use crate::rate::Verdict;
 
 impl Node {
     /// A command frame from a pub/sub client: decoded (a frame that cannot
@@ -488,6 +488,9 @@ impl Node {
             CloseCause::SlowConsumer(_) | CloseCause::WriteStalled
         ) {
             counters.slow_consumer_closes += 1;
+        }
+        if *cause == CloseCause::PingFlood {
+            counters.ping_flood_closes += 1;
         }
         #[cfg(feature = "mutations")]
         let subs = match self.mutation {

@@ -58,7 +58,8 @@
 //! - `command.rs`: client commands, one method per command;
 //! - `auth.rs`: `connect`, `refresh` and `sub_refresh`, the gate before
 //!   every other command, and the authentication deadlines;
-//! - `rate.rs`: the per-connection rate limits;
+//! - the per-connection rate limits are the crate's `rate` module
+//!   (shared with the connection's ping allowance);
 //! - `server_subs.rs`: the subscriptions a connection gets on connect
 //!   (a token's `channels`), and the connect reply that waits for them;
 //! - `ask.rs`: what the node asks outside (backend proxies, the key set)
@@ -83,7 +84,6 @@ mod channel;
 mod command;
 mod heartbeat;
 mod observe;
-mod rate;
 mod reconfigure;
 mod request;
 mod server_subs;
@@ -115,7 +115,7 @@ pub use slab::ConnId;
 
 /// Default of [`NodeConfig::max_subscriptions`].
 pub const MAX_SUBSCRIPTIONS: usize = 512;
-pub use rate::OVER_LIMIT_GRACE;
+pub use crate::rate::OVER_LIMIT_GRACE;
 /// Most publications kept for replay to pending subscribers of a channel;
 /// past it a pending subscribe fails with "not available, retry".
 pub const MAX_REPLAY: usize = 4096;
@@ -429,7 +429,7 @@ impl Node {
             in_flight: 0,
             subs: Vec::new(),
             auth,
-            rate: rate::Rate::new(
+            rate: crate::rate::Rate::new(
                 now,
                 self.config.client_command_rate,
                 self.config.client_publish_rate,

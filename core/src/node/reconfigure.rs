@@ -74,6 +74,7 @@ pub(super) fn connection_configs(
     let pubsub = ConnectionConfig {
         heartbeat_close_code: close::HEARTBEAT_TIMEOUT,
         slow_consumer_close_code: close::SLOW_CONSUMER,
+        ping_flood_close_code: close::TOO_MANY_REQUESTS,
         ..c.clone()
     };
     let sse = ConnectionConfig {

@@ -63,7 +63,7 @@ pub(super) struct Client {
     /// Who the connection is (see `auth.rs`).
     pub(super) auth: Auth,
     /// Its rate limits (see `rate.rs`).
-    pub(super) rate: super::rate::Rate,
+    pub(super) rate: crate::rate::Rate,
 }
 
 /// Where a connection stands with authentication.

@@ -102,7 +102,7 @@ impl Node {
             in_flight: 0,
             subs: Vec::new(),
             auth: Auth::Anonymous,
-            rate: super::rate::Rate::new(now, 0, 0),
+            rate: crate::rate::Rate::new(now, 0, 0),
         };
         let id = self.slab.insert(client);
         let SseRequest {

@@ -140,6 +140,9 @@ pub struct ServeArgs {
     /// Publications per second one connection may send (same rules; 0: no limit) [default: 20].
     #[arg(long, env = "WAVECAST_CLIENT_PUBLISH_RATE")]
     pub client_publish_rate: Option<u32>,
+    /// WebSocket pings per second one connection may send (bursts of twice that); the ones over it get no pong, and close 4504 (1008 on /echo) if it persists 5s; 0: no limit [default: 10].
+    #[arg(long, env = "WAVECAST_CLIENT_PING_RATE")]
+    pub client_ping_rate: Option<u32>,
     /// Most channels one connection may subscribe to; beyond it error 107 [default: 512].
     #[arg(long, env = "WAVECAST_MAX_SUBSCRIPTIONS")]
     pub max_subscriptions: Option<usize>,

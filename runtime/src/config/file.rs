@@ -71,6 +71,7 @@ pub struct FileConfig {
     pub(super) refresh_grace: Option<Duration>,
     pub(super) client_command_rate: Option<u32>,
     pub(super) client_publish_rate: Option<u32>,
+    pub(super) client_ping_rate: Option<u32>,
     pub(super) max_subscriptions: Option<usize>,
     pub(super) sse_max_channels: Option<usize>,
     pub(super) sse_token_cookie: Option<String>,

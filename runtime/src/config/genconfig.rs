@@ -148,6 +148,7 @@ pub(super) fn default_value(d: &Config, name: &str) -> Value {
         "refresh_grace" => dur(d.refresh_grace),
         "client_command_rate" => num(d.client_command_rate.into()),
         "client_publish_rate" => num(d.client_publish_rate.into()),
+        "client_ping_rate" => num(d.client_ping_rate.into()),
         "max_subscriptions" => num(d.max_subscriptions as u64),
         "sse_max_channels" => num(d.sse_max_channels as u64),
         "sse_token_cookie" => V(format!("\"{}\"", d.sse_token_cookie)),

@@ -137,6 +137,8 @@ pub struct Config {
     pub client_command_rate: u32,
     /// Publications per second per connection (0: no limit).
     pub client_publish_rate: u32,
+    /// WebSocket pings per second per connection (0: no limit).
+    pub client_ping_rate: u32,
     /// Most subscriptions per connection.
     pub max_subscriptions: usize,
     /// Most channels of one SSE stream.
@@ -229,6 +231,8 @@ impl Default for Config {
             insecure: false,
             client_command_rate: 100,
             client_publish_rate: 20,
+            // A browser or client library pings every few seconds at most.
+            client_ping_rate: 10,
             max_subscriptions: wavecast_core::node::MAX_SUBSCRIPTIONS,
             sse_max_channels: wavecast_core::sse::MAX_CHANNELS,
             sse_token_cookie: wavecast_core::sse::TOKEN_COOKIE.to_owned(),
@@ -526,6 +530,10 @@ impl Config {
                 .client_publish_rate
                 .or(file.client_publish_rate)
                 .unwrap_or(d.client_publish_rate),
+            client_ping_rate: args
+                .client_ping_rate
+                .or(file.client_ping_rate)
+                .unwrap_or(d.client_ping_rate),
             max_subscriptions: args
                 .max_subscriptions
                 .or(file.max_subscriptions)

@@ -45,6 +45,7 @@ pub const LIVE: &[&str] = &[
     "refresh_grace",
     "client_command_rate",
     "client_publish_rate",
+    "client_ping_rate",
     "max_subscriptions",
     "sse_max_channels",
     "sse_token_cookie",
@@ -288,6 +289,7 @@ fn comparisons(a: &Config, b: &Config) -> Vec<(&'static str, bool)> {
             "client_publish_rate",
             a.client_publish_rate == b.client_publish_rate,
         ),
+        ("client_ping_rate", a.client_ping_rate == b.client_ping_rate),
         (
             "max_subscriptions",
             a.max_subscriptions == b.max_subscriptions,
@@ -426,6 +428,17 @@ mod tests {
         assert_eq!(r.config.namespaces.default.allow_publish, Permission::None);
         assert_eq!(r.config.listen, running.listen);
         assert_eq!(r.config.redis, None);
+    }
+
+    #[test]
+    fn the_ping_rate_is_live() {
+        let f = File::new("ping", "client_ping_rate = 10\n");
+        let running = Config::load(&f.args()).unwrap();
+        f.write("client_ping_rate = 2\n");
+        let r = running.reload(&f.args()).unwrap();
+        assert_eq!(r.changed, ["client_ping_rate"]);
+        assert!(r.needs_restart.is_empty());
+        assert_eq!(r.config.client_ping_rate, 2);
     }
 
     #[test]

@@ -722,3 +722,27 @@ fn compression_settings_from_file_and_flags() {
         other => panic!("{other:?}"),
     }
 }
+
+#[test]
+fn client_ping_rate_from_file_and_flags_within_its_bound() {
+    assert_eq!(
+        Config::default().client_ping_rate,
+        10,
+        "the server's default: a client library pings every few seconds at most"
+    );
+    let file: FileConfig = toml::from_str("client_ping_rate = 3\n").unwrap();
+    assert_eq!(file.client_ping_rate, Some(3));
+    let args = ServeArgs {
+        client_ping_rate: Some(0),
+        ..Default::default()
+    };
+    assert_eq!(Config::load(&args).unwrap().client_ping_rate, 0, "no limit");
+    let args = ServeArgs {
+        client_ping_rate: Some(1_000_001),
+        ..Default::default()
+    };
+    match Config::load(&args) {
+        Err(ConfigError::Invalid { name, .. }) => assert_eq!(name, "client_ping_rate"),
+        other => panic!("{other:?}"),
+    }
+}

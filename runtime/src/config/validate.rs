@@ -84,6 +84,7 @@ impl Config {
         for (name, rate) in [
             ("client_command_rate", self.client_command_rate),
             ("client_publish_rate", self.client_publish_rate),
+            ("client_ping_rate", self.client_ping_rate),
         ] {
             if rate > 1_000_000 {
                 return Err(ConfigError::Invalid {

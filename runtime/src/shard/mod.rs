@@ -685,6 +685,7 @@ fn node_config(c: &Config, shared: &Shared, index: usize) -> NodeConfig {
             heartbeat_timeout: c.heartbeat_timeout,
             max_message_size: c.max_message_size,
             max_queued_bytes: c.max_queued_bytes,
+            ping_rate: c.client_ping_rate,
             ..ConnectionConfig::default()
         },
         namespaces: c.namespaces.clone(),

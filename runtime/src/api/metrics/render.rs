@@ -255,6 +255,12 @@ impl Collector for Snapshot {
             "Connections closed because they did not take their bytes (queue over budget, or nothing taken for heartbeat interval + timeout).",
             c.slow_consumer_closes,
         )?;
+        counter(
+            e,
+            "wavecast_ping_flood_closes",
+            "Connections closed because they kept sending WebSocket pings over client_ping_rate (4504 on /ws, 1008 on /echo).",
+            c.ping_flood_closes,
+        )?;
         counters(
             e,
             "wavecast_commands",

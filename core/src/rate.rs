@@ -1,9 +1,12 @@
-//! Per-connection rate limits: a token bucket for commands and one for
-//! publications, refilled from the time passed in. A command over its
-//! bucket gets error 107; a connection still over a limit 5 s after its
-//! first 107 is closed with 4504 ("too many requests"). A flooding client
-//! is thus answered, then cut off, and never costs anybody else more than
-//! its own replies.
+//! Per-connection rate limits: token buckets refilled from the time passed
+//! in, one rule for all of them. A node keeps a bucket for commands and one
+//! for publications per connection (over them a command gets error 107); a
+//! [`crate::connection::Connection`] keeps one for the pings its peer sends
+//! (over it a ping is not answered). A connection still over a limit 5 s
+//! after it first went over is closed ("too many requests", 4504 on
+//! wavecast's own protocol). A flooding client is thus answered (or
+//! ignored), then cut off, and never costs anybody else more than its own
+//! traffic.
 
 use std::time::Duration;
 
@@ -17,21 +20,23 @@ pub const OVER_LIMIT_GRACE: Duration = Duration::from_secs(5);
 /// command, so that refills at low rates are exact enough).
 const COST: u32 = 1000;
 
-/// What the buckets say about one command.
+/// What the buckets say about one command (or ping).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(super) enum Verdict {
+pub(crate) enum Verdict {
     /// Within the limits.
     Pass,
-    /// Over a limit: answer 107.
+    /// Over a limit: answer 107 (a ping: no pong).
     Limited,
-    /// Over a limit for [`OVER_LIMIT_GRACE`]: answer 107 and close 4504.
+    /// Over a limit for [`OVER_LIMIT_GRACE`]: as `Limited`, and close the
+    /// connection (4504 on wavecast's protocol).
     Close,
 }
 
 /// One connection's two buckets (24 bytes; full when the connection opens,
-/// so a client may start with a burst of twice the rate).
+/// so a client may start with a burst of twice the rate). A ping allowance
+/// is the same with the second bucket unused (a rate of 0).
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
-pub(super) struct Rate {
+pub(crate) struct Rate {
     /// When the buckets were last refilled.
     at: Timestamp,
     commands: u32,
@@ -46,7 +51,7 @@ pub(super) struct Rate {
 
 impl Rate {
     /// Full buckets at `now`.
-    pub(super) fn new(now: Timestamp, command_rate: u32, publish_rate: u32) -> Rate {
+    pub(crate) fn new(now: Timestamp, command_rate: u32, publish_rate: u32) -> Rate {
         // Without limits nothing is ever refilled: keep no time (two
         // connections then differ in nothing here).
         let limited = command_rate != 0 || publish_rate != 0;
@@ -60,7 +65,7 @@ impl Rate {
 
     /// Takes one command (and one publication if `publish`) from the
     /// buckets at `now`. A rate of 0 is no limit.
-    pub(super) fn take(
+    pub(crate) fn take(
         &mut self,
         now: Timestamp,
         command_rate: u32,
