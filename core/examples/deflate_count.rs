@@ -61,7 +61,9 @@ fn main() {
         [s, n, c, p] => (s, n, c, p, None),
         [s, n, c, p, l] => (s, n, c, p, u32::try_from(l).ok()),
         _ => {
-            eprintln!("usage: deflate_count SUBSCRIBERS SIZE COMPRESSION(0|1) PUBLICATIONS [LEVEL]");
+            eprintln!(
+                "usage: deflate_count SUBSCRIBERS SIZE COMPRESSION(0|1) PUBLICATIONS [LEVEL]"
+            );
             std::process::exit(2);
         }
     };
