@@ -43,16 +43,6 @@ ulimit -n "$(ulimit -Hn)"
 # shellcheck source=benches/lib.sh
 source benches/lib.sh
 
-wait_listening() { # PORT PID NAME
-  for _ in $(seq 1 600); do
-    listening "$1" && return 0
-    kill -0 "$2" 2>/dev/null || { echo "compare.sh: $3 exited before listening" >&2; return 1; }
-    sleep 0.5
-  done
-  echo "compare.sh: $3 is not listening on $1 after 300 s" >&2
-  return 1
-}
-
 targets=()
 pidlist=()
 

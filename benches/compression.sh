@@ -47,16 +47,6 @@ ulimit -n "$(ulimit -Hn)"
 # shellcheck source=benches/lib.sh
 source benches/lib.sh
 
-wait_listening() { # PORT PID NAME
-  for _ in $(seq 1 600); do
-    listening "$1" && return 0
-    kill -0 "$2" 2>/dev/null || { echo "compression.sh: $3 exited before listening" >&2; return 1; }
-    sleep 0.5
-  done
-  echo "compression.sh: $3 is not listening on $1 after 300 s" >&2
-  return 1
-}
-
 node_ready() { # ws and socket.io, as run-peer installs them
   exec 9>"$home/.node.lock"
   flock 9

@@ -15,6 +15,20 @@ cleanup() {
 trap cleanup EXIT
 
 listening() { ss -Htln "sport = :$1" | grep -q .; }
+
+# wait_listening PORT PID NAME: until something listens on PORT, failing if
+# the process PID (the server NAME) exits first or after 300 s.
+wait_listening() {
+  local me
+  me=$(basename "$0")
+  for _ in $(seq 1 600); do
+    listening "$1" && return 0
+    kill -0 "$2" 2>/dev/null || { echo "$me: $3 exited before listening" >&2; return 1; }
+    sleep 0.5
+  done
+  echo "$me: $3 is not listening on $1 after 300 s" >&2
+  return 1
+}
 in_use() { ss -Htan "sport = :$1" | grep -q .; }
 
 # free_port [OFFSET]: a port no socket uses (and, given OFFSET, port+OFFSET
