@@ -1,22 +1,17 @@
 // socketio-broadcast (../shared/peers/node) with permessage-deflate on,
-// set up like wavecast's --compression: no context takeover either way,
-// level 1, messages under 1 KiB uncompressed (Socket.IO hands these to
-// ws). io.emit encodes the packet once; ws then compresses it once per
+// set up like wavecast's --compression (deflate-options.js; Socket.IO hands
+// it to ws). io.emit encodes the packet once; ws then compresses it once per
 // socket that negotiated the extension. Started by benches/compression.sh.
 const { createServer } = require('http');
 const { Server } = require('socket.io');
+const perMessageDeflate = require('./deflate-options');
 
 const port = Number(process.argv[2] || process.env.PORT || 9002);
 const http = createServer();
 const io = new Server(http, {
   transports: ['websocket'],
   serveClient: false,
-  perMessageDeflate: {
-    serverNoContextTakeover: true,
-    clientNoContextTakeover: true,
-    zlibDeflateOptions: { level: 1 },
-    threshold: 1024,
-  },
+  perMessageDeflate,
 });
 
 io.on('connection', (socket) => {

@@ -1,22 +1,16 @@
 // ws-broadcast (../shared/peers/node) with permessage-deflate on, set up
-// like wavecast's --compression: no context takeover either way (no zlib
-// state kept per connection between messages), level 1, messages under
-// 1 KiB sent uncompressed. A client that does not offer the extension gets
+// like wavecast's --compression (deflate-options.js). A client that does not offer the extension gets
 // every message uncompressed. ws compresses each send on its own: a
 // broadcast to N clients that negotiated it is N compressions. Started by
 // benches/compression.sh with ws from the peers' install.
 const { WebSocketServer, WebSocket } = require('ws');
+const perMessageDeflate = require('./deflate-options');
 
 const port = Number(process.argv[2] || process.env.PORT || 9001);
 const wss = new WebSocketServer({
   host: '127.0.0.1',
   port,
-  perMessageDeflate: {
-    serverNoContextTakeover: true,
-    clientNoContextTakeover: true,
-    zlibDeflateOptions: { level: 1 },
-    threshold: 1024,
-  },
+  perMessageDeflate,
 });
 
 wss.on('connection', (socket) => {

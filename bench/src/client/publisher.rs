@@ -100,6 +100,24 @@ impl Acks {
     }
 }
 
+/// The data as wavecast's `data` value, into `out`: the object itself
+/// (`--json-data`), or the marker text as a JSON string.
+fn json_value(payload: &[u8], json_data: bool, out: &mut Vec<u8>) -> Result<(), BenchError> {
+    out.clear();
+    if json_data {
+        out.extend_from_slice(payload);
+        Ok(())
+    } else {
+        json_string(payload, out)
+    }
+}
+
+/// Appends `text` as a JSON string (quoted, escaped) to `out`.
+fn json_string(text: &[u8], out: &mut Vec<u8>) -> Result<(), BenchError> {
+    serde_json::to_writer(out, &*String::from_utf8_lossy(text))?;
+    Ok(())
+}
+
 /// Sends `publications` publications and returns when the last is written.
 /// Acknowledgements (wavecast's replies, HTTP responses, or the publisher's
 /// own copy from the peers, which send every message to every client)
@@ -197,20 +215,10 @@ pub async fn publish(cfg: &PublishConfig) -> Result<Published, BenchError> {
             write_payload(&mut payload, seq, sent_ns, cfg.payload);
         }
         message.clear();
-        // The data as a JSON value, for the targets that carry JSON: the
-        // object itself, or the marker text quoted (it is ASCII without
-        // quotes or backslashes).
-        quoted.clear();
-        if !cfg.json_data {
-            quoted.push(b'"');
-        }
-        quoted.extend_from_slice(&payload);
-        if !cfg.json_data {
-            quoted.push(b'"');
-        }
-        let data = String::from_utf8_lossy(&quoted);
         let (opcode, bytes): (OpCode, &[u8]) = match cfg.target {
             Target::Wavecast if api => {
+                json_value(&payload, cfg.json_data, &mut quoted)?;
+                let data = String::from_utf8_lossy(&quoted);
                 let body = format!("{{\"channel\":\"{CHANNEL}\",\"data\":{data}}}");
                 let key = cfg.api_key.as_deref().unwrap_or("");
                 message.extend_from_slice(
@@ -228,6 +236,7 @@ pub async fn publish(cfg: &PublishConfig) -> Result<Published, BenchError> {
                 (OpCode::Text, &[])
             }
             Target::Wavecast => {
+                json_value(&payload, cfg.json_data, &mut quoted)?;
                 let data = Payload::from_json(&quoted)
                     .map_err(|e| BenchError::Usage(format!("publication data: {e}")))?;
                 let command = Command::Publish {
@@ -239,10 +248,11 @@ pub async fn publish(cfg: &PublishConfig) -> Result<Published, BenchError> {
             }
             Target::Ws | Target::Tungstenite => (OpCode::Text, &payload),
             Target::Socketio => {
-                // Socket.IO's event argument is a JSON string: the data's
-                // own quotes escaped (it has no backslashes).
-                let text = String::from_utf8_lossy(&payload).replace('"', "\\\"");
-                message.extend_from_slice(format!("42[\"publish\",\"{text}\"]").as_bytes());
+                // Socket.IO's event argument is a JSON string, whatever the
+                // data is.
+                message.extend_from_slice(b"42[\"publish\",");
+                json_string(&payload, &mut message)?;
+                message.push(b']');
                 (OpCode::Text, &message)
             }
             Target::Nats => {

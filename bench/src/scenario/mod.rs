@@ -5,17 +5,15 @@
 //! The parts, bottom up:
 //! - `resolve`: target arguments with the automatic choices made
 //!   (workers, source addresses).
-//! - `memory`: the servers' resident memory.
-//! - `cpu`: the servers' CPU time.
+//! - `procfs`: the servers' resident memory and CPU time.
 //! - `group`: subscriber groups, here or in worker processes, and the
 //!   hidden `worker` command.
 //! - `runs`: one `connect` or `fanout` run into a report.
 //! - this file: the runtime and the commands (`connect`, `fanout`,
 //!   `sweep`, `compare`; `plot` is [`plot`]'s).
 
-mod cpu;
 mod group;
-mod memory;
+mod procfs;
 mod resolve;
 mod runs;
 
@@ -23,8 +21,7 @@ use std::time::Duration;
 
 use serde::Serialize;
 
-pub use cpu::{read_cpu_ns, read_cpu_ns_sum};
-pub use memory::{read_rss, read_rss_sum};
+pub use procfs::{read_cpu_ns, read_cpu_ns_sum, read_rss, read_rss_sum};
 
 use self::group::worker_command;
 use self::runs::{run_connect, run_fanout};

@@ -4,9 +4,8 @@
 
 use std::time::Duration;
 
-use super::cpu::read_cpu_ns_sum;
 use super::group::{collect, open_group};
-use super::memory::{settled_rss, SETTLE};
+use super::procfs::{read_cpu_ns_sum, settled_rss, SETTLE};
 use super::resolve::resolve;
 use crate::client::{publish, PublishConfig, PUBLISHER_USER};
 use crate::report::Report;
